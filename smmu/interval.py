@@ -1,0 +1,166 @@
+"""Interval notifiers (Linux 5.5+, ``mm/mmu_notifier.c``): the collision-retry protocol.
+
+A driver that mirrors ``[start, start + length)`` inserts an :class:`MMUIntervalNotifier` and
+uses the sequence protocol instead of counting ranges itself::
+
+    while True:
+        seq = yield from mmu_interval_read_begin(sub)     # waits while invalidating
+        pfns = ... fault in and snapshot pfns, no references kept ...
+        yield self.lock
+        if mmu_interval_read_retry(sub, seq):             # an invalidation ran: try again
+            self.lock.release(); continue
+        ... program the device ...                        # note_map
+        self.lock.release(); break
+
+and its ``invalidate(range, cur_seq)`` takes the same lock (``trylock`` when the range is not
+blockable, returning False if that fails), calls ``mmu_interval_set_seq(sub, cur_seq)`` and
+zaps. The per-mm ``invalidate_seq`` is odd while any invalidation overlapping an interval is
+in progress; inserts and removes made meanwhile are deferred to the last ``end``; ``remove``
+waits for an invalidation in flight (the 2022 use-after-free fix).
+"""
+
+from __future__ import annotations
+
+from smmu.constants import EOVERFLOW, ULONG_MAX
+from smmu.errors import InvalidArgument, UsageError
+
+
+class MMUIntervalNotifier:
+    """``struct mmu_interval_notifier``. Subclass and override :meth:`invalidate`, or pass
+    ``invalidate=callable`` (``callable(sub, range, cur_seq) -> bool``). ``owner`` is the
+    driver object that owns it (``Range.owner`` equal to it marks the driver's own MIGRATE)."""
+
+    def __init__(self, invalidate=None, *, owner=None, name: str | None = None):
+        self._fn = invalidate
+        self.owner = owner
+        self.name = name or getattr(owner, "name", None) or type(self).__name__
+        self.mm = None
+        self.start = 0
+        self.end = 0
+        self.invalidate_seq = 0
+        self._in_flight = 0
+        self._windows: list = []
+        self._inserted = False
+
+    def invalidate(self, range, cur_seq):
+        """Called for every invalidation overlapping the interval, before the PTEs change.
+        Must call ``mmu_interval_set_seq(self, cur_seq)`` under the lock that the driver's
+        ``read_retry`` check holds, and remove device mappings of ``range``. If
+        ``range.blockable`` is False it must not sleep: ``trylock`` and return False when the
+        lock is contended. Returning False for a blockable range is ``BadReturn``. A generator
+        implementation may block."""
+        if self._fn is None:
+            raise UsageError(f"{type(self).__name__} has no invalidate: subclass "
+                             "MMUIntervalNotifier and define invalidate(self, range, cur_seq), "
+                             "or pass invalidate=...")
+        return self._fn(self, range, cur_seq)
+
+    # convenience spellings of the module functions
+    def read_begin(self):
+        return mmu_interval_read_begin(self)
+
+    def read_retry(self, seq: int) -> bool:
+        return mmu_interval_read_retry(self, seq)
+
+    def check_retry(self, seq: int) -> bool:
+        return mmu_interval_check_retry(self, seq)
+
+    def set_seq(self, cur_seq: int) -> None:
+        mmu_interval_set_seq(self, cur_seq)
+
+    def note_map_ok(self, va: int) -> bool:
+        """False while ``va`` lies in a range this interval was invalidated for and whose
+        ``end`` has not run (a mapping made then is ``MapInWindow``)."""
+        return not any(r.start <= va < r.end for r in self._windows)
+
+    def __repr__(self):
+        where = f"[{self.start:#x}, {self.end:#x})" if self._inserted else "not inserted"
+        return f"<MMUIntervalNotifier {self.name} {where} seq={self.invalidate_seq}>"
+
+
+def _subs(mm):
+    subs = getattr(mm, "notifier_subscriptions", None)
+    if subs is None:
+        raise UsageError(f"{mm!r} has no notifier_subscriptions: insert interval notifiers "
+                         "on a process made by sim.new_process()")
+    return subs
+
+
+def mmu_interval_notifier_insert(sub: MMUIntervalNotifier, mm, start: int, length: int):
+    """Insert ``sub`` over ``[start, start + length)``. ``length == 0`` or an overflowing
+    range is ``InvalidArgument`` (Linux: -EOVERFLOW). During an invalidation the insert is
+    deferred to the last ``end`` and the new interval starts out "being invalidated"."""
+    if not isinstance(sub, MMUIntervalNotifier):
+        raise UsageError(f"{sub!r} is not an MMUIntervalNotifier")
+    if sub._inserted:
+        raise UsageError(f"{sub!r} is already inserted")
+    if length <= 0 or start < 0 or start + length - 1 > ULONG_MAX:
+        e = InvalidArgument(f"interval [{start:#x}, +{length:#x}) is empty or overflows "
+                            "(-EOVERFLOW): give a positive length within the address space")
+        e.errno = EOVERFLOW
+        raise e
+    subs = _subs(mm)
+    sub.mm, sub.start, sub.end = mm, start, start + length
+    sub._inserted = True
+    if subs.active_invalidate_ranges:
+        if subs.is_invalidating():
+            subs.deferred.append((sub, "insert"))
+        else:
+            subs.invalidate_seq |= 1
+            subs.itree.append(sub)
+        sub.invalidate_seq = subs.invalidate_seq
+    else:
+        # "The starting seq for a subscription not under invalidation should be odd, not
+        # equal to the current invalidate_seq"
+        sub.invalidate_seq = subs.invalidate_seq - 1
+        subs.itree.append(sub)
+    return 0
+
+
+def mmu_interval_notifier_remove(sub: MMUIntervalNotifier):
+    """Remove ``sub`` (a generator: it waits for an invalidation in flight to finish, so that
+    after it returns ``invalidate`` cannot run)."""
+    if not sub._inserted:
+        raise UsageError(f"{sub!r} is not inserted")
+    subs = _subs(sub.mm)
+    seq = 0
+    if subs.is_invalidating():
+        pending = [d for d in subs.deferred if d[0] is sub and d[1] == "insert"]
+        if pending:
+            subs.deferred.remove(pending[0])
+        else:
+            subs.deferred.append((sub, "remove"))
+            seq = subs.invalidate_seq
+    else:
+        subs.itree.remove(sub)
+    sub._inserted = False
+    if seq:
+        yield subs._wq.wait_until(lambda: subs.invalidate_seq != seq)
+    if sub._in_flight:
+        yield subs._wq.wait_until(lambda: sub._in_flight == 0)
+
+
+def mmu_interval_read_begin(sub: MMUIntervalNotifier):
+    """Begin a read-side critical section (a generator returning ``seq``); sleeps while the
+    interval is being invalidated."""
+    subs = _subs(sub.mm)
+    seq = sub.invalidate_seq
+    if seq == subs.invalidate_seq:   # is_invalidating for this interval
+        yield subs._wq.wait_until(lambda: subs.invalidate_seq != seq)
+    return seq
+
+
+def mmu_interval_read_retry(sub: MMUIntervalNotifier, seq: int) -> bool:
+    """True if an invalidation ran since ``read_begin`` returned ``seq``. Call it under the
+    driver lock that ``invalidate`` takes around ``set_seq``."""
+    return sub.invalidate_seq != seq
+
+
+def mmu_interval_check_retry(sub: MMUIntervalNotifier, seq: int) -> bool:
+    """Lock-free hint that a retry will be needed (may miss a concurrent invalidation)."""
+    return sub.invalidate_seq != seq
+
+
+def mmu_interval_set_seq(sub: MMUIntervalNotifier, cur_seq: int) -> None:
+    """From ``invalidate``, under the driver lock: make ``read_retry`` fail for readers."""
+    sub.invalidate_seq = cur_seq

@@ -1,0 +1,345 @@
+"""Kernel synchronisation primitives for tasks: spinlock, mutex, rwsem, wait queue, completion.
+
+All are acquired by yielding them (see :mod:`smmu.sched`); all release with a plain call.
+A spinlock makes its holder atomic until released (``spin_lock`` disables preemption), so a
+sleeping primitive used while holding one is ``SleepInAtomic``. Mutex, rwsem, wait queue and
+completion waits may sleep. Every acquisition goes through lockdep-style order tracking.
+
+Create them through the scheduler (``sim.spinlock("mmu_lock")``...) so they know whose
+``current`` task is acquiring; the name is the lock *class* for lock-order tracking, as in
+lockdep, so give per-instance locks of one kind the same name.
+"""
+
+from __future__ import annotations
+
+from smmu.errors import UsageError
+from smmu.sched import Request, Task
+
+
+class _Lock(Request):
+    """Common part of spinlock and mutex: one owner at a time, released by a plain call."""
+
+    kind = "lock"
+
+    def __init__(self, sched, name: str):
+        self.sched = sched
+        self.name = name
+        self.owner: Task | None = None
+        self.acquisitions = 0
+        self.contended = 0
+
+    def can(self, task):
+        if self.owner is None:
+            return True
+        if self.owner is task:
+            self.sched.violation("Deadlock", f"{task.name!r} takes {self.name!r} again while "
+                                 f"holding it (at {task.where()}): kernel locks are not "
+                                 "recursive (AA deadlock)", task=task.name, stop=False)
+            return False
+        self.contended += 1
+        return False
+
+    def grant(self, task):
+        self.owner = task
+        self.acquisitions += 1
+        self.sched.note_acquire(task, self)
+        return self
+
+    def holders(self):
+        return [self.owner] if self.owner is not None else []
+
+    def trylock(self) -> bool:
+        """Take the lock if free, without waiting (``spin_trylock`` / ``mutex_trylock``)."""
+        task = self._current()
+        if self.owner is not None:
+            return False
+        self.grant(task)
+        return True
+
+    def release(self) -> None:
+        task = self.owner
+        if task is None:
+            raise UsageError(f"release of {self.name!r} which is not held")
+        self.owner = None
+        self.sched.note_release(task, self)
+
+    unlock = release
+
+    def is_locked(self) -> bool:
+        return self.owner is not None
+
+    def held_by_current(self) -> bool:
+        return self.owner is not None and self.owner is self.sched.current
+
+    def _current(self) -> Task:
+        return self.sched.current or self.sched._setup_task
+
+    def __enter__(self):
+        if self.owner is None or self.owner is not self._current():
+            raise UsageError(f"`with {self.name}:` without acquiring it: write "
+                             f"`with (yield {self.name}):` inside a task")
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def __repr__(self):
+        who = self.owner.name if self.owner else "free"
+        return f"<{type(self).__name__} {self.name!r} {who}>"
+
+
+class Spinlock(_Lock):
+    """``spinlock_t``: waiting spins (never sleeps); holding it makes the holder atomic."""
+
+    sleeps = False
+    kind = "spinlock"
+
+    def grant(self, task):
+        super().grant(task)
+        self.sched.atomic_begin(f"holding spinlock {self.name!r}", task)
+        return self
+
+    def release(self):
+        task = self.owner
+        super().release()
+        self.sched.atomic_end(f"holding spinlock {self.name!r}", task)
+
+    unlock = release
+
+
+class Mutex(_Lock):
+    """``struct mutex``: waiting sleeps. ``mutex_lock`` in atomic context is SleepInAtomic even
+    when uncontended (``might_sleep``), as in Linux."""
+
+    sleeps = True
+    kind = "mutex"
+
+    def trylock(self) -> bool:
+        # mutex_trylock does not sleep and is legal in atomic context
+        return super().trylock()
+
+
+class _RWSide(Request):
+    sleeps = True
+
+    def __init__(self, sem: "RWSem", write: bool):
+        self.sem = sem
+        self.write = write
+        self.name = sem.name
+
+    def can(self, task):
+        s = self.sem
+        if s.writer is task or (self.write and task in s.readers):
+            s.sched.violation("Deadlock", f"{task.name!r} takes rwsem {s.name!r} again while "
+                              f"holding it (at {task.where()})", task=task.name, stop=False)
+            return False
+        if self.write:
+            return s.writer is None and not s.readers
+        # writers waiting get priority so readers cannot starve them (as rwsem does)
+        return s.writer is None and not any(isinstance(t.pending, _RWSide) and t.pending.write
+                                            and t.pending.sem is s for t in s.sched.tasks)
+
+    def grant(self, task):
+        s = self.sem
+        if self.write:
+            s.writer = task
+        else:
+            s.readers.append(task)
+        s.sched.note_acquire(task, self)
+        return self
+
+    def holders(self):
+        s = self.sem
+        return [s.writer] if s.writer is not None else list(s.readers)
+
+    def release(self):
+        s = self.sem
+        if self.write:
+            task = s.writer
+            if task is None:
+                raise UsageError(f"up_write on {s.name!r} which is not write-held")
+            s.writer = None
+        else:
+            task = s.sched.current or s.sched._setup_task
+            if task not in s.readers:
+                if not s.readers:
+                    raise UsageError(f"up_read on {s.name!r} which is not read-held")
+                task = s.readers[0]
+            s.readers.remove(task)
+        # lockdep bookkeeping: the held entry is the side object that was granted
+        for h in list(task.held):
+            if isinstance(h, _RWSide) and h.sem is s and h.write == self.write:
+                task.held.remove(h)
+                break
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def __repr__(self):
+        return f"<rwsem {self.sem.name!r} {'write' if self.write else 'read'}>"
+
+
+class RWSem:
+    """``struct rw_semaphore``: ``yield sem.read()`` / ``yield sem.write()``; release with
+    ``sem.up_read()`` / ``sem.up_write()`` or ``with (yield sem.read()):``."""
+
+    def __init__(self, sched, name: str):
+        self.sched = sched
+        self.name = name
+        self.writer: Task | None = None
+        self.readers: list[Task] = []
+        self._r = _RWSide(self, False)
+        self._w = _RWSide(self, True)
+
+    def read(self) -> _RWSide:
+        return self._r
+
+    def write(self) -> _RWSide:
+        return self._w
+
+    def up_read(self):
+        self._r.release()
+
+    def up_write(self):
+        self._w.release()
+
+    def is_locked(self) -> bool:
+        return self.writer is not None or bool(self.readers)
+
+    def __repr__(self):
+        if self.writer:
+            st = f"write-held by {self.writer.name}"
+        elif self.readers:
+            st = "read-held by " + ",".join(t.name for t in self.readers)
+        else:
+            st = "free"
+        return f"<RWSem {self.name!r} {st}>"
+
+
+class _Wait(Request):
+    sleeps = True
+
+    def __init__(self, wq: "WaitQueue", pred):
+        self.wq = wq
+        self.pred = pred
+        self.woken = False
+        self.name = wq.name
+
+    def can(self, task):
+        if task.pending is not self:  # first look, at the yield: wait_event checks first
+            return bool(self.pred())
+        if not self.woken:
+            return False
+        if self.pred():
+            return True
+        self.woken = False  # woken but the condition is false again: back to sleep
+        return False
+
+    def grant(self, task):
+        if self in self.wq.waiters:
+            self.wq.waiters.remove(self)
+        return None
+
+    def holders(self):
+        return []
+
+    def __repr__(self):
+        return f"<wait on {self.wq.name!r}{' (woken)' if self.woken else ''}>"
+
+
+class WaitQueue:
+    """``wait_queue_head_t``: ``yield wq.wait_until(pred)`` is ``wait_event(wq, pred())``: it
+    returns at once if ``pred()`` holds, otherwise sleeps until a ``wake_all()`` finds it
+    true. A waiter that nobody wakes sleeps forever (and the run reports a Deadlock)."""
+
+    def __init__(self, sched, name: str):
+        self.sched = sched
+        self.name = name
+        self.waiters: list[_Wait] = []
+        self.wakeups = 0
+
+    def wait_until(self, pred) -> _Wait:
+        if not callable(pred):
+            raise UsageError("wait_until needs a callable predicate, e.g. "
+                             "wq.wait_until(lambda: self.count == 0)")
+        w = _Wait(self, pred)
+        self.waiters.append(w)
+        return w
+
+    def wake_all(self) -> None:
+        self.wakeups += 1
+        for w in self.waiters:
+            w.woken = True
+
+    wake_up_all = wake_all
+
+    def __repr__(self):
+        return f"<WaitQueue {self.name!r} {len(self.waiters)} waiting>"
+
+
+class _CompletionWait(Request):
+    sleeps = True
+
+    def __init__(self, c: "Completion"):
+        self.c = c
+        self.name = c.name
+
+    def can(self, task):
+        return self.c.done > 0
+
+    def grant(self, task):
+        if self.c.done != Completion.ALL:
+            self.c.done -= 1
+        return None
+
+    def holders(self):
+        return []
+
+    def __repr__(self):
+        return f"<wait_for_completion {self.c.name!r}>"
+
+
+class Completion:
+    """``struct completion``: ``yield c.wait()``; ``c.complete()`` lets one waiter through,
+    ``c.complete_all()`` every present and future waiter."""
+
+    ALL = 1 << 30
+
+    def __init__(self, sched, name: str):
+        self.sched = sched
+        self.name = name
+        self.done = 0
+
+    def wait(self) -> _CompletionWait:
+        return _CompletionWait(self)
+
+    def complete(self):
+        if self.done != self.ALL:
+            self.done += 1
+
+    def complete_all(self):
+        self.done = self.ALL
+
+    def __repr__(self):
+        return f"<Completion {self.name!r} done={self.done}>"
+
+
+class NonBlock:
+    """``non_block_start()/non_block_end()`` as a context manager for plain code."""
+
+    def __init__(self, sched, reason: str = "non-blockable section"):
+        self.sched = sched
+        self.reason = reason
+
+    def __enter__(self):
+        self.sched.atomic_begin(self.reason)
+        return self
+
+    def __exit__(self, *exc):
+        self.sched.atomic_end(self.reason)
+        return False

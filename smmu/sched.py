@@ -1,0 +1,631 @@
+"""The deterministic cooperative scheduler: tasks are generators, every ``yield`` a choice point.
+
+A task is any generator. What it yields tells the scheduler what it wants:
+
+=====================================  ==========================================================
+``yield``                              a preemption point: another CPU may act here
+``yield lock``                         acquire a spinlock or mutex; resumed holding it
+``with (yield lock): ...``             the same, released when the block exits
+``yield sem.read()`` / ``sem.write()``  take an rwsem shared / exclusive
+``yield wq.wait_until(pred)``           sleep until ``pred()`` holds after a ``wq.wake_all()``
+``yield completion.wait()``            sleep until ``completion.complete()``
+``yield sched.sleep(ns)``               sleep for simulated time
+``yield from other_generator()``       call another task-shaped function (hooks, MM ops)
+=====================================  ==========================================================
+
+One *step* runs the chosen task from one yield to the next; it is atomic with respect to all
+other tasks. Which task runs at each step is decided by a :class:`Schedule`; the list of task
+ids chosen wherever more than one task could run (``Scheduler.choices``) replays the run bit
+for bit. Atomic context (spinlock held, non-blockable section) is tracked per task; a sleeping
+primitive used there is a ``SleepInAtomic`` violation naming both places. Nothing runnable
+while tasks wait is a ``Deadlock`` (with the wait-for cycle); a task past its step budget is a
+``Livelock``. Both end the run instead of hanging the test process.
+
+Simulated time: every task has a clock advanced by :meth:`Scheduler.charge` from the cost
+table :data:`COSTS`; the ``timed`` schedule always runs the task with the earliest clock.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections import Counter
+
+import structlog
+
+from smmu.errors import SmmuError, TaskCrashed, UsageError, Violation
+
+log = structlog.get_logger("smmu")
+
+#: Simulated cost of each kind of work, in nanoseconds, with where the number comes from.
+#: Benchmarks report simulated time as the sum of these; nothing depends on wall time.
+COSTS: dict[str, tuple[float, str]] = {
+    "step": (5.0, "a few instructions between two preemption points"),
+    "pte_update": (2.0, "one PTE write in a hot cache line"),
+    "page_fault": (1300.0, "real anonymous fault on this class of machine, ~1.3 us (linux-notes 4)"),
+    "tlb_flush_local": (150.0, "invlpg / local flush, ~100-200 ns"),
+    "tlb_shootdown": (15000.0, "remote TLB shootdown IPI, ~15 us in this VM (linux-notes 4)"),
+    "notifier_call": (40.0, "indirect call through mmu_notifier_ops under SRCU"),
+    "secondary_flush": (2000.0, "device TLB / IOTLB invalidation command and wait, ~1-3 us"),
+    "device_fault": (5000.0, "device fault round trip: interrupt, handler, GUP, program entry"),
+    "device_access": (100.0, "one DMA access that hits the device TLB"),
+    "page_copy": (500.0, "copy 4 KiB at ~8 GB/s"),
+    "page_zero": (250.0, "clear 4 KiB"),
+    "lock": (20.0, "uncontended atomic acquire/release"),
+    "swap_io": (50000.0, "swap a page out or in from fast SSD, ~50 us"),
+    "writeback_io": (50000.0, "write a page to the backing file, ~50 us"),
+}
+
+
+def cost_of(kind: str) -> float:
+    return COSTS[kind][0]
+
+
+_STEP_NS = COSTS["step"][0]
+
+
+class _Stop(Exception):
+    """Unwinds the run loop when a violation ends the run."""
+
+
+class Task:
+    """One simulated CPU or device context running a generator."""
+
+    __slots__ = ("tid", "name", "gen", "value", "pending", "atomic", "held", "steps", "time",
+                 "done", "result", "error", "throw")
+
+    def __init__(self, tid: int, name: str, gen):
+        self.tid = tid
+        self.name = name
+        self.gen = gen
+        self.value = None          # sent into the generator at its next step
+        self.throw = None          # or thrown into it
+        self.pending = None        # the request it is blocked on
+        self.atomic: list = []     # (reason, where) per open atomic section, innermost last
+        self.held: list = []       # locks held, in acquisition order
+        self.steps = 0
+        self.time = 0.0
+        self.done = False
+        self.result = None
+        self.error = None
+
+    @property
+    def in_atomic(self) -> bool:
+        return bool(self.atomic)
+
+    def where(self) -> str:
+        """``file:line in function`` of the innermost frame this task is suspended in."""
+        stack = self.stack()
+        return stack[-1] if stack else "<not started>"
+
+    def stack(self) -> list[str]:
+        out = []
+        g = self.gen
+        while g is not None:
+            f = getattr(g, "gi_frame", None)
+            if f is not None:
+                out.append(f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}")
+            g = getattr(g, "gi_yieldfrom", None)
+        return out
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else ("blocked on %r" % (self.pending,) if self.pending
+                                          else "ready")
+        return f"<Task {self.tid} {self.name!r} {state}, {self.steps} steps, t={self.time:.0f}ns>"
+
+
+class Request:
+    """Something a task can yield to wait for. Subclasses: locks, rwsem sides, wait queues,
+    completions, sleeps. ``sleeps`` says whether waiting for it may sleep (a mutex does, a
+    spinlock spins)."""
+
+    sleeps = True
+
+    def can(self, task: Task) -> bool:  # may the task proceed now?
+        raise NotImplementedError
+
+    def grant(self, task: Task):  # the task proceeds: take the resource; returns the value sent
+        return self
+
+
+# --------------------------------------------------------------------------- schedules
+
+class Schedule:
+    """Chooses which runnable task runs next. ``choose`` gets the candidates (at least two,
+    in a stable order) and returns an index into them. Subclass it for new strategies."""
+
+    name = "schedule"
+
+    def reset(self, seed: int | None) -> None:
+        pass
+
+    def choose(self, sched: "Scheduler", tasks: list[Task]) -> int:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+class RoundRobin(Schedule):
+    """Each task in turn: after task ``t`` the next one with a larger id, wrapping around."""
+
+    name = "round_robin"
+
+    def __init__(self):
+        self.last = -1
+
+    def reset(self, seed):
+        self.last = -1
+
+    def choose(self, sched, tasks):
+        last = self.last
+        for i, t in enumerate(tasks):
+            if t.tid > last:
+                self.last = t.tid
+                return i
+        self.last = tasks[0].tid
+        return 0
+
+
+class RandomSchedule(Schedule):
+    """Uniformly random among the runnable tasks, from a seeded generator."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.rng = _random.Random(seed)
+
+    def reset(self, seed):
+        if seed is not None:
+            self.seed = seed
+        self.rng = _random.Random(self.seed)
+
+    def choose(self, sched, tasks):
+        return self.rng.randrange(len(tasks))
+
+    def __repr__(self):
+        return f"<RandomSchedule seed={self.seed}>"
+
+
+class Timed(Schedule):
+    """Earliest simulated clock first (ties: lowest task id). For benchmarks."""
+
+    name = "timed"
+
+    def choose(self, sched, tasks):
+        best = 0
+        bt = tasks[0].time
+        for i in range(1, len(tasks)):
+            if tasks[i].time < bt:
+                best, bt = i, tasks[i].time
+        return best
+
+
+SCHEDULES: dict[str, type] = {"round_robin": RoundRobin, "random": RandomSchedule, "timed": Timed}
+
+
+def register_schedule(name: str, factory) -> None:
+    """Make ``Scheduler(schedule=name)`` build ``factory(seed)`` (used by smmu.explore)."""
+    SCHEDULES[name] = factory
+
+
+def make_schedule(schedule, seed: int | None) -> Schedule:
+    if isinstance(schedule, Schedule):
+        schedule.reset(seed)
+        return schedule
+    if schedule not in SCHEDULES:
+        raise UsageError(f"unknown schedule {schedule!r}: use one of {sorted(SCHEDULES)} "
+                         "or pass a Schedule instance")
+    cls = SCHEDULES[schedule]
+    try:
+        s = cls(seed or 0)
+    except TypeError:
+        s = cls()
+    s.reset(seed)
+    return s
+
+
+# --------------------------------------------------------------------------- the scheduler
+
+class Sleep(Request):
+    """``yield sched.sleep(ns)``: sleep for simulated time (a sleeping primitive)."""
+
+    __slots__ = ("ns",)
+    sleeps = True
+
+    def __init__(self, ns: float):
+        self.ns = ns
+
+    def can(self, task):
+        return True
+
+    def grant(self, task):
+        task.time += self.ns
+        return None
+
+    def __repr__(self):
+        return f"<sleep {self.ns}ns>"
+
+
+class Result:
+    """What a run produced: ``violations``, ``stats`` (counters; hook calls by name under
+    ``hooks``), ``trace`` (events when tracing was on), ``schedule`` (the choice list),
+    ``steps`` (count), ``time_ns`` (simulated makespan), ``errors`` (tasks that ended with a
+    simulated fault such as SegmentationFault, by task name)."""
+
+    def __init__(self, sched: "Scheduler"):
+        self.violations: list[Violation] = list(sched.violations)
+        self.stats = dict(sched.stats)
+        self.stats["hooks"] = dict(sched.hook_calls)
+        self.trace = sched.trace
+        self.schedule = list(sched.choices)
+        self.steps = sched.steps
+        self.time_ns = max((t.time for t in sched.all_tasks), default=0.0)
+        self.errors = {t.name: t.error for t in sched.all_tasks if t.error is not None}
+        self.results = {t.name: t.result for t in sched.all_tasks if t.done}
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def kinds(self) -> list[str]:
+        return sorted({v.kind for v in self.violations})
+
+    def __repr__(self):
+        if self.ok:
+            return f"<Result clean: {self.steps} steps, {self.time_ns:.0f} ns simulated>"
+        return (f"<Result {len(self.violations)} violation(s) {self.kinds()}: "
+                f"{self.steps} steps>")
+
+
+class Scheduler:
+    """Runs tasks under a schedule; owns the violation list, counters and trace.
+
+    ``max_steps``: total step budget of one ``run``; ``task_step_budget``: steps one task may
+    take before it is declared a ``Livelock``. ``stop_on_violation``: end the run at the first
+    violation (exploration wants this; a plain run records all and continues).
+    """
+
+    def __init__(self, schedule="round_robin", seed: int | None = 0, *,
+                 max_steps: int = 2_000_000, task_step_budget: int = 200_000,
+                 stop_on_violation: bool = False, trace: bool = False,
+                 record_steps: bool = False):
+        self.seed = seed
+        self.schedule = make_schedule(schedule, seed)
+        self.max_steps = max_steps
+        self.task_step_budget = task_step_budget
+        self.stop_on_violation = stop_on_violation
+        self.tracing = trace
+        self.record_steps = record_steps
+        self.tasks: list[Task] = []      # runnable or blocked, spawn order
+        self.all_tasks: list[Task] = []
+        self.current: Task | None = None
+        self.choices: list[int] = []
+        self.steps = 0
+        self.violations: list[Violation] = []
+        self._seen: set = set()
+        self.stats: Counter = Counter()
+        self.hook_calls: Counter = Counter()
+        self.trace: list = []
+        self.step_log: list = []
+        self.lockdep: dict = {}          # (a, b) -> where b was taken while holding a
+        self._next_tid = 0
+        self._stopped = False
+        self._setup_task = Task(-1, "setup", None)
+
+    # ----------------------------------------------------------------- tasks
+    def spawn(self, name: str, gen) -> Task:
+        """Add a task running generator ``gen``; it runs when ``run()`` is called."""
+        if not hasattr(gen, "send"):
+            raise UsageError(
+                f"spawn({name!r}, ...) needs a generator, got {type(gen).__name__}: call the "
+                "task function, e.g. sim.spawn('cpu0', cpu()) not sim.spawn('cpu0', cpu)")
+        t = Task(self._next_tid, name, gen)
+        self._next_tid += 1
+        self.tasks.append(t)
+        self.all_tasks.append(t)
+        return t
+
+    def sleep(self, ns: float) -> Sleep:
+        return Sleep(ns)
+
+    def do(self, gen):
+        """Run one generator to completion now, alone, and return its value (setup work).
+
+        A simulated fault it raises (``SegmentationFault``, ``InvalidArgument``...) propagates
+        to the caller. Violations it causes are recorded like any others."""
+        if not hasattr(gen, "send"):
+            raise UsageError("do(...) needs a generator: pass the call, e.g. "
+                             "sim.do(mm.mmap(4096)), not the function")
+        saved_tasks, saved_stop = self.tasks, self.stop_on_violation
+        t = Task(-1, "setup", gen)
+        self.tasks = [t]
+        self.all_tasks.append(t)
+        self._stopped = False
+        try:
+            self._loop(record=False)
+        finally:
+            self.tasks = saved_tasks
+            self.stop_on_violation = saved_stop
+            self.all_tasks.remove(t)
+        if t.error is not None:
+            raise t.error
+        if not t.done and self._stopped:
+            return None
+        if not t.done:
+            blocked = t.pending
+            raise UsageError(f"sim.do(...) could not finish: the operation is blocked on "
+                             f"{blocked!r} held by a spawned task; spawn it instead and call "
+                             "run()")
+        return t.result
+
+    def run(self) -> Result:
+        """Run every spawned task until all are done, a violation stops the run, or nothing
+        can run. Returns a :class:`Result`."""
+        try:
+            self._loop(record=True)
+        finally:
+            self.current = None
+        self.quiesce()
+        return Result(self)
+
+    def quiesce(self) -> None:
+        """Checks made when the run is over (subclasses add theirs: unpaired ranges...)."""
+
+    # ----------------------------------------------------------------- the loop
+    def _loop(self, record: bool) -> None:
+        tasks = self.tasks
+        schedule = self.schedule
+        choices = self.choices
+        budget = self.task_step_budget
+        while tasks:
+            if self.steps >= self.max_steps:
+                self.violation("Livelock", f"the run passed its budget of {self.max_steps} "
+                               "steps; raise max_steps if the scenario is simply long",
+                               task=None)
+                return
+            # candidates: tasks with no pending request, or whose request can be granted now
+            cand = tasks
+            for t in tasks:
+                if t.pending is not None:
+                    cand = [u for u in tasks if u.pending is None or u.pending.can(u)]
+                    break
+            n = len(cand)
+            if n == 0:
+                self._deadlock()
+                return
+            if n == 1:
+                task = cand[0]
+            else:
+                task = cand[schedule.choose(self, cand)]
+                if record:
+                    choices.append(task.tid)
+            try:
+                self._step(task)
+            except _Stop:
+                self._stopped = True
+                return
+            if task.steps > budget and not task.done:
+                self.violation("Livelock", f"task {task.name!r} took more than {budget} steps "
+                               "without finishing: it retries without bound (last at "
+                               f"{task.where()})", task=task.name)
+                return
+
+    def _step(self, task: Task) -> None:
+        req = task.pending
+        if req is not None:
+            task.pending = None
+            task.value = req.grant(task)
+        self.current = task
+        self.steps += 1
+        task.steps += 1
+        try:
+            if task.throw is not None:
+                exc, task.throw = task.throw, None
+                out = task.gen.throw(exc)
+            else:
+                out = task.gen.send(task.value)
+        except StopIteration as e:
+            self._finish(task, e.value, None)
+            return
+        except _Stop:
+            self._finish(task, None, None)
+            raise
+        except SmmuError as e:
+            self._finish(task, None, e)
+            return
+        except Exception as e:  # a bug in the task's own code: surface it, named
+            self._finish(task, None, e)
+            raise TaskCrashed(task.name, e) from e
+        task.value = None
+        task.time += _STEP_NS
+        if self.record_steps:
+            self.step_log.append((self.steps, task.tid, task.name, task.where()))
+        if out is None:
+            return
+        if isinstance(out, Request):
+            if out.sleeps and task.atomic:
+                self._sleep_in_atomic(task, out)
+            if out.can(task):
+                task.value = out.grant(task)
+            else:
+                task.pending = out
+            return
+        self._finish(task, None, None)
+        kind = "a generator (use `yield from` to call it)" if hasattr(out, "send") else repr(out)
+        raise TaskCrashed(task.name, UsageError(
+            f"task yielded {kind}; a task may yield None (preemption point), a lock, "
+            "sem.read()/sem.write(), wq.wait_until(pred), completion.wait() or sleep(ns)"))
+
+    def _finish(self, task, result, error):
+        task.done = True
+        task.result = result
+        task.error = error
+        if task.held and error is None and task.tid >= 0:
+            names = ", ".join(lk.name for lk in task.held)
+            self.violation("Deadlock", f"task {task.name!r} ended still holding {names}: "
+                           "every waiter on them will wait forever", task=task.name,
+                           stop=False)
+        if task in self.tasks:
+            self.tasks.remove(task)
+
+    # ----------------------------------------------------------------- atomic context
+    def atomic_begin(self, reason: str, task: Task | None = None) -> None:
+        """Enter an atomic section (``non_block_start``, a spinlock, the PT lock)."""
+        task = task or self.current or self._setup_task
+        task.atomic.append((reason, task.stack()))
+
+    def atomic_end(self, reason: str | None = None, task: Task | None = None) -> None:
+        task = task or self.current or self._setup_task
+        if not task.atomic:
+            raise UsageError(f"atomic_end({reason!r}) without atomic_begin in {task.name!r}")
+        if reason is None:
+            task.atomic.pop()
+            return
+        for i in range(len(task.atomic) - 1, -1, -1):
+            if task.atomic[i][0] == reason:
+                del task.atomic[i]
+                return
+        raise UsageError(f"atomic_end({reason!r}): no such atomic section in {task.name!r}")
+
+    def might_sleep(self, what: str) -> None:
+        """Linux's ``might_sleep()``: report if the current task is atomic."""
+        task = self.current
+        if task is not None and task.atomic:
+            self._sleep_in_atomic(task, what)
+
+    def _sleep_in_atomic(self, task: Task, what) -> None:
+        reason, began = task.atomic[-1]
+        here = task.stack()
+        key = ("SleepInAtomic", here[-1] if here else None, reason)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self.violation(
+            "SleepInAtomic",
+            f"{what!r} may sleep but {task.name!r} is atomic ({reason}); sleeping at "
+            f"{here[-1] if here else '?'}, atomic since {began[-1] if began else '?'}",
+            task=task.name, stacks={"sleep": here, "atomic_began": began})
+
+    # ----------------------------------------------------------------- violations
+    def violation(self, kind: str, message: str, *, address: int | None = None,
+                  task: str | None = "", frames=(), stacks=None, stop: bool | None = None,
+                  **details) -> Violation:
+        """Record a finding; ends the run if ``stop_on_violation`` (or ``stop``) says so."""
+        if task == "":
+            task = self.current.name if self.current is not None else None
+        v = Violation(kind=kind, message=message, address=address, task=task, step=self.steps,
+                      time_ns=self.current.time if self.current else 0.0,
+                      frames=tuple(int(f) for f in frames), schedule=list(self.choices),
+                      stacks=stacks or {}, details=details,
+                      steps=list(self.step_log) if self.record_steps else [])
+        self.violations.append(v)
+        log.debug("violation", kind=kind, address=address, task=task, msg=message)
+        if self.tracing:
+            self.trace_event("i", kind, {"message": message})
+        if stop if stop is not None else self.stop_on_violation:
+            raise _Stop()
+        return v
+
+    def _deadlock(self) -> None:
+        waits = []
+        for t in self.tasks:
+            req = t.pending
+            holders = getattr(req, "holders", lambda: [])()
+            waits.append(f"{t.name} waits for {req!r}" +
+                         (f" held by {', '.join(h.name for h in holders)}" if holders else ""))
+        cycle = self._wait_cycle()
+        msg = "nothing can run: " + "; ".join(waits)
+        if cycle:
+            msg += " — cycle: " + " -> ".join(cycle)
+        self.violation("Deadlock", msg, task=None, stop=False, cycle=cycle)
+
+    def _wait_cycle(self) -> list[str]:
+        edges = {}
+        for t in self.tasks:
+            holders = getattr(t.pending, "holders", lambda: [])()
+            if holders:
+                edges[t] = holders[0]
+        for start in edges:
+            seen, t = [], start
+            while t in edges and t not in seen:
+                seen.append(t)
+                t = edges[t]
+            if t in seen:
+                i = seen.index(t)
+                return [u.name for u in seen[i:]] + [t.name]
+        return []
+
+    # ----------------------------------------------------------------- lockdep
+    def note_acquire(self, task: Task, lock) -> None:
+        """Lock-order tracking (lockdep): record held -> lock edges by lock class name and
+        report an inversion the first time both orders have been seen."""
+        name = lock.name
+        for h in task.held:
+            hn = h.name
+            if hn == name:
+                continue
+            if (hn, name) not in self.lockdep:
+                self.lockdep[(hn, name)] = (task.name, task.where())
+                other = self.lockdep.get((name, hn))
+                if other is not None:
+                    self.violation(
+                        "LockOrder",
+                        f"{task.name!r} takes {name!r} while holding {hn!r} at {task.where()}, "
+                        f"but {other[0]!r} took {hn!r} while holding {name!r} at {other[1]}: "
+                        "under another schedule these deadlock",
+                        task=task.name, locks=[hn, name])
+        task.held.append(lock)
+        self.stats["lock_acquire"] += 1
+
+    def note_release(self, task: Task, lock) -> None:
+        try:
+            task.held.remove(lock)
+        except ValueError:
+            raise UsageError(f"{task.name!r} releases {lock!r} which it does not hold") from None
+
+    # ----------------------------------------------------------------- primitives
+    def spinlock(self, name: str):
+        from smmu.locks import Spinlock
+        return Spinlock(self, name)
+
+    def mutex(self, name: str):
+        from smmu.locks import Mutex
+        return Mutex(self, name)
+
+    def rwsem(self, name: str):
+        from smmu.locks import RWSem
+        return RWSem(self, name)
+
+    def waitqueue(self, name: str):
+        from smmu.locks import WaitQueue
+        return WaitQueue(self, name)
+
+    def completion(self, name: str):
+        from smmu.locks import Completion
+        return Completion(self, name)
+
+    def non_block(self, reason: str = "non-blockable section"):
+        from smmu.locks import NonBlock
+        return NonBlock(self, reason)
+
+    # ----------------------------------------------------------------- time, stats, trace
+    def charge(self, kind: str, n: int = 1) -> None:
+        """Advance the current task's simulated clock by ``n`` units of ``COSTS[kind]``."""
+        t = self.current or self._setup_task
+        t.time += COSTS[kind][0] * n
+        self.stats[kind] += n
+
+    @property
+    def now(self) -> float:
+        return (self.current or self._setup_task).time
+
+    def trace_event(self, ph: str, name: str, args: dict | None = None) -> None:
+        """Append a trace event: ``ph`` is "B" (begin), "E" (end) or "i" (instant)."""
+        t = self.current or self._setup_task
+        self.trace.append((ph, name, t.tid, t.name, t.time, self.steps, args or {}))
+
+    def __repr__(self):
+        return (f"<{type(self).__name__} schedule={self.schedule!r} seed={self.seed} "
+                f"tasks={len(self.tasks)} steps={self.steps} "
+                f"violations={len(self.violations)}>")
