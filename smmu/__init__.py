@@ -1,0 +1,36 @@
+"""smmu: prove that a secondary MMU stays coherent with the Linux page tables.
+
+The public surface (DESIGN.md "Public surface")::
+
+    import smmu, drivers
+    from smmu import Simulator, MMUNotifier, Range, Event, PAGE_SIZE
+"""
+
+from smmu.constants import PAGE_SIZE
+from smmu.errors import (BadDriver, InvalidArgument, OutOfMemory, SegmentationFault, SmmuError,
+                         UsageError, Violation, VIOLATION_KINDS)
+from smmu.interval import (MMUIntervalNotifier, mmu_interval_check_retry,
+                           mmu_interval_notifier_insert, mmu_interval_notifier_remove,
+                           mmu_interval_read_begin, mmu_interval_read_retry,
+                           mmu_interval_set_seq)
+from smmu.notifier import API_GENERATIONS, Event, MMUNotifier, Range
+from smmu.sched import COSTS, Result, Schedule
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Simulator pulls in the primary MM; import it on first use so that the runtime and
+    # notifier layers stay importable on their own.
+    if name == "Simulator":
+        from smmu.sim import Simulator
+        return Simulator
+    raise AttributeError(f"module 'smmu' has no attribute {name!r}")
+
+
+__all__ = ["PAGE_SIZE", "Simulator", "MMUNotifier", "Range", "Event", "Result", "Schedule",
+           "Violation", "VIOLATION_KINDS", "COSTS", "API_GENERATIONS", "SmmuError",
+           "UsageError", "BadDriver", "InvalidArgument", "OutOfMemory", "SegmentationFault",
+           "MMUIntervalNotifier", "mmu_interval_notifier_insert", "mmu_interval_notifier_remove",
+           "mmu_interval_read_begin", "mmu_interval_read_retry", "mmu_interval_check_retry",
+           "mmu_interval_set_seq"]

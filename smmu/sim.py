@@ -1,0 +1,155 @@
+"""The :class:`Simulator`: scheduler + primary MM + checker, the object users drive.
+
+::
+
+    sim = Simulator(notifier_api="v2008", rmap_locks="rwsem", schedule="random", seed=7)
+    mm = sim.new_process()
+    buf = sim.do(mm.mmap(8 * PAGE_SIZE, prot="rw"))
+    dev = sim.attach(drivers.KVM, mm)
+    sim.spawn("cpu0", cpu()); sim.spawn("dev0", dev.access(buf, write=False))
+    result = sim.run()
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from primary_mm import Memory
+from smmu.errors import BadDriver, UsageError
+from smmu.notifier import API_GENERATIONS, MMUNotifier, check_driver_class
+from smmu.sched import Observer, Scheduler
+
+RMAP_LOCKS = ("spinlock", "rwsem")
+
+
+class Simulator(Scheduler):
+    """One simulated machine.
+
+    ``notifier_api``: ``"v2008"``, ``"range_only"`` or ``"modern"`` (see :mod:`smmu.notifier`).
+    ``rmap_locks``: ``"spinlock"`` (2.6.25: anon_vma->lock, i_mmap_lock; hooks called from
+    reverse-map walks run atomic) or ``"rwsem"`` (the seed's patches 09/10: they may sleep).
+    ``schedule``: ``"round_robin"``, ``"random"``, ``"timed"``, the strategies that
+    :mod:`smmu.explore` registers (``"pct"``...) or a :class:`~smmu.sched.Schedule`.
+    MM options: ``invalidate_page_outside_ptl`` (the pre-2017 ordering),
+    ``fork_copies_pinned`` (5.9+), ``nonblock_fail_calls_end`` (the 2021 fix; default True).
+    ``check``: run the coherence oracle (default True).
+    """
+
+    def __init__(self, notifier_api: str = "modern", rmap_locks: str = "rwsem",
+                 schedule="round_robin", seed: int | None = 0, *,
+                 invalidate_page_outside_ptl: bool = False, fork_copies_pinned: bool = False,
+                 nonblock_fail_calls_end: bool = True, check: bool = True,
+                 trace: bool = False, record_steps: bool = False,
+                 stop_on_violation: bool = False, max_steps: int = 2_000_000,
+                 task_step_budget: int = 200_000, nframes: int = 4096):
+        if notifier_api not in API_GENERATIONS:
+            raise UsageError(f"unknown notifier_api {notifier_api!r}: use one of "
+                             f"{list(API_GENERATIONS)}")
+        if rmap_locks not in RMAP_LOCKS:
+            raise UsageError(f"unknown rmap_locks {rmap_locks!r}: use 'spinlock' or 'rwsem'")
+        if invalidate_page_outside_ptl and notifier_api != "v2008":
+            raise UsageError("invalidate_page_outside_ptl=True needs notifier_api='v2008' "
+                             "(invalidate_page exists only there)")
+        super().__init__(schedule, seed, max_steps=max_steps, task_step_budget=task_step_budget,
+                         stop_on_violation=stop_on_violation, trace=trace,
+                         record_steps=record_steps)
+        self.notifier_api = notifier_api
+        self.rmap_locks = rmap_locks
+        self.options = {"invalidate_page_outside_ptl": invalidate_page_outside_ptl,
+                        "fork_copies_pinned": fork_copies_pinned,
+                        "nonblock_fail_calls_end": nonblock_fail_calls_end}
+        self.checker = self._make_checker() if check else Observer()
+        self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,
+                             nframes=nframes, **self.options)
+        self.drivers: list[MMUNotifier] = []
+
+    def _make_checker(self):
+        from smmu.oracle import Oracle
+        return Oracle(self)
+
+    def __repr__(self):
+        return (f"<Simulator api={self.notifier_api} rmap_locks={self.rmap_locks} "
+                f"schedule={self.schedule.name} seed={self.seed} "
+                f"processes={len(self.memory.mms)} drivers={len(self.drivers)} "
+                f"steps={self.steps} violations={len(self.violations)}>")
+
+    # ------------------------------------------------------------------ processes, drivers
+    def new_process(self, name: str | None = None):
+        """A new, empty address space (``mm_struct``)."""
+        return self.memory.new_process(name)
+
+    def new_file(self, name: str, npages: int, fill=None):
+        """A file of ``npages`` pages in the backing store; ``fill(i)`` gives page i's value."""
+        return self.memory.new_file(name, npages, fill)
+
+    def attach(self, cls, mm, **options):
+        """Instantiate driver ``cls(self, mm, **options)`` and register its notifier on
+        ``mm`` now. Bad classes, options or API generations raise :class:`BadDriver`."""
+        check_driver_class(cls, self.notifier_api)
+        if getattr(mm, "memory", None) is not self.memory:
+            raise UsageError(f"{mm!r} is not a process of this simulator: make it with "
+                             "sim.new_process()")
+        try:
+            inspect.signature(cls).bind(self, mm, **options)
+        except TypeError as e:
+            raise BadDriver(f"{cls.__name__} cannot be built with options {options}: {e}. "
+                            f"Its signature is {cls.__name__}{inspect.signature(cls)}") from None
+        drv = cls(self, mm, **options)
+        self.do(mm.mmu_notifier_register(drv))
+        self.drivers.append(drv)
+        return drv
+
+    def detach(self, drv):
+        """Unregister ``drv`` now (``release`` runs if it has not)."""
+        self.do(drv.mm.mmu_notifier_unregister(drv))
+        if drv in self.drivers:
+            self.drivers.remove(drv)
+
+    # ------------------------------------------------------------------ device memory access
+    def device_access(self, drv, va: int, pfn: int, write: bool, value):
+        """``dma_read`` / ``dma_write``: one atomic device access to frame ``pfn``."""
+        frames = self.memory.frames
+        if not (0 < pfn < len(frames.contents)):
+            raise UsageError(f"{drv.name} accessed pfn {pfn}, which does not exist")
+        self.checker.device_access(drv, va, pfn, write, value)
+        self.charge("device_access")
+        if write:
+            frames.contents[pfn] = value
+            return value
+        return int(frames.contents[pfn])
+
+    def secondary_map(self, drv, va, pfn, writable):
+        self.checker.secondary_map(drv, va, pfn, writable)
+
+    def secondary_unmap(self, drv, start, end):
+        self.checker.secondary_unmap(drv, start, end)
+
+    # ------------------------------------------------------------------ system-wide MM ops
+    def reclaim(self, mm, addr, length, force=False):
+        """Reclaim the pages of ``[addr, addr+length)``: page_referenced, try_to_unmap, swap."""
+        return self.memory.reclaim(mm, addr, length, force=force)
+
+    def writeback(self, file):
+        """page_mkclean every dirty page of ``file`` and write it to the backing store."""
+        return self.memory.writeback(file)
+
+    def migrate(self, mm, addr, length, owner=None):
+        """Migrate the pages of the range to new frames (MIGRATE, ``owner`` as given)."""
+        return self.memory.migrate(mm, addr, length, owner=owner)
+
+    def ksm_merge(self, mm, addr, length):
+        """Merge identical anonymous pages of the range into KSM pages."""
+        return self.memory.ksm_merge(mm, addr, length)
+
+    def truncate(self, file, size):
+        """Truncate ``file`` to ``size`` bytes (unmap_mapping_range, drop the page cache)."""
+        return self.memory.truncate(file, size)
+
+    def oom_reap(self, mm):
+        """The OOM reaper: unmap the private anonymous memory of ``mm`` with non-blockable
+        ranges, skipping those a notifier refuses."""
+        return self.memory.oom_reap(mm)
+
+    # ------------------------------------------------------------------ end of run
+    def quiesce(self):
+        self.checker.quiesce()
