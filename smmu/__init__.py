@@ -7,12 +7,25 @@ The public surface (DESIGN.md "Public surface")::
 """
 
 from smmu.constants import PAGE_SIZE
-from smmu.errors import (BadDriver, InvalidArgument, OutOfMemory, SegmentationFault, SmmuError,
-                         UsageError, Violation, VIOLATION_KINDS)
-from smmu.interval import (MMUIntervalNotifier, mmu_interval_check_retry,
-                           mmu_interval_notifier_insert, mmu_interval_notifier_remove,
-                           mmu_interval_read_begin, mmu_interval_read_retry,
-                           mmu_interval_set_seq)
+from smmu.errors import (
+    VIOLATION_KINDS,
+    BadDriver,
+    InvalidArgument,
+    OutOfMemory,
+    SegmentationFault,
+    SmmuError,
+    UsageError,
+    Violation,
+)
+from smmu.interval import (
+    MMUIntervalNotifier,
+    mmu_interval_check_retry,
+    mmu_interval_notifier_insert,
+    mmu_interval_notifier_remove,
+    mmu_interval_read_begin,
+    mmu_interval_read_retry,
+    mmu_interval_set_seq,
+)
 from smmu.notifier import API_GENERATIONS, Event, MMUNotifier, Range
 from smmu.sched import COSTS, Result, Schedule
 
@@ -28,9 +41,29 @@ def __getattr__(name):
     raise AttributeError(f"module 'smmu' has no attribute {name!r}")
 
 
-__all__ = ["PAGE_SIZE", "Simulator", "MMUNotifier", "Range", "Event", "Result", "Schedule",
-           "Violation", "VIOLATION_KINDS", "COSTS", "API_GENERATIONS", "SmmuError",
-           "UsageError", "BadDriver", "InvalidArgument", "OutOfMemory", "SegmentationFault",
-           "MMUIntervalNotifier", "mmu_interval_notifier_insert", "mmu_interval_notifier_remove",
-           "mmu_interval_read_begin", "mmu_interval_read_retry", "mmu_interval_check_retry",
-           "mmu_interval_set_seq"]
+__all__ = [
+    "API_GENERATIONS",
+    "COSTS",
+    "PAGE_SIZE",
+    "VIOLATION_KINDS",
+    "BadDriver",
+    "Event",
+    "InvalidArgument",
+    "MMUIntervalNotifier",
+    "MMUNotifier",
+    "OutOfMemory",
+    "Range",
+    "Result",
+    "Schedule",
+    "SegmentationFault",
+    "Simulator",
+    "SmmuError",
+    "UsageError",
+    "Violation",
+    "mmu_interval_check_retry",
+    "mmu_interval_notifier_insert",
+    "mmu_interval_notifier_remove",
+    "mmu_interval_read_begin",
+    "mmu_interval_read_retry",
+    "mmu_interval_set_seq",
+]

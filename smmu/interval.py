@@ -100,6 +100,9 @@ def mmu_interval_notifier_insert(sub: MMUIntervalNotifier, mm, start: int, lengt
         e.errno = EOVERFLOW
         raise e
     subs = _subs(mm)
+    if not subs.has_itree:
+        # the first insert: Linux takes mmap_lock write here, so no range is in flight
+        subs.has_itree = True
     sub.mm, sub.start, sub.end = mm, start, start + length
     sub._inserted = True
     if subs.active_invalidate_ranges:

@@ -123,7 +123,7 @@ class Mutex(_Lock):
 class _RWSide(Request):
     sleeps = True
 
-    def __init__(self, sem: "RWSem", write: bool):
+    def __init__(self, sem: RWSem, write: bool):
         self.sem = sem
         self.write = write
         self.name = sem.name
@@ -224,7 +224,7 @@ class RWSem:
 class _Wait(Request):
     sleeps = True
 
-    def __init__(self, wq: "WaitQueue", pred):
+    def __init__(self, wq: WaitQueue, pred):
         self.wq = wq
         self.pred = pred
         self.woken = False
@@ -243,7 +243,6 @@ class _Wait(Request):
     def grant(self, task):
         if self in self.wq.waiters:
             self.wq.waiters.remove(self)
-        return None
 
     def holders(self):
         return []
@@ -285,7 +284,7 @@ class WaitQueue:
 class _CompletionWait(Request):
     sleeps = True
 
-    def __init__(self, c: "Completion"):
+    def __init__(self, c: Completion):
         self.c = c
         self.name = c.name
 
@@ -295,7 +294,6 @@ class _CompletionWait(Request):
     def grant(self, task):
         if self.c.done != Completion.ALL:
             self.c.done -= 1
-        return None
 
     def holders(self):
         return []

@@ -299,7 +299,7 @@ def check_driver_class(cls, api: str) -> None:
         attr = getattr(cls, hook, None)
         if attr is not None and not callable(attr):
             raise BadDriver(f"{cls.__name__}.{hook} must be a method, got {type(attr).__name__}")
-    if api == "modern" and getattr(cls, "arch_invalidate_secondary_tlbs") is not \
+    if api == "modern" and cls.arch_invalidate_secondary_tlbs is not \
             MMUNotifier.arch_invalidate_secondary_tlbs and (
             cls.invalidate_range_start is not MMUNotifier.invalidate_range_start or
             cls.invalidate_range_end is not MMUNotifier.invalidate_range_end):
@@ -335,6 +335,7 @@ class NotifierSubscriptions:
     active_invalidate_ranges: int = 0
     deferred: list = field(default_factory=list)
     open_ranges: list = field(default_factory=list)   # ranges between start and end, by caller
+    has_itree: bool = False   # set by the first interval insert and never cleared, as in Linux
     _wq: object = None
 
     def __post_init__(self):
@@ -354,9 +355,6 @@ class NotifierSubscriptions:
         for h in HOOKS:
             self._lists[h] = [s for s in self.subs if h in self._hooks and overrides(s, h)]
 
-    @property
-    def has_itree(self) -> bool:
-        return bool(self.itree) or bool(self.deferred)
 
     def register(self, sub):
         """``mmu_notifier_register``: with mmap_lock held for write and all rmap locks taken
@@ -455,7 +453,7 @@ class NotifierSubscriptions:
     def mmu_notifier_release(self):
         """``__mmu_notifier_release`` from ``exit_mmap``: interval notifiers get a RELEASE
         range over everything, then every subscription's ``release``, newest first."""
-        if self.itree:
+        if self.has_itree:
             rng = Range(self.mm, 0, ULONG_MAX + 1, Event.RELEASE, True)
             seq = self._itree_inv_start(rng)
             for isub in self._itree_overlapping(rng):
@@ -521,14 +519,15 @@ class NotifierSubscriptions:
         """Modern: may fail with ``-EAGAIN``; then the caller must skip the range and must not
         call end (the notifiers' ends were already called, when ``nonblock_fail_calls_end``)."""
         if rng.blockable:
-            rng = Range(rng.mm, rng.start, rng.end, rng.event, False, rng.owner)
+            raise UsageError("mmu_notifier_invalidate_range_start_nonblock needs a Range made "
+                             "with blockable=False (and the same Range passed to end)")
         return (yield from self._range_start(rng))
 
     def _range_start(self, rng):
         self.open_ranges.append(rng)
         self.sched.stats["range_start"] += 1
         reason = None if rng.blockable else "non-blockable invalidate_range_start"
-        if self.itree:
+        if self.has_itree:
             ret = yield from self._itree_invalidate(rng, reason)
             if ret:
                 self.open_ranges.remove(rng)
@@ -573,7 +572,7 @@ class NotifierSubscriptions:
             self.sched.violation("UnpairedRange", f"invalidate_range_end({rng!r}) without a "
                                  "matching start", address=rng.start)
         reason = None if rng.blockable else "non-blockable invalidate_range_end"
-        if self.itree or self.active_invalidate_ranges:
+        if self.has_itree:
             self._itree_inv_end()
         for sub in self.subs:
             if rng in sub._active:   # the window closes as end begins

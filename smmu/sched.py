@@ -41,7 +41,7 @@ log = structlog.get_logger("smmu")
 COSTS: dict[str, tuple[float, str]] = {
     "step": (5.0, "a few instructions between two preemption points"),
     "pte_update": (2.0, "one PTE write in a hot cache line"),
-    "page_fault": (1300.0, "real anonymous fault on this class of machine, ~1.3 us (linux-notes 4)"),
+    "page_fault": (1300.0, "real anonymous fault here, ~1.3 us (linux-notes 4)"),
     "tlb_flush_local": (150.0, "invlpg / local flush, ~100-200 ns"),
     "tlb_shootdown": (15000.0, "remote TLB shootdown IPI, ~15 us in this VM (linux-notes 4)"),
     "notifier_call": (40.0, "indirect call through mmu_notifier_ops under SRCU"),
@@ -70,8 +70,21 @@ class _Stop(Exception):
 class Task:
     """One simulated CPU or device context running a generator."""
 
-    __slots__ = ("tid", "name", "gen", "value", "pending", "atomic", "held", "steps", "time",
-                 "done", "result", "error", "throw")
+    __slots__ = (
+        "atomic",
+        "done",
+        "error",
+        "gen",
+        "held",
+        "name",
+        "pending",
+        "result",
+        "steps",
+        "throw",
+        "tid",
+        "time",
+        "value",
+    )
 
     def __init__(self, tid: int, name: str, gen):
         self.tid = tid
@@ -173,7 +186,7 @@ class Schedule:
     def reset(self, seed: int | None) -> None:
         pass
 
-    def choose(self, sched: "Scheduler", tasks: list[Task]) -> int:
+    def choose(self, sched: Scheduler, tasks: list[Task]) -> int:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -276,7 +289,6 @@ class Sleep(Request):
 
     def grant(self, task):
         task.time += self.ns
-        return None
 
     def __repr__(self):
         return f"<sleep {self.ns}ns>"
@@ -288,7 +300,7 @@ class Result:
     ``steps`` (count), ``time_ns`` (simulated makespan), ``errors`` (tasks that ended with a
     simulated fault such as SegmentationFault, by task name)."""
 
-    def __init__(self, sched: "Scheduler"):
+    def __init__(self, sched: Scheduler):
         self.violations: list[Violation] = list(sched.violations)
         self.stats = dict(sched.stats)
         self.stats["hooks"] = dict(sched.hook_calls)
@@ -466,7 +478,12 @@ class Scheduler:
         except _Stop:
             self._finish(task, None, None)
             raise
-        except SmmuError as e:
+        except UsageError as e:  # the API was misused in the task's code: say so, named
+            self._finish(task, None, e)
+            if task.tid < 0:
+                return  # sim.do() re-raises it as it is
+            raise TaskCrashed(task.name, e) from e
+        except SmmuError as e:   # a simulated fault (SIGSEGV, ENOMEM...): the task ends with it
             self._finish(task, None, e)
             return
         except Exception as e:  # a bug in the task's own code: surface it, named
@@ -566,7 +583,7 @@ class Scheduler:
         waits = []
         for t in self.tasks:
             req = t.pending
-            holders = getattr(req, "holders", lambda: [])()
+            holders = getattr(req, "holders", list)()
             waits.append(f"{t.name} waits for {req!r}" +
                          (f" held by {', '.join(h.name for h in holders)}" if holders else ""))
         cycle = self._wait_cycle()
@@ -578,7 +595,7 @@ class Scheduler:
     def _wait_cycle(self) -> list[str]:
         edges = {}
         for t in self.tasks:
-            holders = getattr(t.pending, "holders", lambda: [])()
+            holders = getattr(t.pending, "holders", list)()
             if holders:
                 edges[t] = holders[0]
         for start in edges:

@@ -1,0 +1,77 @@
+"""A scheduler-only harness for notifier-core tests (no primary MM needed)."""
+
+from smmu.notifier import MMUNotifier, NotifierSubscriptions
+from smmu.sched import Scheduler
+
+
+class FakeSim(Scheduler):
+    """The parts of Simulator that the notifier layer calls back into."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.mapped = {}
+
+    def secondary_map(self, drv, va, pfn, writable):
+        self.mapped[(drv.name, va)] = pfn
+
+    def secondary_unmap(self, drv, start, end):
+        for key in [k for k in self.mapped if k[0] == drv.name and start <= k[1] < end]:
+            del self.mapped[key]
+
+    def quiesce(self):
+        for mm in getattr(self, "mms", []):
+            subs = mm.notifier_subscriptions
+            if subs.open_ranges or subs.unpaired():
+                self.violation("UnpairedRange", f"open ranges {subs.open_ranges} "
+                               f"{subs.unpaired()}", task=None)
+
+
+class FakeMM:
+    def __init__(self, sim, api="modern", **kw):
+        self.notifier_subscriptions = NotifierSubscriptions(sim, self, api, **kw)
+        sim.mms = getattr(sim, "mms", []) + [self]
+
+    def __repr__(self):
+        return "<FakeMM>"
+
+
+class Recorder(MMUNotifier):
+    """Logs every hook call; answers young queries from ``self.young``."""
+
+    def __init__(self, sim, mm, young=False):
+        super().__init__(sim, mm)
+        self.log = []
+        self.young = young
+
+    def release(self, mm):
+        self.log.append("release")
+
+    def clear_flush_young(self, mm, start, end):
+        self.log.append("clear_flush_young")
+        return self.young
+
+    def clear_young(self, mm, start, end):
+        self.log.append("clear_young")
+        return self.young
+
+    def test_young(self, mm, address):
+        self.log.append("test_young")
+        return self.young
+
+    def change_pte(self, mm, address, pte):
+        self.log.append("change_pte")
+
+    def invalidate_page(self, mm, address):
+        self.log.append("invalidate_page")
+
+    def invalidate_range_start(self, range):
+        self.log.append(("start", range.start, range.end))
+
+    def invalidate_range_end(self, range):
+        self.log.append(("end", range.start, range.end))
+
+
+def setup(api="modern", schedule="round_robin", seed=0, **kw):
+    sim = FakeSim(schedule, seed)
+    mm = FakeMM(sim, api, **kw)
+    return sim, mm, mm.notifier_subscriptions
