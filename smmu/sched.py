@@ -82,7 +82,7 @@ class Task:
         "steps",
         "throw",
         "tid",
-        "time",
+        "clock",
         "value",
     )
 
@@ -96,10 +96,15 @@ class Task:
         self.atomic: list = []     # (reason, where) per open atomic section, innermost last
         self.held: list = []       # locks held, in acquisition order
         self.steps = 0
-        self.time = 0.0
+        self.clock = 0.0           # simulated ns charged by the work the task did
         self.done = False
         self.result = None
         self.error = None
+
+    @property
+    def time(self) -> float:
+        """Simulated time of this task: its charged costs plus the per-step cost."""
+        return self.clock + self.steps * _STEP_NS
 
     @property
     def in_atomic(self) -> bool:
@@ -200,17 +205,27 @@ class RoundRobin(Schedule):
 
     def __init__(self):
         self.last = -1
+        self.pos = -1
 
     def reset(self, seed):
         self.last = -1
+        self.pos = -1
 
     def choose(self, sched, tasks):
         last = self.last
+        i = self.pos + 1
+        # fast path: the task after the last one chosen sits one position further on
+        if i < len(tasks) and tasks[i].tid > last and tasks[i - 1].tid <= last:
+            self.last = tasks[i].tid
+            self.pos = i
+            return i
         for i, t in enumerate(tasks):
             if t.tid > last:
                 self.last = t.tid
+                self.pos = i
                 return i
         self.last = tasks[0].tid
+        self.pos = 0
         return 0
 
 
@@ -288,7 +303,7 @@ class Sleep(Request):
         return True
 
     def grant(self, task):
-        task.time += self.ns
+        task.clock += self.ns
 
     def __repr__(self):
         return f"<sleep {self.ns}ns>"
@@ -357,6 +372,7 @@ class Scheduler:
         self.step_log: list = []
         self.lockdep: dict = {}          # (a, b) -> where b was taken while holding a
         self._next_tid = 0
+        self._npending = 0
         self._stopped = False
         self._setup_task = Task(-1, "setup", None)
 
@@ -384,9 +400,10 @@ class Scheduler:
         if not hasattr(gen, "send"):
             raise UsageError("do(...) needs a generator: pass the call, e.g. "
                              "sim.do(mm.mmap(4096)), not the function")
-        saved_tasks, saved_stop = self.tasks, self.stop_on_violation
+        saved_tasks, saved_stop, saved_pending = self.tasks, self.stop_on_violation, self._npending
         t = Task(-1, "setup", gen)
         self.tasks = [t]
+        self._npending = 0
         self.all_tasks.append(t)
         self._stopped = False
         try:
@@ -394,6 +411,7 @@ class Scheduler:
         finally:
             self.tasks = saved_tasks
             self.stop_on_violation = saved_stop
+            self._npending = saved_pending
             self.all_tasks.remove(t)
         if t.error is not None:
             raise t.error
@@ -421,80 +439,87 @@ class Scheduler:
 
     # ----------------------------------------------------------------- the loop
     def _loop(self, record: bool) -> None:
+        # The hot loop: one iteration per step. Kept flat on purpose (see bench_runtime.py).
         tasks = self.tasks
-        schedule = self.schedule
+        choose = self.schedule.choose
         choices = self.choices
         budget = self.task_step_budget
+        max_steps = self.max_steps
+        on_yield = self._on_yield
         while tasks:
-            if self.steps >= self.max_steps:
-                self.violation("Livelock", f"the run passed its budget of {self.max_steps} "
+            if self.steps >= max_steps:
+                self.violation("Livelock", f"the run passed its budget of {max_steps} "
                                "steps; raise max_steps if the scenario is simply long",
-                               task=None)
+                               task=None, stop=False)
                 return
-            # candidates: tasks with no pending request, or whose request can be granted now
             cand = tasks
-            for t in tasks:
-                if t.pending is not None:
-                    cand = [u for u in tasks if u.pending is None or u.pending.can(u)]
-                    break
+            if self._npending:
+                # candidates: tasks with no pending request, or whose request can be granted
+                cand = [u for u in tasks if u.pending is None or u.pending.can(u)]
             n = len(cand)
-            if n == 0:
-                self._deadlock()
-                return
             if n == 1:
                 task = cand[0]
-            else:
-                task = cand[schedule.choose(self, cand)]
+            elif n:
+                task = cand[choose(self, cand)]
                 if record:
                     choices.append(task.tid)
-            try:
-                self._step(task)
-            except _Stop:
-                self._stopped = True
+            else:
+                self._deadlock()
                 return
-            if task.steps > budget and not task.done:
+            self.current = task
+            self.steps += 1
+            task.steps += 1
+            try:
+                req = task.pending
+                if req is not None:
+                    task.pending = None
+                    self._npending -= 1
+                    out = task.gen.send(req.grant(task))
+                elif task.throw is not None:
+                    exc, task.throw = task.throw, None
+                    out = task.gen.throw(exc)
+                else:
+                    out = task.gen.send(task.value)
+                    task.value = None
+            except BaseException as e:  # noqa: BLE001 - sorted out in _ended
+                if self._ended(task, e):
+                    return
+                continue
+            if self.record_steps:
+                self.step_log.append((self.steps, task.tid, task.name, task.where()))
+            if out is not None:
+                try:
+                    on_yield(task, out)
+                except _Stop:
+                    self._stopped = True
+                    return
+            if task.steps > budget:
                 self.violation("Livelock", f"task {task.name!r} took more than {budget} steps "
                                "without finishing: it retries without bound (last at "
-                               f"{task.where()})", task=task.name)
+                               f"{task.where()})", task=task.name, stop=False)
                 return
 
-    def _step(self, task: Task) -> None:
-        req = task.pending
-        if req is not None:
-            task.pending = None
-            task.value = req.grant(task)
-        self.current = task
-        self.steps += 1
-        task.steps += 1
-        try:
-            if task.throw is not None:
-                exc, task.throw = task.throw, None
-                out = task.gen.throw(exc)
-            else:
-                out = task.gen.send(task.value)
-        except StopIteration as e:
+    def _ended(self, task: Task, e: BaseException) -> bool:
+        """The task's generator raised ``e``; returns True if the run must stop."""
+        if isinstance(e, StopIteration):
             self._finish(task, e.value, None)
-            return
-        except _Stop:
+            return False
+        if isinstance(e, _Stop):
             self._finish(task, None, None)
-            raise
-        except UsageError as e:  # the API was misused in the task's code: say so, named
-            self._finish(task, None, e)
+            self._stopped = True
+            return True
+        self._finish(task, None, e)
+        if isinstance(e, UsageError):      # the API was misused in the task's code
             if task.tid < 0:
-                return  # sim.do() re-raises it as it is
+                return True                 # sim.do() re-raises it as it is
             raise TaskCrashed(task.name, e) from e
-        except SmmuError as e:   # a simulated fault (SIGSEGV, ENOMEM...): the task ends with it
-            self._finish(task, None, e)
-            return
-        except Exception as e:  # a bug in the task's own code: surface it, named
-            self._finish(task, None, e)
+        if isinstance(e, SmmuError):       # a simulated fault (SIGSEGV, ENOMEM...)
+            return False
+        if isinstance(e, Exception):       # a bug in the task's own code: surface it, named
             raise TaskCrashed(task.name, e) from e
-        task.value = None
-        task.time += _STEP_NS
-        if self.record_steps:
-            self.step_log.append((self.steps, task.tid, task.name, task.where()))
-        if out is None:
-            return
+        raise e                             # KeyboardInterrupt and friends
+
+    def _on_yield(self, task: Task, out) -> None:
         if isinstance(out, Request):
             if out.sleeps and task.atomic:
                 self._sleep_in_atomic(task, out)
@@ -502,6 +527,7 @@ class Scheduler:
                 task.value = out.grant(task)
             else:
                 task.pending = out
+                self._npending += 1
             return
         self._finish(task, None, None)
         kind = "a generator (use `yield from` to call it)" if hasattr(out, "send") else repr(out)
@@ -510,6 +536,9 @@ class Scheduler:
             "sem.read()/sem.write(), wq.wait_until(pred), completion.wait() or sleep(ns)"))
 
     def _finish(self, task, result, error):
+        if task.pending is not None:
+            task.pending = None
+            self._npending -= 1
         task.done = True
         task.result = result
         task.error = error
@@ -665,7 +694,7 @@ class Scheduler:
     def charge(self, kind: str, n: int = 1) -> None:
         """Advance the current task's simulated clock by ``n`` units of ``COSTS[kind]``."""
         t = self.current or self._setup_task
-        t.time += COSTS[kind][0] * n
+        t.clock += COSTS[kind][0] * n
         self.stats[kind] += n
 
     @property
