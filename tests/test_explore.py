@@ -1,0 +1,233 @@
+"""Schedule exploration: PCT, random and preemption-bounded search find a seeded race and stay
+quiet on its fixed twin; replay reproduces; the shrinker returns few preemptions; runs are
+deterministic. The scenarios here run on a bare scheduler so they test exploration alone."""
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smmu.errors import UsageError
+from smmu.explore import (PCT, SCENARIOS, Finding, HypothesisSchedule, Replay, Scenario,
+                          count_preemptions, explore, get_scenario, register, replay, run_once,
+                          shrink)
+from smmu.sched import Scheduler
+
+
+def bare(notifier_api, **kw):
+    return Scheduler(**kw)
+
+
+def _window_race(fixed: bool, pad: int = 6):
+    """cpu: some work, then a window of two steps in which `state["open"]` is set, then more
+    work. dev: some work, then one check; seeing the window open is the bug. The fixed twin
+    holds a lock across the window and takes it for the check."""
+
+    def build(sim, driver_cls):
+        state = {"open": False}
+        lock = sim.spinlock("window_lock")
+
+        def cpu():
+            for _ in range(pad):
+                yield
+            if fixed:
+                yield lock
+            state["open"] = True
+            yield
+            state["open"] = False
+            if fixed:
+                lock.release()
+            for _ in range(pad):
+                yield
+
+        def dev():
+            for _ in range(pad):
+                yield
+            if fixed:
+                yield lock
+            if state["open"]:
+                sim.violation("StaleRead", "the device looked inside the window",
+                              address=0x1000)
+            if fixed:
+                lock.release()
+            for _ in range(pad):
+                yield
+
+        sim.spawn("cpu0", cpu())
+        sim.spawn("dev0", dev())
+
+    return Scenario(name=f"window-race{'-fixed' if fixed else ''}", build=build,
+                    description="a two-step window on one task, a check on another",
+                    simulator=bare)
+
+
+RACE = _window_race(False)
+FIXED = _window_race(True)
+
+
+@pytest.mark.parametrize("strategy", ["pct", "random", "exhaustive"])
+def test_each_strategy_finds_the_race(strategy):
+    ex = explore(RACE, None, "modern", strategy=strategy, schedules=300, seed=1)
+    assert [f.kind for f in ex.findings] == ["StaleRead"]
+    assert ex.schedules_run <= 300
+    f = ex.findings[0]
+    assert f.strategy == strategy and f.scenario == RACE.name
+
+
+@pytest.mark.parametrize("strategy", ["pct", "random", "exhaustive"])
+def test_fixed_twin_is_clean(strategy):
+    ex = explore(FIXED, None, "modern", strategy=strategy, schedules=60, seed=1)
+    assert ex.ok, ex.findings
+    assert ex.schedules_run == 60 or ex.exhausted
+
+
+def test_exhaustive_with_bound_zero_never_preempts_and_exhausts():
+    ex = explore(RACE, None, "modern", strategy="exhaustive", schedules=1000, bound=0)
+    # without preemption cpu runs to completion first (or dev does): never inside the window
+    assert ex.ok
+    assert ex.exhausted
+    assert ex.schedules_run <= 3
+
+
+def test_exhaustive_bound_one_explores_every_single_preemption():
+    # with one preemption, the window race needs: cpu preempted inside its window (1)
+    ex = explore(RACE, None, "modern", strategy="exhaustive", schedules=10_000, bound=1,
+                 stop_at_first=False)
+    assert ex.exhausted
+    assert [f.kind for f in ex.findings] == ["StaleRead"]
+
+
+@pytest.mark.parametrize("strategy", ["pct", "random", "exhaustive"])
+def test_replay_reproduces_the_finding(strategy):
+    f = explore(RACE, None, "modern", strategy=strategy, schedules=300, seed=3).findings[0]
+    r = replay(f)
+    assert "StaleRead" in r.kinds()
+    assert r.schedule == f.choices
+    # and from the seed alone, for the seeded strategies
+    if strategy != "exhaustive":
+        g = Finding(f.violation, f.scenario, f.api, f.strategy, f.seed, [], params=f.params)
+        register(RACE)
+        try:
+            r2 = replay(g)
+        finally:
+            SCENARIOS.pop(RACE.name, None)
+        assert r2.schedule == f.choices
+
+
+def test_replay_of_a_clean_schedule_is_clean():
+    f = explore(RACE, None, "modern", strategy="random", schedules=300, seed=3).findings[0]
+    # an empty list falls back to the lowest id: cpu runs to its end first, no race
+    r = f.run(Replay([]))
+    assert r.ok
+    assert set(r.schedule) == {0}
+
+
+@pytest.mark.parametrize("strategy", ["pct", "random"])
+def test_shrink_gives_minimal_preemptions(strategy):
+    f = explore(RACE, None, "modern", strategy=strategy, schedules=300, seed=5).findings[0]
+    mini = shrink(f)
+    assert f.minimal == mini
+    assert f.preemptions is not None and 1 <= f.preemptions <= 2
+    assert len(mini) <= len(f.choices)
+    r = replay(f)
+    assert "StaleRead" in r.kinds()
+
+
+def test_finding_json_round_trip_replays():
+    f = explore(RACE, None, "modern", strategy="pct", schedules=300, seed=2).findings[0]
+    shrink(f)
+    d = json.loads(json.dumps(f.to_dict()))
+    assert d["kind"] == "StaleRead" and d["scenario"] == RACE.name
+    assert d["minimal"] == f.minimal
+    register(RACE)
+    try:
+        g = Finding.from_dict(d)
+        r = replay(g)
+    finally:
+        SCENARIOS.pop(RACE.name, None)
+    assert "StaleRead" in r.kinds()
+
+
+@pytest.mark.parametrize("strategy", ["pct", "random", "exhaustive"])
+def test_same_seed_same_choices_and_violations(strategy):
+    def go():
+        ex = explore(RACE, None, "modern", strategy=strategy, schedules=200, seed=11)
+        return [(f.seed, f.choices, f.violation.kind, f.violation.step) for f in ex.findings]
+
+    a, b = go(), go()
+    assert a == b and a
+
+
+def test_different_seeds_pct_gives_different_schedules():
+    seen = set()
+    for seed in range(10):
+        r = run_once(RACE, None, "modern", PCT(seed, steps=30), seed, stop_on_violation=False)
+        seen.add(tuple(r.schedule))
+    assert len(seen) > 3
+
+
+def test_pct_depth_one_is_a_fixed_priority_order():
+    # no change points: the highest-priority task runs to completion, never preempted
+    for seed in range(5):
+        sched = PCT(seed, depth=1, steps=30)
+        r = run_once(RACE, None, "modern", sched, seed, stop_on_violation=False)
+        assert r.ok
+        assert len(set(r.schedule)) == 1
+
+
+def test_replay_falls_back_to_lowest_id_when_choice_not_runnable():
+    sched = Replay([1, 7, 1])
+    r = run_once(RACE, None, "modern", sched, 0, stop_on_violation=False)
+    assert r.schedule[:3] == [1, 0, 1]
+    assert r.schedule[3:] == [0] * len(r.schedule[3:])
+    assert count_preemptions(sched.log) == sched.preemptions
+
+
+def test_hypothesis_schedule_records_choices():
+    @given(st.data())
+    def inner(data):
+        sched = HypothesisSchedule(data)
+        r = run_once(RACE, None, "modern", sched, 0, stop_on_violation=False)
+        assert sched.chosen == r.schedule
+
+    inner()
+
+
+def test_hypothesis_schedule_finds_the_race():
+    found = []
+
+    @given(st.data())
+    def inner(data):
+        r = run_once(RACE, None, "modern", HypothesisSchedule(data), 0)
+        if not r.ok:
+            found.append(r.schedule)
+            raise AssertionError("race")
+
+    with pytest.raises(AssertionError):
+        inner()
+    assert found
+
+
+def test_bad_arguments_are_usage_errors():
+    with pytest.raises(UsageError, match="strategy"):
+        explore(RACE, None, "modern", strategy="bogus")
+    with pytest.raises(UsageError, match="schedules"):
+        explore(RACE, None, "modern", schedules=0)
+    with pytest.raises(UsageError, match="unknown scenario"):
+        get_scenario("no-such-scenario")
+    with pytest.raises(UsageError, match="task ids"):
+        Replay(["x"])
+    with pytest.raises(UsageError, match="not a smmu finding"):
+        Finding.from_dict({"kind": "StaleRead"})
+    with pytest.raises(UsageError, match="runs under"):
+        run_once(Scenario("v2008-only", RACE.build, apis=("v2008",), simulator=bare), None,
+                 "modern", "round_robin", 0)
+
+
+def test_reprs_are_readable():
+    ex = explore(RACE, None, "modern", strategy="random", schedules=300, seed=1)
+    assert "window-race" in repr(ex) and "StaleRead" in repr(ex)
+    assert "StaleRead" in repr(ex.findings[0])
+    assert "window-race" in repr(RACE)
+    assert "depth=3" in repr(PCT(1))
