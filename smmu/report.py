@@ -1,0 +1,163 @@
+"""Readable and machine reports of what the checker found.
+
+* :func:`violation_text` / :func:`finding_text`: the text report of one violation: kind,
+  address, frames, the message, the stacks, which notifier hooks ran when (from the trace, if
+  the run was traced) and the minimal schedule as numbered steps with task names and source
+  locations (``Violation.steps``, recorded when the run had ``record_steps=True``).
+* :func:`check_json`: the document ``smmu check --json`` writes, as DESIGN.md specifies:
+  ``{"driver", "schedules_run", "violations": [{"kind", "scenario", "api", "seed",
+  "address", "message", "schedule"}], ...}``.
+
+Source paths are shown relative to the project root when they are under it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: steps shown around the end of a long schedule (the start is summarised)
+MAX_STEPS_SHOWN = 60
+
+_ROOT = str(Path(__file__).resolve().parent.parent) + os.sep
+
+
+def short_path(where: str) -> str:
+    """``/abs/project/smmu/x.py:12 in f`` -> ``smmu/x.py:12 in f``."""
+    if where.startswith(_ROOT):
+        return where[len(_ROOT):]
+    cwd = os.getcwd() + os.sep
+    if where.startswith(cwd):
+        return where[len(cwd):]
+    return where
+
+
+def _hex(a):
+    return f"{a:#x}" if isinstance(a, int) else "-"
+
+
+def steps_text(steps, limit: int = MAX_STEPS_SHOWN) -> list[str]:
+    """Numbered lines ``  12. [dev0] drivers/kvm.py:88 in access`` for recorded steps
+    ``(step, tid, task name, "file:line in func")``; a long schedule keeps its last ``limit``
+    steps (the ones that lead to the violation) and says how many were left out."""
+    steps = list(steps)
+    lines = []
+    if len(steps) > limit:
+        lines.append(f"  ... {len(steps) - limit} earlier step(s) not shown ...")
+        steps = steps[-limit:]
+    for step, _tid, name, where in steps:
+        lines.append(f"  {step:4d}. [{name}] {short_path(str(where))}")
+    return lines
+
+
+def hooks_text(trace, upto_step: int | None = None) -> list[str]:
+    """One line per notifier hook call in a runtime trace: ``step 14-19 [cpu0]
+    KVM.invalidate_range_start``."""
+    lines = []
+    open_: dict = {}
+    for ph, name, tid, tname, _time, step, _args in trace or []:
+        if upto_step is not None and step > upto_step:
+            break
+        if "." not in name:
+            continue
+        if ph == "B":
+            open_.setdefault((tid, name), []).append(step)
+        elif ph == "E":
+            st = open_.get((tid, name))
+            begun = st.pop() if st else step
+            lines.append((begun, f"  step {begun}-{step} [{tname}] {name}"))
+    for (tid, name), st in open_.items():
+        for begun in st:
+            lines.append((begun, f"  step {begun}-  [task {tid}] {name} (still running)"))
+    return [text for _, text in sorted(lines, key=lambda x: x[0])]
+
+
+def violation_text(v, *, scenario: str | None = None, api: str | None = None,
+                   driver: str | None = None, seed=None, strategy: str | None = None,
+                   trace=None, minimal: bool | None = None) -> str:
+    """The text report of one ``Violation``."""
+    head = f"{v.kind} at {_hex(v.address)}"
+    ctx = [f"{k} {val}" for k, val in (("driver", driver), ("scenario", scenario),
+                                         ("api", api), ("strategy", strategy),
+                                         ("seed", seed)) if val is not None]
+    lines = [head + (f"  ({', '.join(ctx)})" if ctx else "")]
+    lines.append(f"  {v.message}")
+    lines.append(f"  task: {v.task or '-'}   step: {v.step}   simulated time: "
+                 f"{v.time_ns:.0f} ns")
+    if v.frames:
+        lines.append(f"  frames: {', '.join(str(f) for f in v.frames)}")
+    for k, val in (v.details or {}).items():
+        lines.append(f"  {k}: {val}")
+    for label, stack in (v.stacks or {}).items():
+        lines.append(f"  stack ({label}):")
+        lines.extend(f"    {short_path(str(s))}" for s in stack)
+    hooks = hooks_text(trace, v.step) if trace else []
+    if hooks:
+        lines.append("  notifier hooks that ran:")
+        lines.extend("  " + h for h in hooks)
+    sched = list(v.schedule or [])
+    kind = "minimal schedule" if minimal else "schedule"
+    if v.steps:
+        lines.append(f"  {kind} ({len(v.steps)} steps, {len(sched)} choices):")
+        lines.extend(steps_text(v.steps))
+    elif sched:
+        lines.append(f"  {kind}: {len(sched)} choices (task ids) {_short_list(sched)}; run "
+                     "`smmu replay` on the JSON report to see the numbered steps")
+    return "\n".join(lines)
+
+
+def _short_list(xs, n: int = 40) -> str:
+    if len(xs) <= n:
+        return str(list(xs))
+    return "[" + ", ".join(map(str, xs[:n])) + f", ... {len(xs) - n} more]"
+
+
+def finding_text(finding, *, driver: str | None = None, result=None) -> str:
+    """The text report of a ``smmu.explore.Finding`` (``result``: a replay of it with
+    ``record_steps=True`` and maybe ``trace=True``, whose violation carries the steps)."""
+    v = finding.violation
+    trace = None
+    if result is not None:
+        same = [w for w in result.violations if w.kind == v.kind] or result.violations
+        if same:
+            v = same[0]
+        trace = getattr(result, "trace", None)
+    return violation_text(v, scenario=finding.scenario, api=finding.api, driver=driver,
+                          seed=finding.seed, strategy=finding.strategy, trace=trace,
+                          minimal=getattr(finding, "minimal", None))
+
+
+def violation_json(finding) -> dict:
+    """One entry of the ``violations`` list of ``smmu check --json``: the DESIGN.md keys,
+    then everything needed to replay it (``choices``, ``strategy``, ``driver``...)."""
+    v = finding.violation
+    d = {"kind": v.kind, "scenario": finding.scenario, "api": finding.api,
+         "seed": finding.seed, "address": v.address, "message": v.message,
+         "schedule": list(getattr(finding, "choices", None) or v.schedule or [])}
+    d["strategy"] = finding.strategy
+    d["minimal"] = bool(getattr(finding, "minimal", False))
+    d["task"] = v.task
+    d["step"] = v.step
+    d["frames"] = list(v.frames)
+    to_dict = getattr(finding, "to_dict", None)
+    if to_dict is not None:
+        d["finding"] = to_dict()
+    return d
+
+
+def check_json(driver: str, schedules_run: int, findings, *, runs=None, elapsed=None,
+               seed=None, strategy=None) -> dict:
+    """The document ``smmu check --json FILE`` writes. ``runs``: per (scenario, api) rows
+    ``{"scenario", "api", "schedules_run", "violations"}``."""
+    doc = {"driver": driver, "schedules_run": int(schedules_run),
+           "violations": [violation_json(f) for f in findings],
+           "clean": not findings}
+    if strategy is not None:
+        doc["strategy"] = strategy
+    if seed is not None:
+        doc["seed"] = seed
+    if runs is not None:
+        doc["runs"] = list(runs)
+    if elapsed is not None:
+        doc["elapsed_s"] = round(float(elapsed), 3)
+    return doc
