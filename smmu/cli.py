@@ -301,7 +301,7 @@ def cmd_check(args) -> int:
     out = _console()
     for f in findings:
         _shrink(f)
-        res = _replay(f, cls, trace=bool(args.trace))
+        res = _replay(f, cls, trace=True)     # the hooks that ran go in the text report
         out.print(finding_text(f, driver=label, result=res), markup=False)
         out.print()
         if args.trace:
@@ -381,7 +381,7 @@ def cmd_replay(args) -> int:
     finding.driver = cls
     if finding.scenario not in explore.SCENARIOS:
         raise CLIError(f"the report names scenario {finding.scenario!r}, unknown here")
-    res = _replay(finding, cls, trace=bool(args.trace))
+    res = _replay(finding, cls, trace=True)
     from smmu.report import finding_text
     out = _console()
     if res.violations:
@@ -562,7 +562,8 @@ def cmd_demo(args) -> int:
         out.print(f"\nOne caught bug in detail: {label} "
                   f"({getattr(cls, 'breaks', None) or _first_line(cls.__doc__)})\n",
                   markup=False)
-        out.print(finding_text(f, driver=label, result=_replay(f, cls)), markup=False)
+        out.print(finding_text(f, driver=label, result=_replay(f, cls, trace=True)),
+                  markup=False)
         out.print(f"\nreproduce: smmu check {label} --scenario {f.scenario} --api {f.api} "
                   f"--seed {args.seed}", markup=False)
     out.print("\n" + ("built-in drivers clean, broken ones caught." if ok else

@@ -74,7 +74,8 @@ def hooks_text(trace, upto_step: int | None = None) -> list[str]:
 
 def violation_text(v, *, scenario: str | None = None, api: str | None = None,
                    driver: str | None = None, seed=None, strategy: str | None = None,
-                   trace=None, minimal: bool | None = None) -> str:
+                   trace=None, minimal: bool | None = None, choices=None,
+                   preemptions=None) -> str:
     """The text report of one ``Violation``."""
     head = f"{v.kind} at {_hex(v.address)}"
     ctx = [f"{k} {val}" for k, val in (("driver", driver), ("scenario", scenario),
@@ -97,10 +98,14 @@ def violation_text(v, *, scenario: str | None = None, api: str | None = None,
         lines.extend("  " + h for h in hooks)
     sched = list(v.schedule or [])
     kind = "minimal schedule" if minimal else "schedule"
+    if choices is not None:
+        pre = f", {preemptions} preemption(s)" if preemptions is not None else ""
+        lines.append(f"  {kind}: choices {_short_list(list(choices))}{pre}")
+        sched = list(choices)
     if v.steps:
-        lines.append(f"  {kind} ({len(v.steps)} steps, {len(sched)} choices):")
+        lines.append(f"  steps of the run ({len(v.steps)} recorded):")
         lines.extend(steps_text(v.steps))
-    elif sched:
+    elif sched and choices is None:
         lines.append(f"  {kind}: {len(sched)} choices (task ids) {_short_list(sched)}; run "
                      "`smmu replay` on the JSON report to see the numbered steps")
     return "\n".join(lines)
@@ -122,9 +127,12 @@ def finding_text(finding, *, driver: str | None = None, result=None) -> str:
         if same:
             v = same[0]
         trace = getattr(result, "trace", None)
+    minimal = getattr(finding, "minimal", None)
     return violation_text(v, scenario=finding.scenario, api=finding.api, driver=driver,
                           seed=finding.seed, strategy=finding.strategy, trace=trace,
-                          minimal=getattr(finding, "minimal", None))
+                          minimal=minimal is not None,
+                          choices=minimal if minimal is not None else finding.choices,
+                          preemptions=getattr(finding, "preemptions", None))
 
 
 def violation_json(finding) -> dict:
@@ -133,7 +141,7 @@ def violation_json(finding) -> dict:
     v = finding.violation
     d = {"kind": v.kind, "scenario": finding.scenario, "api": finding.api,
          "seed": finding.seed, "address": v.address, "message": v.message,
-         "schedule": list(getattr(finding, "choices", None) or v.schedule or [])}
+         "schedule": list(_best_choices(finding))}
     d["strategy"] = finding.strategy
     d["minimal"] = bool(getattr(finding, "minimal", False))
     d["task"] = v.task
@@ -143,6 +151,13 @@ def violation_json(finding) -> dict:
     if to_dict is not None:
         d["finding"] = to_dict()
     return d
+
+
+def _best_choices(finding):
+    minimal = getattr(finding, "minimal", None)
+    if minimal is not None:
+        return minimal
+    return getattr(finding, "choices", None) or finding.violation.schedule or []
 
 
 def check_json(driver: str, schedules_run: int, findings, *, runs=None, elapsed=None,
