@@ -1,0 +1,652 @@
+"""The coherence oracle: what every CPU and device access *should* see, and the checks.
+
+``Simulator`` builds ``Oracle(sim)`` as its ``checker`` (an :class:`smmu.sched.Observer`).
+Lower layers report events to it (docs/internals.md, "The checker hooks"); it keeps:
+
+* **a data model**: the logical value of every page of every address space, independent of
+  frames. The location of ``(mm, va)`` comes from the VMA (``mm.vma_at(va)``): private
+  anonymous memory is a per-mm cell keyed by vpn; shared anonymous and shared file memory is a
+  cell of the backing object at its page offset; private file memory is a per-mm overlay cell
+  once written, else the file's cell. Untouched cells read 0 (anonymous) or the file's
+  contents. ``fork_copy`` copies the parent's private cells into the child, ``discard`` drops
+  them, ``move`` moves them, ``file_truncate`` drops file cells. Every read is compared with
+  the model: ``StaleRead`` for a device read, and for a CPU read either ``LostWrite`` (the last
+  write there was a device write through a frame the primary no longer maps) or ``StaleRead``.
+  At quiescence every cell is checked against the primary's memory (``LostWrite``).
+* **a frame model**: each secondary mapping declared with ``note_map`` records
+  ``(pfn, frames.generation[pfn], writable)``; a device access to a frame that is free or whose
+  generation moved since is ``UseAfterFree``; to a frame the primary does not map there and
+  that another live mm owns, ``CrossMmAccess``; a device write to a page whose primary PTE is
+  present and read-only, ``WriteToReadOnly``.
+* **protocol checks at quiescence**: ``UnpairedRange`` (start without end), ``StaleMapping``
+  (declared secondary mappings that the primary no longer backs), found by one numba kernel
+  call per driver (:func:`scan_secondary`) that is cheap enough to run at every choice point
+  (``run_once(..., scan_every_step=True)``; mid-run only mappings of freed frames count).
+
+``MapInWindow`` is reported by ``MMUNotifier.note_map`` itself; ``SleepInAtomic``,
+``Deadlock``, ``Livelock``, ``LockOrder`` by the runtime.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import structlog
+
+from smmu._jit.radix import pt_walk
+from smmu.constants import PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE
+from smmu.sched import Observer
+
+log = structlog.get_logger("smmu")
+
+# --------------------------------------------------------------------------- scan kernel
+
+#: why a secondary mapping is stale (codes returned by :func:`scan_secondary`)
+STALE_ABSENT = 1      #: the primary PTE is not present
+STALE_OTHER_PFN = 2   #: the primary maps another frame
+STALE_FREED = 3       #: the frame was freed (and maybe reused) since the mapping was made
+STALE_WRITABLE = 4    #: the secondary allows writes the primary PTE does not
+
+STALE_REASONS = {
+    STALE_ABSENT: "the primary PTE is gone",
+    STALE_OTHER_PFN: "the primary now maps another frame",
+    STALE_FREED: "the frame was freed (generation moved) since the mapping was made",
+    STALE_WRITABLE: "the secondary is writable but the primary PTE is read-only",
+}
+
+_UP = np.uint64(PTE_PRESENT)
+_UW = np.uint64(PTE_WRITE)
+_UPFN = np.uint64(PFN_MASK)
+_USHIFT = np.uint64(PFN_SHIFT)
+
+
+@numba.njit(cache=True)
+def scan_secondary(nodes, root, vpns, pfns, gens, writable, n, generation, ptes, out_idx,
+                   out_why):
+    """Compare secondary mappings ``i < n`` (``vpns[i] -> pfns[i]`` made when the frame had
+    generation ``gens[i]``; ``pfns[i] < 0`` marks a free slot) with the primary radix table
+    ``(nodes, root)`` and the frame generations. Writes the indices of stale entries to
+    ``out_idx`` and their ``STALE_*`` reason to ``out_why``; returns how many. ``ptes`` is
+    scratch (uint64, at least n)."""
+    pt_walk(nodes, root, vpns[:n], ptes[:n])
+    ngen = generation.shape[0]
+    cnt = 0
+    for i in range(n):
+        pfn = pfns[i]
+        if pfn < 0:
+            continue
+        pte = ptes[i]
+        why = 0
+        if pfn >= ngen or np.int64(generation[pfn]) != gens[i]:
+            why = STALE_FREED
+        elif (pte & _UP) == 0:
+            why = STALE_ABSENT
+        elif np.int64((pte & _UPFN) >> _USHIFT) != pfn:
+            why = STALE_OTHER_PFN
+        elif writable[i] != 0 and (pte & _UW) == 0:
+            why = STALE_WRITABLE
+        if why != 0:
+            out_idx[cnt] = i
+            out_why[cnt] = why
+            cnt += 1
+    return cnt
+
+
+def scan_secondary_ref(lookup, vpns, pfns, gens, writable, n, generation):
+    """Pure-Python reference of :func:`scan_secondary`: ``lookup(vpn) -> pte``; returns the
+    list of ``(index, reason)``."""
+    out = []
+    for i in range(n):
+        pfn = int(pfns[i])
+        if pfn < 0:
+            continue
+        pte = int(lookup(int(vpns[i])))
+        if pfn >= len(generation) or int(generation[pfn]) != int(gens[i]):
+            why = STALE_FREED
+        elif not pte & PTE_PRESENT:
+            why = STALE_ABSENT
+        elif (pte & PFN_MASK) >> PFN_SHIFT != pfn:
+            why = STALE_OTHER_PFN
+        elif writable[i] and not pte & PTE_WRITE:
+            why = STALE_WRITABLE
+        else:
+            continue
+        out.append((i, why))
+    return out
+
+
+class SecondaryMap:
+    """The translations one driver declared (``note_map``), as arrays the scan kernel takes:
+    ``vpns``, ``pfns`` (-1 = free slot), ``gens`` (frame generation at map time), ``writable``;
+    ``slot`` maps a vpn to its index."""
+
+    def __init__(self, cap: int = 16):
+        self.vpns = np.zeros(cap, dtype=np.int64)
+        self.pfns = np.full(cap, -1, dtype=np.int64)
+        self.gens = np.zeros(cap, dtype=np.int64)
+        self.writable = np.zeros(cap, dtype=np.uint8)
+        self.slot: dict[int, int] = {}
+        self.free: list[int] = []
+        self.n = 0                      # slots in use or freed: [0, n) is scanned
+
+    def __len__(self):
+        return len(self.slot)
+
+    def __repr__(self):
+        return f"<SecondaryMap {len(self.slot)} translations>"
+
+    def add(self, vpn: int, pfn: int, gen: int, writable: bool) -> None:
+        i = self.slot.get(vpn)
+        if i is None:
+            if self.free:
+                i = self.free.pop()
+            else:
+                if self.n == len(self.vpns):
+                    self._grow()
+                i = self.n
+                self.n += 1
+            self.slot[vpn] = i
+        self.vpns[i] = vpn
+        self.pfns[i] = pfn
+        self.gens[i] = gen
+        self.writable[i] = 1 if writable else 0
+
+    def _grow(self):
+        cap = 2 * len(self.vpns)
+        for name, fill in (("vpns", 0), ("pfns", -1), ("gens", 0), ("writable", 0)):
+            old = getattr(self, name)
+            new = np.full(cap, fill, dtype=old.dtype)
+            new[:len(old)] = old
+            setattr(self, name, new)
+
+    def get(self, vpn: int):
+        i = self.slot.get(vpn)
+        if i is None:
+            return None
+        return int(self.pfns[i]), int(self.gens[i]), bool(self.writable[i])
+
+    def remove_range(self, vpn0: int, vpn1: int) -> None:
+        slot = self.slot
+        if vpn1 - vpn0 <= len(slot):
+            keys = [v for v in range(vpn0, vpn1) if v in slot]
+        else:
+            keys = [v for v in slot if vpn0 <= v < vpn1]
+        for v in keys:
+            i = slot.pop(v)
+            self.pfns[i] = -1
+            self.free.append(i)
+        if not slot:
+            self.n = 0
+            self.free.clear()
+
+
+# --------------------------------------------------------------------------- the data model
+
+class Cell:
+    """The model's value of one page, and who wrote it last: ``writer`` is ``"cpu"`` or a
+    driver name, ``task``/``step`` where, ``pfn`` the frame a device wrote through."""
+
+    __slots__ = ("value", "writer", "task", "step", "pfn", "device", "resynced")
+
+    def __init__(self, value, writer, task, step, pfn=None, device=False, resynced=False):
+        self.value = value
+        self.writer = writer
+        self.task = task
+        self.step = step
+        self.pfn = pfn
+        self.device = device
+        self.resynced = resynced
+
+    def copy(self):
+        return Cell(self.value, self.writer, self.task, self.step, self.pfn, self.device,
+                    self.resynced)
+
+    def describe(self) -> str:
+        if self.resynced:
+            return f"{self.value} (as last observed at step {self.step})"
+        via = f" through frame {self.pfn}" if self.pfn is not None else ""
+        return f"{self.value} written by {self.writer} ({self.task}) at step {self.step}{via}"
+
+    def __repr__(self):
+        return f"<Cell {self.describe()}>"
+
+
+def _file_value(obj, page: int) -> int:
+    """What a file page holds before anyone wrote to it in this run."""
+    for name in ("initial_value", "initial"):
+        fn = getattr(obj, name, None)
+        if callable(fn):
+            return int(fn(page))
+    for name in ("initial_contents", "contents", "data"):
+        arr = getattr(obj, name, None)
+        if arr is not None and not callable(arr):
+            try:
+                return int(arr[page]) if page < len(arr) else 0
+            except (TypeError, IndexError):
+                pass
+    fill = getattr(obj, "fill", None)
+    if callable(fill):
+        return int(fill(page))
+    return 0
+
+
+def _alive(mm) -> bool:
+    if mm is None:
+        return False
+    for name in ("exited", "dead", "released"):
+        if getattr(mm, name, False):
+            return False
+    pt = getattr(mm, "pt", None)
+    return pt is None or getattr(pt, "root", 1) != 0
+
+
+def _pte_pfn(pte: int) -> int:
+    return (int(pte) & PFN_MASK) >> PFN_SHIFT
+
+
+class Oracle(Observer):
+    """The coherence checker of one :class:`~smmu.sim.Simulator` (see the module docstring).
+
+    ``scan()`` runs the structural scan for every driver now; ``cells`` / ``objects`` hold the
+    data model (private cells by mm id then vpn; object cells by backing object id then page).
+    """
+
+    def __init__(self, sim):
+        self.sim = sim
+        self.cells: dict[int, dict[int, Cell]] = {}     # mm id -> vpn -> private cell
+        self.objects: dict[int, dict[int, Cell]] = {}   # id(backing) -> page -> cell
+        self._objs: dict[int, object] = {}              # keep backing objects alive by id
+        self.maps: dict[int, SecondaryMap] = {}          # id(drv) -> declared translations
+        self._drvs: dict[int, object] = {}
+        self._mms: dict[int, object] = {}                # mm id -> mm seen
+        self._unmapped_seen: dict = {}                   # (mm id, vpn, pfn) -> first step
+        self._frame_dev_write: dict[int, tuple] = {}     # pfn -> (drv name, step, value, va)
+        self._reported: set = set()
+        self.scans = 0
+
+    def __repr__(self):
+        ncells = sum(len(c) for c in self.cells.values()) + \
+            sum(len(c) for c in self.objects.values())
+        nmaps = sum(len(m) for m in self.maps.values())
+        return (f"<Oracle {ncells} cells, {nmaps} secondary translations in "
+                f"{len(self.maps)} drivers, {len(self.sim.violations)} violations>")
+
+    # ------------------------------------------------------------------ helpers
+    def _where(self):
+        cur = self.sim.current
+        return (cur.name if cur is not None else "setup"), self.sim.steps
+
+    def _report(self, kind, key, message, *, stop=None, **kw):
+        if (kind, key) in self._reported:
+            return
+        self._reported.add((kind, key))
+        self.sim.violation(kind, message, stop=stop, **kw)
+
+    def _locate(self, mm, va: int, write: bool):
+        """(table, key, default) of the model cell for ``(mm, va)``, or None when no VMA."""
+        self._mms[mm.id] = mm
+        vma = mm.vma_at(va)
+        if vma is None:
+            return None
+        vpn = va >> PAGE_SHIFT
+        file = getattr(vma, "file", None)
+        shared = bool(getattr(vma, "shared", False))
+        if file is None and not shared:
+            return self.cells.setdefault(mm.id, {}), vpn, 0
+        backing = file if file is not None else (getattr(vma, "shm", None)
+                                                 or getattr(vma, "anon", None) or vma)
+        page = int(getattr(vma, "pgoff", 0)) + ((va - vma.start) >> PAGE_SHIFT)
+        if shared:
+            return self._object(backing), page, (_file_value(file, page) if file else 0)
+        # private file mapping: the overlay once written privately, else the file page
+        priv = self.cells.setdefault(mm.id, {})
+        if write or vpn in priv:
+            if vpn not in priv:
+                priv[vpn] = Cell(self._object_value(backing, page, file), "file", "-", 0)
+            return priv, vpn, 0
+        return self._object(backing), page, _file_value(file, page)
+
+    def _object(self, backing) -> dict:
+        k = id(backing)
+        self._objs[k] = backing
+        return self.objects.setdefault(k, {})
+
+    def _object_value(self, backing, page, file):
+        c = self.objects.get(id(backing), {}).get(page)
+        return c.value if c is not None else _file_value(file, page)
+
+    def _expected(self, mm, va, write):
+        loc = self._locate(mm, va, write)
+        if loc is None:
+            return None, None, None
+        table, key, default = loc
+        return table, key, table.get(key) or Cell(default, "nobody (initial contents)", "-", 0)
+
+    def _frames(self):
+        return self.sim.memory.frames
+
+    # ------------------------------------------------------------------ CPU side
+    def cpu_access(self, mm, va, write, value):
+        table, key, cell = self._expected(mm, va, write)
+        if table is None:
+            return
+        task, step = self._where()
+        if write:
+            table[key] = Cell(int(value), "cpu", task, step)
+            return
+        value = int(value)
+        if value == cell.value:
+            return
+        page = va - va % PAGE_SIZE
+        pte = int(mm.lookup_pte(va))
+        now = _pte_pfn(pte) if pte & PTE_PRESENT else None
+        if cell.device and cell.pfn is not None and now != cell.pfn:
+            seen = self._unmapped_seen.get((mm.id, va >> PAGE_SHIFT, cell.pfn))
+            when = (f"; the primary had already stopped mapping frame {cell.pfn} there when "
+                    f"the device wrote (first seen unmapped at step {seen})"
+                    if seen is not None else "")
+            self._report(
+                "LostWrite", (mm.id, page, cell.step),
+                f"{cell.writer} wrote {cell.value} to {page:#x} of {getattr(mm, 'name', mm)} "
+                f"at step {cell.step} ({cell.task}) through frame {cell.pfn}, but the CPU "
+                f"reads {value} from frame {now}: the device wrote through a translation the "
+                f"primary no longer uses{when}. The driver must drop (or write-protect) its "
+                "mapping before the primary PTE changes (in invalidate_range_start / "
+                "invalidate_page) and re-fault afterwards", address=page,
+                frames=tuple(f for f in (cell.pfn, now) if f is not None),
+                writer=cell.writer, write_step=cell.step, value=cell.value, read=value)
+        else:
+            extra = ""
+            if now is not None and now in self._frame_dev_write:
+                d, s, v, dva = self._frame_dev_write[now]
+                if v == value:
+                    extra = (f"; frame {now} was last written by {d} at step {s} with "
+                             f"{v} through its mapping of {dva:#x} (a stale translation)")
+            self._report(
+                "StaleRead", (mm.id, page, step),
+                f"the CPU ({task}) read {value} at {page:#x} (frame {now}) but the last write "
+                f"there was {cell.describe()}{extra}", address=page,
+                frames=(now,) if now is not None else (), expected=cell.value, read=value)
+        # the primary's view is the truth from now on: no cascade of reports
+        table[key] = Cell(value, cell.writer, task, step, now, False, True)
+
+    # ------------------------------------------------------------------ device side
+    def device_access(self, drv, va, pfn, write, value):
+        mm = drv.mm
+        self._mms[mm.id] = mm
+        self._drvs[id(drv)] = drv
+        frames = self._frames()
+        task, step = self._where()
+        page = va - va % PAGE_SIZE
+        vpn = va >> PAGE_SHIFT
+        pfn = int(pfn)
+        what = "write" if write else "read"
+        pte = int(mm.lookup_pte(va))
+        mapped_here = bool(pte & PTE_PRESENT) and _pte_pfn(pte) == pfn
+        if not mapped_here:
+            self._unmapped_seen.setdefault((mm.id, vpn, pfn), step)
+        gen = int(frames.generation[pfn])
+        rec = self.maps.get(id(drv))
+        rec = rec.get(vpn) if rec is not None else None
+        owner = int(frames.owner[pfn])
+        other = self._mms.get(owner) if owner >= 0 and owner != mm.id else None
+        if other is None and owner >= 0 and owner != mm.id:
+            other = self._find_mm(owner)
+        if int(frames.refcount[pfn]) == 0:
+            self._report(
+                "UseAfterFree", (id(drv), vpn, pfn, gen),
+                f"{drv.name} {what}s frame {pfn} through its mapping of {page:#x}, but the "
+                f"frame is free (generation {gen}): the driver kept a translation after the "
+                "page was unmapped. Drop it in invalidate_range_start / invalidate_page, or "
+                "hold a page reference for as long as the device may use it",
+                address=page, frames=(pfn,), driver=drv.name, generation=gen)
+        elif not mapped_here and other is not None and _alive(other):
+            self._report(
+                "CrossMmAccess", (id(drv), vpn, pfn, gen),
+                f"{drv.name} {what}s frame {pfn} through its mapping of {page:#x} in "
+                f"{getattr(mm, 'name', mm)}, but that frame now belongs to "
+                f"{getattr(other, 'name', other)} (mm {owner}): a stale secondary translation "
+                "lets the device reach another process's memory. Drop translations in "
+                "invalidate_range_start / invalidate_page before the frame can be freed",
+                address=page, frames=(pfn,), driver=drv.name, owner=owner)
+        elif rec is not None and rec[0] == pfn and rec[1] != gen:
+            self._report(
+                "UseAfterFree", (id(drv), vpn, pfn, gen),
+                f"{drv.name} {what}s frame {pfn} through its mapping of {page:#x}, made when "
+                f"the frame had generation {rec[1]}; it was freed and reused since "
+                f"(generation {gen}). The driver must drop the translation when notified "
+                "(invalidate_range_start / invalidate_page)",
+                address=page, frames=(pfn,), driver=drv.name, old_generation=rec[1],
+                generation=gen)
+        if write and mapped_here and not pte & PTE_WRITE:
+            self._report(
+                "WriteToReadOnly", (id(drv), vpn, pfn, step),
+                f"{drv.name} writes {value} to {page:#x} (frame {pfn}) while the primary PTE "
+                "is read-only (write-protected for COW, mprotect or page_mkclean): the driver "
+                "must write-protect or drop its mapping when the range is invalidated and "
+                "fault again for write", address=page, frames=(pfn,), driver=drv.name)
+        # the data model
+        table, key, cell = self._expected(mm, va, write)
+        if write:
+            value = int(value)
+            self._frame_dev_write[pfn] = (drv.name, step, value, page)
+            if table is not None:
+                table[key] = Cell(value, drv.name, task, step, pfn, True)
+            return
+        got = int(frames.contents[pfn])
+        if table is None or got == cell.value:
+            return
+        now = f"frame {_pte_pfn(pte)}" if pte & PTE_PRESENT else "nothing"
+        self._report(
+            "StaleRead", (id(drv), vpn, step),
+            f"{drv.name} read {got} at {page:#x} from frame {pfn} but the last write there "
+            f"was {cell.describe()}"
+            + ("" if mapped_here else
+               f"; the primary maps {now} there now: the driver used a translation it "
+               "should have dropped when the range was invalidated"),
+            address=page, frames=(pfn,), driver=drv.name, expected=cell.value, read=got)
+
+    def _find_mm(self, mm_id):
+        mms = getattr(self.sim.memory, "mms", ())
+        for mm in (mms.values() if isinstance(mms, dict) else mms):
+            if getattr(mm, "id", None) == mm_id:
+                self._mms[mm_id] = mm
+                return mm
+        return None
+
+    # ------------------------------------------------------------------ secondary structures
+    def secondary_map(self, drv, va, pfn, writable):
+        self._drvs[id(drv)] = drv
+        m = self.maps.get(id(drv))
+        if m is None:
+            m = self.maps[id(drv)] = SecondaryMap()
+        pfn = int(pfn)
+        frames = self._frames()
+        gen = int(frames.generation[pfn]) if 0 <= pfn < len(frames.generation) else -1
+        m.add(va >> PAGE_SHIFT, pfn, gen, bool(writable))
+
+    def secondary_unmap(self, drv, start, end):
+        m = self.maps.get(id(drv))
+        if m is not None:
+            m.remove_range(start >> PAGE_SHIFT, -(-end // PAGE_SIZE))
+
+    # ------------------------------------------------------------------ MM events
+    def _range_keys(self, table: dict, vpn0: int, vpn1: int) -> list:
+        if vpn1 - vpn0 <= len(table):
+            return [v for v in range(vpn0, vpn1) if v in table]
+        return [v for v in table if vpn0 <= v < vpn1]
+
+    def fork_copy(self, parent, child, start, end):
+        self._mms[parent.id] = parent
+        self._mms[child.id] = child
+        src = self.cells.get(parent.id)
+        if not src:
+            return
+        dst = self.cells.setdefault(child.id, {})
+        for v in self._range_keys(src, start >> PAGE_SHIFT, -(-end // PAGE_SIZE)):
+            dst[v] = src[v].copy()
+
+    def discard(self, mm, start, end):
+        cells = self.cells.get(mm.id)
+        if cells:
+            for v in self._range_keys(cells, start >> PAGE_SHIFT, -(-end // PAGE_SIZE)):
+                del cells[v]
+
+    def move(self, mm, old_start, new_start, length):
+        cells = self.cells.get(mm.id)
+        if not cells:
+            return
+        o0 = old_start >> PAGE_SHIFT
+        n = -(-length // PAGE_SIZE)
+        d = (new_start >> PAGE_SHIFT) - o0
+        moved = {v + d: cells.pop(v) for v in self._range_keys(cells, o0, o0 + n)}
+        for v in self._range_keys(cells, o0 + d, o0 + d + n):
+            del cells[v]
+        cells.update(moved)
+
+    def file_truncate(self, file, npages):
+        cells = self.objects.get(id(file))
+        if cells:
+            for p in [p for p in cells if p >= npages]:
+                del cells[p]
+
+    # ------------------------------------------------------------------ structural scan
+    def scan(self, final: bool = False) -> list:
+        """Run the structural scan for every declared driver: one kernel call each. Mid-run
+        (``final=False``) only translations of freed frames count; at quiescence every stale
+        translation of a registered driver on a live mm does. Reports ``StaleMapping`` and
+        returns ``[(driver, va, pfn, reason)]``."""
+        self.scans += 1
+        frames = self._frames()
+        out = []
+        for key, m in self.maps.items():
+            if m.n == 0 or not m.slot:
+                continue
+            drv = self._drvs[key]
+            mm = drv.mm
+            if not getattr(drv, "_registered", True) or not _alive(mm):
+                continue
+            pt = mm.pt
+            n = m.n
+            ptes = np.empty(n, dtype=np.uint64)
+            idx = np.empty(n, dtype=np.int64)
+            why = np.empty(n, dtype=np.int64)
+            cnt = scan_secondary(pt.pool.nodes, pt.root, m.vpns, m.pfns, m.gens, m.writable, n,
+                                 frames.generation, ptes, idx, why)
+            for i, w in zip(idx[:cnt].tolist(), why[:cnt].tolist()):
+                if not final and w != STALE_FREED:
+                    continue
+                va = int(m.vpns[i]) << PAGE_SHIFT
+                pfn = int(m.pfns[i])
+                out.append((drv, va, pfn, STALE_REASONS[w]))
+                pte = int(ptes[i])
+                now = f"frame {_pte_pfn(pte)}" if pte & PTE_PRESENT else "nothing"
+                self._report(
+                    "StaleMapping", (key, va, pfn, int(m.gens[i])),
+                    f"{drv.name} still translates {va:#x} -> frame {pfn} but {STALE_REASONS[w]}"
+                    f" (the primary maps {now} there): a notifier call was ignored or the "
+                    "mapping was re-established inside an invalidation window",
+                    stop=None if not final else False, address=va, frames=(pfn,),
+                    driver=drv.name, reason=STALE_REASONS[w])
+        return out
+
+    # ------------------------------------------------------------------ end of run
+    def quiesce(self):
+        sim = self.sim
+        if getattr(sim, "_stopped", False) or any(not t.done for t in sim.tasks):
+            return  # the run did not finish: end-of-run rules do not apply
+        mms = getattr(sim.memory, "mms", ())
+        mms = list(mms.values() if isinstance(mms, dict) else mms)
+        for mm in mms:
+            self._mms[mm.id] = mm
+        for mm in mms:
+            if not _alive(mm):
+                continue
+            subs = getattr(mm, "notifier_subscriptions", None)
+            if subs is None:
+                continue
+            for rng in list(subs.open_ranges):
+                self._report("UnpairedRange", (mm.id, repr(rng)),
+                             f"{rng!r} of {getattr(mm, 'name', mm)} was started but never "
+                             "ended: every invalidate_range_start must be paired with "
+                             "invalidate_range_end on every path, error paths included",
+                             stop=False, address=rng.start)
+            for sub, ranges in subs.unpaired():
+                self._report("UnpairedRange", (mm.id, id(sub)),
+                             f"{sub.name} on {getattr(mm, 'name', mm)} saw "
+                             f"invalidate_range_start of {ranges!r} without the matching "
+                             "invalidate_range_end: the driver will keep refusing to map "
+                             "(or retry forever)", stop=False,
+                             address=ranges[0].start if ranges else None)
+        self.scan(final=True)
+        for mm in mms:
+            if _alive(mm):
+                self._verify_mm(mm)
+
+    def _verify_mm(self, mm):
+        """Compare every model cell visible in ``mm`` with the primary's memory, in a batch:
+        one page-table walk for all present pages, ``mm.peek`` only for the others."""
+        vas, cells = [], []
+        for vpn, cell in (self.cells.get(mm.id) or {}).items():
+            vas.append(vpn << PAGE_SHIFT)
+            cells.append(cell)
+        for vma in self._vmas(mm):
+            file = getattr(vma, "file", None)
+            shared = bool(getattr(vma, "shared", False))
+            if not shared and file is None:
+                continue
+            backing = file if file is not None else (getattr(vma, "shm", None)
+                                                     or getattr(vma, "anon", None) or vma)
+            objc = self.objects.get(id(backing))
+            if not objc:
+                continue
+            pg0 = int(getattr(vma, "pgoff", 0))
+            npg = (vma.end - vma.start) >> PAGE_SHIFT
+            priv = self.cells.get(mm.id) or {}
+            for p in self._range_keys(objc, pg0, pg0 + npg):
+                va = vma.start + ((p - pg0) << PAGE_SHIFT)
+                if not shared and (va >> PAGE_SHIFT) in priv:
+                    continue
+                vas.append(va)
+                cells.append(objc[p])
+        if not vas:
+            return
+        va_arr = np.asarray(vas, dtype=np.int64)
+        ptes = mm.pt.walk(va_arr >> PAGE_SHIFT)
+        present = (ptes & np.uint64(PTE_PRESENT)) != 0
+        pfns = ((ptes & np.uint64(PFN_MASK)) >> np.uint64(PFN_SHIFT)).astype(np.int64)
+        contents = self._frames().contents
+        got = np.zeros(len(vas), dtype=np.int64)
+        got[present] = contents[pfns[present]].astype(np.int64)
+        expect = np.fromiter((c.value for c in cells), dtype=np.int64, count=len(cells))
+        for i in np.nonzero(got != expect)[0].tolist():
+            va = vas[i]
+            if present[i]:
+                value = int(got[i])
+            else:
+                if mm.vma_at(va) is None:
+                    continue
+                value = mm.peek(va)
+                if value is None or int(value) == cells[i].value:
+                    continue
+                value = int(value)
+            c = cells[i]
+            if c.resynced:
+                continue
+            who = ("a device write that no later read saw" if c.device else "a CPU write")
+            self._report(
+                "LostWrite", (mm.id, va, c.step),
+                f"at the end of the run {va:#x} of {getattr(mm, 'name', mm)} holds {value} but "
+                f"the last write there was {c.describe()}: {who} was lost"
+                + (" (the device wrote a frame the primary no longer maps: drop or "
+                   "write-protect the translation when notified, and mark the page dirty)"
+                   if c.device else ""),
+                stop=False, address=va, frames=(int(pfns[i]),) if present[i] else (),
+                writer=c.writer, write_step=c.step, value=c.value, found=value)
+
+    @staticmethod
+    def _vmas(mm):
+        vmas = getattr(mm, "vmas", ())
+        if isinstance(vmas, dict):
+            vmas = vmas.values()
+        return list(vmas)
