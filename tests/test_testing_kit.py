@@ -1,0 +1,68 @@
+"""The hypothesis kit: coherence_test passes a correct driver and fails a racy one with the
+violation report; bad arguments are clear errors; the smmu_sim fixture; the profiles."""
+
+import pytest
+from hypothesis import settings
+
+from smmu.errors import BadDriver, UsageError
+from smmu.testing import (CoherenceFailure, coherence_pairs, coherence_test,
+                          register_profiles)
+from test_cli import load_toy
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return load_toy()
+
+
+def test_coherence_test_passes_a_correct_driver(toy):
+    t = coherence_test(toy.ToyDevice, api="modern", scenarios=["toy-race"], max_examples=20)
+    assert t.__name__ == "test_coherence_ToyDevice"
+    assert t.pairs == [("toy-race", "modern")]
+    t()     # raises if hypothesis finds a violation
+
+
+def test_coherence_test_fails_a_racy_driver_with_the_report(toy):
+    t = coherence_test(toy.RacyToyDevice, api="modern", scenarios=["toy-race"],
+                       max_examples=60)
+    with pytest.raises(CoherenceFailure) as ei:
+        t()
+    e = ei.value
+    assert e.violation.kind == "LostWrite" and e.scenario == "toy-race" and e.api == "modern"
+    text = str(e)
+    assert text.startswith("LostWrite at 0x1000")
+    assert "[dev0]" in text and "[dev1]" in text            # the numbered schedule
+    assert "Replay(" in text                                # how to replay it
+
+
+def test_coherence_test_all_generations_by_default(toy):
+    t = coherence_test(toy.ToyDevice, scenarios=["toy-race"])
+    assert [a for _, a in t.pairs] == ["v2008", "range_only", "modern"]
+
+
+def test_bad_arguments_are_clear_errors(toy):
+    with pytest.raises(BadDriver, match="MMUNotifier"):
+        coherence_test(object)
+    with pytest.raises(UsageError, match="unknown scenario"):
+        coherence_pairs(toy.ToyDevice, scenarios=["nope"])
+    with pytest.raises(UsageError, match="unknown api"):
+        coherence_pairs(toy.ToyDevice, api="v1999", scenarios=["toy-race"])
+    with pytest.raises(UsageError, match="does not apply"):
+        coherence_pairs(toy.ToyDevice, scenarios=["cow-after-fork"])
+
+
+def test_profiles_are_registered():
+    register_profiles()
+    ci = settings.get_profile("ci")
+    assert ci.derandomize and ci.database is None and ci.max_examples <= 100
+    assert settings.get_profile("deep").max_examples >= 1000
+
+
+def test_smmu_sim_fixture_makes_fresh_simulators(smmu_sim):
+    try:
+        a = smmu_sim(notifier_api="v2008", seed=3)
+    except ImportError:
+        pytest.skip("the primary MM is not built yet")
+    b = smmu_sim()
+    assert a is not b and a.notifier_api == "v2008" and b.notifier_api == "modern"
+    assert a.seed == 3
