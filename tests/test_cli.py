@@ -196,7 +196,7 @@ def test_check_racy_driver_exits_1_with_report_json_trace_and_replay(capsys, toy
                           "--trace", str(tdir)], capsys)
     assert code == 1, out + err
     assert "LostWrite" in out
-    assert "minimal schedule: choices" in out and "[dev" in out      # numbered steps with task names
+    assert "minimal schedule: choices" in out and "[dev" in out   # numbered steps, task names
     doc = json.loads(out_json.read_text())
     assert set(doc) >= {"driver", "schedules_run", "violations"}
     (v,) = doc["violations"]
