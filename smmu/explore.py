@@ -39,7 +39,7 @@ import importlib.util
 import random as _random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -47,7 +47,7 @@ import structlog
 
 from smmu.errors import BadDriver, UsageError, Violation
 from smmu.notifier import API_GENERATIONS
-from smmu.sched import RandomSchedule, Result, Schedule, register_schedule
+from smmu.sched import RandomSchedule, Result, Schedule, make_schedule, register_schedule
 
 log = structlog.get_logger("smmu")
 
@@ -265,6 +265,33 @@ class HypothesisSchedule(Schedule):
         return i
 
 
+class ScanEveryStep(Schedule):
+    """Wraps a schedule and runs the checker's structural scan (``sim.checker.scan()``) at
+    every choice point before choosing: a secondary translation of a freed frame is reported
+    the moment another task could act, not only when a device happens to use it."""
+
+    def __init__(self, inner: Schedule):
+        self.inner = inner
+        self.name = inner.name
+
+    def reset(self, seed):
+        self.inner.reset(seed)
+
+    def choose(self, sched, tasks):
+        scan = getattr(sched.checker, "scan", None) if hasattr(sched, "checker") else None
+        if scan is not None:
+            scan(final=False)
+        return self.inner.choose(sched, tasks)
+
+    def __getattr__(self, name):
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __repr__(self):
+        return f"<ScanEveryStep {self.inner!r}>"
+
+
 register_schedule("pct", lambda seed: PCT(seed))
 register_schedule("replay", lambda seed: Replay(()))
 
@@ -288,13 +315,17 @@ def run_once(scenario, driver_cls, api, schedule, seed, *, record_steps=False, t
              stop_on_violation=True, driver_options=None, **sim_overrides) -> Result:
     """Build a simulator for ``scenario`` under notifier ``api`` with ``schedule`` (a name or a
     :class:`~smmu.sched.Schedule`) and ``seed``, build the scenario with ``driver_cls`` and run
-    it. ``sim_overrides`` override the scenario's ``sim_options``."""
+    it. ``sim_overrides`` override the scenario's ``sim_options``; ``scan_every_step=True``
+    among them runs the oracle's structural scan at every choice point (:class:`ScanEveryStep`).
+    """
     scenario = get_scenario(scenario)
     if api not in scenario.apis:
         raise UsageError(f"scenario {scenario.name!r} runs under notifier_api "
                          f"{list(scenario.apis)}, not {api!r}")
     opts = dict(scenario.sim_options)
     opts.update(sim_overrides)
+    if opts.pop("scan_every_step", False):
+        schedule = ScanEveryStep(make_schedule(schedule, seed))
     factory = scenario.simulator
     if factory is None:
         from smmu.sim import Simulator
@@ -712,14 +743,18 @@ def shrink(finding: Finding, max_runs: int = 400) -> list:
 
 # =========================================================================== replay
 
-def replay(finding_or_dict, record_steps=True, trace=False, *, use_minimal=True) -> Result:
+def replay(finding_or_dict, record_steps=True, trace=False, *, use_minimal=True,
+           driver_cls=None) -> Result:
     """Re-run a finding deterministically: from its minimal or full choice list when it has
-    one, else from (strategy, seed, params). Accepts a :class:`Finding` or its ``to_dict()``."""
+    one, else from (strategy, seed, params). Accepts a :class:`Finding` or its ``to_dict()``;
+    ``driver_cls`` overrides the driver the finding names (e.g. resolved by the CLI)."""
     f = finding_or_dict
     if isinstance(f, dict):
         f = Finding.from_dict(f)
     if not isinstance(f, Finding):
         raise UsageError(f"replay() takes a Finding or its to_dict(), got {type(f).__name__}")
+    if driver_cls is not None:
+        f = replace(f, driver=driver_cls)
     choices = f.minimal if (use_minimal and f.minimal is not None) else f.choices
     if choices or f.strategy == "exhaustive":
         sched = Replay(choices or ())
@@ -729,6 +764,7 @@ def replay(finding_or_dict, record_steps=True, trace=False, *, use_minimal=True)
 
 
 __all__ = ["Scenario", "SCENARIOS", "register", "get_scenario", "attach_driver", "Replay",
-           "PCT", "HypothesisSchedule", "count_preemptions", "make_strategy_schedule",
+           "PCT", "HypothesisSchedule", "ScanEveryStep", "count_preemptions",
+           "make_strategy_schedule",
            "run_once", "explore", "shrink", "replay", "Finding", "Exploration", "driver_spec",
            "load_driver", "STRATEGIES"]

@@ -546,7 +546,7 @@ class Oracle(Observer):
                     f"{drv.name} still translates {va:#x} -> frame {pfn} but {STALE_REASONS[w]}"
                     f" (the primary maps {now} there): a notifier call was ignored or the "
                     "mapping was re-established inside an invalidation window",
-                    stop=None if not final else False, address=va, frames=(pfn,),
+                    stop=False, address=va, frames=(pfn,),
                     driver=drv.name, reason=STALE_REASONS[w])
         return out
 
