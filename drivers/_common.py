@@ -1,0 +1,59 @@
+"""Small pieces every reference driver shares: reading a primary PTE the way hardware or a
+lockless driver walk does, and the frame generation a device TLB tags its entries with.
+
+Kept here so that each driver file holds only what is particular to the real driver it
+models (one concept, one place).
+"""
+
+from __future__ import annotations
+
+from smmu.constants import (PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PFN_SHIFT, PTE_DIRTY,
+                            PTE_MIGRATION, PTE_PRESENT, PTE_SWAP, PTE_WRITE)
+from smmu.errors import SegmentationFault
+
+
+def vpn_of(va: int) -> int:
+    """The virtual page number of ``va``."""
+    return va >> PAGE_SHIFT
+
+
+def page_of(va: int) -> int:
+    """``va`` rounded down to its page."""
+    return va - va % PAGE_SIZE
+
+
+def pte_pfn(pte: int) -> int:
+    """The PFN field of a raw PTE word (constants' layout: bits 12..51)."""
+    return (pte & PFN_MASK) >> PFN_SHIFT
+
+
+def walk_pte(mm, va: int, write: bool, need_dirty: bool = False):
+    """A lockless walk of the primary page table, as GRU's ``atomic_pte_lookup``
+    (drivers/misc/sgi-gru/grufault.c) and an IOMMU's hardware walk of ``mm->pgd`` do.
+
+    Returns ``(pfn, writable)`` if the PTE is present and allows the access, else ``None``
+    (the caller then goes through the primary fault path: ``handle_mm_fault`` / PRI).
+    With ``need_dirty`` a write also needs the dirty bit, as ``atomic_pte_lookup`` demands
+    (``if (write && (!pte_write(pte) || !pte_dirty(pte))) goto err``): a device that does
+    not set dirty bits itself lets the CPU fault path set it, so that writeback sees the
+    page dirty."""
+    pte = int(mm.lookup_pte(va))
+    if not pte & PTE_PRESENT or pte & (PTE_SWAP | PTE_MIGRATION):
+        return None
+    writable = bool(pte & PTE_WRITE)
+    if write and (not writable or (need_dirty and not pte & PTE_DIRTY)):
+        return None
+    return pte_pfn(pte), writable
+
+
+def frame_generation(sim, pfn: int) -> int:
+    """The generation of frame ``pfn`` now: what a TLB insert records so that the checker
+    can tell a translation of a since-freed frame from a live one."""
+    return int(sim.memory.frames.generation[pfn])
+
+
+def device_gone(drv, why: str):
+    """The error a device access gets once the driver has torn its context down (after
+    ``release``, or detach): the device can no longer reach the address space."""
+    return SegmentationFault(f"{drv.name}: the device context for {drv.mm!r} is gone ({why}); "
+                             "the device cannot access it any more", None)

@@ -1,0 +1,52 @@
+"""The catalogue of broken drivers: each a small subclass of a reference driver that
+overrides only what breaks, and says so.
+
+Class attributes every entry has:
+
+``breaks``
+    the rule it breaks, one sentence;
+``mirrors``
+    the real bug, commit or thread it mirrors, or None;
+``expected``
+    the violation kinds (:data:`smmu.errors.VIOLATION_KINDS`) that are a legitimate report of
+    this bug; the checker must report at least one of them, and nothing outside them;
+``scenarios``
+    names of :mod:`smmu.scenarios` scenarios that expose it;
+``apis``
+    the notifier generations in which it is broken (narrower than its base where the bug
+    only exists there).
+
+``BUGGY`` maps a short name to each class (the names ``smmu check`` and the historical
+scenarios use).
+"""
+
+from drivers.buggy.gru import (GRUFlushInEnd, GRUIgnoreInvalidatePage, GRUNoDropinGuard,
+                               GRUNoRangeActiveCheck, GRUReleaseLeavesTLB)
+from drivers.buggy.hmm import HMMFailBlockable, HMMNoSetSeq
+from drivers.buggy.iommu_sva import SVASleepInFlush
+from drivers.buggy.kvm import (KVMApicRemap, KVMCowWritable, KVMNoInProgressCheck,
+                               KVMNoSeqCheck, KVMSeqAfterUnlock, KVMSeqInStart)
+from drivers.buggy.pinned import PinnedEarlyPut
+
+BUGGY = {
+    "kvm_no_in_progress": KVMNoInProgressCheck,
+    "kvm_no_seq": KVMNoSeqCheck,
+    "kvm_seq_in_start": KVMSeqInStart,
+    "kvm_seq_after_unlock": KVMSeqAfterUnlock,
+    "kvm_cow_writable": KVMCowWritable,
+    "kvm_apic_remap": KVMApicRemap,
+    "gru_no_range_active": GRUNoRangeActiveCheck,
+    "gru_flush_in_end": GRUFlushInEnd,
+    "gru_no_dropin_guard": GRUNoDropinGuard,
+    "gru_ignore_invalidate_page": GRUIgnoreInvalidatePage,
+    "gru_release_leaves_tlb": GRUReleaseLeavesTLB,
+    "hmm_no_set_seq": HMMNoSetSeq,
+    "hmm_fail_blockable": HMMFailBlockable,
+    "sva_sleep_in_flush": SVASleepInFlush,
+    "pinned_early_put": PinnedEarlyPut,
+}
+
+for _name, _cls in BUGGY.items():
+    _cls.name = _name
+
+__all__ = ["BUGGY"] + sorted(c.__name__ for c in BUGGY.values())

@@ -1,0 +1,148 @@
+"""Broken variants of :class:`drivers.KVM`: each overrides only what breaks."""
+
+from __future__ import annotations
+
+from drivers._common import page_of, vpn_of, walk_pte
+from drivers.kvm import KVM
+from smmu.constants import PAGE_SIZE
+
+#: what a translation that outlives its page can show, depending on the schedule
+_STALE = {"UseAfterFree", "CrossMmAccess", "StaleRead", "LostWrite", "WriteToReadOnly",
+          "StaleMapping"}
+
+
+class KVMNoInProgressCheck(KVM):
+    """The fault's retry check looks only at the sequence, not at
+    ``mmu_invalidate_in_progress``: a fault that GUPs the still-mapped old page after
+    ``start`` zapped and installs it before ``end`` bumps the sequence maps inside the
+    window."""
+
+    breaks = ("no secondary mapping may be established between invalidate_range_start and "
+              "_end: the fault must retry while an invalidation covering it is in progress")
+    mirrors = ("the reason for mmu_notifier_count in the 2008 KVM patch (seed thread): "
+               "'a page that GUP returns in that window can be freed without another "
+               "notification'")
+    expected = {"MapInWindow"} | _STALE
+    scenarios = ("munmap-during-device-fault", "mprotect-downgrade", "overlapping-invalidations",
+                 "migration", "reclaim-while-device-reads")
+    apis = ("range_only", "modern")
+
+    def fault_is_stale(self, vpn, mmu_seq):
+        return self.mmu_invalidate_seq != mmu_seq
+
+
+class KVMNoSeqCheck(KVM):
+    """The fault's retry check looks only at the in-progress count: a whole start..end (or a
+    v2008 ``invalidate_page``) that runs between the snapshot and the check goes unnoticed,
+    and the fault installs the page GUP returned before the PTE was cleared."""
+
+    breaks = ("a fault must retry if any invalidation ran since it snapshotted "
+              "mmu_invalidate_seq (checked under mmu_lock)")
+    mirrors = None
+    expected = set(_STALE)
+    scenarios = ("munmap-during-device-fault", "cow-after-fork", "migration",
+                 "reclaim-while-device-reads", "overlapping-invalidations")
+    apis = ("v2008", "range_only", "modern")
+
+    def fault_is_stale(self, vpn, mmu_seq):
+        if self.mmu_invalidate_in_progress:
+            if self.style == "2008":
+                return True
+            return self.mmu_invalidate_range_start <= vpn < self.mmu_invalidate_range_end
+        return False
+
+
+class KVMSeqInStart(KVM):
+    """Bumps ``mmu_invalidate_seq`` in ``invalidate_range_start`` (before the zap) instead of
+    in ``end``: a fault that snapshots after the bump, GUPs the old page inside the window and
+    checks after ``end`` sees neither a count nor a moved sequence."""
+
+    breaks = ("the sequence must move when an invalidation ends (seq++ then in_progress--, "
+              "under mmu_lock), not before the zap")
+    mirrors = None
+    expected = set(_STALE)
+    scenarios = ("munmap-during-device-fault", "mprotect-downgrade", "overlapping-invalidations",
+                 "migration", "reclaim-while-device-reads")
+    apis = ("range_only", "modern")
+
+    def invalidate_range_start(self, range):
+        with (yield self.mmu_lock):
+            self.mmu_invalidate_seq += 1
+            self.invalidate_begin(range.start, range.end)
+            self.zap(range.start, range.end)
+        return 0
+
+    def invalidate_range_end(self, range):
+        with (yield self.mmu_lock):
+            self.mmu_invalidate_in_progress -= 1
+
+
+class KVMSeqAfterUnlock(KVM):
+    """Bumps the sequence after dropping ``mmu_lock``: in v2008 ``invalidate_page`` zaps,
+    unlocks, then bumps; in ``end`` the count drops under the lock and the sequence moves
+    only after it. A fault that takes the lock in between installs the old page."""
+
+    breaks = ("the sequence must be bumped under mmu_lock, before the count drops: "
+              "'increasing the sequence after the spin_unlock would be unsafe'")
+    mirrors = ("the comment in 2.6.27 kvm_mmu_notifier_invalidate_page (virt/kvm/kvm_main.c): "
+               "'Increasing the sequence after the spin_unlock would be unsafe because the kvm "
+               "page fault could then establish the pte after kvm_unmap_hva returned'")
+    expected = set(_STALE)
+    scenarios = ("munmap-during-device-fault", "cow-after-fork", "migration",
+                 "reclaim-while-device-reads", "overlapping-invalidations")
+    apis = ("v2008", "range_only", "modern")
+
+    def invalidate_page(self, mm, address):
+        with (yield self.mmu_lock):
+            self.zap(page_of(address), page_of(address) + PAGE_SIZE)
+        yield
+        self.mmu_invalidate_seq += 1
+
+    def invalidate_range_end(self, range):
+        with (yield self.mmu_lock):
+            self.mmu_invalidate_in_progress -= 1
+        yield
+        self.mmu_invalidate_seq += 1
+
+
+class KVMCowWritable(KVM):
+    """Installs every SPTE writable, even for a read fault on a COW-shared (read-only) page:
+    device writes then land in a page the parent shares with its child (or KSM with other
+    pages), behind the primary's write protection."""
+
+    breaks = ("a secondary mapping may be writable only if the primary PTE is writable "
+              "(a read fault on a COW page maps it read-only)")
+    mirrors = ("the class of bug behind CVE-2020-29374 / the 2020-2021 GUP-COW rework: a "
+               "write through a reference to a COW-shared page leaks into the other mm")
+    expected = {"WriteToReadOnly", "StaleRead", "LostWrite"}
+    scenarios = ("cow-after-fork", "ksm-merge")
+    apis = ("v2008", "range_only", "modern")
+
+    def install_spte(self, va, pfn, write):
+        self.spt.map(vpn_of(va), pfn, True)
+
+
+class KVMApicRemap(KVM):
+    """``invalidate_range_start`` re-resolves the APIC-access page while the primary PTE is
+    still intact and maps it again (``KVM_REQ_APIC_PAGE_RELOAD`` processed before the PTE
+    changed): the SPTE points at the old page, which is then freed."""
+
+    breaks = ("no secondary mapping may be re-established inside start/end: re-resolve a "
+              "page only after the PTE has been cleared (after end)")
+    mirrors = ("e649b3f0188f (2020) 'KVM: x86: Fix APIC page invalidation race': the APIC "
+               "page reload requested from the invalidation ran before the PTE was changed")
+    expected = {"MapInWindow"} | _STALE
+    scenarios = ("apic-page-remap", "migration", "munmap-during-device-fault")
+    apis = ("range_only", "modern")
+
+    def invalidate_range_start(self, range):
+        with (yield self.mmu_lock):
+            vpn = vpn_of(range.start)
+            had = self.spt.lookup(vpn) is not None
+            self.invalidate_begin(range.start, range.end)
+            self.zap(range.start, range.end)
+            if had:                       # kvm_vcpu_reload_apic_access_page -> gfn_to_page
+                hit = walk_pte(self.mm, range.start, False)
+                if hit is not None:
+                    self.spt.map(vpn, hit[0], hit[1])
+        return 0

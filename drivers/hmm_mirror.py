@@ -1,0 +1,159 @@
+"""A device mirroring a process's page tables with an interval notifier and HMM.
+
+Models ``lib/test_hmm.c``'s dmirror (``dmirror_fops_open`` inserting the interval notifier
+over the whole address space, ``dmirror_interval_invalidate``, ``dmirror_fault`` /
+``dmirror_range_fault``, ``dmirror_do_fault``), the pattern nouveau_svm.c, amdgpu_hmm.c and
+mlx5's odp.c follow, and ``mm/hmm.c`` (``hmm_range_fault``) + ``mm/mmu_notifier.c``
+(``mmu_interval_read_begin`` / ``mmu_interval_read_retry`` / ``mmu_interval_set_seq``).
+"""
+
+from __future__ import annotations
+
+from drivers._common import device_gone, page_of, vpn_of, walk_pte
+from smmu.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
+from smmu.errors import BadDriver
+from smmu.interval import (MMUIntervalNotifier, mmu_interval_notifier_insert,
+                           mmu_interval_notifier_remove, mmu_interval_read_begin,
+                           mmu_interval_read_retry, mmu_interval_set_seq)
+from smmu.notifier import Event, MMUNotifier
+from smmu.shadow import ShadowPageTable
+
+
+class _DmirrorInterval(MMUIntervalNotifier):
+    """``dmirror->notifier``: forwards ``invalidate`` to the driver."""
+
+    def invalidate(self, range, cur_seq):
+        return self.owner.interval_invalidate(range, cur_seq)
+
+
+class HMM_MIRROR(MMUNotifier):
+    """dmirror: a device page table (a :class:`smmu.shadow.ShadowPageTable`) filled from
+    ``hmm_range_fault`` snapshots and kept coherent by the collision-retry protocol.
+
+    Fault (:meth:`fault`)::
+
+        loop:
+            seq = mmu_interval_read_begin(notifier)      # sleeps while invalidating
+            pfn = hmm_range_fault(va, write)             # faults in; NO reference kept
+            lock(mutex)
+            if mmu_interval_read_retry(notifier, seq):   # an invalidation ran: retry
+                unlock; continue
+            program the device PTE; unlock; done
+
+    Invalidate (:meth:`interval_invalidate`): a MIGRATE this driver owns is skipped (as
+    dmirror skips its own device-private migrations); a non-blockable range may not sleep:
+    ``mutex_trylock`` or return False (the OOM reaper then skips the range); else take the
+    mutex; ``mmu_interval_set_seq``; erase the device PTEs of the range; unlock.
+
+    Options: ``start`` / ``length`` of the mirrored interval. Default: the whole user
+    address space, as dmirror inserts ``[0, ULONG_MAX & PAGE_MASK)`` at open: it then
+    follows mappings created after attach too, at the cost of being called for every
+    invalidation of the mm.
+    """
+
+    name = "hmm_mirror"
+    apis = ("modern",)
+    interval = True          # tells the harness it uses an interval notifier
+
+    def __init__(self, sim, mm, *, start: int = 0, length: int | None = None):
+        if length is None:
+            length = TASK_SIZE - start
+        if start % PAGE_SIZE or length <= 0 or length % PAGE_SIZE or start < 0 or \
+                start + length > TASK_SIZE:
+            raise BadDriver(f"HMM_MIRROR interval [{start:#x}, +{length:#x}) must be page "
+                            f"aligned, non-empty and within the user space [0, {TASK_SIZE:#x})")
+        super().__init__(sim, mm)
+        self.mutex = sim.mutex("dmirror->mutex")
+        self.pt = ShadowPageTable(name=f"dmirror{mm.id}.pt", observer=self)
+        self.notifier = _DmirrorInterval(owner=self, name=f"{self.name}.notifier")
+        mmu_interval_notifier_insert(self.notifier, mm, start, length)
+        self.dead = False
+        self.faults = 0
+        self.retries = 0
+
+    def __repr__(self):
+        return (f"<{self.name} on {self.mm!r} [{self.notifier.start:#x}, "
+                f"{self.notifier.end:#x}) seq={self.notifier.invalidate_seq} "
+                f"ptes={len(self.pt)}>")
+
+    # ------------------------------------------------------------------ device side
+    def access(self, va, *, write, value=None):
+        """A device access: through the device PTE if present and allowing it, else
+        :meth:`fault` and try again."""
+        vpn = vpn_of(va)
+        while True:
+            yield
+            if self.dead:
+                raise device_gone(self, "the mirror was released")
+            if not self.notifier.start <= va < self.notifier.end:
+                raise device_gone(self, f"{va:#x} is outside the mirrored interval")
+            hit = self.pt.lookup(vpn)
+            if hit is not None and (hit[1] or not write):
+                return self.dma_write(va, hit[0], value) if write else self.dma_read(va, hit[0])
+            yield from self.fault(va, write)
+
+    def fault(self, va, write):
+        """``dmirror_fault`` -> ``dmirror_range_fault``: the collision-retry loop."""
+        isub = self.notifier
+        self.faults += 1
+        self.sim.charge("device_fault")
+        while True:
+            seq = yield from mmu_interval_read_begin(isub)
+            pfn = yield from self.mm.hmm_range_fault(page_of(va), write)
+            yield self.mutex
+            if self.dead:
+                self.mutex.release()
+                raise device_gone(self, "the mirror was released during a fault")
+            if mmu_interval_read_retry(isub, seq):
+                self.mutex.release()
+                self.retries += 1
+                self.sim.stats["hmm_fault_retry"] += 1
+                yield                            # -EBUSY: go round again
+                continue
+            self.program(va, pfn)
+            self.mutex.release()
+            return
+
+    def program(self, va, pfn):
+        """``dmirror_do_fault``: write the device PTE, under the mutex with the sequence
+        checked. Writable if the snapshot was (``HMM_PFN_WRITE``): with the sequence still
+        valid, the primary PTE still maps ``pfn`` as ``hmm_range_fault`` saw it."""
+        hit = walk_pte(self.mm, va, False)
+        writable = bool(hit is not None and hit[0] == pfn and hit[1])
+        self.pt.map(vpn_of(va), pfn, writable)
+
+    # ------------------------------------------------------------------ invalidation
+    def interval_invalidate(self, range, cur_seq):
+        """``dmirror_interval_invalidate``."""
+        if range.event is Event.MIGRATE and range.owner is self:
+            return True                          # our own migration: nothing to undo
+        if range.blockable:
+            yield self.mutex
+        elif not self.mutex.trylock():
+            return False
+        try:
+            mmu_interval_set_seq(self.notifier, cur_seq)
+            self.erase(range.start, range.end)
+        finally:
+            self.mutex.release()
+        return True
+
+    def erase(self, start, end):
+        """``dmirror_do_update``: erase the device PTEs of ``[start, end)``."""
+        vpn0 = max(vpn_of(start), vpn_of(self.notifier.start))
+        vpn1 = min(vpn_of(end + (1 << PAGE_SHIFT) - 1), vpn_of(self.notifier.end))
+        if vpn0 < vpn1:
+            self.pt.zap_range(vpn0, vpn1)
+            self.sim.charge("secondary_flush")
+
+    def release(self, mm):
+        """The mm is going away (or the mirror is detached): interval notifiers already got
+        a RELEASE invalidation over everything; remove ours (``dmirror_fops_release`` ->
+        ``mmu_interval_notifier_remove``, which waits for an invalidation in flight) and
+        drop whatever is left."""
+        self.dead = True
+        if self.notifier._inserted:
+            yield from mmu_interval_notifier_remove(self.notifier)
+        yield self.mutex
+        self.pt.zap_all()
+        self.mutex.release()

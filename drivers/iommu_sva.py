@@ -1,0 +1,103 @@
+"""IOMMU shared virtual addressing: the device walks the CPU page tables through a PASID.
+
+Models ``drivers/iommu/intel/svm.c`` (``intel_arch_invalidate_secondary_tlbs`` ->
+``cache_tag_flush_range`` / ``cache_tag_flush_all``, ``intel_mm_release``,
+``intel_svm_enable_prq`` / ``intel_prq_handle`` -> ``handle_mm_fault``) and the SVA glue in
+``drivers/iommu/iommu-sva.c``. There is no shadow table: the IOMMU's page walker reads
+``mm->pgd`` itself and only the IOTLB / device ATC caches translations.
+"""
+
+from __future__ import annotations
+
+from drivers._common import device_gone, frame_generation, vpn_of, walk_pte
+from smmu.constants import PAGE_SHIFT, TASK_SIZE, ULONG_MAX
+from smmu.errors import BadDriver
+from smmu.notifier import MMUNotifier
+from smmu.tlb import TLB
+
+
+class IOMMU_SVA(MMUNotifier):
+    """An SVA-capable device behind an IOMMU, bound to the mm through a PASID.
+
+    * device access (:meth:`access`): IOTLB hit -> memory; miss -> the IOMMU walks the live
+      CPU page table (one atomic step: the hardware walk, the IOTLB fill and the drain of
+      in-flight walks by an invalidation wait descriptor are ordered by hardware); a PTE that
+      is not present or forbids the access (a write to a read-only or clean PTE: the first-
+      level walker may not set D on a page the CPU has write-protected) -> a page request
+      (PRI): the host handles it with ``handle_mm_fault`` and the device walks again;
+    * :meth:`arch_invalidate_secondary_tlbs`: flush the IOTLB for the range (everything for
+      ``0, ULONG_MAX``); called by the CPU TLB flush under the PT lock: must not sleep;
+    * :meth:`release`: clear the PASID entry (flush everything; no further access).
+
+    Needs no fault masking: a walk of the live table cannot be stale, so the only state to
+    keep coherent is the IOTLB, flushed at the same point the CPU TLB is. That is why the
+    modern API's ``arch_invalidate_secondary_tlbs`` exists, and why it is the only
+    generation this driver supports (``apis = ("modern",)``).
+
+    Options: ``sets``, ``ways``, ``policy`` (IOTLB geometry).
+    """
+
+    name = "iommu_sva"
+    apis = ("modern",)
+
+    def __init__(self, sim, mm, *, sets: int = 16, ways: int = 4, policy: str = "lru"):
+        super().__init__(sim, mm)
+        try:
+            self.iotlb = TLB(sets, ways, policy, name=f"iommu.pasid{mm.id}", observer=self)
+        except ValueError as e:
+            raise BadDriver(f"IOMMU_SVA IOTLB geometry: {e}") from None
+        self.pasid = mm.id
+        self.released = False
+        self.page_requests = 0
+
+    def __repr__(self):
+        return f"<{self.name} pasid={self.pasid} on {self.mm!r} {self.iotlb!r}>"
+
+    def access(self, va, *, write, value=None):
+        """A DMA to ``va`` with this PASID."""
+        vpn = vpn_of(va)
+        while True:
+            yield
+            if self.released:
+                raise device_gone(self, "the PASID was cleared by release")
+            pfn = self.iotlb.lookup(self.pasid, vpn, write)
+            if pfn >= 0:
+                return self.dma_write(va, pfn, value) if write else self.dma_read(va, pfn)
+            hit = walk_pte(self.mm, va, write, need_dirty=True)      # hardware page walk
+            if hit is not None:
+                # cache W only for a write walk (which found the PTE writable and dirty):
+                # a later first write through a read walk's entry must re-walk so the
+                # primary PTE is dirty before the device writes (writeback must see it)
+                self.iotlb.insert(self.pasid, vpn, hit[0], bool(write),
+                                  frame_generation(self.sim, hit[0]))
+                continue
+            yield from self.page_request(va, write)
+
+    def page_request(self, va, write):
+        """PRI: the IOMMU queues a page request; ``intel_prq_handle`` runs the primary fault
+        handler (``handle_mm_fault``) and responds; the device then walks again. A request
+        the VMA does not allow fails (``SegmentationFault`` out of :meth:`access`)."""
+        self.page_requests += 1
+        self.sim.charge("device_fault")
+        yield from self.mm.handle_mm_fault(va, write)
+
+    # ------------------------------------------------------------------ notifier hooks
+    def arch_invalidate_secondary_tlbs(self, mm, start, end):
+        """``intel_arch_invalidate_secondary_tlbs``: flush the IOTLB and device ATC for
+        ``[start, end)``; ``start == 0, end == ULONG_MAX`` means everything. Called under the
+        PT lock right after the CPU TLB flush: a plain (non-sleeping) method."""
+        if start == 0 and end >= ULONG_MAX:
+            self.iotlb.flush_asid(self.pasid)
+        else:
+            vpn0 = vpn_of(start)
+            vpn1 = min(vpn_of(end + (1 << PAGE_SHIFT) - 1), vpn_of(TASK_SIZE))
+            if vpn0 < vpn1:
+                self.iotlb.flush_range(self.pasid, vpn0, vpn1)
+        self.sim.charge("secondary_flush")
+
+    def release(self, mm):
+        """``intel_mm_release``: clear the PASID table entry so the device can no longer walk
+        this mm, and flush everything it cached."""
+        self.released = True
+        self.iotlb.flush_asid(self.pasid)
+        self.sim.charge("secondary_flush")
