@@ -211,25 +211,6 @@ class Cell:
         return f"<Cell {self.describe()}>"
 
 
-def _file_value(obj, page: int) -> int:
-    """What a file page holds before anyone wrote to it in this run."""
-    for name in ("initial_value", "initial"):
-        fn = getattr(obj, name, None)
-        if callable(fn):
-            return int(fn(page))
-    for name in ("initial_contents", "contents", "data"):
-        arr = getattr(obj, name, None)
-        if arr is not None and not callable(arr):
-            try:
-                return int(arr[page]) if page < len(arr) else 0
-            except (TypeError, IndexError):
-                pass
-    fill = getattr(obj, "fill", None)
-    if callable(fill):
-        return int(fill(page))
-    return 0
-
-
 def _alive(mm) -> bool:
     if mm is None:
         return False
@@ -262,6 +243,7 @@ class Oracle(Observer):
         self._unmapped_seen: dict = {}                   # (mm id, vpn, pfn) -> first step
         self._frame_dev_write: dict[int, tuple] = {}     # pfn -> (drv name, step, value, va)
         self._reported: set = set()
+        self._file_init: dict[int, np.ndarray] = {}      # id(file) -> contents at first sight
         self.scans = 0
 
     def __repr__(self):
@@ -297,14 +279,28 @@ class Oracle(Observer):
                                                  or getattr(vma, "anon", None) or vma)
         page = int(getattr(vma, "pgoff", 0)) + ((va - vma.start) >> PAGE_SHIFT)
         if shared:
-            return self._object(backing), page, (_file_value(file, page) if file else 0)
+            return self._object(backing), page, (self._file_value(file, page) if file else 0)
         # private file mapping: the overlay once written privately, else the file page
         priv = self.cells.setdefault(mm.id, {})
         if write or vpn in priv:
             if vpn not in priv:
                 priv[vpn] = Cell(self._object_value(backing, page, file), "file", "-", 0)
             return priv, vpn, 0
-        return self._object(backing), page, _file_value(file, page)
+        return self._object(backing), page, self._file_value(file, page)
+
+    def _file_value(self, file, page: int) -> int:
+        """What file page ``page`` held before anything in this run wrote to it: the backing
+        store (``File.contents``) as it was when the oracle first saw the file. Every later
+        write reaches the model through cpu_access / device_access, so the snapshot stays
+        the truth for untouched pages even if a stale device write corrupts the cache."""
+        snap = self._file_init.get(id(file))
+        if snap is None:
+            contents = getattr(file, "contents", None)
+            snap = self._file_init[id(file)] = (np.array(contents, dtype=np.uint64)
+                                                if contents is not None else
+                                                np.zeros(0, dtype=np.uint64))
+            self._objs[id(file)] = file
+        return int(snap[page]) if 0 <= page < len(snap) else 0
 
     def _object(self, backing) -> dict:
         k = id(backing)
@@ -313,7 +309,7 @@ class Oracle(Observer):
 
     def _object_value(self, backing, page, file):
         c = self.objects.get(id(backing), {}).get(page)
-        return c.value if c is not None else _file_value(file, page)
+        return c.value if c is not None else self._file_value(file, page)
 
     def _expected(self, mm, va, write):
         loc = self._locate(mm, va, write)
@@ -505,6 +501,9 @@ class Oracle(Observer):
         cells.update(moved)
 
     def file_truncate(self, file, npages):
+        snap = self._file_init.get(id(file))
+        if snap is not None and len(snap) > npages:   # pages past EOF read as zeros if regrown
+            self._file_init[id(file)] = snap[:npages].copy()
         cells = self.objects.get(id(file))
         if cells:
             for p in [p for p in cells if p >= npages]:
