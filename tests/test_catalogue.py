@@ -1,0 +1,133 @@
+"""The catalogue, end to end: every reference driver clean on every applicable scenario and
+generation; every broken driver caught with one of its expected kinds on one of its
+scenarios; the historical bugs flagged broken and clean fixed; replay and shrinking.
+
+Budgets are small and fixed (PCT and random seeds 0..N-1), so the file is deterministic
+whatever the hypothesis profile; they were chosen with benchmarks/bench_checker.py, which
+reports how many schedules each detection actually needs."""
+
+import pytest
+
+from smmu import scenarios
+from smmu.explore import SCENARIOS, explore, replay, shrink
+
+CLEAN_SCHEDULES = 12         # per (driver, scenario, api), PCT
+BUGGY_BUDGET = 300           # per (scenario, api, strategy) before giving up
+
+
+def _drivers():
+    drivers = pytest.importorskip("drivers")
+    if not hasattr(drivers, "BUILTIN"):
+        pytest.skip("drivers not built yet")
+    return drivers
+
+
+def _builtin_names():
+    try:
+        import drivers
+        return sorted(drivers.BUILTIN)
+    except Exception:          # not importable yet: the tests below skip
+        return ["kvm", "gru", "xpmem", "iommu_sva", "hmm_mirror", "pinned"]
+
+
+def _buggy_names():
+    try:
+        import drivers
+        return sorted(drivers.BUGGY)
+    except Exception:
+        return []
+
+
+def _pairs(cls):
+    out = []
+    for name in scenarios.default_names():
+        sc = SCENARIOS[name]
+        if name == "load-small" or not sc.applies(cls):
+            continue
+        out.extend((name, a) for a in cls.apis if a in sc.apis)
+    return out
+
+
+@pytest.mark.parametrize("driver", _builtin_names())
+def test_reference_driver_clean_everywhere(driver):
+    drivers = _drivers()
+    cls = drivers.BUILTIN[driver]
+    pairs = _pairs(cls)
+    assert pairs
+    bad = []
+    for name, api in pairs:
+        ex = explore(name, cls, api, strategy="pct", schedules=CLEAN_SCHEDULES, seed=0)
+        bad.extend(f"{name}/{api}: {f.kind}: {f.violation.message}" for f in ex.findings)
+    assert not bad, "false alarms:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("driver", ["kvm", "gru"])
+def test_reference_driver_clean_under_load(driver):
+    drivers = _drivers()
+    cls = drivers.BUILTIN[driver]
+    for api in cls.apis:
+        ex = explore("load-small", cls, api, strategy="random", schedules=2, seed=0)
+        assert not ex.findings, [(f.kind, f.violation.message) for f in ex.findings]
+
+
+def first_expected(cls, strategies=("pct", "random")):
+    expected = set(cls.expected)
+    tried = []
+    for strategy in strategies:
+        for name in cls.scenarios:
+            if name not in SCENARIOS:
+                continue
+            for api in cls.apis:
+                if api not in SCENARIOS[name].apis:
+                    continue
+                ex = explore(name, cls, api, strategy=strategy, schedules=BUGGY_BUDGET,
+                             seed=0, stop_at_first=False)
+                tried.append(f"{name}/{api}/{strategy}: {sorted(f.kind for f in ex.findings)}")
+                hit = [f for f in ex.findings if f.kind in expected]
+                if hit:
+                    return hit[0], tried
+    return None, tried
+
+
+@pytest.mark.parametrize("name", _buggy_names())
+def test_buggy_driver_caught_with_an_expected_kind(name):
+    drivers = _drivers()
+    cls = drivers.BUGGY[name]
+    assert cls.scenarios and cls.expected and cls.apis
+    missing = [s for s in cls.scenarios if s not in SCENARIOS]
+    assert not missing, f"{name} names scenarios that do not exist: {missing}"
+    f, tried = first_expected(cls)
+    assert f is not None, f"{name} ({cls.breaks}) not caught: " + "; ".join(tried)
+
+
+@pytest.mark.parametrize("name", sorted(scenarios.HISTORICAL))
+def test_historical_bug_flagged_broken_and_clean_fixed(name):
+    drivers = _drivers()
+    h = scenarios.HISTORICAL[name]
+    table = {**drivers.BUILTIN, **drivers.BUGGY}
+    broken = explore(name, table[h.driver], h.api, strategy="pct", schedules=BUGGY_BUDGET,
+                     seed=0, stop_at_first=False)
+    kinds = sorted({f.kind for f in broken.findings})
+    assert set(kinds) & set(h.expected), f"{name} not flagged: {kinds}"
+    fixed = explore(name + "-fixed", table[h.fixed_driver], h.api, strategy="pct",
+                    schedules=60, seed=0)
+    assert not fixed.findings, [(f.kind, f.violation.message) for f in fixed.findings]
+
+
+def test_replay_and_shrink_are_deterministic():
+    drivers = _drivers()
+    cls = drivers.BUGGY["kvm_no_seq"]
+    f, tried = first_expected(cls, strategies=("pct",))
+    assert f is not None, tried
+    a = replay(f, record_steps=True)
+    b = replay(f.to_dict(), record_steps=True)
+    assert [v.kind for v in a.violations] == [v.kind for v in b.violations] != []
+    assert a.schedule == b.schedule
+    assert a.violations[0].steps == b.violations[0].steps
+    full = replay(f, use_minimal=False)
+    minimal = shrink(f)
+    assert len(minimal) <= len(f.choices)
+    assert f.preemptions is not None
+    again = replay(f)
+    assert any(v.kind == f.kind for v in again.violations)
+    assert len(again.schedule) <= len(full.schedule) or len(minimal) <= len(f.choices)
