@@ -7,8 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from primary_mm.pagetable import PageTable
+from smmu import MMUNotifier, Range
 from smmu._jit import radix_ref
 from smmu.constants import PAGE_SIZE, PTE_PRESENT, PTE_WRITE
+from smmu.explore import Scenario, explore
 from smmu.oracle import (STALE_ABSENT, STALE_FREED, STALE_OTHER_PFN, STALE_WRITABLE,
                          SecondaryMap, scan_secondary, scan_secondary_ref)
 
@@ -75,3 +77,337 @@ def test_scan_kernel_matches_reference(pte_entries, sec, gens, drop):
     # the reference agrees with the declared entries: every live one is checked
     live = {i for i in range(m.n) if m.pfns[i] >= 0}
     assert {i for i, _ in ref} <= live
+
+
+# =========================================================================== toy drivers
+
+
+class Toy(MMUNotifier):
+    """A correct secondary MMU: a dict TLB; the fault path snapshots a sequence, GUPs, and
+    installs only if no invalidation is in progress and the sequence did not move (checked
+    and installed in one step, so no lock is needed), then drops the GUP reference. Zaps in
+    invalidate_range_start, invalidate_page and release."""
+
+    checks_window = True
+
+    def __init__(self, sim, mm):
+        super().__init__(sim, mm)
+        self.tlb = {}
+        self.in_progress = 0
+        self.seq = 0
+
+    def zap(self, start, end):
+        for v in [v for v in self.tlb if start <= v < end]:
+            del self.tlb[v]
+        self.note_unmap_range(start, min(end, 1 << 47))
+
+    def invalidate_range_start(self, rng):
+        self.in_progress += 1
+        self.zap(rng.start, rng.end)
+
+    def invalidate_range_end(self, rng):
+        self.seq += 1
+        self.in_progress -= 1
+
+    def invalidate_page(self, mm, address):
+        self.seq += 1
+        self.zap(address, address + PAGE_SIZE)
+
+    def release(self, mm):
+        self.zap(0, 1 << 47)
+
+    def access(self, va, *, write, value=None):
+        page = va - va % PAGE_SIZE
+        while True:
+            hit = self.tlb.get(page)
+            if hit is not None and (hit[1] or not write):
+                return self.dma_write(va, hit[0], value) if write else self.dma_read(va, hit[0])
+            seq = self.seq
+            yield
+            pfn = yield from self.mm.get_user_pages(page, write=write)
+            yield
+            if self.checks_window and (self.in_progress or seq != self.seq):
+                yield from self.mm.put_page(pfn)
+                continue
+            self.tlb[page] = (pfn, bool(write))
+            self.note_map(page, pfn, bool(write))
+            yield from self.mm.put_page(pfn)
+
+
+class NoZap(Toy):
+    """Broken: ignores every notification (keeps its translations forever)."""
+
+    def invalidate_range_start(self, rng):
+        pass
+
+    def invalidate_page(self, mm, address):
+        pass
+
+    def release(self, mm):
+        pass
+
+
+class NoWindowCheck(Toy):
+    """Broken: zaps, but its fault path installs without checking for an invalidation in
+    progress, so a GUP that returned the old page inside a window maps it anyway."""
+
+    checks_window = False
+
+
+class Pinner(MMUNotifier):
+    """The pre-notifier RDMA model: pin on first touch, keep the pin, no hooks at all."""
+
+    def __init__(self, sim, mm):
+        super().__init__(sim, mm)
+        self.tlb = {}
+
+    def access(self, va, *, write, value=None):
+        page = va - va % PAGE_SIZE
+        if page not in self.tlb:
+            pfn = yield from self.mm.pin_user_pages(page, write=True, longterm=True)
+            self.tlb[page] = pfn
+            self.note_map(page, pfn, True)
+        pfn = self.tlb[page]
+        yield
+        return self.dma_write(va, pfn, value) if write else self.dma_read(va, pfn)
+
+
+def new_sim(api="v2008", **kw):
+    from smmu.sim import Simulator
+    return Simulator(notifier_api=api, **kw)
+
+
+def setup(drv_cls, api="v2008", pages=1, **kw):
+    sim = new_sim(api, **kw)
+    mm = sim.new_process("p")
+    buf = sim.do(mm.mmap(pages * PAGE_SIZE, prot="rw"))
+    dev = sim.attach(drv_cls, mm)
+    return sim, mm, buf, dev
+
+
+# ---------------------------------------------------------------- munmap, stale translation
+
+def _munmap_then_device_read(drv_cls, api):
+    sim, mm, buf, dev = setup(drv_cls, api)
+    sim.do(mm.write(buf, 42))
+    assert sim.do(dev.access(buf, write=False)) == 42
+    sim.do(mm.munmap(buf, PAGE_SIZE))
+    other = sim.new_process("q")
+    b2 = sim.do(other.mmap(PAGE_SIZE, prot="rw"))
+    sim.do(other.write(b2, 7))          # likely reuses the freed frame
+    sim.do(dev.access(buf, write=False))
+    return sim.run()
+
+
+@pytest.mark.parametrize("api", ["v2008", "range_only", "modern"])
+def test_correct_driver_is_clean_after_munmap(api):
+    sim, mm, buf, dev = setup(Toy, api)
+    sim.do(mm.write(buf, 42))
+    assert sim.do(dev.access(buf, write=False)) == 42
+    sim.do(mm.munmap(buf, PAGE_SIZE))
+    r = sim.run()
+    assert r.ok, r.violations
+    assert not dev.tlb
+
+
+@pytest.mark.parametrize("api", ["v2008", "modern"])
+def test_stale_translation_after_munmap_is_caught(api):
+    r = _munmap_then_device_read(NoZap, api)
+    kinds = r.kinds()
+    assert {"UseAfterFree", "CrossMmAccess"} & set(kinds), r.violations
+    assert "StaleMapping" in kinds     # and the scan finds the translation at quiescence
+
+
+def test_use_after_free_names_the_frame_and_generations():
+    sim, mm, buf, dev = setup(NoZap)
+    sim.do(mm.write(buf, 42))
+    sim.do(dev.access(buf, write=False))
+    pfn = dev.tlb[buf][0]
+    sim.do(mm.munmap(buf, PAGE_SIZE))
+    sim.do(dev.access(buf, write=False))   # the frame is free now
+    r = sim.run()
+    uaf = [v for v in r.violations if v.kind == "UseAfterFree"]
+    assert uaf and uaf[0].frames == (pfn,) and uaf[0].address == buf
+    assert "free" in uaf[0].message and "invalidate" in uaf[0].message
+
+
+# ---------------------------------------------------------------- COW after fork
+
+def _cow(drv_cls, api="v2008"):
+    sim, mm, buf, dev = setup(drv_cls, api)
+    sim.do(mm.write(buf, 1))
+    sim.do(dev.access(buf, write=False))    # device maps the page read-only
+    sim.do(mm.fork())
+    sim.do(mm.write(buf, 2))                 # COW: the parent gets a new page
+    got = sim.do(dev.access(buf, write=False))
+    return sim.run(), got
+
+
+@pytest.mark.parametrize("api", ["v2008", "range_only", "modern"])
+def test_correct_driver_follows_cow(api):
+    r, got = _cow(Toy, api)
+    assert r.ok, r.violations
+    assert got == 2
+
+
+def test_stale_read_after_cow_is_caught():
+    r, got = _cow(NoZap)
+    assert got == 1
+    stale = [v for v in r.violations if v.kind == "StaleRead"]
+    assert stale, r.violations
+    assert "read 1" in stale[0].message and "2" in stale[0].message
+
+
+def test_pinned_device_write_after_cow_is_a_lost_write():
+    # pre-5.9 RDMA: the pin keeps the old page alive (no use-after-free), the parent's COW
+    # moves it to a new one, the device's writes land in the old page: lost.
+    sim, mm, buf, dev = setup(Pinner)
+    sim.do(mm.write(buf, 1))
+    sim.do(dev.access(buf, write=True, value=5))
+    sim.do(mm.fork())
+    sim.do(mm.write(buf, 2))                 # COW break in the parent
+    sim.do(dev.access(buf, write=True, value=9))
+    got = sim.do(mm.read(buf))
+    r = sim.run()
+    assert got == 2
+    lost = [v for v in r.violations if v.kind == "LostWrite"]
+    assert lost, r.violations
+    assert "Pinner" in lost[0].message and "9" in lost[0].message
+
+
+def test_lost_device_write_is_reported_at_quiescence():
+    sim, mm, buf, dev = setup(Pinner)
+    sim.do(mm.write(buf, 1))
+    sim.do(dev.access(buf, write=True, value=5))
+    sim.do(mm.fork())
+    sim.do(mm.write(buf, 2))
+    sim.do(dev.access(buf, write=True, value=9))   # nobody reads it afterwards
+    r = sim.run()
+    lost = [v for v in r.violations if v.kind == "LostWrite"]
+    assert lost and "end of the run" in lost[0].message
+
+
+# ---------------------------------------------------------------- write-protect
+
+def _mprotect_then_device_write(drv_cls, api="v2008"):
+    sim, mm, buf, dev = setup(drv_cls, api)
+    sim.do(dev.access(buf, write=True, value=3))    # writable translation
+    sim.do(mm.mprotect(buf, PAGE_SIZE, "r"))
+    sim.do(dev.access(buf, write=True, value=4))
+    return sim.run()
+
+
+@pytest.mark.parametrize("api", ["v2008", "modern"])
+def test_correct_driver_respects_read_only(api):
+    sim, mm, buf, dev = setup(Toy, api)
+    sim.do(dev.access(buf, write=True, value=3))
+    sim.do(mm.mprotect(buf, PAGE_SIZE, "r"))
+    assert sim.do(dev.access(buf, write=False)) == 3
+    r = sim.run()
+    assert r.ok, r.violations
+
+
+def test_write_through_read_only_primary_is_caught():
+    r = _mprotect_then_device_write(NoZap)
+    assert "WriteToReadOnly" in r.kinds(), r.violations
+
+
+# ---------------------------------------------------------------- start/end pairing
+
+def _hand_wrapped(end: bool):
+    sim, mm, buf, dev = setup(Toy, "modern")
+    subs = mm.notifier_subscriptions
+    rng = Range(mm, buf, buf + PAGE_SIZE)
+
+    def op():
+        yield from subs.mmu_notifier_invalidate_range_start(rng)
+        yield
+        if end:
+            yield from subs.mmu_notifier_invalidate_range_end(rng)
+
+    sim.spawn("op", op())
+    return sim.run()
+
+
+def test_paired_start_end_is_clean():
+    r = _hand_wrapped(True)
+    assert r.ok, r.violations
+
+
+def test_unpaired_start_is_caught_at_quiescence():
+    r = _hand_wrapped(False)
+    assert "UnpairedRange" in r.kinds()
+    v = [v for v in r.violations if v.kind == "UnpairedRange"][0]
+    assert "invalidate_range_end" in v.message
+
+
+# ---------------------------------------------------------------- map inside the window
+
+def _window_scenario(drv_cls):
+    def build(sim, driver_cls):
+        mm = sim.new_process("p")
+        buf = sim.do(mm.mmap(2 * PAGE_SIZE, prot="rw"))
+        sim.do(mm.write(buf, 1))
+        dev = sim.attach(driver_cls, mm)
+
+        def cpu():
+            yield from mm.munmap(buf, 2 * PAGE_SIZE)
+
+        def device():
+            try:
+                yield from dev.access(buf, write=False)
+            except Exception:   # SIGSEGV once the range is gone: fine
+                pass
+
+        sim.spawn("cpu0", cpu())
+        sim.spawn("dev0", device())
+
+    return Scenario(f"munmap-vs-fault-{drv_cls.__name__}", build)
+
+
+def test_map_inside_window_is_found_by_exploration():
+    ex = explore(_window_scenario(NoWindowCheck), NoWindowCheck, "modern", strategy="random",
+                 schedules=300, seed=0)
+    assert "MapInWindow" in [f.kind for f in ex.findings], ex
+
+
+def test_correct_fault_path_never_maps_inside_window():
+    ex = explore(_window_scenario(Toy), Toy, "modern", strategy="random", schedules=150,
+                 seed=0)
+    assert ex.ok, ex.findings
+
+
+# ---------------------------------------------------------------- file and shared memory
+
+def test_shared_file_mapping_model_follows_writes_across_processes():
+    sim = new_sim("modern")
+    f = sim.new_file("data", 2, fill=lambda i: 10 + i)
+    a = sim.new_process("a")
+    b = sim.new_process("b")
+    ba = sim.do(a.mmap(2 * PAGE_SIZE, prot="rw", shared=True, file=f))
+    bb = sim.do(b.mmap(2 * PAGE_SIZE, prot="rw", shared=True, file=f))
+    assert sim.do(b.read(bb + PAGE_SIZE)) == 11
+    sim.do(a.write(ba, 99))
+    assert sim.do(b.read(bb)) == 99
+    r = sim.run()
+    assert r.ok, r.violations
+
+
+def test_private_file_mapping_is_copy_on_write_in_the_model():
+    sim = new_sim("modern")
+    f = sim.new_file("data", 1, fill=lambda i: 5)
+    a = sim.new_process("a")
+    pa = sim.do(a.mmap(PAGE_SIZE, prot="rw", shared=False, file=f))
+    sa = sim.do(a.mmap(PAGE_SIZE, prot="rw", shared=True, file=f))
+    sim.do(a.write(pa, 6))
+    assert sim.do(a.read(sa)) == 5
+    assert sim.do(a.read(pa)) == 6
+    r = sim.run()
+    assert r.ok, r.violations
+
+
+def test_oracle_repr_is_readable():
+    sim, mm, buf, dev = setup(Toy)
+    sim.do(mm.write(buf, 1))
+    sim.do(dev.access(buf, write=False))
+    assert "1 cells" in repr(sim.checker) and "1 secondary" in repr(sim.checker)
