@@ -95,7 +95,7 @@ def chrome_trace(events, violations=(), *, title: str = "smmu", metadata: dict |
                      "args": {"sort_index": t}})
     doc = {"traceEvents": meta + out, "displayTimeUnit": "ns"}
     if metadata:
-        doc["metadata"] = _jsonable(metadata)
+        doc["otherData"] = _jsonable(metadata)
     return doc
 
 
