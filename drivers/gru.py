@@ -109,6 +109,11 @@ class GRU(MMUNotifier):
         """``if (atomic_read(&gts->ts_gms->ms_range_active)) goto failactive``."""
         return self.ms_range_active != 0
 
+    def translation(self, va):
+        """``(pfn, writable)`` of the TLB entry for ``va``, or None; touches no LRU state."""
+        hit = self.tlb.peek(self.asid, vpn_of(va))
+        return None if hit is None else (hit[0], hit[1])
+
     # ------------------------------------------------------------------ helpers
     def flush(self, start, end):
         """``gru_flush_tlb_range``: TGH invalidate of ``[start, end)`` for this ASID."""

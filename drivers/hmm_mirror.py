@@ -122,6 +122,10 @@ class HMM_MIRROR(MMUNotifier):
         writable = bool(hit is not None and hit[0] == pfn and hit[1])
         self.pt.map(vpn_of(va), pfn, writable)
 
+    def translation(self, va):
+        """``(pfn, writable)`` of the device PTE for ``va``, or None (inspection only)."""
+        return self.pt.lookup(vpn_of(va))
+
     # ------------------------------------------------------------------ invalidation
     def interval_invalidate(self, range, cur_seq):
         """``dmirror_interval_invalidate``."""

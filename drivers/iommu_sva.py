@@ -81,6 +81,11 @@ class IOMMU_SVA(MMUNotifier):
         self.sim.charge("device_fault")
         yield from self.mm.handle_mm_fault(va, write)
 
+    def translation(self, va):
+        """``(pfn, writable)`` of the IOTLB entry for ``va``, or None; touches no LRU state."""
+        hit = self.iotlb.peek(self.pasid, vpn_of(va))
+        return None if hit is None else (hit[0], hit[1])
+
     # ------------------------------------------------------------------ notifier hooks
     def arch_invalidate_secondary_tlbs(self, mm, start, end):
         """``intel_arch_invalidate_secondary_tlbs``: flush the IOTLB and device ATC for

@@ -126,6 +126,10 @@ class KVM(MMUNotifier):
         writable = bool(write and hit is not None and hit[0] == pfn and hit[1])
         self.spt.map(vpn_of(va), pfn, writable)
 
+    def translation(self, va):
+        """``(pfn, writable)`` of the SPTE for ``va``, or None (inspection only)."""
+        return self.spt.lookup(vpn_of(va))
+
     # ------------------------------------------------------------------ helpers
     def zap(self, start, end):
         """``kvm_unmap_gfn_range`` + ``kvm_flush_remote_tlbs`` over ``[start, end)``, under

@@ -64,6 +64,10 @@ class PINNED(MMUNotifier):
         if old is not None:
             yield from self.mm.unpin_user_page(old)
 
+    def translation(self, va):
+        """``(pfn, writable)`` the memory region maps for ``va``, or None."""
+        return self.mr.lookup(vpn_of(va))
+
     def deregister(self, va, npages):
         """``ib_dereg_mr``: forget and unpin ``npages`` pages from ``va`` (a generator)."""
         for i in range(npages):

@@ -114,6 +114,10 @@ class XPMEM(MMUNotifier):
                 yield from mm.unpin_user_page(old)
             return
 
+    def translation(self, va):
+        """``(pfn, writable)`` the attacher maps for ``va``, or None (inspection only)."""
+        return self.att_pt.lookup(vpn_of(va))
+
     # ------------------------------------------------------------------ teardown
     def clear(self, start, end, blockable=True):
         """``xpmem_clear_PTEs_range`` + unpin, under the attachment mutex: zap the attacher's
