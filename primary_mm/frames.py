@@ -1,0 +1,516 @@
+"""The frame table: per-physical-page state in numpy arrays, batch kernels, ``FrameTable``.
+
+Arrays (index = pfn; pfn 0 is reserved and never allocated, so 0 can mean "no frame")::
+
+    refcount   int32   references (allocation, each mapping the MM takes, get_page, pins)
+    mapcount   int32   page-table mappings (maintained by the MM through inc/dec_mapcount)
+    pincount   int32   long-term / FOLL_PIN pins; each pin also holds one reference
+    flags      uint32  FRAME_* bits below
+    generation uint32  bumped on every free: (pfn, generation) names one lifetime of a frame,
+                       which is how the oracle tells a use-after-free from a valid access
+    owner      int32   id of the mm that owns the frame, -1 for none (free or shared)
+    contents   uint64  the page's data, reduced to one 64-bit value (what the oracle compares);
+                       kept as garbage on free, zeroed on allocation only when asked
+
+Free frames sit on a LIFO stack (``free_stack[0:meta[F_NFREE]]``), so a frame just freed is
+the next one handed out: a stale device mapping then hits a frame reused by someone else,
+which is exactly what the checker must catch.
+
+Kernels (``@numba.njit(cache=True)`` over these arrays; ``primary_mm.frames_ref`` has a
+pure-Python twin of each) are batches over pfn arrays: one Python->jit crossing per
+operation. A kernel never raises: a bad entry (pfn out of range or 0, reference taken on a
+free frame, counter underflow) is skipped and recorded in meta (error count, first bad pfn,
+error code); ``FrameTable`` raises ``FrameStateError`` after the call, naming the pfn.
+Freeing a frame that still has mappings or pins is recorded as ERR_BAD_PAGE_STATE (the
+counters are reset and the frame is freed anyway, like Linux's bad_page()).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# ----------------------------------------------------------------------------- flags
+FRAME_ANON = 1 << 0  #: anonymous memory (anon_vma reverse map)
+FRAME_DIRTY = 1 << 1  #: contents differ from backing store (file / swap)
+FRAME_SWAPCACHE = 1 << 2  #: in the swap cache (has a swap slot)
+FRAME_KSM = 1 << 3  #: a KSM stable page shared between mms
+FRAME_FILE = 1 << 4  #: page-cache page of a file (address_space reverse map)
+FRAME_ZERO = 1 << 5  #: the shared zero page (never written, never freed)
+FRAME_LOCKED = 1 << 6  #: PG_locked (held during migration, swap I/O, truncate)
+FRAME_REFERENCED = 1 << 7  #: PG_referenced (second-chance reclaim)
+FRAME_WRITEBACK = 1 << 8  #: under writeback
+FRAME_MLOCKED = 1 << 9  #: mlocked: reclaim must skip it
+
+FRAME_FLAG_NAMES = {
+    FRAME_ANON: "anon",
+    FRAME_DIRTY: "dirty",
+    FRAME_SWAPCACHE: "swapcache",
+    FRAME_KSM: "ksm",
+    FRAME_FILE: "file",
+    FRAME_ZERO: "zero",
+    FRAME_LOCKED: "locked",
+    FRAME_REFERENCED: "referenced",
+    FRAME_WRITEBACK: "writeback",
+    FRAME_MLOCKED: "mlocked",
+}
+
+NO_OWNER = -1
+
+# ----------------------------------------------------------------------------- meta / errors
+F_NFREE = 0  #: frames on the free stack
+F_NERR = 1  #: errors recorded since the last reset
+F_BAD_PFN = 2  #: pfn of the first error
+F_ERR_CODE = 3  #: code of the first error
+FMETA_SIZE = 4
+
+ERR_BAD_PFN = 1  #: pfn 0 or beyond the table
+ERR_FREE_FRAME = 2  #: get/put/mapcount on a frame whose refcount is 0
+ERR_MAPCOUNT_UNDERFLOW = 3
+ERR_PINCOUNT_UNDERFLOW = 4
+ERR_BAD_PAGE_STATE = 5  #: refcount reached 0 with mappings or pins left
+
+ERROR_NAMES = {
+    ERR_BAD_PFN: "pfn 0 or out of range",
+    ERR_FREE_FRAME: "frame is free (refcount 0)",
+    ERR_MAPCOUNT_UNDERFLOW: "mapcount would go negative",
+    ERR_PINCOUNT_UNDERFLOW: "pincount would go negative",
+    ERR_BAD_PAGE_STATE: "freed while still mapped or pinned",
+}
+
+_U32_1 = np.uint32(1)
+_U32_0 = np.uint32(0)
+
+
+class FrameStateError(RuntimeError):
+    """A frame operation broke the refcount rules (a bug in the caller, like Linux's
+    'Bad page state'); the message names the pfn."""
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+@numba.njit(cache=True)
+def _error(meta, pfn, code):
+    if meta[F_NERR] == 0:
+        meta[F_BAD_PFN] = pfn
+        meta[F_ERR_CODE] = code
+    meta[F_NERR] += 1
+
+
+@numba.njit(cache=True)
+def frames_alloc(
+    free_stack,
+    meta,
+    refcount,
+    mapcount,
+    pincount,
+    flags,
+    owner,
+    contents,
+    n,
+    owner_id,
+    flag_bits,
+    zero,
+    out,
+):
+    """Pop n frames: refcount 1, no mappings or pins, flags = flag_bits, owner = owner_id,
+    contents zeroed if zero. Writes them to out[0:n] and returns n; returns 0 and changes
+    nothing if fewer than n are free."""
+    nfree = meta[F_NFREE]
+    if n > nfree:
+        return 0
+    for k in range(n):
+        pfn = free_stack[nfree - 1 - k]
+        refcount[pfn] = 1
+        mapcount[pfn] = 0
+        pincount[pfn] = 0
+        flags[pfn] = flag_bits
+        owner[pfn] = owner_id
+        if zero:
+            contents[pfn] = 0
+        out[k] = pfn
+    meta[F_NFREE] = nfree - n
+    return n
+
+
+@numba.njit(cache=True)
+def frames_get(meta, refcount, pincount, pfns, pin):
+    """refcount += 1 for each pfn (a pfn listed twice gets two); with pin, pincount += 1 too.
+    Returns the number of entries skipped as errors (bad pfn, frame free)."""
+    nframes = refcount.shape[0]
+    errors = 0
+    for k in range(pfns.shape[0]):
+        pfn = pfns[k]
+        if pfn <= 0 or pfn >= nframes:
+            _error(meta, pfn, ERR_BAD_PFN)
+            errors += 1
+            continue
+        if refcount[pfn] <= 0:
+            _error(meta, pfn, ERR_FREE_FRAME)
+            errors += 1
+            continue
+        refcount[pfn] += 1
+        if pin:
+            pincount[pfn] += 1
+    return errors
+
+
+@numba.njit(cache=True)
+def frames_put(
+    free_stack, meta, refcount, mapcount, pincount, flags, generation, owner, pfns, unpin, out_freed
+):
+    """refcount -= 1 for each pfn (with unpin, pincount -= 1 first). A frame whose refcount
+    reaches 0 is freed: generation += 1, owner = -1, flags = 0, contents kept, pushed on the
+    free stack, and written to out_freed. Returns the number freed."""
+    nframes = refcount.shape[0]
+    freed = 0
+    for k in range(pfns.shape[0]):
+        pfn = pfns[k]
+        if pfn <= 0 or pfn >= nframes:
+            _error(meta, pfn, ERR_BAD_PFN)
+            continue
+        if refcount[pfn] <= 0:
+            _error(meta, pfn, ERR_FREE_FRAME)
+            continue
+        if unpin:
+            if pincount[pfn] <= 0:
+                _error(meta, pfn, ERR_PINCOUNT_UNDERFLOW)
+                continue
+            pincount[pfn] -= 1
+        rc = refcount[pfn] - 1
+        refcount[pfn] = rc
+        if rc == 0:
+            if mapcount[pfn] != 0 or pincount[pfn] != 0:
+                _error(meta, pfn, ERR_BAD_PAGE_STATE)
+                mapcount[pfn] = 0
+                pincount[pfn] = 0
+            generation[pfn] += _U32_1
+            owner[pfn] = -1
+            flags[pfn] = _U32_0
+            nfree = meta[F_NFREE]
+            free_stack[nfree] = pfn
+            meta[F_NFREE] = nfree + 1
+            out_freed[freed] = pfn
+            freed += 1
+    return freed
+
+
+@numba.njit(cache=True)
+def frames_mapcount_add(meta, refcount, mapcount, pfns, delta):
+    """mapcount += delta for each pfn; skipped as errors: bad pfn, free frame, result < 0.
+    Returns the number of errors."""
+    nframes = refcount.shape[0]
+    errors = 0
+    for k in range(pfns.shape[0]):
+        pfn = pfns[k]
+        if pfn <= 0 or pfn >= nframes:
+            _error(meta, pfn, ERR_BAD_PFN)
+            errors += 1
+            continue
+        if refcount[pfn] <= 0:
+            _error(meta, pfn, ERR_FREE_FRAME)
+            errors += 1
+            continue
+        m = mapcount[pfn] + delta
+        if m < 0:
+            _error(meta, pfn, ERR_MAPCOUNT_UNDERFLOW)
+            errors += 1
+            continue
+        mapcount[pfn] = m
+    return errors
+
+
+KERNELS = ("frames_alloc", "frames_get", "frames_put", "frames_mapcount_add")
+
+
+# ----------------------------------------------------------------------------- FrameTable
+
+
+def _pfn_array(pfns) -> np.ndarray:
+    return np.ascontiguousarray(np.atleast_1d(pfns), dtype=np.int64)
+
+
+class FrameTable:
+    """All physical frames of the simulated machine.
+
+    ``FrameTable(nframes)`` starts with nframes slots (pfn 0 reserved) and doubles when an
+    allocation finds too few free frames, up to ``max_frames`` if given (beyond which
+    ``alloc`` raises ``OutOfMemory``, as a machine with that much RAM would).
+
+    Failure injection: ``fail_after(n)`` lets the next n frames be allocated and makes the
+    allocation that would take the (n+1)-th raise ``OutOfMemory`` (once, allocating nothing);
+    ``fail_next()`` is ``fail_after(0)``; ``clear_fail()`` disarms.
+    """
+
+    def __init__(self, nframes: int = 1024, max_frames: int | None = None):
+        nframes = max(int(nframes), 2)
+        if max_frames is not None and max_frames < nframes:
+            nframes = max(int(max_frames), 2)
+        self.max_frames = max_frames
+        self.refcount = np.zeros(nframes, dtype=np.int32)
+        self.mapcount = np.zeros(nframes, dtype=np.int32)
+        self.pincount = np.zeros(nframes, dtype=np.int32)
+        self.flags = np.zeros(nframes, dtype=np.uint32)
+        self.generation = np.zeros(nframes, dtype=np.uint32)
+        self.owner = np.full(nframes, NO_OWNER, dtype=np.int32)
+        self.contents = np.zeros(nframes, dtype=np.uint64)
+        self.free_stack = np.zeros(nframes, dtype=np.int64)
+        # lowest pfn on top: pfns are handed out in increasing order at first
+        self.free_stack[: nframes - 1] = np.arange(nframes - 1, 0, -1, dtype=np.int64)
+        self.meta = np.zeros(FMETA_SIZE, dtype=np.int64)
+        self.meta[F_NFREE] = nframes - 1
+        self._fail_budget: int | None = None
+        self.allocations = 0  # frames handed out since creation
+        self.frees = 0  # frames freed since creation
+        self.failures_injected = 0
+
+    # -- sizes ---------------------------------------------------------------------------
+    @property
+    def nframes(self) -> int:
+        return self.refcount.shape[0]
+
+    @property
+    def nfree(self) -> int:
+        return int(self.meta[F_NFREE])
+
+    @property
+    def nallocated(self) -> int:
+        return self.nframes - 1 - self.nfree
+
+    def __repr__(self) -> str:
+        fail = "" if self._fail_budget is None else f", failing after {self._fail_budget}"
+        limit = "" if self.max_frames is None else f" (max {self.max_frames})"
+        return (
+            f"<FrameTable {self.nallocated} allocated, {self.nfree} free of "
+            f"{self.nframes - 1}{limit}{fail}>"
+        )
+
+    def describe(self, pfn: int) -> dict:
+        """Everything known about one frame, for messages and debugging."""
+        pfn = int(pfn)
+        bits = int(self.flags[pfn])
+        return {
+            "pfn": pfn,
+            "refcount": int(self.refcount[pfn]),
+            "mapcount": int(self.mapcount[pfn]),
+            "pincount": int(self.pincount[pfn]),
+            "flags": [name for bit, name in FRAME_FLAG_NAMES.items() if bits & bit],
+            "generation": int(self.generation[pfn]),
+            "owner": int(self.owner[pfn]),
+            "contents": int(self.contents[pfn]),
+            "free": self.is_free(pfn),
+        }
+
+    def is_free(self, pfn: int) -> bool:
+        return pfn != 0 and int(self.refcount[pfn]) == 0
+
+    # -- growth --------------------------------------------------------------------------
+    def _grow(self, n: int) -> None:
+        """Make n frames free by doubling the table (up to max_frames)."""
+        from smmu.errors import OutOfMemory
+
+        old = self.nframes
+        new = old
+        while new - old + self.nfree < n:
+            if self.max_frames is not None and new >= self.max_frames:
+                raise OutOfMemory(
+                    f"out of frames: {n} wanted, {self.nfree} free, max_frames={self.max_frames}"
+                )
+            new *= 2
+            if self.max_frames is not None:
+                new = min(new, self.max_frames)
+        for name, fill in (
+            ("refcount", 0),
+            ("mapcount", 0),
+            ("pincount", 0),
+            ("flags", 0),
+            ("generation", 0),
+            ("owner", NO_OWNER),
+            ("contents", 0),
+        ):
+            arr = getattr(self, name)
+            grown = np.full(new, fill, dtype=arr.dtype)
+            grown[:old] = arr
+            setattr(self, name, grown)
+        nfree = self.nfree
+        stack = np.zeros(new, dtype=np.int64)
+        stack[:nfree] = self.free_stack[:nfree]
+        stack[nfree : nfree + new - old] = np.arange(new - 1, old - 1, -1, dtype=np.int64)
+        self.free_stack = stack
+        self.meta[F_NFREE] = nfree + new - old
+
+    # -- failure injection ---------------------------------------------------------------
+    def fail_after(self, n: int) -> None:
+        """Let n more frames be allocated; the allocation needing one more raises."""
+        if n < 0:
+            raise ValueError("fail_after needs n >= 0")
+        self._fail_budget = int(n)
+
+    def fail_next(self) -> None:
+        """Make the next allocation raise OutOfMemory."""
+        self._fail_budget = 0
+
+    def clear_fail(self) -> None:
+        self._fail_budget = None
+
+    # -- operations ----------------------------------------------------------------------
+    def _raise_errors(self, what: str) -> None:
+        nerr = int(self.meta[F_NERR])
+        if not nerr:
+            return
+        pfn, code = int(self.meta[F_BAD_PFN]), int(self.meta[F_ERR_CODE])
+        self.meta[F_NERR] = 0
+        raise FrameStateError(
+            f"{what}: pfn {pfn}: {ERROR_NAMES.get(code, code)}"
+            + (f" (and {nerr - 1} more errors in the batch)" if nerr > 1 else "")
+        )
+
+    def alloc(
+        self, n: int = 1, owner: int = NO_OWNER, flags: int = 0, zero: bool = True
+    ) -> np.ndarray:
+        """Allocate n frames (refcount 1); returns their pfns (int64 array)."""
+        n = int(n)
+        if n < 0:
+            raise ValueError("alloc needs n >= 0")
+        if self._fail_budget is not None:
+            if n > self._fail_budget:
+                from smmu.errors import OutOfMemory
+
+                self._fail_budget = None
+                self.failures_injected += 1
+                raise OutOfMemory(f"injected allocation failure ({n} frame(s) requested)")
+            self._fail_budget -= n
+        if n > self.meta[F_NFREE]:
+            self._grow(n)
+        out = np.empty(n, dtype=np.int64)
+        got = frames_alloc(
+            self.free_stack,
+            self.meta,
+            self.refcount,
+            self.mapcount,
+            self.pincount,
+            self.flags,
+            self.owner,
+            self.contents,
+            n,
+            int(owner),
+            np.uint32(flags),
+            bool(zero),
+            out,
+        )
+        assert got == n, "frames_alloc failed after the table was grown"
+        self.allocations += n
+        return out
+
+    def alloc_one(self, owner: int = NO_OWNER, flags: int = 0, zero: bool = True) -> int:
+        return int(self.alloc(1, owner, flags, zero)[0])
+
+    def get(self, pfns) -> None:
+        """Take one reference on each pfn (get_page)."""
+        frames_get(self.meta, self.refcount, self.pincount, _pfn_array(pfns), False)
+        self._raise_errors("get")
+
+    def pin(self, pfns) -> None:
+        """Pin each pfn: pincount += 1 and one reference (pin_user_pages)."""
+        frames_get(self.meta, self.refcount, self.pincount, _pfn_array(pfns), True)
+        self._raise_errors("pin")
+
+    def _put(self, pfns, unpin: bool) -> np.ndarray:
+        pfns = _pfn_array(pfns)
+        out = np.empty(pfns.shape[0], dtype=np.int64)
+        freed = frames_put(
+            self.free_stack,
+            self.meta,
+            self.refcount,
+            self.mapcount,
+            self.pincount,
+            self.flags,
+            self.generation,
+            self.owner,
+            pfns,
+            unpin,
+            out,
+        )
+        self.frees += int(freed)
+        self._raise_errors("unpin" if unpin else "put")
+        return out[:freed]
+
+    def put(self, pfns) -> np.ndarray:
+        """Drop one reference from each pfn (put_page); returns the pfns that were freed."""
+        return self._put(pfns, False)
+
+    def unpin(self, pfns) -> np.ndarray:
+        """Undo pin(): pincount -= 1 and drop the reference; returns the pfns freed."""
+        return self._put(pfns, True)
+
+    def inc_mapcount(self, pfns) -> None:
+        frames_mapcount_add(self.meta, self.refcount, self.mapcount, _pfn_array(pfns), 1)
+        self._raise_errors("inc_mapcount")
+
+    def dec_mapcount(self, pfns) -> None:
+        frames_mapcount_add(self.meta, self.refcount, self.mapcount, _pfn_array(pfns), -1)
+        self._raise_errors("dec_mapcount")
+
+    def set_flags(self, pfns, bits: int) -> None:
+        self.flags[_pfn_array(pfns)] |= np.uint32(bits)
+
+    def clear_flags(self, pfns, bits: int) -> None:
+        self.flags[_pfn_array(pfns)] &= np.uint32(~bits & 0xFFFFFFFF)
+
+    def test_flags(self, pfn: int, bits: int) -> bool:
+        return bool(int(self.flags[int(pfn)]) & bits)
+
+    # -- checking ------------------------------------------------------------------------
+    def check_invariants(self, strict: bool = False) -> list[str]:
+        """Problems with the frame table, as readable strings (empty list: all good).
+
+        Always: counters non-negative, pincount <= refcount, free stack sane (in range, no
+        pfn 0, no duplicates), free frames have refcount/mapcount/pincount 0, owner -1 and no
+        flags, allocated frames (not free, not pfn 0) have refcount >= 1, no error left
+        pending. With strict (an MM that takes one reference per mapping, as Linux does):
+        refcount >= mapcount + pincount.
+        """
+        problems: list[str] = []
+
+        def report(mask, what):
+            bad = np.nonzero(mask)[0]
+            if len(bad):
+                problems.append(
+                    f"{what}: pfns {bad[:8].tolist()}" + (" ..." if len(bad) > 8 else "")
+                )
+
+        rc, mc, pc = self.refcount, self.mapcount, self.pincount
+        report(rc < 0, "negative refcount")
+        report(mc < 0, "negative mapcount")
+        report(pc < 0, "negative pincount")
+        report(pc > rc, "pincount > refcount")
+        if strict:
+            report(
+                rc.astype(np.int64) < mc.astype(np.int64) + pc.astype(np.int64),
+                "refcount < mapcount + pincount",
+            )
+        if self.meta[F_NERR]:
+            problems.append(f"{int(self.meta[F_NERR])} frame error(s) left pending")
+        nfree = self.nfree
+        if not 0 <= nfree <= self.nframes - 1:
+            problems.append(f"free count {nfree} outside [0, {self.nframes - 1}]")
+            return problems
+        stack = self.free_stack[:nfree]
+        if ((stack <= 0) | (stack >= self.nframes)).any():
+            problems.append("free stack holds pfn 0 or an out-of-range pfn")
+            return problems
+        if len(np.unique(stack)) != nfree:
+            problems.append("a frame is on the free stack twice")
+        is_free = np.zeros(self.nframes, dtype=bool)
+        is_free[stack] = True
+        report(is_free & (rc != 0), "free frame with references")
+        report(is_free & ((mc != 0) | (pc != 0)), "free frame still mapped or pinned")
+        report(is_free & (self.owner != NO_OWNER), "free frame with an owner")
+        report(is_free & (self.flags != 0), "free frame with flags")
+        allocated = ~is_free
+        allocated[0] = False
+        report(allocated & (rc <= 0), "allocated frame with refcount <= 0 (leaked or lost)")
+        if rc[0] or mc[0] or pc[0]:
+            problems.append("reserved pfn 0 has references")
+        return problems
