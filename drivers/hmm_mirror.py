@@ -100,6 +100,7 @@ class HMM_MIRROR(MMUNotifier):
         while True:
             seq = yield from mmu_interval_read_begin(isub)
             pfn = yield from self.mm.hmm_range_fault(page_of(va), write)
+            yield                                # snapshot taken; the mutex is not yet
             yield self.mutex
             if self.dead:
                 self.mutex.release()

@@ -93,6 +93,7 @@ class KVM(MMUNotifier):
             mmu_seq = self.mmu_invalidate_seq
             yield                              # smp_rmb(): the snapshot precedes the GUP
             pfn = yield from mm.get_user_pages(page_of(va), write=write)   # hva_to_pfn
+            yield                              # the page is ours; mmu_lock is not yet
             yield self.mmu_lock
             if self.dead or self.fault_is_stale(vpn, mmu_seq):
                 self.mmu_lock.release()

@@ -96,6 +96,7 @@ class XPMEM(MMUNotifier):
         while True:
             gen = self.invalidations
             pfn = yield from mm.pin_user_pages(page_of(va), write=write, longterm=False)
+            yield                                    # pinned; att->mutex not yet taken
             yield self.att_mutex
             if self.dead or self.invalidations != gen:
                 self.att_mutex.release()

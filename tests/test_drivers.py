@@ -16,7 +16,7 @@ from drivers.buggy import GRUNoDropinGuard, HMMNoSetSeq, KVMNoInProgressCheck, K
 from smmu.constants import PAGE_SIZE
 from smmu.errors import BadDriver, SegmentationFault
 from smmu.notifier import Range
-from smmu.sched import Schedule
+from smmu.sched import RoundRobin, Schedule
 
 pytest.importorskip("smmu.shadow")
 primary_mm = pytest.importorskip("primary_mm")
@@ -42,13 +42,14 @@ NOTIFYING = [c for c in CASES if c.values[0] is not PINNED]
 
 class Phases(Schedule):
     """Run the task named in the first phase until its predicate holds, then the next
-    phase's task, and so on; with no phase left (or the wanted task not runnable), the
-    lowest-numbered runnable task."""
+    phase's task, and so on; with no phase left (or the wanted task not runnable), round
+    robin."""
 
     name = "phases"
 
     def __init__(self, *phases):
         self.phases = list(phases)
+        self.rr = RoundRobin()
 
     def choose(self, sched, tasks):
         while self.phases and self.phases[0][1]():
@@ -57,7 +58,7 @@ class Phases(Schedule):
         for i, t in enumerate(tasks):
             if t.name == want:
                 return i
-        return 0
+        return self.rr.choose(sched, tasks)
 
 
 def setup(api="modern", npages=2, schedule="round_robin", **simopts):
