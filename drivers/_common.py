@@ -7,8 +7,8 @@ models (one concept, one place).
 
 from __future__ import annotations
 
-from smmu.constants import (PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PFN_SHIFT, PTE_DIRTY,
-                            PTE_MIGRATION, PTE_PRESENT, PTE_SWAP, PTE_WRITE)
+from smmu.constants import (PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PFN_SHIFT, PTE_MIGRATION,
+                            PTE_PRESENT, PTE_SWAP, PTE_WRITE)
 from smmu.errors import SegmentationFault
 
 
@@ -27,21 +27,21 @@ def pte_pfn(pte: int) -> int:
     return (pte & PFN_MASK) >> PFN_SHIFT
 
 
-def walk_pte(mm, va: int, write: bool, need_dirty: bool = False):
+def walk_pte(mm, va: int, write: bool):
     """A lockless walk of the primary page table, as GRU's ``atomic_pte_lookup``
     (drivers/misc/sgi-gru/grufault.c) and an IOMMU's hardware walk of ``mm->pgd`` do.
 
-    Returns ``(pfn, writable)`` if the PTE is present and allows the access, else ``None``
-    (the caller then goes through the primary fault path: ``handle_mm_fault`` / PRI).
-    With ``need_dirty`` a write also needs the dirty bit, as ``atomic_pte_lookup`` demands
-    (``if (write && (!pte_write(pte) || !pte_dirty(pte))) goto err``): a device that does
-    not set dirty bits itself lets the CPU fault path set it, so that writeback sees the
-    page dirty."""
+    Returns ``(pfn, writable)`` if the PTE is present and allows the access (a write needs
+    ``PTE_WRITE``), else ``None``: the caller then goes through the primary fault path
+    (``handle_mm_fault`` / PRI). Swap, migration and PROT_NONE entries are not present to a
+    hardware walker. (``atomic_pte_lookup`` also wants the dirty bit for a write; the primary
+    here makes every writable PTE dirty when it grants write, so that check is not needed.)
+    """
     pte = int(mm.lookup_pte(va))
     if not pte & PTE_PRESENT or pte & (PTE_SWAP | PTE_MIGRATION):
         return None
     writable = bool(pte & PTE_WRITE)
-    if write and (not writable or (need_dirty and not pte & PTE_DIRTY)):
+    if write and not writable:
         return None
     return pte_pfn(pte), writable
 

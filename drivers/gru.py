@@ -89,7 +89,7 @@ class GRU(MMUNotifier):
             if self.range_active_busy():
                 yield self.ms_wait_queue.wait_until(lambda: self.ms_range_active == 0)
                 continue
-            hit = walk_pte(self.mm, va, write, need_dirty=True)   # atomic_pte_lookup
+            hit = walk_pte(self.mm, va, write)   # atomic_pte_lookup
             yield                                    # the walk and the TLB write are apart
             if hit is None:
                 yield from self.mm.handle_mm_fault(va, write)     # user path, then retry

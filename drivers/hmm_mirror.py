@@ -87,9 +87,9 @@ class HMM_MIRROR(MMUNotifier):
                 raise device_gone(self, "the mirror was released")
             if not self.notifier.start <= va < self.notifier.end:
                 raise device_gone(self, f"{va:#x} is outside the mirrored interval")
-            hit = self.pt.lookup(vpn)
-            if hit is not None and (hit[1] or not write):
-                return self.dma_write(va, hit[0], value) if write else self.dma_read(va, hit[0])
+            pfn = self.pt.access(vpn, write)
+            if pfn >= 0:
+                return self.dma_write(va, pfn, value) if write else self.dma_read(va, pfn)
             yield from self.fault(va, write)
 
     def fault(self, va, write):

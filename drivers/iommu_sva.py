@@ -22,8 +22,7 @@ class IOMMU_SVA(MMUNotifier):
     * device access (:meth:`access`): IOTLB hit -> memory; miss -> the IOMMU walks the live
       CPU page table (one atomic step: the hardware walk, the IOTLB fill and the drain of
       in-flight walks by an invalidation wait descriptor are ordered by hardware); a PTE that
-      is not present or forbids the access (a write to a read-only or clean PTE: the first-
-      level walker may not set D on a page the CPU has write-protected) -> a page request
+      is not present or forbids the access (a write to a read-only PTE) -> a page request
       (PRI): the host handles it with ``handle_mm_fault`` and the device walks again;
     * :meth:`arch_invalidate_secondary_tlbs`: flush the IOTLB for the range (everything for
       ``0, ULONG_MAX``); called by the CPU TLB flush under the PT lock: must not sleep;
@@ -63,11 +62,10 @@ class IOMMU_SVA(MMUNotifier):
             pfn = self.iotlb.lookup(self.pasid, vpn, write)
             if pfn >= 0:
                 return self.dma_write(va, pfn, value) if write else self.dma_read(va, pfn)
-            hit = walk_pte(self.mm, va, write, need_dirty=True)      # hardware page walk
+            hit = walk_pte(self.mm, va, write)      # hardware page walk
             if hit is not None:
-                # cache W only for a write walk (which found the PTE writable and dirty):
-                # a later first write through a read walk's entry must re-walk so the
-                # primary PTE is dirty before the device writes (writeback must see it)
+                # cache W only for a write walk: a first write through a read walk's entry
+                # re-walks (hardware sets A/D on the walk that grants write)
                 self.iotlb.insert(self.pasid, vpn, hit[0], bool(write),
                                   frame_generation(self.sim, hit[0]))
                 continue

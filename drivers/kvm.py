@@ -77,9 +77,8 @@ class KVM(MMUNotifier):
             yield                              # the vCPU runs; other CPUs may act here
             if self.dead:
                 raise device_gone(self, "the VM's mm was released")
-            hit = self.spt.lookup(vpn)
-            if hit is not None and (hit[1] or not write):
-                pfn = hit[0]
+            pfn = self.spt.access(vpn, write)  # the hardware walk sets A (and D)
+            if pfn >= 0:
                 return self.dma_write(va, pfn, value) if write else self.dma_read(va, pfn)
             yield from self.page_fault(va, write)
 

@@ -83,8 +83,8 @@ class PINNED(MMUNotifier):
         vpn = vpn_of(va)
         while True:
             yield
-            hit = self.mr.lookup(vpn)
-            if hit is not None and (hit[1] or not write):
-                return self.dma_write(va, hit[0], value) if write else self.dma_read(va, hit[0])
+            pfn = self.mr.access(vpn, write)
+            if pfn >= 0:
+                return self.dma_write(va, pfn, value) if write else self.dma_read(va, pfn)
             self.sim.charge("device_fault")
             yield from self.pin(va, write)

@@ -81,9 +81,9 @@ class XPMEM(MMUNotifier):
                 raise device_gone(self, "the segment was torn down")
             if not self.seg_start <= va < self.seg_end:
                 raise device_gone(self, f"{va:#x} is outside the exported segment")
-            hit = self.att_pt.lookup(vpn)
-            if hit is not None and (hit[1] or not write):
-                return self.dma_write(va, hit[0], value) if write else self.dma_read(va, hit[0])
+            pfn = self.att_pt.access(vpn, write)
+            if pfn >= 0:
+                return self.dma_write(va, pfn, value) if write else self.dma_read(va, pfn)
             yield from self.fault(va, write)
 
     def fault(self, va, write):
