@@ -1,0 +1,176 @@
+"""Reverse maps: from a page to the (mm, address) pairs that map it.
+
+As in Linux (mm/rmap.c), nothing stores the list of mappings per page. A page records its
+``mapping`` (an :class:`AnonVma`, an :class:`AddressSpace` or a :class:`KsmStable`) and its
+``index``; the walkers list the VMAs attached to the mapping and compute each address with
+``vma.address_of(index)`` (``vma_address``), then check the PTE really maps the page.
+
+Locks (``rmap_locks=``):
+
+* ``"spinlock"`` (2.6.25): ``anon_vma->lock`` and ``mapping->i_mmap_lock`` are spinlocks; a
+  notifier hook called from a reverse-map walk (``try_to_unmap_one``, ``page_mkclean_one``,
+  ``page_referenced_one``, ``unmap_mapping_range``) runs atomic;
+* ``"rwsem"`` (the seed's patches 09/10): ``anon_vma->sem`` / ``i_mmap_sem`` are rw
+  semaphores, walkers take them shared, so hooks may sleep.
+
+:class:`AnonVma` also carries the reference count of the seed's patch 09: ``grab_anon_vma``
+takes a reference only if the count is not already zero (``atomic_inc_not_zero``), so a walker
+racing with the last unmap cannot resurrect a dying anon_vma.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+_ids = itertools.count(1)
+
+
+class RmapLock:
+    """The lock of an anon_vma or address_space, either a spinlock or an rwsem.
+
+    Use ``yield from lk.lock_read()`` / ``lk.unlock_read()`` (rmap walkers) and
+    ``yield from lk.lock_write()`` / ``lk.unlock_write()`` (linking and unlinking VMAs,
+    ``mm_take_all_locks``). With a spinlock both sides are the same exclusive lock.
+    """
+
+    def __init__(self, sched, kind: str, what: str):
+        self.kind = kind
+        if kind == "spinlock":
+            # 2.6.25: anon_vma->lock, mapping->i_mmap_lock
+            self.lock = sched.spinlock("anon_vma->lock" if what == "anon_vma" else "i_mmap_lock")
+        else:
+            # seed patches 09/10: anon_vma->sem, mapping->i_mmap_sem
+            self.lock = sched.rwsem("anon_vma->sem" if what == "anon_vma" else "i_mmap_sem")
+
+    def lock_read(self):
+        if self.kind == "spinlock":
+            yield self.lock
+        else:
+            yield self.lock.read()
+
+    def unlock_read(self):
+        if self.kind == "spinlock":
+            self.lock.release()
+        else:
+            self.lock.up_read()
+
+    def lock_write(self):
+        if self.kind == "spinlock":
+            yield self.lock
+        else:
+            yield self.lock.write()
+
+    def unlock_write(self):
+        if self.kind == "spinlock":
+            self.lock.release()
+        else:
+            self.lock.up_write()
+
+    def __repr__(self):
+        return f"<RmapLock {self.lock!r}>"
+
+
+class AnonVma:
+    """``struct anon_vma``: the VMAs that may map the anonymous pages of one lineage (a VMA
+    and its fork copies and splits share it, as in 2.6.27 before anon_vma chains).
+
+    ``refcount``: one per linked VMA plus one per :func:`grab_anon_vma` holder; at zero the
+    anon_vma is dead and cannot be grabbed again."""
+
+    def __init__(self, sched, rmap_locks: str):
+        self.id = next(_ids)
+        self.lock = RmapLock(sched, rmap_locks, "anon_vma")
+        self.vmas: list = []
+        self.refcount = 0
+
+    def link(self, vma) -> None:
+        """``anon_vma_link`` (the caller holds the write lock or the mm is private to it)."""
+        self.vmas.append(vma)
+        self.refcount += 1
+        vma.anon_vma = self
+
+    def unlink(self, vma) -> None:
+        """``anon_vma_unlink``."""
+        if vma in self.vmas:
+            self.vmas.remove(vma)
+            self.refcount -= 1
+        vma.anon_vma = None
+
+    def mappings(self, index: int, pfn: int | None = None):
+        """``(vma, address)`` for each VMA where page ``index`` would be mapped."""
+        out = []
+        for vma in self.vmas:
+            va = vma.address_of(index)
+            if va is not None:
+                out.append((vma, va))
+        return out
+
+    def __repr__(self):
+        return f"<AnonVma #{self.id} {len(self.vmas)} vmas refcount={self.refcount}>"
+
+
+def grab_anon_vma(anon_vma):
+    """Seed patch 09: take a reference on ``anon_vma`` unless it is already dying (refcount
+    0, ``atomic_inc_not_zero``). Returns it, or None; drop with :func:`put_anon_vma`."""
+    if anon_vma is None or anon_vma.refcount <= 0:
+        return None
+    anon_vma.refcount += 1
+    return anon_vma
+
+
+def put_anon_vma(anon_vma) -> None:
+    anon_vma.refcount -= 1
+
+
+class AddressSpace:
+    """``struct address_space`` of a file: ``i_mmap`` (the VMAs mapping the file, queried by
+    page-offset interval as ``vma_interval_tree_foreach`` does) and its lock."""
+
+    def __init__(self, sched, rmap_locks: str, file):
+        self.id = next(_ids)
+        self.file = file
+        self.lock = RmapLock(sched, rmap_locks, "i_mmap")
+        self.i_mmap: list = []
+
+    def link(self, vma) -> None:
+        self.i_mmap.append(vma)
+
+    def unlink(self, vma) -> None:
+        if vma in self.i_mmap:
+            self.i_mmap.remove(vma)
+
+    def vmas_overlapping(self, pgoff0: int, pgoff1: int) -> list:
+        """VMAs mapping some page offset in ``[pgoff0, pgoff1)``."""
+        return [v for v in self.i_mmap
+                if v.pgoff < pgoff1 and pgoff0 < v.pgoff + v.npages]
+
+    def mappings(self, index: int, pfn: int | None = None):
+        out = []
+        for vma in self.vmas_overlapping(index, index + 1):
+            va = vma.address_of(index)
+            if va is not None:
+                out.append((vma, va))
+        return out
+
+    def __repr__(self):
+        return f"<AddressSpace of {self.file.name!r}: {len(self.i_mmap)} vmas>"
+
+
+class KsmStable:
+    """A KSM stable page's reverse map (``stable_node`` + ``rmap_item``s): the
+    ``(anon_vma, index)`` of every mapping merged into it (``rmap_walk_ksm``)."""
+
+    def __init__(self, value: int):
+        self.id = next(_ids)
+        self.value = value
+        self.items: list = []
+
+    def mappings(self, index: int, pfn: int | None = None):
+        out = []
+        for av, idx in self.items:
+            for vma, va in av.mappings(idx):
+                out.append((vma, va))
+        return out
+
+    def __repr__(self):
+        return f"<KsmStable value={self.value:#x} {len(self.items)} rmap items>"
