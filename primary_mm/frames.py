@@ -228,6 +228,8 @@ KERNELS = ("frames_alloc", "frames_get", "frames_put", "frames_mapcount_add")
 
 
 def _pfn_array(pfns) -> np.ndarray:
+    if isinstance(pfns, np.ndarray) and pfns.dtype == np.int64 and pfns.ndim == 1:
+        return pfns if pfns.flags.c_contiguous else np.ascontiguousarray(pfns)
     return np.ascontiguousarray(np.atleast_1d(pfns), dtype=np.int64)
 
 
@@ -261,6 +263,9 @@ class FrameTable:
         self.meta = np.zeros(FMETA_SIZE, dtype=np.int64)
         self.meta[F_NFREE] = nframes - 1
         self._fail_budget: int | None = None
+        # one-element scratch arrays: a single-pfn call must not build arrays (fault path)
+        self._one = np.zeros(1, dtype=np.int64)
+        self._one_out = np.zeros(1, dtype=np.int64)
         self.allocations = 0  # frames handed out since creation
         self.frees = 0  # frames freed since creation
         self.failures_injected = 0
@@ -355,6 +360,14 @@ class FrameTable:
         self._fail_budget = None
 
     # -- operations ----------------------------------------------------------------------
+    def _pfns(self, pfns) -> np.ndarray:
+        """pfns as a contiguous int64 array; a single int goes through a scratch array."""
+        if isinstance(pfns, (int, np.integer)):
+            one = self._one
+            one[0] = pfns
+            return one
+        return _pfn_array(pfns)
+
     def _raise_errors(self, what: str) -> None:
         nerr = int(self.meta[F_NERR])
         if not nerr:
@@ -367,9 +380,9 @@ class FrameTable:
         )
 
     def alloc(
-        self, n: int = 1, owner: int = NO_OWNER, flags: int = 0, zero: bool = True
+        self, n: int = 1, owner: int = NO_OWNER, flags: int = 0, zero: bool = True, out=None
     ) -> np.ndarray:
-        """Allocate n frames (refcount 1); returns their pfns (int64 array)."""
+        """Allocate n frames (refcount 1); returns their pfns (int64 array, ``out`` if given)."""
         n = int(n)
         if n < 0:
             raise ValueError("alloc needs n >= 0")
@@ -383,7 +396,7 @@ class FrameTable:
             self._fail_budget -= n
         if n > self.meta[F_NFREE]:
             self._grow(n)
-        out = np.empty(n, dtype=np.int64)
+        out = np.empty(n, dtype=np.int64) if out is None else out
         got = frames_alloc(
             self.free_stack,
             self.meta,
@@ -404,21 +417,21 @@ class FrameTable:
         return out
 
     def alloc_one(self, owner: int = NO_OWNER, flags: int = 0, zero: bool = True) -> int:
-        return int(self.alloc(1, owner, flags, zero)[0])
+        return int(self.alloc(1, owner, flags, zero, self._one_out)[0])
 
     def get(self, pfns) -> None:
         """Take one reference on each pfn (get_page)."""
-        frames_get(self.meta, self.refcount, self.pincount, _pfn_array(pfns), False)
-        self._raise_errors("get")
+        if frames_get(self.meta, self.refcount, self.pincount, self._pfns(pfns), False):
+            self._raise_errors("get")
 
     def pin(self, pfns) -> None:
         """Pin each pfn: pincount += 1 and one reference (pin_user_pages)."""
-        frames_get(self.meta, self.refcount, self.pincount, _pfn_array(pfns), True)
-        self._raise_errors("pin")
+        if frames_get(self.meta, self.refcount, self.pincount, self._pfns(pfns), True):
+            self._raise_errors("pin")
 
     def _put(self, pfns, unpin: bool) -> np.ndarray:
-        pfns = _pfn_array(pfns)
-        out = np.empty(pfns.shape[0], dtype=np.int64)
+        pfns = self._pfns(pfns)
+        out = self._one_out if pfns is self._one else np.empty(pfns.shape[0], dtype=np.int64)
         freed = frames_put(
             self.free_stack,
             self.meta,
@@ -432,9 +445,10 @@ class FrameTable:
             unpin,
             out,
         )
-        self.frees += int(freed)
-        self._raise_errors("unpin" if unpin else "put")
-        return out[:freed]
+        self.frees += freed
+        if self.meta[F_NERR]:
+            self._raise_errors("unpin" if unpin else "put")
+        return out[:freed].copy() if out is self._one_out else out[:freed]
 
     def put(self, pfns) -> np.ndarray:
         """Drop one reference from each pfn (put_page); returns the pfns that were freed."""
@@ -445,18 +459,25 @@ class FrameTable:
         return self._put(pfns, True)
 
     def inc_mapcount(self, pfns) -> None:
-        frames_mapcount_add(self.meta, self.refcount, self.mapcount, _pfn_array(pfns), 1)
-        self._raise_errors("inc_mapcount")
+        if frames_mapcount_add(self.meta, self.refcount, self.mapcount, self._pfns(pfns), 1):
+            self._raise_errors("inc_mapcount")
 
     def dec_mapcount(self, pfns) -> None:
-        frames_mapcount_add(self.meta, self.refcount, self.mapcount, _pfn_array(pfns), -1)
-        self._raise_errors("dec_mapcount")
+        if frames_mapcount_add(self.meta, self.refcount, self.mapcount, self._pfns(pfns), -1):
+            self._raise_errors("dec_mapcount")
 
     def set_flags(self, pfns, bits: int) -> None:
-        self.flags[_pfn_array(pfns)] |= np.uint32(bits)
+        if isinstance(pfns, (int, np.integer)):
+            self.flags[pfns] |= np.uint32(bits)
+        else:
+            self.flags[_pfn_array(pfns)] |= np.uint32(bits)
 
     def clear_flags(self, pfns, bits: int) -> None:
-        self.flags[_pfn_array(pfns)] &= np.uint32(~bits & 0xFFFFFFFF)
+        mask = np.uint32(~bits & 0xFFFFFFFF)
+        if isinstance(pfns, (int, np.integer)):
+            self.flags[pfns] &= mask
+        else:
+            self.flags[_pfn_array(pfns)] &= mask
 
     def test_flags(self, pfn: int, bits: int) -> bool:
         return bool(int(self.flags[int(pfn)]) & bits)

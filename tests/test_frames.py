@@ -348,3 +348,13 @@ def test_describe_and_flags():
     assert d["flags"] == ["anon", "dirty"] and d["owner"] == 2 and not d["free"]
     ft.clear_flags([p], FRAME_ANON)
     assert not ft.test_flags(p, FRAME_ANON) and ft.test_flags(p, FRAME_DIRTY)
+
+
+def test_single_pfn_calls_do_not_share_returned_arrays():
+    ft = FrameTable()
+    a, b = ft.alloc_one(), ft.alloc_one()
+    freed_a = ft.put(a)
+    freed_b = ft.put(np.int64(b))
+    assert freed_a.tolist() == [a] and freed_b.tolist() == [b]
+    pfns = ft.alloc(3)
+    assert ft.alloc_one() not in pfns.tolist()
