@@ -1,0 +1,487 @@
+"""The exact notifier call sequence of every MM operation, per API generation."""
+
+import pytest
+
+from smmu import MMUNotifier, PAGE_SIZE, Simulator
+from smmu.errors import UsageError
+
+APIS = ("v2008", "range_only", "modern")
+P = PAGE_SIZE
+
+
+class Rec(MMUNotifier):
+    """Logs hook calls: ("page", addr), ("start"/"end", start, end, event), ("cfy", s, e),
+    ("change_pte", addr), "release". ``ptl`` records whether the PT lock was held."""
+
+    def __init__(self, sim, mm, young=False):
+        super().__init__(sim, mm)
+        self.log = []
+        self.ptl = []
+        self.young = young
+
+    def _ptl(self):
+        return self.mm.page_table_lock.owner is not None
+
+    def release(self, mm):
+        self.log.append("release")
+
+    def clear_flush_young(self, mm, start, end):
+        self.log.append(("cfy", start, end))
+        return self.young
+
+    def change_pte(self, mm, address, pte):
+        self.log.append(("change_pte", address))
+        self.ptl.append(self._ptl())
+
+    def invalidate_page(self, mm, address):
+        self.log.append(("page", address))
+        self.ptl.append(self._ptl())
+
+    def invalidate_range_start(self, range):
+        self.log.append(("start", range.start, range.end, range.event.name))
+
+    def invalidate_range_end(self, range):
+        self.log.append(("end", range.start, range.end, range.event.name))
+
+
+class ArchRec(MMUNotifier):
+    """Modern-only recorder of arch_invalidate_secondary_tlbs (an IOMMU-style TLB)."""
+
+    apis = ("modern",)
+
+    def __init__(self, sim, mm):
+        super().__init__(sim, mm)
+        self.log = []
+
+    def arch_invalidate_secondary_tlbs(self, mm, start, end):
+        self.log.append(("arch", start, end, self.mm.page_table_lock.owner is not None))
+
+
+def setup(api, **kw):
+    sim = Simulator(notifier_api=api, rmap_locks="rwsem", check=False, **kw)
+    mm = sim.new_process("p")
+    rec = sim.attach(Rec, mm)
+    arch = sim.attach(ArchRec, mm) if api == "modern" else None
+    return sim, mm, rec, arch
+
+
+def ev(api, name):
+    """The event a hook sees: v2008 ranges always read UNMAP (the 2008 signature)."""
+    return "UNMAP" if api == "v2008" else name
+
+
+def pair(api, s, e, event):
+    return [("start", s, e, ev(api, event)), ("end", s, e, ev(api, event))]
+
+
+def clear(*recs):
+    for r in recs:
+        if r is not None:
+            r.log.clear()
+            if hasattr(r, "ptl"):
+                r.ptl.clear()
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_cow_fault_one_invalidation(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(2 * P))
+    sim.do(mm.write(a, 1))
+    sim.do(mm.fork())
+    clear(rec, arch)
+    sim.do(mm.write(a, 2))
+    if api == "v2008":
+        assert rec.log == [("page", a)]
+        assert rec.ptl == [True]                   # ptep_clear_flush_notify under the PT lock
+    else:
+        assert rec.log == pair(api, a, a + P, "CLEAR")
+    if arch is not None:
+        assert arch.log == [("arch", a, a + P, True)]
+
+
+def test_cow_fault_invalidate_page_outside_ptl():
+    sim, mm, rec, _ = setup("v2008", invalidate_page_outside_ptl=True)
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 1))
+    sim.do(mm.fork())
+    clear(rec)
+    sim.do(mm.write(a, 2))
+    assert rec.log == [("page", a)] and rec.ptl == [False]
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_cow_reuse_and_first_touch_call_nothing(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(2 * P))
+    sim.do(mm.write(a, 1))                          # new page: no notifier
+    sim.do(mm.read(a + P))                          # zero page: no notifier
+    child = sim.do(mm.fork())
+    sim.do(child.exit())
+    clear(rec, arch)
+    sim.do(mm.write(a, 2))                          # refcount 1 again: reuse in place
+    assert rec.log == [] and (arch is None or arch.log == [])
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_write_to_zero_page_is_a_cow(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(P))
+    assert sim.do(mm.read(a)) == 0
+    clear(rec, arch)
+    sim.do(mm.write(a, 5))
+    assert rec.log == ([("page", a)] if api == "v2008" else pair(api, a, a + P, "CLEAR"))
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_munmap(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(4 * P, populate=True))
+    clear(rec, arch)
+    sim.do(mm.munmap(a + P, 2 * P))
+    assert rec.log == pair(api, a + P, a + 3 * P, "UNMAP")
+    if arch is not None:
+        assert arch.log == [("arch", a + P, a + 3 * P, True)]
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_brk_shrink(api):
+    sim, mm, rec, arch = setup(api)
+    top = sim.do(mm.brk(mm.brk_start + 4 * P))
+    sim.do(mm.write(mm.brk_start, 1))
+    clear(rec, arch)
+    sim.do(mm.brk(mm.brk_start + P))
+    assert top == mm.brk_start + 4 * P
+    assert rec.log == pair(api, mm.brk_start + P, mm.brk_start + 4 * P, "UNMAP")
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_mprotect_per_vma(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(4 * P, populate=True))
+    sim.do(mm.madvise(a + 2 * P, 2 * P, "dontfork"))     # two VMAs now
+    clear(rec, arch)
+    sim.do(mm.mprotect(a, 4 * P, "r"))
+    assert rec.log == (pair(api, a, a + 2 * P, "PROTECTION_VMA")
+                       + pair(api, a + 2 * P, a + 4 * P, "PROTECTION_VMA"))
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_madvise_dontneed(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(4 * P, populate=True))
+    clear(rec, arch)
+    sim.do(mm.madvise(a, 2 * P, "dontneed"))
+    assert rec.log == pair(api, a, a + 2 * P, "CLEAR")
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_madvise_dontfork_calls_nothing(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(4 * P, populate=True))
+    clear(rec, arch)
+    sim.do(mm.madvise(a, 2 * P, "dontfork"))
+    sim.do(mm.madvise(a, 2 * P, "dofork"))
+    assert rec.log == []
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_mremap_move(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(2 * P, populate=True))
+    dest = a + 64 * P
+    clear(rec, arch)
+    got = sim.do(mm.mremap(a, 2 * P, 2 * P, new_addr=dest))
+    assert got == dest
+    # move_page_tables on the old range, then do_munmap of the (now empty) old range
+    assert rec.log == pair(api, a, a + 2 * P, "UNMAP") + pair(api, a, a + 2 * P, "UNMAP")
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_fork_brackets_cow_vmas_on_the_parent(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(2 * P, populate=True))
+    f = sim.new_file("f", 4)
+    b = sim.do(mm.mmap(4 * P, shared=True, file=f, populate=True))   # shared: not bracketed
+    sim.do(mm.mmap(P, dontfork=True, populate=True))                  # skipped
+    clear(rec, arch)
+    child = sim.do(mm.fork())
+    assert rec.log == pair(api, a, a + 2 * P, "PROTECTION_PAGE")
+    assert child.vma_at(b) is not None
+    assert len(child.notifier_subscriptions.subs) == 0
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("bug", [False, True])
+def test_fork_enomem_pairing(api, bug):
+    sim, mm, rec, arch = setup(api)
+    sim.memory.fork_enomem_bug = bug
+    a = sim.do(mm.mmap(2 * P, populate=True))
+    b = sim.do(mm.mmap(2 * P, populate=True))
+    sim.do(mm.write(a, 7))
+    before = mm.snapshot()
+    clear(rec, arch)
+    sim.memory.frames.fail_after(1)       # the second VMA's pte_alloc fails
+    with pytest.raises(Exception) as ei:
+        sim.do(mm.fork())
+    assert type(ei.value).__name__ == "OutOfMemory"
+    starts = [x for x in rec.log if x[0] == "start"]
+    ends = [x for x in rec.log if x[0] == "end"]
+    assert len(starts) == 2
+    assert len(ends) == (1 if bug else 2)
+    subs = mm.notifier_subscriptions
+    assert bool(subs.unpaired()) == bug
+    # the parent is as it was (but for write bits its copy removed), the child is gone
+    assert [v for v in before["vmas"]] == [v.snapshot() for v in mm.vmas]
+    assert sim.do(mm.read(a)) == 7 and sim.do(mm.read(b)) == 0
+    assert len(sim.memory.mms) == 1
+    assert sim.memory.check_invariants() == []
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_exit_release_before_any_free(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(2 * P, populate=True))
+    seen = {}
+
+    class Watch(MMUNotifier):
+        def release(self, m):
+            vpn_pte = m.lookup_pte(a)
+            seen["mapped"] = bool(vpn_pte & 1)
+            seen["allocated"] = sim.memory.frames.nallocated
+    sim.attach(Watch, mm)
+    n = sim.memory.frames.nallocated
+    clear(rec, arch)
+    sim.do(mm.exit())
+    assert rec.log == ["release"]                  # no start/end after release
+    assert seen == {"mapped": True, "allocated": n}
+    assert sim.memory.frames.nallocated < n
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_reclaim_sequence(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 9))
+    clear(rec, arch)
+    freed = sim.do(sim.reclaim(mm, a, P, force=False))
+    # referenced by the write: page_referenced clears it and keeps the page
+    assert freed == 0 and rec.log == [("cfy", a, a + P)]
+    clear(rec, arch)
+    freed = sim.do(sim.reclaim(mm, a, P))
+    assert freed == 1
+    if api == "v2008":
+        assert rec.log == [("cfy", a, a + P), ("page", a)] and rec.ptl == [True]
+    else:
+        assert rec.log == [("cfy", a, a + P)] + pair(api, a, a + P, "CLEAR")
+    assert mm.lookup_pte(a) & 0x10                   # a swap entry
+    clear(rec, arch)
+    assert sim.do(mm.read(a)) == 9 and rec.log == []  # swap-in: no notifier
+
+
+def test_reclaim_device_young_keeps_page():
+    sim, mm, rec, _ = setup("modern")
+    rec.young = True
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 9))
+    sim.do(sim.reclaim(mm, a, P))          # clears the CPU young bit; the device says young
+    assert sim.do(sim.reclaim(mm, a, P)) == 0
+    assert sim.do(sim.reclaim(mm, a, P, force=True)) == 1
+
+
+def test_reclaim_outside_ptl_window():
+    sim, mm, rec, _ = setup("v2008", invalidate_page_outside_ptl=True)
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 9))
+    clear(rec)
+    sim.do(sim.reclaim(mm, a, P, force=True))
+    assert rec.log == [("page", a)] and rec.ptl == [False]
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_writeback_sequence(api):
+    sim, mm, rec, arch = setup(api)
+    f = sim.new_file("f", 2, fill=3)
+    a = sim.do(mm.mmap(2 * P, shared=True, file=f))
+    sim.do(mm.write(a, 10))
+    sim.do(mm.read(a + P))                          # clean, read-only mapping
+    clear(rec, arch)
+    assert sim.do(sim.writeback(f)) == 1
+    if api == "v2008":
+        assert rec.log == [("page", a)]           # only the dirty/writable PTE
+    else:
+        assert rec.log == pair(api, a, a + P, "PROTECTION_PAGE")
+    assert f.contents[0] == 10 and f.dirty_pages() == []
+    clear(rec, arch)
+    sim.do(mm.write(a, 11))                         # write-protect fault re-dirties
+    assert f.dirty_pages() == [0] and rec.log == []
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_truncate_sequence(api):
+    sim, mm, rec, arch = setup(api)
+    f = sim.new_file("f", 4, fill=1)
+    a = sim.do(mm.mmap(4 * P, shared=True, file=f, populate=True))
+    clear(rec, arch)
+    sim.do(sim.truncate(f, 2 * P))
+    assert rec.log == pair(api, a + 2 * P, a + 4 * P, "CLEAR")
+    assert sim.do(mm.read(a + P)) == 1
+    with pytest.raises(Exception, match="SIGBUS"):
+        sim.do(mm.read(a + 2 * P))
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_migrate_sequence(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 77))
+    old = mm.pte_pfn(mm.lookup_pte(a))
+    owner = object()
+    clear(rec, arch)
+    assert sim.do(sim.migrate(mm, a, P, owner=owner)) == 1
+    if api == "v2008":
+        assert rec.log == [("page", a)]
+    else:
+        assert rec.log == pair(api, a, a + P, "MIGRATE")
+    assert mm.pte_pfn(mm.lookup_pte(a)) != old
+    assert sim.do(mm.read(a)) == 77
+
+
+def test_migrate_owner_passed():
+    sim = Simulator(notifier_api="modern", check=False)
+    mm = sim.new_process()
+    owners = []
+
+    class O(MMUNotifier):
+        def invalidate_range_start(self, r):
+            owners.append(r.owner)
+    sim.attach(O, mm)
+    a = sim.do(mm.mmap(P, populate=True))
+    tag = object()
+    sim.do(sim.migrate(mm, a, P, owner=tag))
+    assert owners == [tag]
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_ksm_sequence(api):
+    sim, mm, rec, arch = setup(api)
+    a = sim.do(mm.mmap(2 * P))
+    sim.do(mm.write(a, 5))
+    sim.do(mm.write(a + P, 5))
+    clear(rec, arch)
+    assert sim.do(sim.ksm_merge(mm, a, 2 * P)) == 1
+    if api == "v2008":
+        # write_protect_page x2 and replace_page: set_pte_at_notify -> change_pte
+        assert rec.log == [("change_pte", a), ("change_pte", a + P), ("change_pte", a + P)]
+        assert rec.ptl == [True, True, True]
+    else:
+        assert rec.log == (pair(api, a, a + P, "CLEAR") + pair(api, a + P, a + 2 * P, "CLEAR")
+                           + pair(api, a + P, a + 2 * P, "CLEAR"))
+    assert mm.pte_pfn(mm.lookup_pte(a)) == mm.pte_pfn(mm.lookup_pte(a + P))
+    assert not mm.lookup_pte(a) & 2 and not mm.lookup_pte(a + P) & 2     # read-only
+
+
+def test_ksm_v2008_change_pte_falls_back_to_invalidate_page():
+    sim = Simulator(notifier_api="v2008", check=False)
+    mm = sim.new_process()
+    log = []
+
+    class NoChangePte(MMUNotifier):
+        def invalidate_page(self, m, address):
+            log.append(address)
+    sim.attach(NoChangePte, mm)
+    a = sim.do(mm.mmap(2 * P))
+    sim.do(mm.write(a, 5))
+    sim.do(mm.write(a + P, 5))
+    sim.do(sim.ksm_merge(mm, a, 2 * P))
+    assert log == [a, a + P, a + P]
+
+
+def test_oom_reap_modern():
+    sim, mm, rec, arch = setup("modern")
+    a = sim.do(mm.mmap(2 * P, populate=True))
+    f = sim.new_file("f", 1)
+    sim.do(mm.mmap(P, shared=True, file=f, populate=True))
+    clear(rec, arch)
+    assert sim.do(sim.oom_reap(mm)) == []
+    assert rec.log == [("start", a, a + 2 * P, "UNMAP"), ("end", a, a + 2 * P, "UNMAP")]
+    assert mm.lookup_pte(a) == 0
+
+
+def test_oom_reap_refused_range_is_skipped():
+    sim = Simulator(notifier_api="modern", check=False)
+    mm = sim.new_process()
+    log = []
+
+    class Refuse(MMUNotifier):
+        def invalidate_range_start(self, r):
+            log.append(("start", r.blockable))
+            return -11
+
+    class Other(MMUNotifier):
+        def invalidate_range_start(self, r):
+            log.append(("ostart", r.blockable))
+
+        def invalidate_range_end(self, r):
+            log.append(("oend", r.blockable))
+    sim.attach(Other, mm)
+    sim.attach(Refuse, mm)
+    a = sim.do(mm.mmap(2 * P, populate=True))
+    skipped = sim.do(sim.oom_reap(mm))
+    assert skipped == [(a, a + 2 * P)]
+    assert mm.lookup_pte(a) & 1                   # not zapped
+    assert ("start", False) in log and ("oend", False) in log   # end still paired (2021 fix)
+    assert not mm.notifier_subscriptions.unpaired()
+
+
+@pytest.mark.parametrize("api", ["v2008", "range_only"])
+def test_oom_reap_needs_modern(api):
+    sim, mm, rec, _ = setup(api)
+    sim.do(mm.mmap(P, populate=True))
+    with pytest.raises(UsageError, match="modern"):
+        sim.do(sim.oom_reap(mm))
+
+
+class Sleepy(MMUNotifier):
+    may_sleep = True
+
+    def invalidate_range_start(self, r):
+        yield self.sim.sleep(10)
+
+    def invalidate_range_end(self, r):
+        pass
+
+
+@pytest.mark.parametrize("locks,expect", [("rwsem", False), ("spinlock", True)])
+def test_rmap_lock_kind_decides_sleep_in_atomic(locks, expect):
+    """A sleeping driver is fine in reclaim under rwsem rmap locks (seed patches 09/10) and
+    SleepInAtomic under the 2.6.25 spinlocks."""
+    sim = Simulator(notifier_api="range_only", rmap_locks=locks, check=False)
+    mm = sim.new_process()
+    sim.attach(Sleepy, mm)
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 1))
+    sim.do(sim.reclaim(mm, a, P, force=True))
+    kinds = {v.kind for v in sim.violations}
+    assert ("SleepInAtomic" in kinds) == expect
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_register_takes_all_rmap_locks(api):
+    sim = Simulator(notifier_api=api, check=False)
+    mm = sim.new_process()
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 1))
+    f = sim.new_file("f", 1)
+    sim.do(mm.mmap(P, shared=True, file=f, populate=True))
+    held = []
+
+    class Peek(MMUNotifier):
+        pass
+    orig = mm.mm_take_all_locks
+
+    def spy():
+        yield from orig()
+        held.append(len(mm._held_rmap_locks))
+    mm.mm_take_all_locks = spy
+    sim.attach(Peek, mm)
+    assert held == [2] and mm._held_rmap_locks == []
