@@ -507,8 +507,10 @@ class Memory:
             if frames.refcount[pfn] <= 0 or frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO) or \
                     not frames.flags[pfn] & (FRAME_ANON | FRAME_FILE):
                 continue
-            yield from self.lock_page(pfn)
+            # take the reference before lock_page may sleep, as isolation does with
+            # folio_try_get (mm/migrate.c): a page freed while we slept must not be touched
             frames.get(pfn)                                # isolate
+            yield from self.lock_page(pfn)
             try:
                 if (yield from self._migrate_page(pfn, owner)):
                     done += 1
