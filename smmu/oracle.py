@@ -633,13 +633,19 @@ class Oracle(Observer):
             if c.resynced:
                 continue
             who = ("a device write that no later read saw" if c.device else "a CPU write")
+            why = (" (the device wrote a frame the primary no longer maps: drop or "
+                   "write-protect the translation when notified, and mark the page dirty)"
+                   if c.device else "")
+            dw = self._frame_dev_write.get(int(pfns[i])) if present[i] else None
+            if dw is not None and dw[2] == value and dw[1] >= c.step:
+                who = "it"
+                why = (f" when {dw[0]} overwrote it at step {dw[1]} with {dw[2]} "
+                       f"through its translation of {dw[3]:#x}, a stale one that reached this "
+                       "page: the driver must drop translations when notified")
             self._report(
                 "LostWrite", (mm.id, va, c.step),
                 f"at the end of the run {va:#x} of {getattr(mm, 'name', mm)} holds {value} but "
-                f"the last write there was {c.describe()}: {who} was lost"
-                + (" (the device wrote a frame the primary no longer maps: drop or "
-                   "write-protect the translation when notified, and mark the page dirty)"
-                   if c.device else ""),
+                f"the last write there was {c.describe()}: {who} was lost" + why,
                 stop=False, address=va, frames=(int(pfns[i]),) if present[i] else (),
                 writer=c.writer, write_step=c.step, value=c.value, found=value)
 
