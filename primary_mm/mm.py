@@ -364,6 +364,7 @@ class MM:
         """``__handle_mm_fault`` -> ``handle_pte_fault``; mmap_lock held. One step of
         progress: the caller re-checks the PTE and calls again if needed."""
         vma = self._access_vma(va, write, op)
+        va &= ~(PAGE_SIZE - 1)
         self.sched.charge("page_fault")
         vpn = va >> PAGE_SHIFT
         pte = self.pt.lookup(vpn)

@@ -1,0 +1,411 @@
+"""MM operations: contents preserved across COW, swap, migration, KSM, fork; GUP and pins;
+refcount / mapcount / generation invariants after every operation."""
+
+import pytest
+
+from primary_mm.frames import FRAME_KSM
+from smmu import PAGE_SIZE, Simulator
+from smmu.constants import PTE_MIGRATION, PTE_PRESENT, PTE_SWAP, PTE_WRITE
+
+APIS = ("v2008", "range_only", "modern")
+P = PAGE_SIZE
+
+
+def mk(api="modern", **kw):
+    sim = Simulator(notifier_api=api, rmap_locks="rwsem", check=False, **kw)
+    return sim, sim.new_process("p")
+
+
+def ok(sim):
+    problems = sim.memory.check_invariants()
+    assert problems == [], problems
+
+
+def fill(sim, mm, a, n, base=100):
+    for i in range(n):
+        sim.do(mm.write(a + i * P, base + i))
+        ok(sim)
+
+
+def values(sim, mm, a, n):
+    return [sim.do(mm.read(a + i * P)) for i in range(n)]
+
+
+def test_invariant_checker_catches_a_wrong_mapcount():
+    """Negative twin of every ok(sim) below: a mapcount that disagrees with the page tables,
+    a leaked reference and a lost swap count are all reported."""
+    sim, mm = mk()
+    a = sim.do(mm.mmap(2 * P, populate=True))
+    ok(sim)
+    pfn = mm.pte_pfn(mm.lookup_pte(a))
+    sim.memory.frames.mapcount[pfn] += 1
+    assert any("mapcount" in p for p in sim.memory.check_invariants())
+    sim.memory.frames.mapcount[pfn] -= 1
+    sim.memory.frames.refcount[pfn] = 0
+    assert sim.memory.check_invariants() != []
+    sim.memory.frames.refcount[pfn] = 1
+    ok(sim)
+    sim.do(sim.reclaim(mm, a, P, force=True))
+    ok(sim)
+    slot = mm.pte_pfn(mm.lookup_pte(a))
+    sim.memory.swap.count[slot] += 1
+    assert any("swap" in p for p in sim.memory.check_invariants())
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_anonymous_faults_zero_page_then_private_page(api):
+    sim, mm = mk(api)
+    a = sim.do(mm.mmap(4 * P))
+    assert values(sim, mm, a, 4) == [0, 0, 0, 0]
+    zero = sim.memory.zero_pfn
+    assert mm.pte_pfn(mm.lookup_pte(a)) == zero and not mm.lookup_pte(a) & PTE_WRITE
+    sim.do(mm.write(a + 5, 9))                     # any byte of the page: the page's value
+    assert mm.pte_pfn(mm.lookup_pte(a)) != zero
+    assert values(sim, mm, a, 2) == [9, 0]
+    assert mm.peek(a) == 9 and mm.peek(a + 3 * P) == 0 and mm.peek(a + 4 * P) is None
+    ok(sim)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_fork_and_cow_preserve_contents(api):
+    sim, mm = mk(api)
+    a = sim.do(mm.mmap(4 * P))
+    fill(sim, mm, a, 4)
+    child = sim.do(mm.fork())
+    ok(sim)
+    assert values(sim, child, a, 4) == [100, 101, 102, 103]
+    shared = mm.pte_pfn(mm.lookup_pte(a))
+    assert child.pte_pfn(child.lookup_pte(a)) == shared
+    assert not mm.lookup_pte(a) & PTE_WRITE and not child.lookup_pte(a) & PTE_WRITE
+    sim.do(mm.write(a, 1))
+    sim.do(child.write(a + P, 2))
+    ok(sim)
+    assert values(sim, mm, a, 4) == [1, 101, 102, 103]
+    assert values(sim, child, a, 4) == [100, 2, 102, 103]
+    grandchild = sim.do(child.fork())
+    sim.do(child.exit())
+    ok(sim)
+    assert values(sim, grandchild, a, 4) == [100, 2, 102, 103]
+    # the last sharer reuses the page in place (page_count == 1)
+    pfn = grandchild.pte_pfn(grandchild.lookup_pte(a + 2 * P))
+    sim.do(mm.exit())
+    sim.do(grandchild.write(a + 2 * P, 5))
+    assert grandchild.pte_pfn(grandchild.lookup_pte(a + 2 * P)) == pfn
+    ok(sim)
+
+
+def test_cow_reuse_rule_page_count_vs_mapcount():
+    """CVE-2020-29374: with a GUP reference held by the child, the old mapcount rule lets
+    the parent reuse the page in place, so the child's GUP view sees the parent's new data;
+    the page_count rule copies."""
+    for rule, leaks in (("page_count", False), ("mapcount", True)):
+        sim = Simulator(notifier_api="modern", check=False)
+        sim.memory.cow_reuse = rule
+        mm = sim.new_process()
+        a = sim.do(mm.mmap(P))
+        sim.do(mm.write(a, 1))
+        child = sim.do(mm.fork())
+        pfn = sim.do(child.get_user_pages(a))               # child's read GUP reference
+        sim.do(child.munmap(a, P))                           # mapcount back to 1
+        sim.do(mm.write(a, 2))                               # parent's COW fault
+        assert (int(sim.memory.frames.contents[pfn]) == 2) == leaks
+        sim.do(child.put_page(pfn))
+        ok(sim)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_swap_out_and_in_preserves_contents(api):
+    sim, mm = mk(api)
+    a = sim.do(mm.mmap(4 * P))
+    fill(sim, mm, a, 4)
+    child = sim.do(mm.fork())
+    assert sim.do(sim.reclaim(mm, a, 4 * P, force=True)) == 4
+    ok(sim)
+    assert all(mm.lookup_pte(a + i * P) & PTE_SWAP for i in range(4))
+    assert all(child.lookup_pte(a + i * P) & PTE_SWAP for i in range(4))
+    assert mm.peek(a + P) == 101
+    assert values(sim, child, a, 4) == [100, 101, 102, 103]
+    ok(sim)
+    sim.do(mm.write(a, 7))
+    assert values(sim, mm, a, 4) == [7, 101, 102, 103]
+    assert values(sim, child, a, 4) == [100, 101, 102, 103]
+    ok(sim)
+    sim.do(child.exit())
+    sim.do(mm.munmap(a, 4 * P))
+    ok(sim)
+    assert sim.memory.swap.nused == 0
+
+
+def test_reclaim_keeps_a_gup_referenced_page_in_swap_cache():
+    sim, mm = mk()
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 4))
+    pfn = sim.do(mm.get_user_pages(a))
+    assert sim.do(sim.reclaim(mm, a, P, force=True)) == 0     # unmapped, not freed
+    assert mm.lookup_pte(a) & PTE_SWAP
+    assert sim.do(mm.read(a)) == 4
+    assert mm.pte_pfn(mm.lookup_pte(a)) == pfn                 # swap cache hit: same page
+    sim.do(mm.put_page(pfn))
+    ok(sim)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_file_mappings(api):
+    sim, mm = mk(api)
+    f = sim.new_file("data", 4, fill=lambda i: 10 + i)
+    sh = sim.do(mm.mmap(4 * P, shared=True, file=f))
+    pr = sim.do(mm.mmap(4 * P, file=f))
+    assert values(sim, mm, pr, 4) == [10, 11, 12, 13]
+    sim.do(mm.write(pr, 50))                          # private COW: the file is untouched
+    sim.do(mm.write(sh + P, 51))                      # shared: page cache, dirty
+    assert values(sim, mm, sh, 2) == [10, 51]
+    assert values(sim, mm, pr, 2) == [50, 51]         # private sees the page cache
+    other = sim.new_process()
+    sh2 = sim.do(other.mmap(2 * P, shared=True, file=f, offset=P))
+    assert sim.do(other.read(sh2)) == 51
+    assert f.contents[1] == 11 and f.dirty_pages() == [1]
+    ok(sim)
+    sim.do(sim.writeback(f))
+    assert f.contents[1] == 51
+    sim.do(other.write(sh2, 52))
+    assert sim.do(mm.read(sh + P)) == 52
+    # reclaim a dirty file page: written back, dropped, faulted back from the file
+    assert sim.do(sim.reclaim(mm, sh + P, P, force=True)) == 1
+    assert f.contents[1] == 52 and 1 not in f.cache
+    assert sim.do(mm.read(sh + P)) == 52
+    ok(sim)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_shared_anonymous_memory_stays_shared_across_fork(api):
+    sim, mm = mk(api)
+    a = sim.do(mm.mmap(2 * P, shared=True))
+    sim.do(mm.write(a, 3))
+    child = sim.do(mm.fork())
+    assert sim.do(child.read(a)) == 3
+    sim.do(child.write(a + P, 4))
+    assert sim.do(mm.read(a + P)) == 4
+    ok(sim)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_migration_preserves_contents_and_waits(api):
+    sim, mm = mk(api)
+    a = sim.do(mm.mmap(4 * P))
+    fill(sim, mm, a, 4)
+    child = sim.do(mm.fork())
+    before = [mm.pte_pfn(mm.lookup_pte(a + i * P)) for i in range(4)]
+    assert sim.do(sim.migrate(mm, a, 4 * P)) == 4
+    after = [mm.pte_pfn(mm.lookup_pte(a + i * P)) for i in range(4)]
+    assert all(x != y for x, y in zip(before, after))
+    assert [child.pte_pfn(child.lookup_pte(a + i * P)) for i in range(4)] == after
+    assert values(sim, mm, a, 4) == values(sim, child, a, 4) == [100, 101, 102, 103]
+    gens = sim.memory.frames.generation[before]
+    assert (gens >= 1).all()                         # old frames freed: generation bumped
+    ok(sim)
+
+
+def test_migration_refuses_a_pinned_page():
+    sim, mm = mk()
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 8))
+    pfn = sim.do(mm.pin_user_pages(a, write=True))
+    assert sim.do(sim.migrate(mm, a, P)) == 0
+    assert mm.pte_pfn(mm.lookup_pte(a)) == pfn and mm.lookup_pte(a) & PTE_PRESENT
+    sim.do(mm.unpin_user_page(pfn))
+    assert sim.do(sim.migrate(mm, a, P)) == 1
+    ok(sim)
+
+
+def test_cpu_access_waits_for_migration_entry():
+    sim = Simulator(notifier_api="modern", schedule="round_robin", check=False)
+    mm = sim.new_process()
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 6))
+    seen = []
+
+    def reader():
+        while not mm.lookup_pte(a) & PTE_MIGRATION:
+            yield
+        seen.append("entry")
+        seen.append((yield from mm.read(a)))
+    sim.spawn("mig", sim.migrate(mm, a, P))
+    sim.spawn("cpu", reader())
+    res = sim.run()
+    assert res.ok and res.errors == {}
+    assert seen == ["entry", 6]
+    ok(sim)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_ksm_merge_and_cow_out(api):
+    sim, mm = mk(api)
+    a = sim.do(mm.mmap(4 * P))
+    for i, v in enumerate([5, 5, 6, 5]):
+        sim.do(mm.write(a + i * P, v))
+    assert sim.do(sim.ksm_merge(mm, a, 4 * P)) == 2
+    k = mm.pte_pfn(mm.lookup_pte(a))
+    assert sim.memory.frames.flags[k] & FRAME_KSM
+    assert [mm.pte_pfn(mm.lookup_pte(a + i * P)) == k for i in range(4)] == [1, 1, 0, 1]
+    ok(sim)
+    sim.do(mm.write(a + P, 9))                       # COW out of the KSM page
+    assert values(sim, mm, a, 4) == [5, 9, 6, 5]
+    other = sim.new_process()
+    b = sim.do(other.mmap(P))
+    sim.do(other.write(b, 5))
+    assert sim.do(sim.ksm_merge(other, b, P)) == 1   # merged with the existing stable page
+    assert other.pte_pfn(other.lookup_pte(b)) == k
+    ok(sim)
+    sim.do(mm.exit())
+    sim.do(other.exit())
+    ok(sim)
+    assert sim.memory.frames.refcount[k] == 0
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_gup_and_pins(api):
+    sim, mm = mk(api)
+    a = sim.do(mm.mmap(P))
+    pfn = sim.do(mm.get_user_pages(a, write=True))
+    f = sim.memory.frames
+    assert f.refcount[pfn] == 2 and mm.pte_pfn(mm.lookup_pte(a)) == pfn
+    gen = int(f.generation[pfn])
+    sim.do(mm.munmap(a, P))
+    assert f.refcount[pfn] == 1                      # the GUP reference keeps it
+    sim.do(mm.put_page(pfn))
+    assert f.refcount[pfn] == 0 and int(f.generation[pfn]) == gen + 1
+    b = sim.do(mm.mmap(P))
+    pfn = sim.do(mm.pin_user_pages(b, write=False))
+    assert f.pincount[pfn] == 1
+    assert pfn == sim.memory.zero_pfn                # a read fault maps the zero page
+    sim.do(mm.unpin_user_page(pfn))
+    pfn = sim.do(mm.pin_user_pages(b, write=True))
+    assert pfn != sim.memory.zero_pfn and f.pincount[pfn] == 1
+    sim.do(mm.unpin_user_page(pfn))
+    assert sim.do(mm.hmm_range_fault(b, write=True)) == pfn and f.refcount[pfn] == 1
+    ok(sim)
+
+
+@pytest.mark.parametrize("copies", [False, True])
+def test_fork_with_pinned_page(copies):
+    """Pre-5.9 the pinned page is COW-shared and the parent's write moves the parent away
+    from the DMA target; 5.9+ (fork_copies_pinned) the child gets the copy instead."""
+    sim, mm = mk(fork_copies_pinned=copies)
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 1))
+    pfn = sim.do(mm.pin_user_pages(a, write=True))
+    child = sim.do(mm.fork())
+    ok(sim)
+    sim.do(mm.write(a, 2))
+    parent_pfn = mm.pte_pfn(mm.lookup_pte(a))
+    assert (parent_pfn == pfn) == copies
+    assert sim.do(child.read(a)) == 1 and sim.do(mm.read(a)) == 2
+    sim.do(mm.unpin_user_page(pfn))
+    ok(sim)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_mremap_move_and_grow(api):
+    sim, mm = mk(api)
+    a = sim.do(mm.mmap(3 * P))
+    fill(sim, mm, a, 3)
+    b = sim.do(mm.mremap(a, 3 * P, 5 * P))
+    assert mm.vma_at(a) is None or b == a
+    assert values(sim, mm, b, 5) == [100, 101, 102, 0, 0]
+    ok(sim)
+    dest = b + 100 * P
+    c = sim.do(mm.mremap(b, 2 * P, 2 * P, new_addr=dest))
+    assert c == dest and values(sim, mm, dest, 2) == [100, 101]
+    assert mm.vma_at(b) is None and values(sim, mm, b + 2 * P, 1) == [102]
+    # moved pages are still reverse-mapped: reclaim finds them through the anon_vma
+    assert sim.do(sim.reclaim(mm, dest, 2 * P, force=True)) == 2
+    assert values(sim, mm, dest, 2) == [100, 101]
+    ok(sim)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_mprotect_none_keeps_contents(api):
+    sim, mm = mk(api)
+    a = sim.do(mm.mmap(2 * P))
+    fill(sim, mm, a, 2)
+    sim.do(mm.mprotect(a, 2 * P, "none"))
+    assert mm.lookup_pte(a) & PTE_PRESENT == 0 and mm.peek(a) is None
+    with pytest.raises(Exception, match="PROT_NONE"):
+        sim.do(mm.read(a))
+    ok(sim)
+    child = sim.do(mm.fork())
+    sim.do(mm.mprotect(a, 2 * P, "r"))
+    assert values(sim, mm, a, 2) == [100, 101]
+    with pytest.raises(Exception, match="read-only"):
+        sim.do(mm.write(a, 1))
+    sim.do(mm.mprotect(a, 2 * P, "rw"))
+    sim.do(mm.write(a, 1))
+    assert values(sim, mm, a, 2) == [1, 101]
+    sim.do(child.mprotect(a, P, "r"))
+    assert sim.do(child.read(a)) == 100
+    ok(sim)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_madvise_dontneed_and_free(api):
+    sim, mm = mk(api)
+    a = sim.do(mm.mmap(4 * P))
+    fill(sim, mm, a, 4)
+    sim.do(mm.madvise(a, P, "dontneed"))
+    assert values(sim, mm, a, 2) == [0, 101]
+    sim.do(mm.madvise(a + P, 3 * P, "free"))
+    sim.do(mm.write(a + 2 * P, 7))                   # written again: kept
+    ok(sim)
+    sim.do(sim.reclaim(mm, a, 4 * P, force=True))
+    assert values(sim, mm, a, 4) == [0, 0, 7, 0]     # clean lazyfree pages were dropped
+    ok(sim)
+
+
+def test_dontfork_vma_not_in_child():
+    sim, mm = mk()
+    a = sim.do(mm.mmap(2 * P, dontfork=True))
+    b = sim.do(mm.mmap(P))
+    sim.do(mm.madvise(a + P, P, "dofork"))
+    child = sim.do(mm.fork())
+    assert child.vma_at(a) is None and child.vma_at(a + P) is not None
+    assert child.vma_at(b) is not None
+
+
+def test_reprs_are_readable():
+    sim, mm = mk()
+    f = sim.new_file("f", 1)
+    a = sim.do(mm.mmap(P, file=f, shared=True))
+    for obj in (sim.memory, mm, mm.vma_at(a), f, f.mapping, sim.memory.swap):
+        r = repr(obj)
+        assert r.startswith("<") and "object at" not in r
+
+
+def test_concurrent_cpus_with_reclaim_and_migration():
+    """Two CPUs write and read their own pages while reclaim and migration run on the same
+    range under a random schedule: every read returns the last write."""
+    for seed in range(6):
+        sim = Simulator(notifier_api="modern", schedule="random", seed=seed, check=False)
+        mm = sim.new_process()
+        a = sim.do(mm.mmap(8 * P))
+        errors = []
+
+        def cpu(base, k):
+            for r in range(3):
+                for i in range(4):
+                    va = a + (base + i) * P
+                    yield from mm.write(va, 1000 * k + 10 * r + i)
+                    got = yield from mm.read(va)
+                    if got != 1000 * k + 10 * r + i:
+                        errors.append((va, got))
+
+        def reclaimer():
+            for _ in range(3):
+                yield from sim.reclaim(mm, a, 8 * P, force=True)
+                yield from sim.migrate(mm, a, 8 * P)
+        sim.spawn("cpu0", cpu(0, 1))
+        sim.spawn("cpu1", cpu(4, 2))
+        sim.spawn("kswapd", reclaimer())
+        res = sim.run()
+        assert res.errors == {} and res.ok, (seed, res.errors, res.violations)
+        assert errors == []
+        ok(sim)
