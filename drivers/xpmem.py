@@ -37,9 +37,14 @@ class XPMEM(MMUNotifier):
     its own ``end`` unmaps it, so the page cannot be freed or reused in between. There is no
     MapInWindow window for it (it never opens one). Limits, as in the real driver: a device
     write between the primary write-protecting a page (fork's ``copy_page_range``) and
-    ``end`` goes to a page the child now shares — hence the recall ioctl before fork; and in
-    v2008 ``invalidate_page`` runs under the PT lock, so its mutex is ``SleepInAtomic`` there
-    (the reason XPMEM wanted sleepable callbacks at all).
+    ``end`` goes to a page the child now shares — hence the recall ioctl before fork.
+
+    Generations: ``range_only`` and ``modern``. In the merged 2008 API ``invalidate_page``
+    runs under the PT lock (``ptep_clear_flush_notify``), where a sleeping driver is always
+    ``SleepInAtomic`` — the very reason XPMEM argued for sleepable callbacks and the
+    range-only API in the seed thread. :meth:`invalidate_page` is kept (it is what XPMEM did
+    on kernels that called it outside the PT lock): a subclass that sets ``apis`` to include
+    ``"v2008"`` is clean only with ``Simulator(invalidate_page_outside_ptl=True)``.
 
     Simplifications: every invalidation of the source mm counts (the real code ignores
     ranges when ``current->mm`` is not the exporter's); one attachment per driver instance;
@@ -49,6 +54,7 @@ class XPMEM(MMUNotifier):
 
     name = "xpmem"
     may_sleep = True
+    apis = ("range_only", "modern")
 
     def __init__(self, sim, mm, *, start: int = 0, length: int | None = None):
         if length is None:

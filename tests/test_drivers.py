@@ -30,7 +30,7 @@ FORMS = [
     (KVM, {"style": "modern"}, ("v2008", "range_only", "modern")),
     (KVM, {"style": "2008"}, ("v2008", "range_only", "modern")),
     (GRU, {}, ("v2008", "range_only", "modern")),
-    (XPMEM, {}, ("range_only", "modern")),       # v2008: invalidate_page is atomic
+    (XPMEM, {}, ("range_only", "modern")),
     (IOMMU_SVA, {}, ("modern",)),
     (HMM_MIRROR, {}, ("modern",)),
     (PINNED, {}, ("v2008", "range_only", "modern")),
@@ -395,14 +395,33 @@ def _xpmem_reclaim(rmap_locks):
     return sim, mm, buf, xp
 
 
+def _xpmem_sleeps(sim):
+    return [v for v in sim.violations if v.kind == "SleepInAtomic" and "xpmem" in v.message]
+
+
 def test_xpmem_sleeps_in_rmap_walks_under_spinlock_rmap_locks():
     sim, mm, buf, xp = _xpmem_reclaim("spinlock")
-    assert "SleepInAtomic" in {v.kind for v in sim.violations}
+    assert _xpmem_sleeps(sim)
+
+
+def test_kvm_does_not_sleep_in_the_same_rmap_walk():
+    sim, mm, buf = setup("modern", rmap_locks="spinlock")
+    kvm = sim.attach(KVM, mm)
+    dev(sim, kvm, buf)
+    sim.do(sim.reclaim(mm, buf, PAGE_SIZE, force=True))
+    assert not [v for v in sim.violations if "kvm" in v.message]
+    assert kvm.translation(buf) is None
+
+
+def test_xpmem_refuses_v2008_where_invalidate_page_is_atomic():
+    sim, mm, buf = setup("v2008")
+    with pytest.raises(BadDriver, match="range_only"):
+        sim.attach(XPMEM, mm)
 
 
 def test_xpmem_is_legal_under_rwsem_rmap_locks_and_unpins_on_invalidation():
     sim, mm, buf, xp = _xpmem_reclaim("rwsem")
-    assert sim.violations == []
+    assert sim.violations == [] and not _xpmem_sleeps(sim)
     assert xp.pins == {} and xp.translation(buf) is None
     assert dev(sim, xp, buf) == 100
 
