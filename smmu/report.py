@@ -42,6 +42,10 @@ def steps_text(steps, limit: int = MAX_STEPS_SHOWN) -> list[str]:
     steps (the ones that lead to the violation) and says how many were left out."""
     steps = list(steps)
     lines = []
+    setup = [st for st in steps if st[1] < 0]
+    if setup and len(setup) < len(steps):      # build-time work done with sim.do()
+        steps = [st for st in steps if st[1] >= 0]
+        lines.append(f"  ({len(setup)} setup step(s) of the scenario's build not shown)")
     if len(steps) > limit:
         lines.append(f"  ... {len(steps) - limit} earlier step(s) not shown ...")
         steps = steps[-limit:]
