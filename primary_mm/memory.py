@@ -114,6 +114,17 @@ class Memory:
         self.files.append(f)
         return f
 
+    def release_shmem(self, file: File) -> None:
+        """``shmem_evict_inode``: the last mapping of a shmem file is gone; free its pages."""
+        pfns = list(file.cache.values())
+        file.cache.clear()
+        if pfns:
+            pf = np.array(pfns, dtype=np.int64)
+            self.frames.clear_flags(pf, FRAME_DIRTY)
+            self.frames.put(pf)
+        if file in self.files:
+            self.files.remove(file)
+
     def _check_mm(self, mm, op):
         if not isinstance(mm, MM) or mm.memory is not self:
             raise UsageError(f"{op}: {mm!r} is not a process of this simulator")

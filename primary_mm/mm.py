@@ -852,6 +852,8 @@ class MM:
             yield from lk.lock_write()
             v.file.mapping.unlink(v)
             lk.unlock_write()
+            if v.file.shmem and not v.file.mapping.i_mmap:
+                self.memory.release_shmem(v.file)      # the last reference to the shmem file
 
     def _zap(self, start, end, event, discard=(), nonblock=False):
         """``unmap_vmas`` / ``zap_page_range``: notifier start, clear the PTEs under the PT
