@@ -404,18 +404,18 @@ def cmd_replay(args) -> int:
 def cmd_drivers(args) -> int:
     from rich.table import Table
     builtin, buggy = _builtin()
-    t = Table(title="smmu drivers")
-    t.add_column("DRIVER")
-    t.add_column("apis")
+    t = Table(title="smmu drivers (use the DRIVER name with smmu check)")
+    t.add_column("DRIVER", no_wrap=True)
+    t.add_column("apis", no_wrap=True)
     t.add_column("description")
     for n, c in sorted(builtin.items()):
-        t.add_row(n, ", ".join(getattr(c, "apis", API_GENERATIONS)), _first_line(c.__doc__))
+        t.add_row(n, ",".join(getattr(c, "apis", API_GENERATIONS)), _first_line(c.__doc__))
     for n, c in sorted(buggy.items()):
         desc = getattr(c, "breaks", None) or _first_line(c.__doc__)
         exp = getattr(c, "expected", None)
         if exp:
             desc = f"{desc} (expect {', '.join(exp)})"
-        t.add_row(BUGGY_PREFIX + n, ", ".join(getattr(c, "apis", API_GENERATIONS)), str(desc))
+        t.add_row(BUGGY_PREFIX + n, ",".join(getattr(c, "apis", API_GENERATIONS)), str(desc))
     for n, ep in sorted(_entry_point_drivers().items()):
         t.add_row(n, "?", f"entry point {ep.value}")
     _console().print(t)
@@ -423,7 +423,11 @@ def cmd_drivers(args) -> int:
 
 
 def _first_line(doc):
-    return (doc or "").strip().split("\n")[0]
+    """The first sentence of a docstring, without reST markup."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    text = text.replace("``", "").replace(":class:", "").replace(":func:", "").replace("`", "")
+    end = text.find(". ")
+    return text[:end + 1] if end >= 0 else text
 
 
 # --------------------------------------------------------------------------- bench
