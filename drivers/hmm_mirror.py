@@ -101,19 +101,17 @@ class HMM_MIRROR(MMUNotifier):
             seq = yield from mmu_interval_read_begin(isub)
             pfn = yield from self.mm.hmm_range_fault(page_of(va), write)
             yield                                # snapshot taken; the mutex is not yet
-            yield self.mutex
-            if self.dead:
-                self.mutex.release()
-                raise device_gone(self, "the mirror was released during a fault")
-            if mmu_interval_read_retry(isub, seq):
-                self.mutex.release()
-                self.retries += 1
-                self.sim.stats["hmm_fault_retry"] += 1
-                yield                            # -EBUSY: go round again
-                continue
-            self.program(va, pfn)
-            self.mutex.release()
-            return
+            with (yield self.mutex):
+                if self.dead:
+                    raise device_gone(self, "the mirror was released during a fault")
+                retry = mmu_interval_read_retry(isub, seq)
+                if not retry:
+                    self.program(va, pfn)
+            if not retry:
+                return
+            self.retries += 1
+            self.sim.stats["hmm_fault_retry"] += 1
+            yield                                # -EBUSY: go round again
 
     def program(self, va, pfn):
         """``dmirror_do_fault``: write the device PTE, under the mutex with the sequence
@@ -159,6 +157,5 @@ class HMM_MIRROR(MMUNotifier):
         self.dead = True
         if self.notifier._inserted:
             yield from mmu_interval_notifier_remove(self.notifier)
-        yield self.mutex
-        self.pt.zap_all()
-        self.mutex.release()
+        with (yield self.mutex):
+            self.pt.zap_all()

@@ -93,19 +93,17 @@ class KVM(MMUNotifier):
             yield                              # smp_rmb(): the snapshot precedes the GUP
             pfn = yield from mm.get_user_pages(page_of(va), write=write)   # hva_to_pfn
             yield                              # the page is ours; mmu_lock is not yet
-            yield self.mmu_lock
-            if self.dead or self.fault_is_stale(vpn, mmu_seq):
-                self.mmu_lock.release()
-                yield from mm.put_page(pfn)    # kvm_release_pfn_clean
-                if self.dead:
-                    raise device_gone(self, "the VM's mm was released during the fault")
-                self.retries += 1
-                self.sim.stats["kvm_fault_retry"] += 1
-                continue                       # RET_PF_RETRY; the loop yields again
-            self.install_spte(va, pfn, write)
-            self.mmu_lock.release()
-            yield from mm.put_page(pfn)        # kvm_release_pfn_clean after unlock
-            return
+            with (yield self.mmu_lock):
+                stale = self.dead or self.fault_is_stale(vpn, mmu_seq)
+                if not stale:
+                    self.install_spte(va, pfn, write)
+            yield from mm.put_page(pfn)        # kvm_release_pfn_clean, after unlock
+            if not stale:
+                return
+            if self.dead:
+                raise device_gone(self, "the VM's mm was released during the fault")
+            self.retries += 1                  # RET_PF_RETRY; the loop yields again
+            self.sim.stats["kvm_fault_retry"] += 1
 
     def fault_is_stale(self, vpn: int, mmu_seq: int) -> bool:
         """``mmu_invalidate_retry_gfn`` (modern) / ``mmu_notifier_retry`` (2008), under

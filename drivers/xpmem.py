@@ -103,23 +103,23 @@ class XPMEM(MMUNotifier):
             gen = self.invalidations
             pfn = yield from mm.pin_user_pages(page_of(va), write=write, longterm=False)
             yield                                    # pinned; att->mutex not yet taken
-            yield self.att_mutex
-            if self.dead or self.invalidations != gen:
-                self.att_mutex.release()
-                yield from mm.unpin_user_page(pfn)
-                if self.dead:
-                    raise device_gone(self, "the segment was torn down during a fault")
-                self.retries += 1
-                continue
-            old = self.pins.pop(vpn, None)
-            if old is not None:                      # upgrade of a read-only mapping
-                self.att_pt.zap(vpn)
-            self.pins[vpn] = pfn
-            self.att_pt.map(vpn, pfn, bool(write))   # remap_pfn_range / vm_insert_pfn
-            self.att_mutex.release()
-            if old is not None:
-                yield from mm.unpin_user_page(old)
-            return
+            old = None
+            with (yield self.att_mutex):
+                stale = self.dead or self.invalidations != gen
+                if not stale:
+                    old = self.pins.pop(vpn, None)
+                    if old is not None:              # upgrade of a read-only mapping
+                        self.att_pt.zap(vpn)
+                    self.pins[vpn] = pfn
+                    self.att_pt.map(vpn, pfn, bool(write))   # remap_pfn_range
+            if not stale:
+                if old is not None:
+                    yield from mm.unpin_user_page(old)
+                return
+            yield from mm.unpin_user_page(pfn)
+            if self.dead:
+                raise device_gone(self, "the segment was torn down during a fault")
+            self.retries += 1
 
     def translation(self, va):
         """``(pfn, writable)`` the attacher maps for ``va``, or None (inspection only)."""
@@ -134,15 +134,17 @@ class XPMEM(MMUNotifier):
         else:
             while not self.att_mutex.trylock():      # non-blockable: spin, do not sleep
                 yield
-        vpn0 = max(vpn_of(start), vpn_of(self.seg_start))
-        vpn1 = min(vpn_of(end + (1 << PAGE_SHIFT) - 1), vpn_of(self.seg_end))
-        gone = [v for v in self.pins if vpn0 <= v < vpn1]
-        self.invalidations += 1
-        if gone:
-            self.att_pt.zap_range(vpn0, vpn1)
-            self.sim.charge("secondary_flush")
-        pfns = [self.pins.pop(v) for v in gone]
-        self.att_mutex.release()
+        try:
+            vpn0 = max(vpn_of(start), vpn_of(self.seg_start))
+            vpn1 = min(vpn_of(end + (1 << PAGE_SHIFT) - 1), vpn_of(self.seg_end))
+            gone = [v for v in self.pins if vpn0 <= v < vpn1]
+            self.invalidations += 1
+            if gone:
+                self.att_pt.zap_range(vpn0, vpn1)
+                self.sim.charge("secondary_flush")
+            pfns = [self.pins.pop(v) for v in gone]
+        finally:
+            self.att_mutex.release()
         for pfn in pfns:
             yield from self.mm.unpin_user_page(pfn)
 
