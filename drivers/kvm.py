@@ -91,7 +91,7 @@ class KVM(MMUNotifier):
         while True:
             mmu_seq = self.mmu_invalidate_seq
             yield                              # smp_rmb(): the snapshot precedes the GUP
-            pfn = yield from mm.get_user_pages(page_of(va), write=write)   # hva_to_pfn
+            pfn = yield from self.faultin_pfn(va, write)
             yield                              # the page is ours; mmu_lock is not yet
             with (yield self.mmu_lock):
                 stale = self.dead or self.fault_is_stale(vpn, mmu_seq)
@@ -104,6 +104,11 @@ class KVM(MMUNotifier):
                 raise device_gone(self, "the VM's mm was released during the fault")
             self.retries += 1                  # RET_PF_RETRY; the loop yields again
             self.sim.stats["kvm_fault_retry"] += 1
+
+    def faultin_pfn(self, va, write):
+        """``kvm_faultin_pfn`` -> ``hva_to_pfn``: GUP the page, for write on a write fault
+        (``FOLL_WRITE`` breaks COW first), keeping the reference."""
+        return (yield from self.mm.get_user_pages(page_of(va), write=write))
 
     def fault_is_stale(self, vpn: int, mmu_seq: int) -> bool:
         """``mmu_invalidate_retry_gfn`` (modern) / ``mmu_notifier_retry`` (2008), under

@@ -33,9 +33,10 @@ class GRUFlushInEnd(GRU):
     breaks = ("secondary translations of a range must be gone when invalidate_range_start "
               "returns (before the primary changes the PTEs)")
     mirrors = None
-    expected = set(_STALE)
-    scenarios = ("mprotect-downgrade", "cow-after-fork", "overlapping-invalidations",
-                 "munmap-during-device-fault")
+    # without a flush in start the chip's dropin guard sees nothing either, so a dropin that
+    # checked the count just before start maps inside the window
+    expected = {"MapInWindow"} | _STALE
+    scenarios = ("mprotect-downgrade", "cow-after-fork", "overlapping-invalidations")
     apis = ("range_only", "modern")
 
     def invalidate_range_start(self, range):

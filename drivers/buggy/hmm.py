@@ -20,8 +20,8 @@ class HMMNoSetSeq(HMM_MIRROR):
                "an interval tree notifier'): most of eight drivers lacked this collision "
                "retry")
     expected = {"MapInWindow"} | _STALE
-    scenarios = ("munmap-during-device-fault", "migration", "reclaim-while-device-reads",
-                 "mprotect-downgrade", "overlapping-invalidations")
+    scenarios = ("reclaim-while-device-reads", "migration", "overlapping-invalidations",
+                 "munmap-during-device-fault")
     apis = ("modern",)
 
     def interval_invalidate(self, range, cur_seq):

@@ -23,8 +23,9 @@ class KVMNoInProgressCheck(KVM):
                "'a page that GUP returns in that window can be freed without another "
                "notification'")
     expected = {"MapInWindow"} | _STALE
-    scenarios = ("munmap-during-device-fault", "mprotect-downgrade", "overlapping-invalidations",
-                 "migration", "reclaim-while-device-reads")
+    # the fault must GUP the old page inside the window: operations that hold mmap_lock for
+    # write (munmap, mprotect) keep GUP out, so the exposing ones are rmap-side
+    scenarios = ("reclaim-while-device-reads", "migration")
     apis = ("range_only", "modern")
 
     def fault_is_stale(self, vpn, mmu_seq):
@@ -61,8 +62,7 @@ class KVMSeqInStart(KVM):
               "under mmu_lock), not before the zap")
     mirrors = None
     expected = set(_STALE)
-    scenarios = ("munmap-during-device-fault", "mprotect-downgrade", "overlapping-invalidations",
-                 "migration", "reclaim-while-device-reads")
+    scenarios = ("reclaim-while-device-reads", "migration")
     apis = ("range_only", "modern")
 
     def invalidate_range_start(self, range):
@@ -78,9 +78,10 @@ class KVMSeqInStart(KVM):
 
 
 class KVMSeqAfterUnlock(KVM):
-    """Bumps the sequence after dropping ``mmu_lock``: in v2008 ``invalidate_page`` zaps,
-    unlocks, then bumps; in ``end`` the count drops under the lock and the sequence moves
-    only after it. A fault that takes the lock in between installs the old page."""
+    """Bumps the sequence only after dropping ``mmu_lock`` and flushing remote TLBs: in v2008
+    ``invalidate_page`` zaps, unlocks, flushes, then bumps; in ``end`` the count drops under
+    the lock and the sequence moves only after the flush. A fault that takes the lock in
+    between sees neither a count nor a moved sequence and installs the old page."""
 
     breaks = ("the sequence must be bumped under mmu_lock, before the count drops: "
               "'increasing the sequence after the spin_unlock would be unsafe'")
@@ -88,38 +89,48 @@ class KVMSeqAfterUnlock(KVM):
                "'Increasing the sequence after the spin_unlock would be unsafe because the kvm "
                "page fault could then establish the pte after kvm_unmap_hva returned'")
     expected = set(_STALE)
-    scenarios = ("munmap-during-device-fault", "cow-after-fork", "migration",
-                 "reclaim-while-device-reads", "overlapping-invalidations")
+    scenarios = ("reclaim-while-device-reads", "migration")
     apis = ("v2008", "range_only", "modern")
 
     def invalidate_page(self, mm, address):
         with (yield self.mmu_lock):
             self.zap(page_of(address), page_of(address) + PAGE_SIZE)
-        yield
+        yield from self._flush_remote_tlbs()
         self.mmu_invalidate_seq += 1
 
     def invalidate_range_end(self, range):
         with (yield self.mmu_lock):
             self.mmu_invalidate_in_progress -= 1
-        yield
+        yield from self._flush_remote_tlbs()
         self.mmu_invalidate_seq += 1
+
+    def _flush_remote_tlbs(self):
+        # kvm_flush_remote_tlbs: IPIs to every vCPU and wait for their acks
+        self.sim.charge("tlb_shootdown")
+        for _ in range(3):
+            yield
 
 
 class KVMCowWritable(KVM):
-    """Installs every SPTE writable, even for a read fault on a COW-shared (read-only) page:
-    device writes then land in a page the parent shares with its child (or KSM with other
-    pages), behind the primary's write protection."""
+    """Resolves every fault with a read-only GUP (no ``FOLL_WRITE``, so no COW break) and
+    installs the SPTE writable on a write fault anyway: device writes then land in a page the
+    parent still shares with its child (or KSM with other mms), behind the primary's write
+    protection."""
 
-    breaks = ("a secondary mapping may be writable only if the primary PTE is writable "
-              "(a read fault on a COW page maps it read-only)")
-    mirrors = ("the class of bug behind CVE-2020-29374 / the 2020-2021 GUP-COW rework: a "
-               "write through a reference to a COW-shared page leaks into the other mm")
-    expected = {"WriteToReadOnly", "StaleRead", "LostWrite"}
+    breaks = ("a secondary mapping may be writable only if the primary PTE is writable: a "
+              "write fault must GUP with FOLL_WRITE (breaking COW) before mapping writable")
+    mirrors = ("the class of bug behind CVE-2020-29374 and the 2020-2021 GUP/COW rework: a "
+               "write through a read-only GUP reference to a COW-shared page leaks into the "
+               "other mm")
+    expected = {"WriteToReadOnly", "StaleRead", "LostWrite", "StaleMapping"}
     scenarios = ("cow-after-fork", "ksm-merge")
     apis = ("v2008", "range_only", "modern")
 
+    def faultin_pfn(self, va, write):
+        return (yield from self.mm.get_user_pages(page_of(va), write=False))
+
     def install_spte(self, va, pfn, write):
-        self.spt.map(vpn_of(va), pfn, True)
+        self.spt.map(vpn_of(va), pfn, bool(write))
 
 
 class KVMApicRemap(KVM):

@@ -15,7 +15,7 @@ class PinnedEarlyPut(PINNED):
               "the device may use the translation")
     mirrors = ("drivers that did get_user_pages() + put_page() and kept the physical address "
                "(the 'GUP-then-put' pattern LWN's 2018 GUP articles describe)")
-    expected = {"UseAfterFree", "CrossMmAccess", "StaleRead", "LostWrite"}
+    expected = {"UseAfterFree", "CrossMmAccess", "StaleRead", "LostWrite", "StaleMapping"}
     scenarios = ("exit-while-device-active", "fork-after-pin")
     apis = ("v2008", "range_only", "modern")
 
