@@ -425,9 +425,11 @@ class Memory:
             pfn = file.cache.get(pgoff)
             if pfn is None or not frames.test_flags(pfn, FRAME_DIRTY):
                 continue
+            frames.get(pfn)                   # before lock_page may sleep (folio_try_get)
             yield from self.lock_page(pfn)
-            frames.get(pfn)
             try:
+                if file.cache.get(pgoff) != pfn or not frames.test_flags(pfn, FRAME_DIRTY):
+                    continue                      # truncated or cleaned while we slept
                 yield from self._page_mkclean(pfn, file, pgoff)
                 frames.clear_flags(pfn, FRAME_DIRTY)
                 file.contents[pgoff] = frames.contents[pfn]
