@@ -351,10 +351,10 @@ def test_migrate_owner_passed():
     mm = sim.new_process()
     owners = []
 
-    class O(MMUNotifier):
+    class Owner(MMUNotifier):
         def invalidate_range_start(self, r):
             owners.append(r.owner)
-    sim.attach(O, mm)
+    sim.attach(Owner, mm)
     a = sim.do(mm.mmap(P, populate=True))
     tag = object()
     sim.do(sim.migrate(mm, a, P, owner=tag))
@@ -485,3 +485,56 @@ def test_register_takes_all_rmap_locks(api):
     mm.mm_take_all_locks = spy
     sim.attach(Peek, mm)
     assert held == [2] and mm._held_rmap_locks == []
+
+
+def test_writeback_invalidate_page_outside_ptl():
+    sim, mm, rec, _ = setup("v2008", invalidate_page_outside_ptl=True)
+    f = sim.new_file("f", 1)
+    a = sim.do(mm.mmap(P, shared=True, file=f))
+    sim.do(mm.write(a, 3))
+    clear(rec)
+    sim.do(sim.writeback(f))
+    assert rec.log == [("page", a)] and rec.ptl == [False]
+
+
+@pytest.mark.parametrize("op", ["cow", "reclaim", "migrate"])
+def test_page_still_referenced_while_invalidate_page_runs(op):
+    """v2008 rule: the old page is not freed until invalidate_page returns."""
+    sim = Simulator(notifier_api="v2008", check=False)
+    mm = sim.new_process()
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 1))
+    old = mm.pte_pfn(mm.lookup_pte(a))
+    seen = []
+
+    class Check(MMUNotifier):
+        def invalidate_page(self, m, address):
+            seen.append(int(sim.memory.frames.refcount[old]))
+    sim.attach(Check, mm)
+    if op == "cow":
+        child = sim.do(mm.fork())
+        sim.do(child.exit())
+        pfn = sim.do(mm.get_user_pages(a))         # an extra reference forces a copy
+        sim.do(mm.write(a, 2))
+        sim.do(mm.put_page(pfn))
+    elif op == "reclaim":
+        sim.do(sim.reclaim(mm, a, P, force=True))
+    else:
+        sim.do(sim.migrate(mm, a, P))
+    assert seen and all(c >= 1 for c in seen)
+    assert sim.memory.frames.refcount[old] == 0     # and freed afterwards
+
+
+def test_spinlock_rmap_v2008_reclaim_is_atomic_but_clean_for_a_non_sleeping_driver():
+    sim = Simulator(notifier_api="v2008", rmap_locks="spinlock", check=False)
+    mm = sim.new_process()
+    atomic = []
+
+    class A(MMUNotifier):
+        def invalidate_page(self, m, address):
+            atomic.append(sim.current.in_atomic if sim.current else None)
+    sim.attach(A, mm)
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 1))
+    sim.do(sim.reclaim(mm, a, P, force=True))
+    assert atomic == [True] and sim.violations == []

@@ -380,32 +380,38 @@ def test_reprs_are_readable():
         assert r.startswith("<") and "object at" not in r
 
 
-def test_concurrent_cpus_with_reclaim_and_migration():
+@pytest.mark.parametrize("seed", range(6))
+def test_concurrent_cpus_with_reclaim_and_migration(seed):
     """Two CPUs write and read their own pages while reclaim and migration run on the same
     range under a random schedule: every read returns the last write."""
-    for seed in range(6):
-        sim = Simulator(notifier_api="modern", schedule="random", seed=seed, check=False)
-        mm = sim.new_process()
-        a = sim.do(mm.mmap(8 * P))
-        errors = []
+    sim = Simulator(notifier_api="modern", schedule="random", seed=seed, check=False)
+    mm = sim.new_process()
+    a = sim.do(mm.mmap(8 * P))
+    errors = []
 
-        def cpu(base, k):
-            for r in range(3):
-                for i in range(4):
-                    va = a + (base + i) * P
-                    yield from mm.write(va, 1000 * k + 10 * r + i)
-                    got = yield from mm.read(va)
-                    if got != 1000 * k + 10 * r + i:
-                        errors.append((va, got))
+    running = [2]
 
-        def reclaimer():
-            for _ in range(3):
-                yield from sim.reclaim(mm, a, 8 * P, force=True)
-                yield from sim.migrate(mm, a, 8 * P)
-        sim.spawn("cpu0", cpu(0, 1))
-        sim.spawn("cpu1", cpu(4, 2))
-        sim.spawn("kswapd", reclaimer())
-        res = sim.run()
-        assert res.errors == {} and res.ok, (seed, res.errors, res.violations)
-        assert errors == []
-        ok(sim)
+    def cpu(base, k):
+        for r in range(6):
+            for i in range(4):
+                va = a + (base + i) * P
+                yield from mm.write(va, 1000 * k + 10 * r + i)
+                yield
+                got = yield from mm.read(va)
+                if got != 1000 * k + 10 * r + i:
+                    errors.append((va, got))
+        running[0] -= 1
+
+    def reclaimer():
+        while running[0]:
+            yield from sim.reclaim(mm, a, 8 * P, force=True)
+            yield from sim.migrate(mm, a, 8 * P)
+            yield
+    sim.spawn("cpu0", cpu(0, 1))
+    sim.spawn("cpu1", cpu(4, 2))
+    sim.spawn("kswapd", reclaimer())
+    res = sim.run()
+    assert res.errors == {} and res.ok, (res.errors, res.violations)
+    assert errors == []
+    assert sim.stats["reclaimed"] > 0 and sim.stats["migrated"] > 0
+    ok(sim)
