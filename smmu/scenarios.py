@@ -757,7 +757,9 @@ _historical(
              applies=_notifier_only, tags=("historical", "fixed")))
 _historical(
     Historical("writeback-device-write", "pinned", "kvm", "modern",
-               ("LostWrite", "StaleRead"),
+               # the device writes a page page_mkclean write-protected: WriteToReadOnly is
+               # the bug itself; the lost data at eviction follows from it
+               ("WriteToReadOnly", "LostWrite", "StaleRead"),
                "LWN 2018 'get_user_pages, pinned pages, and DAX': a device writing a page "
                "after page_mkclean through a long-term pin; fixed by following page_mkclean "
                "through notifiers (ODP/HMM) instead of pinning"),
