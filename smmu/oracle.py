@@ -508,6 +508,19 @@ class Oracle(Observer):
         if cells:
             for p in [p for p in cells if p >= npages]:
                 del cells[p]
+        # unmap_mapping_range zaps private COW copies of the pages past EOF too
+        for mm in list(self._mms.values()):
+            priv = self.cells.get(mm.id)
+            if not priv:
+                continue
+            for vma in self._vmas(mm):
+                if getattr(vma, "file", None) is not file or getattr(vma, "shared", False):
+                    continue
+                first = vma.start + max(0, npages - int(vma.pgoff)) * PAGE_SIZE
+                if first < vma.end:
+                    for v in self._range_keys(priv, first >> PAGE_SHIFT,
+                                              vma.end >> PAGE_SHIFT):
+                        del priv[v]
 
     # ------------------------------------------------------------------ structural scan
     def scan(self, final: bool = False) -> list:

@@ -411,3 +411,82 @@ def test_oracle_repr_is_readable():
     sim.do(mm.write(buf, 1))
     sim.do(dev.access(buf, write=False))
     assert "1 cells" in repr(sim.checker) and "1 secondary" in repr(sim.checker)
+
+
+# ---------------------------------------------------------------- the model follows the MM
+
+def test_model_follows_mremap_dontneed_and_truncate():
+    # each of these would be a false StaleRead if the oracle ignored move/discard/truncate
+    sim = new_sim("modern")
+    mm = sim.new_process("p")
+    a = sim.do(mm.mmap(2 * PAGE_SIZE, prot="rw"))
+    sim.do(mm.write(a, 5))
+    sim.do(mm.write(a + PAGE_SIZE, 6))
+    b = sim.do(mm.mremap(a, 2 * PAGE_SIZE, 2 * PAGE_SIZE, a + 16 * PAGE_SIZE))
+    assert b != a
+    assert sim.do(mm.read(b)) == 5 and sim.do(mm.read(b + PAGE_SIZE)) == 6
+    sim.do(mm.madvise(b, PAGE_SIZE, "dontneed"))
+    assert sim.do(mm.read(b)) == 0
+    f = sim.new_file("f", 2, fill=lambda i: 70 + i)
+    pv = sim.do(mm.mmap(2 * PAGE_SIZE, prot="rw", shared=False, file=f))
+    sim.do(mm.write(pv + PAGE_SIZE, 99))          # private COW copy of page 1
+    sim.do(sim.truncate(f, PAGE_SIZE))
+    sim.do(sim.truncate(f, 2 * PAGE_SIZE))        # regrown: page 1 reads zeros again
+    assert sim.do(mm.read(pv)) == 70
+    assert sim.do(mm.read(pv + PAGE_SIZE)) == 0
+    r = sim.run()
+    assert r.ok, r.violations
+    assert sim.checker.cells[mm.id].get((pv >> 12) + 1) is None
+
+
+def test_model_keeps_fork_copies_separate():
+    sim = new_sim("modern")
+    mm = sim.new_process("p")
+    a = sim.do(mm.mmap(PAGE_SIZE, prot="rw"))
+    sim.do(mm.write(a, 1))
+    child = sim.do(mm.fork())
+    sim.do(mm.write(a, 2))
+    assert sim.do(child.read(a)) == 1
+    assert sim.checker.cells[child.id][a >> 12].value == 1
+    assert sim.checker.cells[mm.id][a >> 12].value == 2
+    assert sim.run().ok
+
+
+# ---------------------------------------------------------------- scan at every step
+
+def _freed_then_forgotten(sim, driver_cls):
+    """NoZap keeps a translation of a page that munmap frees; later, before the run ends, the
+    device drops its whole TLB. Only a scan while the translation exists can see it."""
+    mm = sim.new_process("p")
+    buf = sim.do(mm.mmap(PAGE_SIZE, prot="rw"))
+    sim.do(mm.write(buf, 1))
+    dev = sim.attach(driver_cls, mm)
+    sim.do(dev.access(buf, write=False))
+
+    def cpu():
+        yield from mm.munmap(buf, PAGE_SIZE)
+        yield
+        yield
+
+    def device():
+        yield
+        yield
+        yield
+        yield
+        yield
+        dev.zap(0, 1 << 47)
+
+    sim.spawn("cpu0", cpu())
+    sim.spawn("dev0", device())
+
+
+def test_scan_every_step_sees_a_translation_of_a_freed_frame_mid_run():
+    from smmu.explore import run_once
+    sc = Scenario("freed-then-forgotten", _freed_then_forgotten)
+    r = run_once(sc, NoZap, "modern", "round_robin", 0)
+    assert r.ok                      # nothing used it, and it is gone at the end
+    r = run_once(sc, NoZap, "modern", "round_robin", 0, scan_every_step=True)
+    assert r.kinds() == ["StaleMapping"]
+    assert "freed" in r.violations[0].message
+    r = run_once(sc, Toy, "modern", "round_robin", 0, scan_every_step=True)
+    assert r.ok, r.violations
