@@ -574,12 +574,14 @@ class TLB:
         return n
 
     def _flush(self, asid, vpn0, vpn1, method, what):
+        if vpn1 > VPN_LIMIT:     # e.g. a Linux range ending at ULONG_MAX: clip in Python,
+            vpn1 = VPN_LIMIT     # where ints do not overflow
         n = _flush_range(self._ent, self._meta, asid, vpn0, vpn1, method)
         if n < 0:
             raise _bad_args(what, asid=asid, vpn0=vpn0, vpn1=vpn1)
         obs = self._observer
         if obs is not None:
-            obs.note_unmap_range(vpn0 << PAGE_SHIFT, min(vpn1, VPN_LIMIT) << PAGE_SHIFT)
+            obs.note_unmap_range(vpn0 << PAGE_SHIFT, vpn1 << PAGE_SHIFT)
         return n
 
     # -- inspection ---------------------------------------------------------------------
