@@ -212,8 +212,10 @@ class PCT(Schedule):
         rng = _random.Random(self.seed)
         self.rng = rng
         ncp = min(self.depth - 1, self.steps)
+        # k_1..k_{d-1} drawn at random, k_i lowering to priority i: not sorted, so a later
+        # change point may leave its task above an earlier one's (both orders are explored)
         self.change = {c: j + 1 for j, c in
-                       enumerate(sorted(rng.sample(range(1, self.steps + 1), ncp)))}
+                       enumerate(rng.sample(range(1, self.steps + 1), ncp))}
         self.prio: dict[int, float] = {}
         self.n = 0
 
@@ -531,11 +533,16 @@ def _dfs_prefixes(bound: int):
         prefix = [f[2] for f in stack]
 
 
-def _calibrate(scenario, driver_cls, api, seed, driver_options, sim_options) -> int:
-    """Choice points of one random run: the ``steps`` estimate PCT spreads change points on."""
-    r = run_once(scenario, driver_cls, api, RandomSchedule(seed), seed, stop_on_violation=False,
-                 driver_options=driver_options, **sim_options)
-    return max(1, len(r.schedule))
+def _calibrate(scenario, driver_cls, api, seed, driver_options, sim_options,
+               runs: int = 3) -> int:
+    """The most choice points of a few random runs: the first ``steps`` estimate (k) PCT
+    spreads its change points over (explore raises it when a longer run shows up)."""
+    k = 1
+    for i in range(runs):
+        r = run_once(scenario, driver_cls, api, RandomSchedule(seed + i), seed + i,
+                     stop_on_violation=False, driver_options=driver_options, **sim_options)
+        k = max(k, len(r.schedule))
+    return k
 
 
 def explore(scenario, driver_cls, api, strategy="pct", schedules=100, seed=0, seconds=None,
@@ -607,14 +614,19 @@ def explore(scenario, driver_cls, api, strategy="pct", schedules=100, seed=0, se
     else:
         for i in range(schedules):
             run_seed = seed + i
-            sched = make_strategy_schedule(strategy, run_seed, params)
+            run_params = dict(params)
+            sched = make_strategy_schedule(strategy, run_seed, run_params)
             result = run_once(sc, driver_cls, api, sched, run_seed,
                               driver_options=driver_options, **sim_options)
             ex.schedules_run += 1
             if progress is not None:
                 progress(ex.schedules_run, schedules)
-            if record(result, run_seed, params) or out_of_time():
+            if record(result, run_seed, run_params) or out_of_time():
                 break
+            if strategy == "pct" and len(result.schedule) > params["steps"]:
+                # PCT's k is the longest run seen so far (deterministic in the seed: every
+                # finding records the k its run used)
+                params["steps"] = len(result.schedule)
     ex.elapsed = time.perf_counter() - t0
     return ex
 
@@ -677,6 +689,22 @@ def _merge_moves(segs: list, i: int):
     yield [t for t, k in rest for _ in range(k)]
 
 
+def _preemption_edits(cur: list, log_: list):
+    """Candidate schedules with one context switch fewer: whole segments moved into the same
+    task's next or previous segment (keeps every task's step count), then, at each preemption
+    (last first), continuing the preempted task one choice longer or in place of the switch,
+    or dropping the choice."""
+    segs = _segments(cur)
+    for i in range(len(segs) - 1, -1, -1):
+        yield from _merge_moves(segs, i)
+    for j in range(len(log_) - 1, -1, -1):
+        tids, prev, ch = log_[j]
+        if prev in tids and ch != prev:
+            yield cur[:j] + [prev] + cur[j:]
+            yield cur[:j] + [prev] + cur[j + 1:]
+            yield cur[:j] + cur[j + 1:]
+
+
 def shrink(finding: Finding, max_runs: int = 400) -> list:
     """Shrink ``finding``'s schedule: first remove context switches from the executed schedule
     while the violation (same kind) still happens, then delta-debug (ddmin) the choice list,
@@ -713,16 +741,12 @@ def shrink(finding: Finding, max_runs: int = 400) -> list:
     while improved and budget[0] > 0:
         improved = False
         pre = attempt(cur)[1]
-        segs = _segments(cur)
-        for i in range(len(segs) - 1, -1, -1):
-            for cand in _merge_moves(segs, i):
-                if budget[0] <= 0:
-                    break
-                h, p, ex_, _ = attempt(cand)
-                if h and p < pre:
-                    cur, improved = ex_, True
-                    break
-            if improved or budget[0] <= 0:
+        for cand in _preemption_edits(cur, attempt(cur)[3]):
+            if budget[0] <= 0:
+                break
+            h, p, ex_, _ = attempt(cand)
+            if h and p < pre:
+                cur, improved = ex_, True
                 break
     hit, best_pre, _, _ = attempt(cur)
     best = cur

@@ -10,6 +10,7 @@ from primary_mm.pagetable import PageTable
 from smmu import MMUNotifier, Range
 from smmu._jit import radix_ref
 from smmu.constants import PAGE_SIZE, PTE_PRESENT, PTE_WRITE
+from smmu.errors import SegmentationFault
 from smmu.explore import Scenario, explore
 from smmu.oracle import (STALE_ABSENT, STALE_FREED, STALE_OTHER_PFN, STALE_WRITABLE,
                          SecondaryMap, scan_secondary, scan_secondary_ref)
@@ -356,7 +357,7 @@ def _window_scenario(drv_cls):
         def device():
             try:
                 yield from dev.access(buf, write=False)
-            except Exception:   # SIGSEGV once the range is gone: fine
+            except SegmentationFault:   # the range is gone: fine
                 pass
 
         sim.spawn("cpu0", cpu())
@@ -365,10 +366,35 @@ def _window_scenario(drv_cls):
     return Scenario(f"munmap-vs-fault-{drv_cls.__name__}", build)
 
 
-def test_map_inside_window_is_found_by_exploration():
-    ex = explore(_window_scenario(NoWindowCheck), NoWindowCheck, "modern", strategy="random",
-                 schedules=300, seed=0)
+@pytest.mark.parametrize("strategy", ["random", "pct", "exhaustive"])
+def test_map_inside_window_is_found_by_exploration(strategy):
+    # the same missing check also lets a fault finish after the whole munmap and map a freed
+    # page (UseAfterFree); keep exploring until the window itself is hit
+    ex = explore(_window_scenario(NoWindowCheck), NoWindowCheck, "modern", strategy=strategy,
+                 schedules=300, seed=0, stop_at_first=False)
     assert "MapInWindow" in [f.kind for f in ex.findings], ex
+
+
+def test_map_inside_window_shrinks_to_few_preemptions_and_replays():
+    from smmu.explore import replay, shrink
+    ex = explore(_window_scenario(NoWindowCheck), NoWindowCheck, "modern", strategy="random",
+                 schedules=300, seed=4)
+    f = ex.findings[0]
+    shrink(f, max_runs=150)
+    assert f.preemptions is not None and f.preemptions <= 2
+    r = replay(f)
+    assert "MapInWindow" in r.kinds()
+    assert r.violations[0].steps       # numbered steps recorded for the report
+
+
+def test_exploration_with_the_real_mm_is_deterministic():
+    def go():
+        ex = explore(_window_scenario(NoWindowCheck), NoWindowCheck, "modern", strategy="pct",
+                     schedules=100, seed=9, stop_at_first=False)
+        return [(f.kind, f.seed, f.choices, f.violation.message) for f in ex.findings]
+
+    a = go()
+    assert a and a == go()
 
 
 def test_correct_fault_path_never_maps_inside_window():
