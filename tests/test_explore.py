@@ -231,3 +231,21 @@ def test_reprs_are_readable():
     assert "StaleRead" in repr(ex.findings[0])
     assert "window-race" in repr(RACE)
     assert "depth=3" in repr(PCT(1))
+
+
+def test_budget_in_seconds_ends_the_exploration():
+    ex = explore(FIXED, None, "modern", strategy="random", schedules=10**7, seconds=0.2)
+    assert ex.ok and 1 <= ex.schedules_run < 10**7
+
+
+def test_progress_is_reported_after_every_schedule():
+    calls = []
+    ex = explore(FIXED, None, "modern", strategy="pct", schedules=7,
+                 progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 7) for i in range(1, 8)] and ex.schedules_run == 7
+
+
+def test_stop_at_first_false_keeps_exploring():
+    ex = explore(RACE, None, "modern", strategy="random", schedules=40, seed=1,
+                 stop_at_first=False)
+    assert ex.schedules_run == 40 and [f.kind for f in ex.findings] == ["StaleRead"]
