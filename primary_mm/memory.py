@@ -607,10 +607,16 @@ class Memory:
                             kpage = pfn
                     if kpage is None:
                         continue
-                for va, pfn in items:
-                    yield
-                    if (yield from self._ksm_merge_one(mm, va, pfn, kpage, value)):
-                        merged += 1
+                # hold the KSM page while merging into it (its last mapping may be COWed
+                # away meanwhile): try_to_merge_with_ksm_page works on a referenced kpage
+                frames.get(kpage)
+                try:
+                    for va, pfn in items:
+                        yield
+                        if (yield from self._ksm_merge_one(mm, va, pfn, kpage, value)):
+                            merged += 1
+                finally:
+                    frames.put(kpage)
         finally:
             mm.mmap_lock.up_read()
         self.sched.stats["ksm_merged"] += merged
