@@ -164,8 +164,11 @@ def coherence_test(driver_cls, api=None, scenarios=None, driver_options=None,
         if res.violations:
             raise failure_report(driver_cls, scenario, a, res.schedule, driver_options=opts)
 
+    # one failure, the first shrunk one, rather than an ExceptionGroup of every distinct bug
+    extra = {"report_multiple_bugs": False}
     if max_examples is not None:
-        test = settings(max_examples=int(max_examples))(test)
+        extra["max_examples"] = int(max_examples)
+    test = settings(**extra)(test)
     test.__name__ = test.__qualname__ = f"test_coherence_{driver_cls.__name__}"
     test.__doc__ = (f"Coherence of {driver_cls.__name__} over {len(pairs)} (scenario, api) "
                     "pairs, schedules drawn by hypothesis.")

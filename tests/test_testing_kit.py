@@ -66,3 +66,27 @@ def test_smmu_sim_fixture_makes_fresh_simulators(smmu_sim):
     b = smmu_sim()
     assert a is not b and a.notifier_api == "v2008" and b.notifier_api == "modern"
     assert a.seed == 3
+
+
+def _drivers():
+    drivers = pytest.importorskip("drivers")
+    if not hasattr(drivers, "BUILTIN"):
+        pytest.skip("drivers not built yet")
+    return drivers
+
+
+def test_coherence_test_on_the_reference_kvm_is_clean():
+    drivers = _drivers()
+    t = coherence_test(drivers.KVM, scenarios=["cow-after-fork", "mprotect-downgrade"],
+                       max_examples=15)
+    t()
+
+
+def test_coherence_test_catches_a_buggy_kvm():
+    drivers = _drivers()
+    cls = drivers.BUGGY["kvm_no_in_progress"]
+    t = coherence_test(cls, api="range_only", scenarios=["reclaim-while-device-reads"],
+                       max_examples=100)
+    with pytest.raises(CoherenceFailure) as ei:
+        t()
+    assert ei.value.violation.kind in cls.expected
