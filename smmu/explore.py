@@ -56,6 +56,13 @@ STRATEGIES = ("pct", "random", "exhaustive")
 #: choice points PCT assumes a run has before it has seen one (explore() measures it instead)
 DEFAULT_PCT_STEPS = 64
 
+#: fairness: a task chosen this many times in a row while others could run is set aside
+#: (PCT: lowest priority; Replay's fallback: the next task). Without it a task spinning on a
+#: condition another task must make true (a KVM fault retrying while an invalidation is in
+#: progress) starves that task under priority scheduling and the run ends as a false
+#: Livelock; CHESS handles yielding spin loops the same way (Musuvathi & Qadeer, PLDI 2008).
+FAIR_BOUND = 1000
+
 
 # =========================================================================== scenarios
 
@@ -157,14 +164,14 @@ class Replay(Schedule):
         except (TypeError, ValueError):
             raise UsageError(f"Replay needs a list of task ids, got {choices!r}") from None
         self.fallback = fallback
-        self.i = 0
-        self.log: list = []
-        self.followed = 0
+        self.reset(None)
 
     def reset(self, seed):
         self.i = 0
         self.log = []
         self.followed = 0
+        self._last = None
+        self._run = 0
 
     def choose(self, sched, tasks):
         tids = [t.tid for t in tasks]
@@ -172,15 +179,26 @@ class Replay(Schedule):
         i = self.i
         self.i = i + 1
         want = self.choices[i] if i < len(self.choices) else None
+        fair_switch = False
         if want is not None and want in tids:
-            idx = tids.index(want)
+            tid = want
             self.followed += 1
-        elif self.fallback == "continue" and prev in tids:
-            idx = tids.index(prev)
         else:
-            idx = tids.index(min(tids))
-        self.log.append((tuple(tids), prev, tids[idx]))
-        return idx
+            if self.fallback == "continue" and prev in tids:
+                tid = prev
+            else:
+                tid = min(tids)
+            if tid == self._last and self._run >= FAIR_BOUND:
+                others = [t for t in tids if t != tid]
+                tid = min((t for t in others if t > self._last), default=min(others))
+                fair_switch = True
+        if tid == self._last:
+            self._run += 1
+        else:
+            self._last, self._run = tid, 1
+        # a fairness switch is not a preemption the schedule chose
+        self.log.append((tuple(tids), None if fair_switch else prev, tid))
+        return tids.index(tid)
 
     @property
     def preemptions(self) -> int:
@@ -218,6 +236,8 @@ class PCT(Schedule):
                        enumerate(rng.sample(range(1, self.steps + 1), ncp))}
         self.prio: dict[int, float] = {}
         self.n = 0
+        self._last = None
+        self._run = 0
 
     def _best(self, tasks):
         prio = self.prio
@@ -239,6 +259,15 @@ class PCT(Schedule):
         if j is not None:
             prio[tasks[best].tid] = float(j)
             best = self._best(tasks)
+        tid = tasks[best].tid
+        if tid == self._last and self._run >= FAIR_BOUND:
+            prio[tid] = min(prio.values()) - 1.0     # fairness: set a spinning task aside
+            best = self._best(tasks)
+            tid = tasks[best].tid
+        if tid == self._last:
+            self._run += 1
+        else:
+            self._last, self._run = tid, 1
         return best
 
     def __repr__(self):
