@@ -261,17 +261,13 @@ class Memory:
             try:
                 if not self._maps(mm.pt.lookup(vpn), pfn):
                     return False
-                young = mm.pt.clear_young(vpn)
-                if young:
-                    self.sched.charge("tlb_flush_local")
-                young |= bool((yield from mm.notifier_subscriptions
-                               .mmu_notifier_clear_flush_young(va, va + PAGE_SIZE)))
-                return young
+                return (yield from mm._young_under_ptl(va))
             finally:
                 mm.page_table_lock.release()
         return (yield from self._walk_mappings(pfn, mapping, index, one)) > 0
 
-    def _try_to_unmap(self, pfn, mapping, index, make, event, owner=None, outside_ok=True):
+    def _try_to_unmap(self, pfn, mapping, index, make, event, owner=None, outside_ok=True,
+                      young_fails=False):
         """``try_to_unmap`` -> ``try_to_unmap_one`` for each mapping: the entry becomes
         ``make(old)``; v2008 ``invalidate_page`` (via ``ptep_clear_flush_notify``), else a
         one-page start/end. The mapping's reference is dropped after the notifier."""
@@ -289,7 +285,8 @@ class Memory:
 
             old = yield from mm._pte_replace(va, lambda p: self._maps(p, pfn),
                                              lambda p: make(vma, p), event, owner=owner,
-                                             after=after, outside_ok=outside_ok)
+                                             after=after, outside_ok=outside_ok,
+                                             young_fails=young_fails)
             if old is None:
                 return False
             frames.put(pfn)                                # page_cache_release(page)
@@ -379,7 +376,11 @@ class Memory:
         else:
             def make(vma, old):
                 return 0
-        yield from self._try_to_unmap(pfn, mapping, index, make, Event.CLEAR)
+        # 2.6.27 try_to_unmap_one re-checked the young bit (ptep_clear_flush_young_notify)
+        # and kept a page referenced meanwhile; modern try_to_unmap_one does not
+        young_fails = not force and self.api != "modern"
+        yield from self._try_to_unmap(pfn, mapping, index, make, Event.CLEAR,
+                                      young_fails=young_fails)
         if anon:
             if swap.count[slot] == 0:
                 swap.delete_from_swap_cache(slot)          # nothing refers to the slot

@@ -247,8 +247,17 @@ class MM:
             if not overrides(sub, "change_pte"):
                 yield from subs._call(sub, "invalidate_page", (self, va))
 
+    def _young_under_ptl(self, va):
+        """``ptep_clear_flush_young_notify`` on one page, PT lock held."""
+        young = self.pt.clear_young(va >> PAGE_SHIFT)
+        if young:
+            self.sched.charge("tlb_flush_local")
+        young |= bool((yield from self.notifier_subscriptions.mmu_notifier_clear_flush_young(
+            va, va + PAGE_SIZE)))
+        return young
+
     def _pte_replace(self, va, check, make, event, *, owner=None, notify="invalidate_page",
-                     after=None, outside_ok=True):
+                     after=None, outside_ok=True, young_fails=False):
         """Replace one PTE with the notifier calls of the selected generation.
 
         v2008: PT lock; ``ptep_clear_flush_notify`` (clear, flush, ``invalidate_page`` under
@@ -260,6 +269,8 @@ class MM:
         unlock, ``invalidate_range_end``.
 
         ``check(old) -> bool`` runs under the PT lock first (``pte_same`` and friends);
+        ``young_fails``: then, as the 2.6.2x ``try_to_unmap_one`` did, a page found young by
+        ``ptep_clear_flush_young_notify`` is kept (SWAP_FAIL: returns None);
         ``make(old) -> new`` (0 clears); ``after(old, new)`` under the lock once set.
         Returns the old entry, or None if ``check`` refused (nothing changed).
         """
@@ -273,6 +284,8 @@ class MM:
             try:
                 old = pt.lookup(vpn)
                 if not check(old):
+                    return None
+                if young_fails and (yield from self._young_under_ptl(va)):
                     return None
                 new = make(old)
                 pt.clear(vpn)                                    # ptep_clear_flush
@@ -297,6 +310,8 @@ class MM:
         try:
             old = pt.lookup(vpn)
             ok = check(old)
+            if ok and young_fails and (yield from self._young_under_ptl(va)):
+                ok = False
             if ok:
                 new = make(old)
                 pt.clear(vpn)                                    # ptep_clear_flush

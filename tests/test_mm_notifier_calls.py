@@ -269,13 +269,35 @@ def test_reclaim_sequence(api):
     clear(rec, arch)
     freed = sim.do(sim.reclaim(mm, a, P))
     assert freed == 1
+    cfy = ("cfy", a, a + P)
+    # page_referenced, then try_to_unmap_one; the 2008-era try_to_unmap_one re-checked young
     if api == "v2008":
-        assert rec.log == [("cfy", a, a + P), ("page", a)] and rec.ptl == [True]
+        assert rec.log == [cfy, cfy, ("page", a)] and rec.ptl == [True]
+    elif api == "range_only":
+        s, e = pair(api, a, a + P, "CLEAR")
+        assert rec.log == [cfy, s, cfy, e]
     else:
-        assert rec.log == [("cfy", a, a + P)] + pair(api, a, a + P, "CLEAR")
+        assert rec.log == [cfy] + pair(api, a, a + P, "CLEAR")
     assert mm.lookup_pte(a) & 0x10                   # a swap entry
     clear(rec, arch)
     assert sim.do(mm.read(a)) == 9 and rec.log == []  # swap-in: no notifier
+
+
+def test_try_to_unmap_one_young_recheck_keeps_the_page_in_v2008():
+    """2.6.27: a device access between page_referenced and try_to_unmap_one keeps the page."""
+    sim, mm, rec, _ = setup("v2008")
+    a = sim.do(mm.mmap(P))
+    sim.do(mm.write(a, 9))
+    assert sim.do(sim.reclaim(mm, a, P)) == 0     # the CPU's young bit: kept, bit cleared
+    calls = []
+
+    def cfy(m, s, e):
+        calls.append(s)
+        return len(calls) == 2          # young only when try_to_unmap_one asks
+    rec.clear_flush_young = cfy
+    assert sim.do(sim.reclaim(mm, a, P)) == 0
+    assert calls == [a, a] and mm.lookup_pte(a) & 1   # still mapped
+    assert not any(x[0] == "page" for x in rec.log)
 
 
 def test_reclaim_device_young_keeps_page():
