@@ -16,8 +16,9 @@ Lower layers report events to it (docs/internals.md, "The checker hooks"); it ke
 * **a frame model**: each secondary mapping declared with ``note_map`` records
   ``(pfn, frames.generation[pfn], writable)``; a device access to a frame that is free or whose
   generation moved since is ``UseAfterFree``; to a frame the primary does not map there and
-  that another live mm owns, ``CrossMmAccess``; a device write to a page whose primary PTE is
-  present and read-only, ``WriteToReadOnly``.
+  that another live mm owns, ``CrossMmAccess``; a device write to a frame that the primary
+  maps at that address with a present, read-only PTE, ``WriteToReadOnly`` (a write to a frame
+  the primary no longer maps there is left to the data model: ``LostWrite``).
 * **protocol checks at quiescence**: ``UnpairedRange`` (start without end), ``StaleMapping``
   (declared secondary mappings that the primary no longer backs), found by one numba kernel
   call per driver (:func:`scan_secondary`) that is cheap enough to run at every choice point
