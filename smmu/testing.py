@@ -141,13 +141,14 @@ def failure_report(driver_cls, scenario, api, choices, *, driver_options=None):
 
 
 def coherence_test(driver_cls, api=None, scenarios=None, driver_options=None,
-                   max_examples=None):
+                   max_examples=None, **hypothesis_settings):
     """A pytest test function checking ``driver_cls`` for coherence with hypothesis.
 
     Each example draws a (scenario, api) pair from :func:`coherence_pairs` and every
     scheduling choice from hypothesis data; the test fails with :class:`CoherenceFailure`
     (the violation report and its schedule) on the first violation. ``driver_options`` go to
-    the driver's constructor; ``max_examples`` overrides the loaded hypothesis profile.
+    the driver's constructor; ``max_examples`` and any other ``hypothesis.settings`` keyword
+    (``phases=``, ``deadline=``...) override the loaded hypothesis profile.
     Assign the result to a module-level name starting with ``test_``."""
     from hypothesis import given
     from hypothesis import strategies as st
@@ -165,7 +166,7 @@ def coherence_test(driver_cls, api=None, scenarios=None, driver_options=None,
             raise failure_report(driver_cls, scenario, a, res.schedule, driver_options=opts)
 
     # one failure, the first shrunk one, rather than an ExceptionGroup of every distinct bug
-    extra = {"report_multiple_bugs": False}
+    extra = {"report_multiple_bugs": False, **hypothesis_settings}
     if max_examples is not None:
         extra["max_examples"] = int(max_examples)
     test = settings(**extra)(test)
