@@ -576,13 +576,16 @@ def _calibrate(scenario, driver_cls, api, seed, driver_options, sim_options,
 
 def explore(scenario, driver_cls, api, strategy="pct", schedules=100, seed=0, seconds=None,
             stop_at_first=True, progress=None, *, depth=3, bound=2, driver_options=None,
-            sim_options=None) -> Exploration:
+            sim_options=None, scan_every_step=False) -> Exploration:
     """Run ``scenario`` with ``driver_cls`` under notifier ``api`` for up to ``schedules``
     schedules (and at most ``seconds`` wall seconds) chosen by ``strategy``: ``"pct"`` (with
     ``depth``), ``"random"`` or ``"exhaustive"`` (at most ``bound`` preemptions; ends early
     when the bounded space is exhausted). Each failing run becomes a :class:`Finding` (one per
     violation kind); ``stop_at_first`` ends at the first. ``progress(done, total)`` is called
-    after every schedule. Deterministic in (scenario, driver, api, strategy, seed)."""
+    after every schedule. ``driver_options`` go to the driver (see :func:`attach_driver`),
+    ``sim_options`` override the scenario's simulator options, ``scan_every_step`` runs the
+    oracle's structural scan at every choice point. Deterministic in (scenario, driver, api,
+    strategy, seed)."""
     sc = get_scenario(scenario)
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}: use one of {list(STRATEGIES)}")
@@ -595,6 +598,8 @@ def explore(scenario, driver_cls, api, strategy="pct", schedules=100, seed=0, se
     schedules = int(schedules)
     driver_options = dict(driver_options or {})
     sim_options = dict(sim_options or {})
+    if scan_every_step:
+        sim_options["scan_every_step"] = True
     ex = Exploration(sc.name, api, strategy, seed)
     t0 = time.perf_counter()
     kinds_seen: set = set()

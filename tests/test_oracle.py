@@ -516,3 +516,6 @@ def test_scan_every_step_sees_a_translation_of_a_freed_frame_mid_run():
     assert "freed" in r.violations[0].message
     r = run_once(sc, Toy, "modern", "round_robin", 0, scan_every_step=True)
     assert r.ok, r.violations
+    ex = explore(sc, NoZap, "modern", strategy="random", schedules=5, scan_every_step=True)
+    f = ex.findings[0]
+    assert f.kind == "StaleMapping" and f.sim_options == {"scan_every_step": True}
