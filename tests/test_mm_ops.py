@@ -4,7 +4,7 @@ refcount / mapcount / generation invariants after every operation."""
 import pytest
 
 from primary_mm.frames import FRAME_KSM
-from smmu import PAGE_SIZE, Simulator
+from smmu import MMUNotifier, PAGE_SIZE, Simulator
 from smmu.constants import PTE_MIGRATION, PTE_PRESENT, PTE_SWAP, PTE_WRITE
 
 APIS = ("v2008", "range_only", "modern")
@@ -414,4 +414,35 @@ def test_concurrent_cpus_with_reclaim_and_migration(seed):
     assert res.errors == {} and res.ok, (res.errors, res.violations)
     assert errors == []
     assert sim.stats["reclaimed"] > 0 and sim.stats["migrated"] > 0
+    ok(sim)
+
+
+def test_handle_mm_fault_hmm_and_peek_of_non_present_entries():
+    sim, mm = mk()
+    a = sim.do(mm.mmap(2 * P))
+    sim.do(mm.handle_mm_fault(a, True))             # a write fault maps a new page
+    pte = mm.lookup_pte(a)
+    assert pte & PTE_PRESENT and pte & PTE_WRITE
+    pfn = mm.pte_pfn(pte)
+    rc = int(sim.memory.frames.refcount[pfn])
+    assert sim.do(mm.hmm_range_fault(a)) == pfn
+    assert int(sim.memory.frames.refcount[pfn]) == rc      # hmm_range_fault keeps no reference
+    sim.do(mm.write(a, 12))
+    sim.do(sim.reclaim(mm, a, P, force=True))
+    assert mm.lookup_pte(a) & PTE_SWAP and mm.peek(a) == 12
+    assert mm.lookup_pte(a) & PTE_SWAP                       # peek did not swap it in
+    seen = []
+
+    class Peek(MMUNotifier):
+        def invalidate_range_end(self, r):
+            pte = mm.lookup_pte(r.start)
+            if pte & PTE_MIGRATION:
+                seen.append(mm.peek(r.start))
+
+        def invalidate_range_start(self, r):
+            pass
+    sim.do(mm.read(a))
+    sim.attach(Peek, mm)
+    sim.do(sim.migrate(mm, a, P))
+    assert seen == [12]                              # a migration entry reads the old page
     ok(sim)
