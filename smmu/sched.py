@@ -67,6 +67,11 @@ class _Stop(Exception):
     """Unwinds the run loop when a violation ends the run."""
 
 
+def format_frames(raw) -> list[str]:
+    """Format :meth:`Task.raw_stack` pairs as ``file:line in function`` strings."""
+    return [f"{c.co_filename}:{line} in {c.co_name}" for c, line in raw]
+
+
 class Task:
     """One simulated CPU or device context running a generator."""
 
@@ -116,12 +121,17 @@ class Task:
         return stack[-1] if stack else "<not started>"
 
     def stack(self) -> list[str]:
+        return format_frames(self.raw_stack())
+
+    def raw_stack(self) -> list:
+        """(code, line) pairs of the suspended generator chain, outermost first; cheap to
+        take (no formatting), formatted by :func:`format_frames` only when reported."""
         out = []
         g = self.gen
         while g is not None:
             f = getattr(g, "gi_frame", None)
             if f is not None:
-                out.append(f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}")
+                out.append((f.f_code, f.f_lineno))
             g = getattr(g, "gi_yieldfrom", None)
         return out
 
@@ -554,7 +564,7 @@ class Scheduler:
     def atomic_begin(self, reason: str, task: Task | None = None) -> None:
         """Enter an atomic section (``non_block_start``, a spinlock, the PT lock)."""
         task = task or self.current or self._setup_task
-        task.atomic.append((reason, task.stack()))
+        task.atomic.append((reason, task.raw_stack()))
 
     def atomic_end(self, reason: str | None = None, task: Task | None = None) -> None:
         task = task or self.current or self._setup_task
@@ -577,6 +587,7 @@ class Scheduler:
 
     def _sleep_in_atomic(self, task: Task, what) -> None:
         reason, began = task.atomic[-1]
+        began = format_frames(began)
         here = task.stack()
         key = ("SleepInAtomic", here[-1] if here else None, reason)
         if key in self._seen:

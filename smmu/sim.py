@@ -90,11 +90,16 @@ class Simulator(Scheduler):
             raise UsageError(f"{mm!r} is not a process of this simulator: make it with "
                              "sim.new_process()")
         try:
-            inspect.signature(cls).bind(self, mm, **options)
-        except TypeError as e:
-            raise BadDriver(f"{cls.__name__} cannot be built with options {options}: {e}. "
-                            f"Its signature is {cls.__name__}{inspect.signature(cls)}") from None
-        drv = cls(self, mm, **options)
+            drv = cls(self, mm, **options)
+        except TypeError:
+            # inspect.signature is slow: consulted only when construction failed
+            sig = inspect.signature(cls)
+            try:
+                sig.bind(self, mm, **options)
+            except TypeError as e:
+                raise BadDriver(f"{cls.__name__} cannot be built with options {options}: {e}. "
+                                f"Its signature is {cls.__name__}{sig}") from None
+            raise
         self.do(mm.mmu_notifier_register(drv))
         self.drivers.append(drv)
         return drv
