@@ -187,9 +187,10 @@ class Cell:
     """The model's value of one page, and who wrote it last: ``writer`` is ``"cpu"`` or a
     driver name, ``task``/``step`` where, ``pfn`` the frame a device wrote through."""
 
-    __slots__ = ("value", "writer", "task", "step", "pfn", "device", "resynced")
+    __slots__ = ("value", "writer", "task", "step", "pfn", "device", "resynced", "lazy")
 
-    def __init__(self, value, writer, task, step, pfn=None, device=False, resynced=False):
+    def __init__(self, value, writer, task, step, pfn=None, device=False, resynced=False,
+                 lazy=False):
         self.value = value
         self.writer = writer
         self.task = task
@@ -197,12 +198,21 @@ class Cell:
         self.pfn = pfn
         self.device = device
         self.resynced = resynced
+        self.lazy = lazy     # MADV_FREE: the old value until reclaim drops the page, then 0
 
     def copy(self):
-        return Cell(self.value, self.writer, self.task, self.step, self.pfn, self.device,
-                    self.resynced)
+        c = Cell(self.value, self.writer, self.task, self.step, self.pfn, self.device,
+                 self.resynced)
+        c.lazy = self.lazy
+        return c
+
+    def matches(self, value: int) -> bool:
+        return value == self.value or (self.lazy and value == 0)
 
     def describe(self) -> str:
+        if self.lazy:
+            return (f"{self.value} or 0 (lazily freed by MADV_FREE at step {self.step}: "
+                    "either until the page is written again)")
         if self.resynced:
             return f"{self.value} (as last observed at step {self.step})"
         via = f" through frame {self.pfn}" if self.pfn is not None else ""
@@ -332,7 +342,9 @@ class Oracle(Observer):
             table[key] = Cell(int(value), "cpu", task, step)
             return
         value = int(value)
-        if value == cell.value:
+        if cell.matches(value):
+            if cell.lazy:     # MADV_FREE settled: the page was kept or dropped
+                table[key] = Cell(value, cell.writer, task, step, None, False, True)
             return
         page = va - va % PAGE_SIZE
         pte = int(mm.lookup_pte(va))
@@ -431,7 +443,7 @@ class Oracle(Observer):
                 table[key] = Cell(value, drv.name, task, step, pfn, True)
             return
         got = int(frames.contents[pfn])
-        if table is None or got == cell.value:
+        if table is None or cell.matches(got):
             return
         now = f"frame {_pte_pfn(pte)}" if pte & PTE_PRESENT else "nothing"
         self._report(
@@ -485,8 +497,22 @@ class Oracle(Observer):
 
     def discard(self, mm, start, end):
         cells = self.cells.get(mm.id)
-        if cells:
-            for v in self._range_keys(cells, start >> PAGE_SHIFT, -(-end // PAGE_SIZE)):
+        if not cells:
+            return
+        keys = self._range_keys(cells, start >> PAGE_SHIFT, -(-end // PAGE_SIZE))
+        if not keys:
+            return
+        # munmap / DONTNEED / exit clear the PTEs before telling us; MADV_FREE leaves them
+        # mapped (lazily freeable: reclaim may drop a clean page later, reading 0 then)
+        ptes = mm.pt.walk(np.asarray(keys, dtype=np.int64))
+        kept = (ptes & np.uint64(PTE_PRESENT)) != 0
+        task, step = self._where()
+        for v, k in zip(keys, kept.tolist()):
+            if k:
+                c = cells[v].copy()
+                c.lazy, c.step, c.task = True, step, task
+                cells[v] = c
+            else:
                 del cells[v]
 
     def move(self, mm, old_start, new_start, length):
@@ -632,7 +658,8 @@ class Oracle(Observer):
         got = np.zeros(len(vas), dtype=np.int64)
         got[present] = contents[pfns[present]].astype(np.int64)
         expect = np.fromiter((c.value for c in cells), dtype=np.int64, count=len(cells))
-        for i in np.nonzero(got != expect)[0].tolist():
+        lazy = np.fromiter((c.lazy for c in cells), dtype=bool, count=len(cells))
+        for i in np.nonzero((got != expect) & ~(lazy & (got == 0)))[0].tolist():
             va = vas[i]
             if present[i]:
                 value = int(got[i])
@@ -640,7 +667,7 @@ class Oracle(Observer):
                 if mm.vma_at(va) is None:
                     continue
                 value = mm.peek(va)
-                if value is None or int(value) == cells[i].value:
+                if value is None or cells[i].matches(int(value)):
                     continue
                 value = int(value)
             c = cells[i]
