@@ -526,6 +526,9 @@ class Memory:
             frames.get(pfn)                                # isolate
             yield from self.lock_page(pfn)
             try:
+                # it may have become a KSM page while we slept on the page lock
+                if frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO):
+                    continue
                 if (yield from self._migrate_page(pfn, owner)):
                     done += 1
             finally:
@@ -692,8 +695,11 @@ class Memory:
                 frames.inc_mapcount(kpage)
                 frames.dec_mapcount(pfn)                   # page_remove_rmap
             # replace_page
+            # never map a KSM page that migration holds locked (its PTEs are being
+            # replaced by migration entries right now)
             old = yield from mm._pte_replace(
-                va, lambda p: p == wp, lambda p: mk_pte(kpage, PTE_PRESENT | PTE_YOUNG),
+                va, lambda p: p == wp and not frames.test_flags(kpage, FRAME_LOCKED),
+                lambda p: mk_pte(kpage, PTE_PRESENT | PTE_YOUNG),
                 Event.CLEAR, notify="change_pte", after=after, outside_ok=False)
             if old is None:
                 return False

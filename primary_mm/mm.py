@@ -1130,8 +1130,11 @@ class MM:
         moved = min(old_len, new_len)
         new = VMA(self, dest, dest + new_len, vma.prot, vma.shared, vma.file,
                   vma.pgoff + ((start - vma.start) >> PAGE_SHIFT), vma.flags, anon=vma.anon)
-        if vma.anon_vma is not None:
-            vma.anon_vma.link(new)
+        av = vma.anon_vma
+        if av is not None:
+            yield from av.lock.lock_write()
+            av.link(new)
+            av.lock.unlock_write()
         if vma.file is not None and vma.anon and new_len > old_len:
             vma.file.resize(max(vma.file.npages, new.pgoff + (new_len >> PAGE_SHIFT)))
         self._insert_vma(new)
@@ -1140,6 +1143,12 @@ class MM:
         # move_page_tables: start/end (UNMAP) over the old range
         rng = self._range(start, start + moved, Event.UNMAP)
         yield from subs.mmu_notifier_invalidate_range_start(rng)
+        # take_rmap_locks: an rmap walk (remove_migration_ptes, try_to_unmap) must see each
+        # PTE either at the old or at the new address, never miss it in flight
+        rmap = [lk for lk in ((vma.file.mapping.lock if vma.file is not None else None),
+                              (av.lock if av is not None else None)) if lk is not None]
+        for lk in rmap:
+            yield from lk.lock_write()
         yield self.page_table_lock
         try:
             v0 = start >> PAGE_SHIFT
@@ -1152,6 +1161,8 @@ class MM:
             yield from self._flush_tlb_range(start, start + moved)
         finally:
             self.page_table_lock.release()
+            for lk in reversed(rmap):
+                lk.unlock_write()                  # drop_rmap_locks
         yield from subs.mmu_notifier_invalidate_range_end(rng)
         yield from self._do_munmap(start, old_end)
 
