@@ -446,3 +446,84 @@ def test_handle_mm_fault_hmm_and_peek_of_non_present_entries():
     sim.do(sim.migrate(mm, a, P))
     assert seen == [12]                              # a migration entry reads the old page
     ok(sim)
+
+
+def _stress(seed):
+    """Two CPUs (faults, COW, fork, DONTNEED, GUP, pin+fork, mprotect, mremap there and
+    back) against reclaim, migration, KSM, writeback and truncate, under a random schedule
+    with the oracle on."""
+    import random
+
+    from smmu.errors import SmmuError
+    api = APIS[seed % 3]
+    sim = Simulator(notifier_api=api, rmap_locks=("rwsem", "spinlock")[seed % 2],
+                    schedule="random", seed=seed, check=True, fork_copies_pinned=seed % 4 < 2)
+    mm = sim.new_process()
+    a = sim.do(mm.mmap(8 * P))
+    f = sim.new_file("f", 4, fill=5)
+    b = sim.do(mm.mmap(4 * P, shared=True, file=f))
+
+    def cpu(k):
+        r = random.Random(seed * 10 + k)
+        for _ in range(30):
+            op = r.random()
+            va = a + r.randrange(8) * P
+            try:
+                if op < 0.4:
+                    yield from mm.write(va, r.randrange(1, 1 << 20))
+                elif op < 0.6:
+                    yield from mm.read(va)
+                elif op < 0.7:
+                    yield from mm.write(b + r.randrange(4) * P, r.randrange(1, 99))
+                elif op < 0.75:
+                    c = yield from mm.fork()
+                    yield from c.write(a, 1)
+                    yield from c.exit()
+                elif op < 0.8:
+                    yield from mm.madvise(a + r.randrange(4) * P, P, "dontneed")
+                elif op < 0.85:
+                    pfn = yield from mm.get_user_pages(va, write=True)
+                    yield
+                    yield from mm.put_page(pfn)
+                elif op < 0.9:
+                    yield from mm.mprotect(a, 8 * P, r.choice(["r", "rw", "none"]))
+                    yield from mm.mprotect(a, 8 * P, "rw")
+                elif op < 0.95:
+                    pfn = yield from mm.pin_user_pages(va, write=True)
+                    c = yield from mm.fork()
+                    yield from mm.write(va, 3)
+                    yield from c.exit()
+                    yield from mm.unpin_user_page(pfn)
+                else:
+                    na = yield from mm.mremap(a + 4 * P, 2 * P, 2 * P, new_addr=a + 100 * P)
+                    yield from mm.mremap(na, 2 * P, 2 * P, new_addr=a + 4 * P)
+            except SmmuError:
+                pass      # SIGSEGV/SIGBUS from the other CPU's mprotect or the truncate
+
+    def system():
+        r = random.Random(seed * 7)
+        for i in range(10):
+            op = r.randrange(5)
+            if op == 0:
+                yield from sim.reclaim(mm, a, 8 * P, force=r.random() < .5)
+            elif op == 1:
+                yield from sim.migrate(mm, a, 8 * P)
+            elif op == 2:
+                yield from sim.ksm_merge(mm, a, 8 * P)
+            elif op == 3:
+                yield from sim.writeback(f)
+            elif i == 7:
+                yield from sim.truncate(f, 2 * P)
+            else:
+                yield from sim.reclaim(mm, b, 4 * P, force=True)
+    sim.spawn("cpu0", cpu(0))
+    sim.spawn("cpu1", cpu(1))
+    sim.spawn("sys", system())
+    return sim, sim.run()
+
+
+@pytest.mark.parametrize("seed", [52] + list(range(12)))
+def test_concurrent_stress_under_the_oracle(seed):
+    sim, res = _stress(seed)
+    assert res.ok and res.errors == {}, (res.violations[:2], res.errors)
+    ok(sim)
