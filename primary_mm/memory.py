@@ -17,6 +17,13 @@ Options (keywords):
                                  without end
 ``cow_reuse``                    ``"page_count"`` (modern, CVE-2020-29374 fix) or
                                  ``"mapcount"`` (the older rule)
+
+The Simulator passes the first three; set the others on ``sim.memory`` (e.g.
+``sim.memory.fork_enomem_bug = True``) before running.
+
+Known simplifications: KSM and zero pages are never reclaimed or migrated; migration entries
+and swap-ins come back read-only (a write fault restores write access); truncate's zap uses
+Event.CLEAR as modern ``zap_page_range_single`` does.
 """
 
 from __future__ import annotations
