@@ -255,6 +255,7 @@ class Oracle(Observer):
         self._frame_dev_write: dict[int, tuple] = {}     # pfn -> (drv name, step, value, va)
         self._reported: set = set()
         self._file_init: dict[int, np.ndarray] = {}      # id(file) -> contents at first sight
+        self._ghost: dict[tuple, Cell] = {}              # (mm id, vpn) -> cell before discard
         self.scans = 0
 
     def __repr__(self):
@@ -439,12 +440,20 @@ class Oracle(Observer):
         if write:
             value = int(value)
             self._frame_dev_write[pfn] = (drv.name, step, value, page)
-            if table is not None:
-                table[key] = Cell(value, drv.name, task, step, pfn, True)
+            if table is None:
+                return
+            if (not mapped_here and (mm.id, vpn) in self._ghost and key not in table
+                    and self._in_window(drv, va)):
+                return   # lands in a page being discarded by the operation it races: gone
+            table[key] = Cell(value, drv.name, task, step, pfn, True)
             return
         got = int(frames.contents[pfn])
         if table is None or cell.matches(got):
             return
+        ghost = self._ghost.get((mm.id, vpn))
+        if (ghost is not None and key not in table and ghost.value == got
+                and self._in_window(drv, va)):
+            return       # the value from before the discard still in flight: ordered before
         now = f"frame {_pte_pfn(pte)}" if pte & PTE_PRESENT else "nothing"
         self._report(
             "StaleRead", (id(drv), vpn, step),
@@ -454,6 +463,21 @@ class Oracle(Observer):
                f"; the primary maps {now} there now: the driver used a translation it "
                "should have dropped when the range was invalidated"),
             address=page, frames=(pfn,), driver=drv.name, expected=cell.value, read=got)
+
+    @staticmethod
+    def _in_window(drv, va: int) -> bool:
+        """Is an invalidation of ``va`` in flight for ``drv``: a range of its mm started and
+        not ended, or one of the driver's own hooks (its ``end``) still running? Until it
+        completes the 2008 header lets a driver that keeps page references use the old page
+        ("may still be referenced by sptes until the last refcount is dropped"): a read
+        there is ordered before the operation, a write there races it."""
+        if getattr(drv, "_in_flight", 0):
+            return True
+        subs = getattr(drv.mm, "notifier_subscriptions", None)
+        for r in getattr(subs, "open_ranges", ()):
+            if r.start <= va < r.end:
+                return True
+        return False
 
     def _find_mm(self, mm_id):
         mms = getattr(self.sim.memory, "mms", ())
@@ -513,7 +537,7 @@ class Oracle(Observer):
                 c.lazy, c.step, c.task = True, step, task
                 cells[v] = c
             else:
-                del cells[v]
+                self._ghost[(mm.id, v)] = cells.pop(v)
 
     def move(self, mm, old_start, new_start, length):
         cells = self.cells.get(mm.id)

@@ -539,3 +539,65 @@ def test_madvise_free_reads_old_data_until_reclaim_then_zero():
     sim.do(mm.write(a, 7))
     sim.do(mm.madvise(a, PAGE_SIZE, "dontneed"))
     assert (a >> 12) not in sim.checker.cells[mm.id]
+
+
+class EndOnly(Pinner):
+    """XPMEM-like: keeps its pins, drops translations only in a sleeping
+    invalidate_range_end (``zaps=False``: never, the broken twin)."""
+
+    zaps = True
+
+    def __init__(self, sim, mm):
+        super().__init__(sim, mm)
+        self.in_end = False
+        self.wq = sim.waitqueue("endonly")
+
+    def invalidate_range_end(self, rng):
+        self.in_end = True
+        self.wq.wake_all()
+        for _ in range(4):
+            yield                      # the device keeps running meanwhile
+        if self.zaps:
+            for v in [v for v in self.tlb if rng.start <= v < rng.end]:
+                del self.tlb[v]
+            self.note_unmap_range(rng.start, rng.end)
+        self.in_end = False
+
+
+class EndOnlyNoZap(EndOnly):
+    zaps = False
+
+
+def _read_racing_dontneed(drv_cls, during: bool):
+    sim, mm, buf, dev = setup(drv_cls, "modern")
+    sim.do(mm.write(buf, 42))
+    sim.do(dev.access(buf, write=False))
+    done = {"madvise": False}
+
+    def cpu():
+        yield from mm.madvise(buf, PAGE_SIZE, "dontneed")
+        done["madvise"] = True
+
+    def device():
+        if during:
+            yield dev.wq.wait_until(lambda: dev.in_end)
+        else:
+            while not done["madvise"]:
+                yield
+        return (yield from dev.access(buf, write=False))
+
+    sim.spawn("cpu0", cpu())
+    sim.spawn("dev0", device())
+    return sim.run()
+
+
+def test_read_of_the_old_page_while_its_invalidation_is_in_flight_is_not_stale():
+    r = _read_racing_dontneed(EndOnly, during=True)
+    assert r.results["dev0"] == 42     # the pinned old page, before the zap in end
+    assert r.ok, r.violations
+
+
+def test_read_of_the_old_page_after_the_invalidation_completed_is_stale():
+    r = _read_racing_dontneed(EndOnlyNoZap, during=False)
+    assert r.results["dev0"] == 42
+    assert "StaleRead" in r.kinds(), r.violations
