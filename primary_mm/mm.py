@@ -236,17 +236,6 @@ class MM:
             yield from self.notifier_subscriptions.mmu_notifier_arch_invalidate_secondary_tlbs(
                 start, end)
 
-    def _change_pte_notify(self, va, pte):
-        """2.6.32 ``set_pte_at_notify`` -> ``__mmu_notifier_change_pte``: ``change_pte``, or
-        ``invalidate_page`` for a notifier that has no change_pte ("Some drivers don't have
-        change_pte, so we must call invalidate_page in that case")."""
-        from smmu.notifier import overrides
-        subs = self.notifier_subscriptions
-        yield from subs.mmu_notifier_change_pte(va, pte)
-        for sub in subs._snapshot("invalidate_page"):
-            if not overrides(sub, "change_pte"):
-                yield from subs._call(sub, "invalidate_page", (self, va))
-
     def _young_under_ptl(self, va):
         """``ptep_clear_flush_young_notify`` on one page, PT lock held."""
         young = self.pt.clear_young(va >> PAGE_SHIFT)
@@ -295,7 +284,7 @@ class MM:
                 if new:
                     pt.set(vpn, new)
                 if notify == "change_pte" and new:
-                    yield from self._change_pte_notify(va, new)     # set_pte_at_notify
+                    yield from subs.mmu_notifier_change_pte(va, new)   # set_pte_at_notify
                 if after is not None:
                     after(old, new)
             finally:

@@ -486,10 +486,16 @@ class NotifierSubscriptions:
         return False
 
     def mmu_notifier_change_pte(self, address, pte):
+        """v2008 ``__mmu_notifier_change_pte`` (2.6.32): ``change_pte``, or ``invalidate_page``
+        for a notifier that has none ("Some drivers don't have change_pte, so we must call
+        invalidate_page in that case")."""
         if self.api != "v2008":
             raise UsageError(f"change_pte does not exist in notifier_api {self.api!r}")
-        for sub in self._snapshot("change_pte"):
-            yield from self._call(sub, "change_pte", (self.mm, address, pte))
+        for sub in list(self.subs):
+            if overrides(sub, "change_pte"):
+                yield from self._call(sub, "change_pte", (self.mm, address, pte))
+            elif overrides(sub, "invalidate_page"):
+                yield from self._call(sub, "invalidate_page", (self.mm, address))
 
     def mmu_notifier_invalidate_page(self, address):
         """v2008 ``__mmu_notifier_invalidate_page``."""
