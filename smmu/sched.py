@@ -63,7 +63,7 @@ def cost_of(kind: str) -> float:
 _STEP_NS = COSTS["step"][0]
 
 
-class _Stop(Exception):
+class _Stop(BaseException):
     """Unwinds the run loop when a violation ends the run."""
 
 
