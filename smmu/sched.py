@@ -449,13 +449,16 @@ class Scheduler:
 
     # ----------------------------------------------------------------- the loop
     def _loop(self, record: bool) -> None:
-        # The hot loop: one iteration per step. Kept flat on purpose (see bench_runtime.py).
+        # The hot loop: one iteration per step, kept flat on purpose (bench_runtime.py
+        # measures it against a bare generator loop). self.steps is re-read every step
+        # because a task may run sim.do() (a nested loop) inside its step.
         tasks = self.tasks
         choose = self.schedule.choose
         choices = self.choices
         budget = self.task_step_budget
         max_steps = self.max_steps
         on_yield = self._on_yield
+        record_steps = self.record_steps
         while tasks:
             if self.steps >= max_steps:
                 self.violation("Livelock", f"the run passed its budget of {max_steps} "
@@ -478,31 +481,33 @@ class Scheduler:
                 return
             self.current = task
             self.steps += 1
-            task.steps += 1
             try:
                 req = task.pending
-                if req is not None:
+                if req is None and task.throw is None:
+                    out = task.gen.send(task.value)
+                    task.value = None
+                elif req is not None:
                     task.pending = None
                     self._npending -= 1
                     out = task.gen.send(req.grant(task))
-                elif task.throw is not None:
+                else:
                     exc, task.throw = task.throw, None
                     out = task.gen.throw(exc)
-                else:
-                    out = task.gen.send(task.value)
-                    task.value = None
             except BaseException as e:  # noqa: BLE001 - sorted out in _ended
+                task.steps += 1
                 if self._ended(task, e):
                     return
                 continue
-            if self.record_steps:
+            if record_steps:
                 self.step_log.append((self.steps, task.tid, task.name, task.where()))
             if out is not None:
                 try:
                     on_yield(task, out)
                 except _Stop:
+                    task.steps += 1
                     self._stopped = True
                     return
+            task.steps += 1
             if task.steps > budget:
                 self.violation("Livelock", f"task {task.name!r} took more than {budget} steps "
                                "without finishing: it retries without bound (last at "
