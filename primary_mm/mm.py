@@ -545,7 +545,12 @@ class MM:
             frames.put(pfn)    # put_page(old_page): after the notifier, never before
 
     def _do_swap_page(self, vma, va, pte, write):
-        """``do_swap_page``: swap cache first (``lookup_swap_cache``), else read the slot."""
+        """``do_swap_page``: swap cache first (``swap_cache_get_folio``), else read the slot.
+        A swap-cache page is taken with a reference and locked (``folio_lock_or_retry``)
+        before anything is done with it, and it must still be the slot's cache page once
+        locked, as in mm/memory.c: reclaim (``shrink_folio_list``) and migration hold the
+        page lock while they work on it, and a swap-in that went ahead would free the swap
+        slot under them (which reclaim then freed a second time)."""
         mem = self.memory
         frames = mem.frames
         swap = mem.swap
@@ -558,36 +563,42 @@ class MM:
             frames.contents[pfn] = swap.contents[slot]
             self.sched.charge("swap_io")
             swap.reads += 1
-        yield   # swap I/O
-        yield self.page_table_lock
+            yield   # swap I/O
+        else:
+            frames.get(pfn)                                    # swap_cache_get_folio
+            yield from mem.lock_page(pfn)                      # folio_lock_or_retry
         try:
-            ok = self.pt.lookup(vpn) == pte and (fresh or int(swap.page[slot]) == pfn)
-            if ok:
-                if not fresh:
-                    frames.get(pfn)
-                frames.inc_mapcount(pfn)
-                swap.count[slot] -= 1                          # swap_free(entry)
-                if swap.count[slot] == 0:
-                    if fresh:
-                        swap._release_slot(slot)
+            yield self.page_table_lock
+            try:
+                # pte_same, and (swap cache) folio_test_swapcache + the same entry
+                ok = self.pt.lookup(vpn) == pte and (fresh or int(swap.page[slot]) == pfn)
+                if ok:
+                    frames.inc_mapcount(pfn)
+                    swap.count[slot] -= 1                      # swap_free(entry)
+                    if swap.count[slot] == 0:
+                        if fresh:
+                            swap._release_slot(slot)
+                        else:
+                            swap.delete_from_swap_cache(slot)  # folio_free_swap (locked)
+                        exclusive = int(frames.mapcount[pfn]) == 1
                     else:
-                        swap.delete_from_swap_cache(slot)
-                    exclusive = int(frames.mapcount[pfn]) == 1
-                else:
+                        if fresh:
+                            swap.add_to_swap_cache(slot, pfn)
+                        exclusive = False
                     if fresh:
-                        swap.add_to_swap_cache(slot, pfn)
-                    exclusive = False
-                if fresh:
-                    mem.set_page_mapping(pfn, vma.anon_vma, vma.linear_page_index(va))
-                bits = PTE_PRESENT | PTE_YOUNG
-                if exclusive and write and vma.writable:
-                    bits |= PTE_WRITE | PTE_DIRTY
-                    frames.owner[pfn] = self.id
-                self.pt.set(vpn, mk_pte(pfn, bits))
+                        mem.set_page_mapping(pfn, vma.anon_vma, vma.linear_page_index(va))
+                    bits = PTE_PRESENT | PTE_YOUNG
+                    if exclusive and write and vma.writable:
+                        bits |= PTE_WRITE | PTE_DIRTY
+                        frames.owner[pfn] = self.id
+                    self.pt.set(vpn, mk_pte(pfn, bits))
+            finally:
+                self.page_table_lock.release()
         finally:
-            self.page_table_lock.release()
-        if not ok and fresh:
-            frames.put(pfn)
+            if not fresh:
+                mem.unlock_page(pfn)
+        if not ok:
+            frames.put(pfn)     # the fresh page, or the swap cache lookup's reference
 
     # ================================================================== GUP
     def _follow(self, va, write, pin, op):

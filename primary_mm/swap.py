@@ -124,6 +124,12 @@ class SwapSpace:
         stale = np.nonzero(self.used & (self.count == 0) & (self.page == 0))[0]
         if len(stale):
             problems.append(f"swap slots in use with no user: {stale[:8].tolist()}")
+        free = np.asarray(self._free, dtype=np.int64)
+        twice = np.unique(free[self.used[free]]).tolist() + \
+            [int(s) for s, n in zip(*np.unique(free, return_counts=True)) if n > 1]
+        if twice:
+            problems.append(f"swap slots on the free list while in use or twice (freed "
+                            f"twice?): {sorted(set(twice))[:8]}")
         return problems
 
     def __repr__(self):

@@ -136,6 +136,39 @@ def test_swap_out_and_in_preserves_contents(api):
     assert sim.memory.swap.nused == 0
 
 
+#: the failing interleaving `smmu check kvm --scenario reclaim-while-device-reads` found
+#: (pct, seed 43, shrunk): reclaim has put page 0 in the swap cache and replaced its PTE
+#: (its invalidate_range_end still running) when the device's GUP swaps it back in
+RECLAIM_VS_SWAPIN = [0, 0, 0, 0, 0, 2] + [1] * 41
+
+
+@pytest.mark.parametrize("api", ["range_only", "modern"])
+def test_swapin_waits_for_the_page_lock_reclaim_holds(api):
+    """do_swap_page locks a swap-cache page (folio_lock_or_retry) before it frees the slot.
+    It did not: the swap-in freed the slot under reclaim, reclaim freed it again, two pages
+    were later swapped to the one slot and the CPU read another page's value (StaleRead)."""
+    drivers = pytest.importorskip("drivers")
+    from smmu.explore import Replay, get_scenario
+    sim = Simulator(notifier_api=api, schedule=Replay(RECLAIM_VS_SWAPIN), seed=43)
+    get_scenario("reclaim-while-device-reads").build(sim, drivers.KVM)
+    res = sim.run()
+    assert res.ok and res.errors == {}, (res.violations[:1], res.errors)
+    ok(sim)
+    assert sim.stats["reclaimed"] > 0
+
+
+def test_swap_slot_freed_twice_is_an_invariant_violation():
+    """Negative twin of the free-list check in ok(sim)."""
+    sim, mm = mk()
+    a = sim.do(mm.mmap(P))
+    fill(sim, mm, a, 1)
+    sim.do(sim.reclaim(mm, a, P, force=True))
+    slot = mm.pte_pfn(mm.lookup_pte(a))
+    ok(sim)
+    sim.memory.swap._free.append(slot)
+    assert any("freed twice" in p for p in sim.memory.check_invariants())
+
+
 def test_reclaim_keeps_a_gup_referenced_page_in_swap_cache():
     sim, mm = mk()
     a = sim.do(mm.mmap(P))
