@@ -8,8 +8,9 @@ models (one concept, one place).
 from __future__ import annotations
 
 from smmu.constants import (PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PFN_SHIFT, PTE_MIGRATION,
-                            PTE_PRESENT, PTE_SWAP, PTE_WRITE)
-from smmu.errors import SegmentationFault
+                            PTE_PRESENT, PTE_SWAP, PTE_WRITE, TASK_SIZE)
+from smmu.errors import BadDriver, SegmentationFault
+from smmu.tlb import TLB
 
 
 def vpn_of(va: int) -> int:
@@ -20,6 +21,28 @@ def vpn_of(va: int) -> int:
 def page_of(va: int) -> int:
     """``va`` rounded down to its page."""
     return va - va % PAGE_SIZE
+
+
+def vpn_span(start: int, end: int, lo: int = 0, hi: int = TASK_SIZE) -> tuple[int, int]:
+    """The vpns ``[vpn0, vpn1)`` of the pages ``[start, end)`` touches, clipped to the pages of
+    ``[lo, hi)`` (the user address space, or the window a driver covers). Empty when
+    ``vpn0 >= vpn1``. Clipping keeps Linux-style whole-space ends (``ULONG_MAX``) inside the
+    range a shadow table or TLB accepts."""
+    return (max(vpn_of(start), vpn_of(lo)),
+            min(vpn_of(end + PAGE_SIZE - 1), vpn_of(hi)))
+
+
+def user_window(what: str, start: int, length: int | None) -> tuple[int, int]:
+    """``[start, start + length)`` as ``(start, end)``, checked to be page aligned, non-empty
+    and within the user address space; ``length=None`` means up to ``TASK_SIZE``. ``what``
+    names the window in the ``BadDriver`` error (e.g. ``"XPMEM segment"``)."""
+    if length is None:
+        length = TASK_SIZE - start
+    if start % PAGE_SIZE or length <= 0 or length % PAGE_SIZE or start < 0 or \
+            start + length > TASK_SIZE:
+        raise BadDriver(f"{what} [{start:#x}, +{length:#x}) must be page aligned, "
+                        f"non-empty and within the user space [0, {TASK_SIZE:#x})")
+    return start, start + length
 
 
 def pte_pfn(pte: int) -> int:
@@ -44,6 +67,15 @@ def walk_pte(mm, va: int, write: bool):
     if write and not writable:
         return None
     return pte_pfn(pte), writable
+
+
+def device_tlb(what: str, sets: int, ways: int, policy: str, *, name: str, observer) -> TLB:
+    """The device TLB of a driver (GRU TLB, IOTLB), built from the user's geometry options; a
+    geometry :class:`smmu.tlb.TLB` rejects is a ``BadDriver`` naming ``what``."""
+    try:
+        return TLB(sets, ways, policy, name=name, observer=observer)
+    except ValueError as e:
+        raise BadDriver(f"{what} geometry: {e}") from None
 
 
 def frame_generation(sim, pfn: int) -> int:

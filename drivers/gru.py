@@ -8,11 +8,8 @@ Models ``drivers/misc/sgi-gru/grutlbpurge.c`` (``gru_invalidate_range_start``,
 
 from __future__ import annotations
 
-from drivers._common import device_gone, frame_generation, vpn_of, walk_pte
-from smmu.constants import PAGE_SHIFT, TASK_SIZE
-from smmu.errors import BadDriver
+from drivers._common import device_gone, device_tlb, frame_generation, vpn_of, vpn_span, walk_pte
 from smmu.notifier import MMUNotifier
-from smmu.tlb import TLB
 
 
 class GRU(MMUNotifier):
@@ -50,10 +47,9 @@ class GRU(MMUNotifier):
     def __init__(self, sim, mm, *, hw_dropin_guard: bool = True, sets: int = 16,
                  ways: int = 4, policy: str = "plru"):
         super().__init__(sim, mm)
-        try:                                         # observer: every insert/flush reported
-            self.tlb = TLB(sets, ways, policy, name=f"gru{mm.id}.tlb", observer=self)
-        except ValueError as e:
-            raise BadDriver(f"GRU TLB geometry: {e}") from None
+        # observer: every insert/flush reported
+        self.tlb = device_tlb("GRU TLB", sets, ways, policy, name=f"gru{mm.id}.tlb",
+                              observer=self)
         self.hw_dropin_guard = bool(hw_dropin_guard)
         self.asid = mm.id
         self.ms_range_active = 0
@@ -117,8 +113,7 @@ class GRU(MMUNotifier):
     # ------------------------------------------------------------------ helpers
     def flush(self, start, end):
         """``gru_flush_tlb_range``: TGH invalidate of ``[start, end)`` for this ASID."""
-        vpn0 = vpn_of(start)
-        vpn1 = min(vpn_of(end + (1 << PAGE_SHIFT) - 1), vpn_of(TASK_SIZE))
+        vpn0, vpn1 = vpn_span(start, end)
         if vpn0 < vpn1:
             self.tlb.flush_range(self.asid, vpn0, vpn1)
         self.sim.charge("secondary_flush")

@@ -9,9 +9,7 @@ mlx5's odp.c follow, and ``mm/hmm.c`` (``hmm_range_fault``) + ``mm/mmu_notifier.
 
 from __future__ import annotations
 
-from drivers._common import device_gone, page_of, vpn_of, walk_pte
-from smmu.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
-from smmu.errors import BadDriver
+from drivers._common import device_gone, page_of, user_window, vpn_of, vpn_span, walk_pte
 from smmu.interval import (MMUIntervalNotifier, mmu_interval_notifier_insert,
                            mmu_interval_notifier_remove, mmu_interval_read_begin,
                            mmu_interval_read_retry, mmu_interval_set_seq)
@@ -56,17 +54,12 @@ class HMM_MIRROR(MMUNotifier):
     interval = True          # tells the harness it uses an interval notifier
 
     def __init__(self, sim, mm, *, start: int = 0, length: int | None = None):
-        if length is None:
-            length = TASK_SIZE - start
-        if start % PAGE_SIZE or length <= 0 or length % PAGE_SIZE or start < 0 or \
-                start + length > TASK_SIZE:
-            raise BadDriver(f"HMM_MIRROR interval [{start:#x}, +{length:#x}) must be page "
-                            f"aligned, non-empty and within the user space [0, {TASK_SIZE:#x})")
+        start, end = user_window("HMM_MIRROR interval", start, length)
         super().__init__(sim, mm)
         self.mutex = sim.mutex("dmirror->mutex")
         self.pt = ShadowPageTable(name=f"dmirror{mm.id}.pt", observer=self)
         self.notifier = _DmirrorInterval(owner=self, name=f"{self.name}.notifier")
-        mmu_interval_notifier_insert(self.notifier, mm, start, length)
+        mmu_interval_notifier_insert(self.notifier, mm, start, end - start)
         self.dead = False
         self.faults = 0
         self.retries = 0
@@ -143,8 +136,7 @@ class HMM_MIRROR(MMUNotifier):
 
     def erase(self, start, end):
         """``dmirror_do_update``: erase the device PTEs of ``[start, end)``."""
-        vpn0 = max(vpn_of(start), vpn_of(self.notifier.start))
-        vpn1 = min(vpn_of(end + (1 << PAGE_SHIFT) - 1), vpn_of(self.notifier.end))
+        vpn0, vpn1 = vpn_span(start, end, self.notifier.start, self.notifier.end)
         if vpn0 < vpn1:
             self.pt.zap_range(vpn0, vpn1)
             self.sim.charge("secondary_flush")

@@ -9,11 +9,9 @@ Models ``drivers/iommu/intel/svm.c`` (``intel_arch_invalidate_secondary_tlbs`` -
 
 from __future__ import annotations
 
-from drivers._common import device_gone, frame_generation, vpn_of, walk_pte
-from smmu.constants import PAGE_SHIFT, TASK_SIZE, ULONG_MAX
-from smmu.errors import BadDriver
+from drivers._common import device_gone, device_tlb, frame_generation, vpn_of, vpn_span, walk_pte
+from smmu.constants import ULONG_MAX
 from smmu.notifier import MMUNotifier
-from smmu.tlb import TLB
 
 
 class IOMMU_SVA(MMUNotifier):
@@ -41,10 +39,8 @@ class IOMMU_SVA(MMUNotifier):
 
     def __init__(self, sim, mm, *, sets: int = 16, ways: int = 4, policy: str = "lru"):
         super().__init__(sim, mm)
-        try:
-            self.iotlb = TLB(sets, ways, policy, name=f"iommu.pasid{mm.id}", observer=self)
-        except ValueError as e:
-            raise BadDriver(f"IOMMU_SVA IOTLB geometry: {e}") from None
+        self.iotlb = device_tlb("IOMMU_SVA IOTLB", sets, ways, policy,
+                                name=f"iommu.pasid{mm.id}", observer=self)
         self.pasid = mm.id
         self.released = False
         self.page_requests = 0
@@ -92,8 +88,7 @@ class IOMMU_SVA(MMUNotifier):
         if start == 0 and end >= ULONG_MAX:
             self.iotlb.flush_asid(self.pasid)
         else:
-            vpn0 = vpn_of(start)
-            vpn1 = min(vpn_of(end + (1 << PAGE_SHIFT) - 1), vpn_of(TASK_SIZE))
+            vpn0, vpn1 = vpn_span(start, end)
             if vpn0 < vpn1:
                 self.iotlb.flush_range(self.pasid, vpn0, vpn1)
         self.sim.charge("secondary_flush")

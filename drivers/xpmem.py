@@ -11,9 +11,8 @@ from reverse-map walks (reclaim, migration, truncate) are ``SleepInAtomic``.
 
 from __future__ import annotations
 
-from drivers._common import device_gone, page_of, vpn_of
-from smmu.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
-from smmu.errors import BadDriver
+from drivers._common import device_gone, page_of, user_window, vpn_of, vpn_span
+from smmu.constants import PAGE_SIZE
 from smmu.notifier import MMUNotifier
 from smmu.shadow import ShadowPageTable
 
@@ -57,14 +56,9 @@ class XPMEM(MMUNotifier):
     apis = ("range_only", "modern")
 
     def __init__(self, sim, mm, *, start: int = 0, length: int | None = None):
-        if length is None:
-            length = TASK_SIZE - start
-        if start % PAGE_SIZE or length <= 0 or length % PAGE_SIZE or start < 0 or \
-                start + length > TASK_SIZE:
-            raise BadDriver(f"XPMEM segment [{start:#x}, +{length:#x}) must be page aligned, "
-                            f"non-empty and within the user space [0, {TASK_SIZE:#x})")
+        seg = user_window("XPMEM segment", start, length)
         super().__init__(sim, mm)
-        self.seg_start, self.seg_end = start, start + length
+        self.seg_start, self.seg_end = seg
         self.att_mutex = sim.mutex("xpmem att->mutex")
         self.att_pt = ShadowPageTable(name=f"xpmem{mm.id}.att", observer=self)
         self.pins: dict[int, int] = {}           # vpn -> pinned pfn mapped in the attacher
@@ -135,8 +129,7 @@ class XPMEM(MMUNotifier):
             while not self.att_mutex.trylock():      # non-blockable: spin, do not sleep
                 yield
         try:
-            vpn0 = max(vpn_of(start), vpn_of(self.seg_start))
-            vpn1 = min(vpn_of(end + (1 << PAGE_SHIFT) - 1), vpn_of(self.seg_end))
+            vpn0, vpn1 = vpn_span(start, end, self.seg_start, self.seg_end)
             gone = [v for v in self.pins if vpn0 <= v < vpn1]
             self.invalidations += 1
             if gone:
