@@ -158,6 +158,9 @@ class MMUNotifier:
         self._released = False
         self._in_flight = 0
         self._active: list = []     # ranges whose start returned and whose end has not begun
+        # [start, end) of this subscription's invalidate_page / change_pte /
+        # invalidate_range_start calls still running (the oracle's "own notification in flight")
+        self._in_flight_spans: list = []
         self._users = 1             # mmu_notifier_get/put reference count
 
     def __init_subclass__(cls, **kw):
@@ -313,6 +316,12 @@ def _failed(ret) -> bool:
     return ret is False or (isinstance(ret, int) and not isinstance(ret, bool) and ret < 0)
 
 
+def _page_span(address: int) -> tuple:
+    """``[start, end)`` of the page holding ``address`` (what a one-page hook notifies)."""
+    start = address - address % PAGE_SIZE
+    return (start, start + PAGE_SIZE)
+
+
 @dataclass
 class NotifierSubscriptions:
     """``struct mmu_notifier_subscriptions``: the per-mm chain of subscriptions and interval
@@ -419,7 +428,9 @@ class NotifierSubscriptions:
             yield self._wq.wait_until(lambda: sub._in_flight == 0)
 
     # ------------------------------------------------------------------ calling hooks
-    def _call(self, sub, hook, args, atomic_reason=None):
+    def _call(self, sub, hook, args, atomic_reason=None, span=None):
+        """Run one hook of ``sub``. ``span``: the ``(start, end)`` it notifies about (kept in
+        ``sub._in_flight_spans`` while it runs; invalidate_page, change_pte, range start)."""
         sched = self.sched
         task = sched.current or sched._setup_task
         sched.hook_calls[hook] += 1
@@ -429,6 +440,8 @@ class NotifierSubscriptions:
         if atomic_reason:
             sched.atomic_begin(atomic_reason, task)
         sub._in_flight += 1
+        if span is not None:
+            sub._in_flight_spans.append(span)
         tracing = sched.tracing
         if tracing:
             sched.trace_event("B", f"{sub.name}.{hook}", {"args": repr(args)})
@@ -438,6 +451,8 @@ class NotifierSubscriptions:
                 ret = yield from ret
         finally:
             sub._in_flight -= 1
+            if span is not None:
+                sub._in_flight_spans.remove(span)
             if atomic_reason:
                 sched.atomic_end(atomic_reason, task)
             if tracing:
@@ -491,19 +506,21 @@ class NotifierSubscriptions:
         invalidate_page in that case")."""
         if self.api != "v2008":
             raise UsageError(f"change_pte does not exist in notifier_api {self.api!r}")
+        span = _page_span(address)
         for sub in list(self.subs):
             if overrides(sub, "change_pte"):
-                yield from self._call(sub, "change_pte", (self.mm, address, pte))
+                yield from self._call(sub, "change_pte", (self.mm, address, pte), span=span)
             elif overrides(sub, "invalidate_page"):
-                yield from self._call(sub, "invalidate_page", (self.mm, address))
+                yield from self._call(sub, "invalidate_page", (self.mm, address), span=span)
 
     def mmu_notifier_invalidate_page(self, address):
         """v2008 ``__mmu_notifier_invalidate_page``."""
         if self.api != "v2008":
             raise UsageError(f"invalidate_page does not exist in notifier_api {self.api!r}: "
                              "bracket the change with invalidate_range_start/end")
+        span = _page_span(address)
         for sub in self._snapshot("invalidate_page"):
-            yield from self._call(sub, "invalidate_page", (self.mm, address))
+            yield from self._call(sub, "invalidate_page", (self.mm, address), span=span)
 
     def mmu_notifier_arch_invalidate_secondary_tlbs(self, start, end):
         """Modern: from the TLB flush, under the PT lock (atomic)."""
@@ -546,7 +563,8 @@ class NotifierSubscriptions:
                 return ret
         ret = 0
         for sub in self._snapshot("invalidate_range_start"):
-            r = yield from self._call(sub, "invalidate_range_start", (rng,), reason)
+            r = yield from self._call(sub, "invalidate_range_start", (rng,), reason,
+                                      span=(rng.start, rng.end))
             if not _failed(r):
                 sub._active.append(rng)
                 continue

@@ -18,7 +18,8 @@ Lower layers report events to it (docs/internals.md, "The checker hooks"); it ke
   generation moved since is ``UseAfterFree``; to a frame the primary does not map there and
   that another live mm owns, ``CrossMmAccess``; a device write to a frame that the primary
   maps at that address with a present, read-only PTE, ``WriteToReadOnly`` (a write to a frame
-  the primary no longer maps there is left to the data model: ``LostWrite``).
+  the primary no longer maps there is left to the data model: ``LostWrite``), unless the
+  driver's own notification of that page is still running (``_notifying``).
 * **protocol checks at quiescence**: ``UnpairedRange`` (start without end), ``StaleMapping``
   (declared secondary mappings that the primary no longer backs), found by one numba kernel
   call per driver (:func:`scan_secondary`) that is cheap enough to run at every choice point
@@ -428,7 +429,7 @@ class Oracle(Observer):
                 "(invalidate_range_start / invalidate_page)",
                 address=page, frames=(pfn,), driver=drv.name, old_generation=rec[1],
                 generation=gen)
-        if write and mapped_here and not pte & PTE_WRITE:
+        if write and mapped_here and not pte & PTE_WRITE and not self._notifying(drv, page):
             self._report(
                 "WriteToReadOnly", (id(drv), vpn, pfn, step),
                 f"{drv.name} writes {value} to {page:#x} (frame {pfn}) while the primary PTE "
@@ -476,6 +477,23 @@ class Oracle(Observer):
         subs = getattr(drv.mm, "notifier_subscriptions", None)
         for r in getattr(subs, "open_ranges", ()):
             if r.start <= va < r.end:
+                return True
+        return False
+
+    @staticmethod
+    def _notifying(drv, page: int) -> bool:
+        """Is one of ``drv``'s own notifications of ``page`` still running: v2008
+        ``invalidate_page`` or ``change_pte`` of it, or an ``invalidate_range_start`` of a
+        range containing it? Until that returns the driver may still use its old mapping
+        (2.6.27 include/linux/mmu_notifier.h, invalidate_page: "Before this is invoked any
+        secondary MMU is still ok to read/write to the page previously pointed to by the Linux
+        pte because the page hasn't been freed yet"; 2.6.32 KSM write-protects with
+        set_pte_at_notify, the PTE first, then ``change_pte``, and compares the contents only
+        after): such a write is ordered before the write-protect, not ``WriteToReadOnly``;
+        the data model still decides whether its value was lost. A few spans per driver at
+        most: no per-page work."""
+        for s, e in getattr(drv, "_in_flight_spans", ()):
+            if s <= page < e:
                 return True
         return False
 

@@ -601,3 +601,74 @@ def test_read_of_the_old_page_after_the_invalidation_completed_is_stale():
     r = _read_racing_dontneed(EndOnlyNoZap, during=False)
     assert r.results["dev0"] == 42
     assert "StaleRead" in r.kinds(), r.violations
+
+
+# ------------------------------------------------- a write inside the driver's own notification
+
+def _kvm_window(drop: bool):
+    """KSM write-protects a page the device maps writable (v2008: the PTE is set read-only,
+    then ``change_pte``). The device writes while ``change_pte`` is still running
+    (``drop=True``: the reference KVM, which then drops its writable SPTE), or after it
+    returned through the SPTE the broken twin (``drop=False``) never dropped."""
+    from drivers.kvm import KVM
+    from smmu.scenarios import Join
+    from smmu.sim import Simulator
+
+    class Slow(KVM):
+        """The reference KVM whose ``change_pte`` waits a few choice points before taking
+        ``mmu_lock`` (contended), recording the hook state and the PTE at each device write."""
+
+        name = "kvm_slow_change_pte" if drop else "kvm_keeps_spte"
+
+        def __init__(self, sim, mm):
+            super().__init__(sim, mm)
+            self.in_change = 0
+            self.changed = 0
+            self.writes = []            # (in change_pte, PTE writable) at each device write
+
+        def change_pte(self, mm, address, pte):
+            self.in_change += 1
+            for _ in range(4):
+                yield                    # waiting for mmu_lock; the vCPU runs meanwhile
+            if drop:
+                yield from super().change_pte(mm, address, pte)
+            self.in_change -= 1
+            self.changed += 1
+
+        def dma_write(self, va, pfn, value):
+            pte = int(self.mm.lookup_pte(va))
+            self.writes.append((self.in_change > 0, bool(pte & PTE_WRITE)))
+            return super().dma_write(va, pfn, value)
+
+    sim = Simulator(notifier_api="v2008")
+    mm = sim.new_process("guest")
+    buf = sim.do(mm.mmap(2 * PAGE_SIZE, prot="rw"))
+    for va in (buf, buf + PAGE_SIZE):
+        sim.do(mm.write(va, 77))
+    drv = sim.attach(Slow, mm)
+    sim.do(drv.access(buf, write=True, value=77))      # a writable SPTE for the page
+    assert drv.translation(buf)[1]
+
+    def device():
+        while not (drv.in_change if drop else drv.changed):
+            yield
+        return (yield from drv.access(buf, write=True, value=555))
+
+    j = Join(sim)
+    j.spawn("ksmd", sim.ksm_merge(mm, buf, 2 * PAGE_SIZE))
+    j.spawn("vcpu", device())
+    j.then("check", mm.read(buf))
+    return sim.run(), drv
+
+
+def test_write_while_the_drivers_change_pte_runs_is_ordered_before_the_write_protect():
+    r, drv = _kvm_window(drop=True)
+    assert drv.writes[-1] == (True, False)     # inside change_pte, the PTE already read-only
+    assert r.results["check"] == 555           # KSM compared after: the page was not merged
+    assert r.ok, r.violations
+
+
+def test_write_through_an_spte_kept_after_change_pte_returned_is_caught():
+    r, drv = _kvm_window(drop=False)
+    assert drv.writes[-1][0] is False          # change_pte had returned
+    assert {"WriteToReadOnly", "StaleRead"} & set(r.kinds()), r.violations
