@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
+from drivers.buggy._kinds import STALE
 from drivers.gru import GRU
-
-_STALE = {"UseAfterFree", "CrossMmAccess", "StaleRead", "LostWrite", "WriteToReadOnly",
-          "StaleMapping"}
 
 
 class GRUNoRangeActiveCheck(GRU):
@@ -16,7 +14,7 @@ class GRUNoRangeActiveCheck(GRU):
     breaks = ("a dropin must not run while a range is being invalidated (wait for "
               "ms_range_active == 0, then retry)")
     mirrors = None
-    expected = {"MapInWindow"} | _STALE
+    expected = {"MapInWindow"} | STALE
     scenarios = ("munmap-during-device-fault", "mprotect-downgrade", "overlapping-invalidations",
                  "migration", "reclaim-while-device-reads")
     apis = ("range_only", "modern")
@@ -35,7 +33,7 @@ class GRUFlushInEnd(GRU):
     mirrors = None
     # without a flush in start the chip's dropin guard sees nothing either, so a dropin that
     # checked the count just before start maps inside the window
-    expected = {"MapInWindow"} | _STALE
+    expected = {"MapInWindow"} | STALE
     scenarios = ("mprotect-downgrade", "cow-after-fork", "overlapping-invalidations")
     apis = ("range_only", "modern")
 
@@ -58,7 +56,7 @@ class GRUNoDropinGuard(GRU):
               "invalidation started after the walk")
     mirrors = ("gru_try_dropin (drivers/misc/sgi-gru/grufault.c) relies on 'magic hardware' "
                "to drop a dropin raced by a TLB invalidate; without it this window is real")
-    expected = {"MapInWindow"} | _STALE
+    expected = {"MapInWindow"} | STALE
     scenarios = ("munmap-during-device-fault", "mprotect-downgrade", "overlapping-invalidations",
                  "migration", "reclaim-while-device-reads", "cow-after-fork")
     apis = ("v2008", "range_only", "modern")
@@ -78,7 +76,7 @@ class GRUIgnoreInvalidatePage(GRU):
               "(do_wp_page, try_to_unmap_one, page_mkclean_one): it must flush the page")
     mirrors = ("the range-only proposal of the 2008 thread: a driver written for it is "
                "broken under the merged API")
-    expected = set(_STALE)
+    expected = set(STALE)
     scenarios = ("cow-after-fork", "reclaim-while-device-reads", "writeback-device-writes")
     apis = ("v2008",)
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+from drivers.buggy._kinds import STALE
 from drivers.hmm_mirror import HMM_MIRROR
 from smmu.notifier import Event
-
-_STALE = {"UseAfterFree", "CrossMmAccess", "StaleRead", "LostWrite", "WriteToReadOnly",
-          "StaleMapping"}
 
 
 class HMMNoSetSeq(HMM_MIRROR):
@@ -19,7 +17,7 @@ class HMMNoSetSeq(HMM_MIRROR):
     mirrors = ("the 2019 interval-notifier consolidation (J. Gunthorpe, 'mm/mmu_notifier: add "
                "an interval tree notifier'): most of eight drivers lacked this collision "
                "retry")
-    expected = {"MapInWindow"} | _STALE
+    expected = {"MapInWindow"} | STALE
     scenarios = ("reclaim-while-device-reads", "migration", "overlapping-invalidations",
                  "munmap-during-device-fault")
     apis = ("modern",)
@@ -46,7 +44,7 @@ class HMMFailBlockable(HMM_MIRROR):
     breaks = ("an interval invalidate may return False only for a non-blockable range; a "
               "blockable one must take the lock (sleep) and succeed")
     mirrors = None
-    expected = {"BadReturn"} | {"MapInWindow"} | _STALE
+    expected = {"BadReturn"} | {"MapInWindow"} | STALE
     scenarios = ("munmap-during-device-fault", "migration", "reclaim-while-device-reads",
                  "mprotect-downgrade", "overlapping-invalidations")
     apis = ("modern",)

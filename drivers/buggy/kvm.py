@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from drivers._common import page_of, vpn_of, walk_pte
+from drivers.buggy._kinds import STALE
 from drivers.kvm import KVM
 from smmu.constants import PAGE_SIZE
-
-#: what a translation that outlives its page can show, depending on the schedule
-_STALE = {"UseAfterFree", "CrossMmAccess", "StaleRead", "LostWrite", "WriteToReadOnly",
-          "StaleMapping"}
 
 
 class KVMNoInProgressCheck(KVM):
@@ -22,7 +19,7 @@ class KVMNoInProgressCheck(KVM):
     mirrors = ("the reason for mmu_notifier_count in the 2008 KVM patch (seed thread): "
                "'a page that GUP returns in that window can be freed without another "
                "notification'")
-    expected = {"MapInWindow"} | _STALE
+    expected = {"MapInWindow"} | STALE
     # the fault must GUP the old page inside the window: operations that hold mmap_lock for
     # write (munmap, mprotect) keep GUP out, so the exposing ones are rmap-side
     scenarios = ("reclaim-while-device-reads", "migration")
@@ -40,7 +37,7 @@ class KVMNoSeqCheck(KVM):
     breaks = ("a fault must retry if any invalidation ran since it snapshotted "
               "mmu_invalidate_seq (checked under mmu_lock)")
     mirrors = None
-    expected = set(_STALE)
+    expected = set(STALE)
     scenarios = ("munmap-during-device-fault", "cow-after-fork", "migration",
                  "reclaim-while-device-reads", "overlapping-invalidations")
     apis = ("v2008", "range_only", "modern")
@@ -61,7 +58,7 @@ class KVMSeqInStart(KVM):
     breaks = ("the sequence must move when an invalidation ends (seq++ then in_progress--, "
               "under mmu_lock), not before the zap")
     mirrors = None
-    expected = set(_STALE)
+    expected = set(STALE)
     scenarios = ("reclaim-while-device-reads", "migration")
     apis = ("range_only", "modern")
 
@@ -88,7 +85,7 @@ class KVMSeqAfterUnlock(KVM):
     mirrors = ("the comment in 2.6.27 kvm_mmu_notifier_invalidate_page (virt/kvm/kvm_main.c): "
                "'Increasing the sequence after the spin_unlock would be unsafe because the kvm "
                "page fault could then establish the pte after kvm_unmap_hva returned'")
-    expected = set(_STALE)
+    expected = set(STALE)
     scenarios = ("reclaim-while-device-reads", "migration")
     apis = ("v2008", "range_only", "modern")
 
@@ -142,7 +139,7 @@ class KVMApicRemap(KVM):
               "page only after the PTE has been cleared (after end)")
     mirrors = ("e649b3f0188f (2020) 'KVM: x86: Fix APIC page invalidation race': the APIC "
                "page reload requested from the invalidation ran before the PTE was changed")
-    expected = {"MapInWindow"} | _STALE
+    expected = {"MapInWindow"} | STALE
     scenarios = ("apic-page-remap", "migration", "munmap-during-device-fault")
     apis = ("range_only", "modern")
 
