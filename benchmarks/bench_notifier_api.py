@@ -179,4 +179,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from smmu.cli import configure_logging  # a script, like the CLI: it configures logging
+    configure_logging()
     sys.exit(main())

@@ -231,4 +231,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from smmu.cli import configure_logging  # a script, like the CLI: it configures logging
+    configure_logging()
     main()
