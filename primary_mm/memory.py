@@ -219,7 +219,8 @@ class Memory:
             if len(dp):
                 f.set_flags(dp, FRAME_DIRTY)               # set_page_dirty
             f.dec_mapcount(pfns)                           # page_remove_rmap
-            f.put(pfns)                                    # free_pages_and_swap_cache
+            self.swap.free_swap_cache(pfns)                # free_pages_and_swap_cache
+            f.put(pfns)
         slots = swap_slots(ptes)
         if len(slots):
             self.swap.free(slots)                          # free_swap_and_cache

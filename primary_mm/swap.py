@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from primary_mm.frames import FRAME_SWAPCACHE
+from primary_mm.frames import FRAME_LOCKED, FRAME_SWAPCACHE
 
 
 class SwapSpace:
@@ -90,7 +90,9 @@ class SwapSpace:
 
     def free(self, slots) -> None:
         """``free_swap_and_cache`` for each slot: count -= 1; a slot reaching 0 loses its
-        swap-cache page (if any) and is freed."""
+        swap-cache page (if any) and is freed. A locked swap-cache page stays in the cache
+        and keeps its slot (``__try_to_reclaim_swap`` only ``folio_trylock``s, mm/swapfile.c):
+        reclaim, migration or a swap-in holds it and is still working with that slot."""
         slots = np.asarray(slots, dtype=np.int64)
         if not len(slots):
             return
@@ -99,6 +101,9 @@ class SwapSpace:
         if not len(dead):
             return
         pages = self.page[dead]
+        locked = (pages != 0) & ((self.frames.flags[pages] & FRAME_LOCKED) != 0)
+        if locked.any():
+            dead, pages = dead[~locked], pages[~locked]
         cached = pages[pages != 0]
         if len(cached):
             for p in cached.tolist():
@@ -109,6 +114,20 @@ class SwapSpace:
         self.count[dead] = 0
         self.used[dead] = False
         self._free.extend(dead.tolist())
+
+    def free_swap_cache(self, pfns) -> None:
+        """``free_swap_cache`` (from ``free_pages_and_swap_cache`` as a zap drops the pages):
+        a swap-cache page no longer mapped, not locked, whose slot no swap entry uses any
+        more (left so by :meth:`free` while it was locked), leaves the cache, freeing the
+        slot (``folio_free_swap``). ``pfns``: the zapped pages, mapcounts already dropped."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        f = self.frames
+        pfns = np.unique(pfns[(f.flags[pfns] & (FRAME_SWAPCACHE | FRAME_LOCKED))
+                              == FRAME_SWAPCACHE])
+        for pfn in pfns[f.mapcount[pfns] == 0].tolist():
+            slot = self.slot_of.get(pfn)
+            if slot is not None and self.count[slot] == 0:
+                self.delete_from_swap_cache(slot)
 
     def value(self, slot: int) -> int:
         """What a read through a swap PTE of ``slot`` would return."""

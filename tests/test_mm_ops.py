@@ -169,6 +169,61 @@ def test_swap_slot_freed_twice_is_an_invariant_violation():
     assert any("freed twice" in p for p in sim.memory.check_invariants())
 
 
+def _swap_race(api, seed, *, migrate):
+    """Reclaim (or migration of swap-cache pages) holds each page locked while a munmap (or
+    the exit of a child sharing the swap slots) drops the last swap entry of its slot."""
+    drivers = pytest.importorskip("drivers")
+    sim = Simulator(notifier_api=api, schedule="random", seed=seed)
+    mm = sim.new_process()
+    a = sim.do(mm.mmap(4 * P))
+    fill(sim, mm, a, 4)
+    child = None
+    if migrate:
+        child = sim.do(mm.fork())
+        sim.do(sim.reclaim(mm, a, 4 * P, force=True))
+        assert values(sim, mm, a, 4) == [100, 101, 102, 103]   # swap cache, slot shared
+    sim.attach(drivers.KVM, mm)                   # hooks that yield inside the windows
+
+    def system():
+        if migrate:
+            yield from sim.migrate(mm, a, 4 * P)
+        else:
+            yield from sim.reclaim(mm, a, 4 * P, force=True)
+
+    def zap():
+        for _ in range(seed % (11 if migrate else 7)):
+            yield
+        if migrate:
+            yield from child.exit()
+        else:
+            yield from mm.munmap(a, 4 * P)
+    sim.spawn("sys", system())
+    sim.spawn("zap", zap())
+    res = sim.run()
+    assert res.ok and res.errors == {}, (res.violations[:1], res.errors)
+    ok(sim)
+    if migrate:
+        assert values(sim, mm, a, 4) == [100, 101, 102, 103]
+        sim.do(mm.munmap(a, 4 * P))
+    ok(sim)
+    assert sim.memory.swap.nused == 0                # nothing left behind in the swap cache
+
+
+@pytest.mark.parametrize("api", ["range_only", "modern"])
+def test_munmap_leaves_a_page_reclaim_holds_locked_in_the_swap_cache(api):
+    """free_swap_and_cache only trylocks the swap-cache page (__try_to_reclaim_swap): it
+    freed the slot of a page reclaim held locked, and reclaim freed the slot again (seed 5
+    put a slot on the free list twice)."""
+    _swap_race(api, 5, migrate=False)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_child_exit_leaves_a_page_migration_holds_locked_in_the_swap_cache(api):
+    """The same for migration: the slot and cache entry vanished under it and it crashed
+    moving the cache entry to the new page (KeyError; seed 2)."""
+    _swap_race(api, 2, migrate=True)
+
+
 def test_reclaim_keeps_a_gup_referenced_page_in_swap_cache():
     sim, mm = mk()
     a = sim.do(mm.mmap(P))
