@@ -7,19 +7,13 @@ whatever the hypothesis profile; they were chosen with benchmarks/bench_checker.
 reports how many schedules each detection actually needs."""
 
 import pytest
+from shared_kit import drivers_or_skip
 
 from smmu import scenarios
 from smmu.explore import SCENARIOS, Replay, explore, replay, shrink
 
 CLEAN_SCHEDULES = 12         # per (driver, scenario, api), PCT
 BUGGY_BUDGET = 150           # per (scenario, api, strategy) before giving up
-
-
-def _drivers():
-    drivers = pytest.importorskip("drivers")
-    if not hasattr(drivers, "BUILTIN"):
-        pytest.skip("drivers not built yet")
-    return drivers
 
 
 def _builtin_names():
@@ -39,10 +33,12 @@ def _buggy_names():
 
 
 def _pairs(cls):
+    """The (scenario, api) pairs on which ``cls`` must be clean: those that apply, except
+    load-small (tested below) and the windows the driver declares (``known_windows``)."""
     out = []
     for name in scenarios.default_names():
         sc = SCENARIOS[name]
-        if name == "load-small" or not sc.applies(cls):
+        if name == "load-small" or not sc.applies(cls) or scenarios.known_window(cls, name):
             continue
         out.extend((name, a) for a in cls.apis if a in sc.apis)
     return out
@@ -50,7 +46,7 @@ def _pairs(cls):
 
 @pytest.mark.parametrize("driver", _builtin_names())
 def test_reference_driver_clean_everywhere(driver):
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     cls = drivers.BUILTIN[driver]
     pairs = _pairs(cls)
     assert pairs
@@ -63,7 +59,7 @@ def test_reference_driver_clean_everywhere(driver):
 
 @pytest.mark.parametrize("driver", ["kvm", "gru"])
 def test_reference_driver_clean_under_load(driver):
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     cls = drivers.BUILTIN[driver]
     for api in cls.apis:
         ex = explore("load-small", cls, api, strategy="random", schedules=2, seed=0)
@@ -105,7 +101,7 @@ def first_expected(cls, strategies=("pct", "random")):
 
 @pytest.mark.parametrize("name", _buggy_names())
 def test_buggy_driver_caught_with_an_expected_kind(name):
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     cls = drivers.BUGGY[name]
     assert cls.scenarios and cls.expected and cls.apis
     missing = [s for s in cls.scenarios if s not in SCENARIOS]
@@ -116,7 +112,7 @@ def test_buggy_driver_caught_with_an_expected_kind(name):
 
 @pytest.mark.parametrize("name", sorted(scenarios.HISTORICAL))
 def test_historical_bug_flagged_broken_and_clean_fixed(name):
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     h = scenarios.HISTORICAL[name]
     table = {**drivers.BUILTIN, **drivers.BUGGY}
     for strategy in ("pct", "random"):
@@ -132,7 +128,7 @@ def test_historical_bug_flagged_broken_and_clean_fixed(name):
 
 
 def test_replay_and_shrink_are_deterministic():
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     cls = drivers.BUGGY["kvm_no_seq"]
     f, tried = first_expected(cls, strategies=("pct",))
     assert f is not None, tried
@@ -148,3 +144,4 @@ def test_replay_and_shrink_are_deterministic():
     assert f.preemptions <= full.preemptions       # no more preemptions than the bug needs
     again = replay(f)
     assert any(v.kind == f.kind for v in again.violations)
+

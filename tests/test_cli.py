@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
+from shared_kit import drivers_or_skip
 
 from smmu import cli
 from smmu.trace import validate
@@ -236,15 +237,8 @@ def test_python_dash_m_runs_the_cli():
 
 # --------------------------------------------------------------------------- real drivers
 
-def _drivers():
-    drivers = pytest.importorskip("drivers")
-    if not hasattr(drivers, "BUILTIN"):
-        pytest.skip("the drivers package has no BUILTIN table yet")
-    return drivers
-
-
 def test_drivers_lists_builtin_and_buggy(capsys):
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     code, out, _ = run(["drivers"], capsys)
     assert code == 0
     for name in drivers.BUILTIN:
@@ -254,7 +248,7 @@ def test_drivers_lists_builtin_and_buggy(capsys):
 
 
 def test_resolve_builtin_and_buggy_names():
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     for name, cls in drivers.BUILTIN.items():
         assert cli.resolve_driver(name) is cls
     for name, cls in drivers.BUGGY.items():

@@ -2,6 +2,7 @@
 to the right drivers, builds and runs to its closing reads with a reference driver."""
 
 import pytest
+from shared_kit import drivers_or_skip
 
 from smmu import scenarios
 from smmu.explore import SCENARIOS, run_once
@@ -14,13 +15,6 @@ REQUIRED = ["cow-after-fork", "reclaim-while-device-reads", "writeback-device-wr
             "load"]
 HISTORICAL = ["fork-enomem-unpaired", "invalidate-page-outside-ptl", "fork-pin-cow",
               "nonblock-start-end", "apic-page-remap", "writeback-device-write"]
-
-
-def _drivers():
-    drivers = pytest.importorskip("drivers")
-    if not hasattr(drivers, "BUILTIN"):
-        pytest.skip("drivers not built yet")
-    return drivers
 
 
 def test_every_required_scenario_is_registered_and_documented():
@@ -53,7 +47,7 @@ def test_default_set_leaves_out_slow_and_broken_historical():
 
 
 def test_applies_follows_the_driver_kind():
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     assert not scenarios.has_notifier(drivers.PINNED)
     for cls in (drivers.KVM, drivers.GRU, drivers.XPMEM, drivers.IOMMU_SVA,
                 drivers.HMM_MIRROR):
@@ -65,7 +59,7 @@ def test_applies_follows_the_driver_kind():
 
 @pytest.mark.parametrize("name", [n for n in REQUIRED if n != "load"])
 def test_scenario_runs_clean_to_its_closing_reads_with_a_reference_driver(name):
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     sc = SCENARIOS[name]
     api = sc.apis[-1]
     cls = next(c for c in (drivers.KVM, drivers.HMM_MIRROR, drivers.PINNED)
@@ -78,7 +72,7 @@ def test_scenario_runs_clean_to_its_closing_reads_with_a_reference_driver(name):
 
 
 def test_same_seed_same_run():
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     a = run_once("load-small", drivers.KVM, "modern", "random", 5)
     b = run_once("load-small", drivers.KVM, "modern", "random", 5)
     c = run_once("load-small", drivers.KVM, "modern", "random", 6)

@@ -6,23 +6,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shared_kit import Recorder
 
 import smmu.shadow as shadow_mod
 from smmu.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.shadow import ShadowPageTable
 
 VPN_LIMIT = 1 << 36
-
-
-class Recorder:
-    def __init__(self):
-        self.calls = []
-
-    def note_map(self, va, pfn, writable):
-        self.calls.append(("map", va, pfn, writable))
-
-    def note_unmap_range(self, va0, va1):
-        self.calls.append(("unmap", va0, va1))
 
 
 class RefShadow:

@@ -3,6 +3,7 @@ violation report; bad arguments are clear errors; the smmu_sim fixture; the prof
 
 import pytest
 from hypothesis import Phase, settings
+from shared_kit import drivers_or_skip
 
 from smmu.errors import BadDriver, UsageError
 from smmu.testing import (CoherenceFailure, coherence_pairs, coherence_test,
@@ -68,22 +69,15 @@ def test_smmu_sim_fixture_makes_fresh_simulators(smmu_sim):
     assert a.seed == 3
 
 
-def _drivers():
-    drivers = pytest.importorskip("drivers")
-    if not hasattr(drivers, "BUILTIN"):
-        pytest.skip("drivers not built yet")
-    return drivers
-
-
 def test_coherence_test_on_the_reference_kvm_is_clean():
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     t = coherence_test(drivers.KVM, scenarios=["cow-after-fork", "mprotect-downgrade"],
                        max_examples=15)
     t()
 
 
 def test_coherence_test_catches_a_buggy_kvm():
-    drivers = _drivers()
+    drivers = drivers_or_skip()
     cls = drivers.BUGGY["kvm_no_in_progress"]
     # no shrinking: finding it is what is tested here, and shrinking replays a lot
     t = coherence_test(cls, api="range_only", scenarios=["reclaim-while-device-reads"],

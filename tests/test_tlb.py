@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shared_kit import Recorder
 
 from smmu.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.tlb import ASID_LIMIT, TLB, VPN_LIMIT
@@ -13,19 +14,6 @@ from smmu.tlb_ref import RefTLB
 # Each (ways, policy) pair compiles its own batch kernels, so the list stays short.
 GEOMETRIES = [(1, 1, "lru"), (2, 3, "lru"), (4, 8, "lru"),
               (2, 1, "plru"), (1, 4, "plru"), (8, 16, "plru")]
-
-
-class Recorder:
-    """An observer that logs what it is told, as a driver's note_map/note_unmap_range would."""
-
-    def __init__(self):
-        self.calls = []
-
-    def note_map(self, va, pfn, writable):
-        self.calls.append(("map", va, pfn, writable))
-
-    def note_unmap_range(self, va0, va1):
-        self.calls.append(("unmap", va0, va1))
 
 
 # -- differential: random operation sequences ------------------------------------------------
