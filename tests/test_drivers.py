@@ -13,7 +13,8 @@ import pytest
 import drivers
 from drivers import GRU, HMM_MIRROR, IOMMU_SVA, KVM, PINNED, XPMEM
 from drivers.buggy import GRUNoDropinGuard, HMMNoSetSeq, KVMNoInProgressCheck, KVMNoSeqCheck
-from smmu.constants import PAGE_SIZE
+from drivers._common import pte_pfn
+from smmu.constants import PAGE_SIZE, PTE_PRESENT
 from smmu.errors import BadDriver, SegmentationFault
 from smmu.notifier import Range
 from smmu.sched import RoundRobin, Schedule
@@ -70,9 +71,16 @@ def setup(api="modern", npages=2, schedule="round_robin", **simopts):
     return sim, mm, buf
 
 
+def attached(cls, opts, api):
+    """:func:`setup` with the driver under test attached: ``(sim, mm, buf, drv)``."""
+    sim, mm, buf = setup(api)
+    return sim, mm, buf, sim.attach(cls, mm, **opts)
+
+
 def pfn_of(mm, va):
+    """The frame the primary maps at ``va``, or None when its PTE is not present."""
     pte = int(mm.lookup_pte(va))
-    return pte >> 12 & ((1 << 40) - 1) if pte & 1 else None
+    return pte_pfn(pte) if pte & PTE_PRESENT else None
 
 
 def dev(sim, drv, va, write=False, value=None):
@@ -87,8 +95,7 @@ def clean(sim):
 
 @pytest.mark.parametrize("cls,opts,api", CASES)
 def test_device_sees_cpu_writes_and_cpu_sees_device_writes(cls, opts, api):
-    sim, mm, buf = setup(api)
-    drv = sim.attach(cls, mm, **opts)
+    sim, mm, buf, drv = attached(cls, opts, api)
     assert dev(sim, drv, buf) == 100
     assert drv.translation(buf)[0] == pfn_of(mm, buf)
     sim.do(mm.write(buf, 7))
@@ -102,8 +109,7 @@ def test_device_sees_cpu_writes_and_cpu_sees_device_writes(cls, opts, api):
 
 @pytest.mark.parametrize("cls,opts,api", NOTIFYING)
 def test_munmap_drops_the_translation_and_later_access_faults(cls, opts, api):
-    sim, mm, buf = setup(api)
-    drv = sim.attach(cls, mm, **opts)
+    sim, mm, buf, drv = attached(cls, opts, api)
     dev(sim, drv, buf, write=True, value=9)
     assert drv.translation(buf) is not None
     sim.do(mm.munmap(buf, 2 * PAGE_SIZE))
@@ -115,8 +121,7 @@ def test_munmap_drops_the_translation_and_later_access_faults(cls, opts, api):
 
 @pytest.mark.parametrize("cls,opts,api", NOTIFYING)
 def test_cow_after_fork_moves_the_device_to_the_parents_new_page(cls, opts, api):
-    sim, mm, buf = setup(api)
-    drv = sim.attach(cls, mm, **opts)
+    sim, mm, buf, drv = attached(cls, opts, api)
     assert dev(sim, drv, buf) == 100
     old = pfn_of(mm, buf)
     child = sim.do(mm.fork())
@@ -134,8 +139,7 @@ def test_cow_after_fork_moves_the_device_to_the_parents_new_page(cls, opts, api)
 
 @pytest.mark.parametrize("cls,opts,api", NOTIFYING)
 def test_reclaim_drops_the_translation_and_swapin_is_seen(cls, opts, api):
-    sim, mm, buf = setup(api)
-    drv = sim.attach(cls, mm, **opts)
+    sim, mm, buf, drv = attached(cls, opts, api)
     assert dev(sim, drv, buf) == 100
     sim.do(sim.reclaim(mm, buf, PAGE_SIZE, force=True))
     assert pfn_of(mm, buf) is None
@@ -147,8 +151,7 @@ def test_reclaim_drops_the_translation_and_swapin_is_seen(cls, opts, api):
 
 @pytest.mark.parametrize("cls,opts,api", NOTIFYING)
 def test_exit_releases_the_device(cls, opts, api):
-    sim, mm, buf = setup(api)
-    drv = sim.attach(cls, mm, **opts)
+    sim, mm, buf, drv = attached(cls, opts, api)
     dev(sim, drv, buf)
     sim.do(mm.exit())
     assert drv.translation(buf) is None
