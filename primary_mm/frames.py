@@ -21,6 +21,8 @@ pure-Python twin of each) are batches over pfn arrays: one Python->jit crossing 
 operation. A kernel never raises: a bad entry (pfn out of range or 0, reference taken on a
 free frame, counter underflow) is skipped and recorded in meta (error count, first bad pfn,
 error code); ``FrameTable`` raises ``FrameStateError`` after the call, naming the pfn.
+Each pin holds one reference (Linux: GUP_PIN_COUNTING_BIAS), which only an unpin drops: a
+plain put that would take refcount below pincount is refused (ERR_PUT_PINNED).
 Freeing a frame that still has mappings or pins is recorded as ERR_BAD_PAGE_STATE (the
 counters are reset and the frame is freed anyway, like Linux's bad_page()).
 """
@@ -69,6 +71,7 @@ ERR_FREE_FRAME = 2  #: get/put/mapcount on a frame whose refcount is 0
 ERR_MAPCOUNT_UNDERFLOW = 3
 ERR_PINCOUNT_UNDERFLOW = 4
 ERR_BAD_PAGE_STATE = 5  #: refcount reached 0 with mappings or pins left
+ERR_PUT_PINNED = 6  #: a plain put would drop a reference that belongs to a pin
 
 ERROR_NAMES = {
     ERR_BAD_PFN: "pfn 0 or out of range",
@@ -76,6 +79,8 @@ ERROR_NAMES = {
     ERR_MAPCOUNT_UNDERFLOW: "mapcount would go negative",
     ERR_PINCOUNT_UNDERFLOW: "pincount would go negative",
     ERR_BAD_PAGE_STATE: "freed while still mapped or pinned",
+    ERR_PUT_PINNED: "put would drop a reference that a pin holds (refcount <= pincount): "
+    "use unpin (unpin_user_page) to drop a pin",
 }
 
 _U32_1 = np.uint32(1)
@@ -162,7 +167,9 @@ def frames_put(
 ):
     """refcount -= 1 for each pfn (with unpin, pincount -= 1 first). A frame whose refcount
     reaches 0 is freed: generation += 1, owner = -1, flags = 0, contents kept, pushed on the
-    free stack, and written to out_freed. Returns the number freed."""
+    free stack, and written to out_freed. Returns the number freed. Without unpin, a put
+    that would leave refcount < pincount is skipped as ERR_PUT_PINNED: those references
+    belong to pins (GUP_PIN_COUNTING_BIAS) and only unpin_user_page drops them."""
     nframes = refcount.shape[0]
     freed = 0
     for k in range(pfns.shape[0]):
@@ -178,6 +185,9 @@ def frames_put(
                 _error(meta, pfn, ERR_PINCOUNT_UNDERFLOW)
                 continue
             pincount[pfn] -= 1
+        elif refcount[pfn] <= pincount[pfn]:
+            _error(meta, pfn, ERR_PUT_PINNED)
+            continue
         rc = refcount[pfn] - 1
         refcount[pfn] = rc
         if rc == 0:

@@ -12,6 +12,7 @@ from primary_mm.frames import (
     ERR_FREE_FRAME,
     ERR_MAPCOUNT_UNDERFLOW,
     ERR_PINCOUNT_UNDERFLOW,
+    ERR_PUT_PINNED,
     F_BAD_PFN,
     F_ERR_CODE,
     F_NERR,
@@ -95,6 +96,9 @@ def frames_put(
                 _error(meta, pfn, ERR_PINCOUNT_UNDERFLOW)
                 continue
             pincount[pfn] -= 1
+        elif refcount[pfn] <= pincount[pfn]:
+            _error(meta, pfn, ERR_PUT_PINNED)
+            continue
         refcount[pfn] -= 1
         if refcount[pfn] != 0:
             continue

@@ -653,7 +653,12 @@ class MM:
         """``put_page``: drop a reference from get_user_pages (the frame is freed, its
         generation bumped, at refcount 0)."""
         pfn = self.memory.check_ref(pfn, "put_page")
-        self.memory.frames.put(pfn)
+        frames = self.memory.frames
+        if int(frames.refcount[pfn]) <= int(frames.pincount[pfn]):
+            raise InvalidArgument(f"put_page({pfn}): the references left on the frame belong "
+                                  "to its pins: use unpin_user_page for a page from "
+                                  "pin_user_pages")
+        frames.put(pfn)
         return None
         yield  # pragma: no cover - a generator like every operation
 

@@ -4,7 +4,7 @@ refcount errors and the invariant checker."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import primary_mm.frames as F
@@ -146,6 +146,7 @@ table_ops = st.one_of(
 
 @settings(max_examples=80, deadline=None)
 @given(program=st.lists(table_ops, min_size=3, max_size=40))
+@example(program=[("alloc", 1, 0), ("pin", 0), ("pin", 0), ("put", 0), ("put", 0)])
 def test_frametable_matches_model(program):
     ft = FrameTable(nframes=4)
     live = {}  # pfn -> [refcount, mapcount, pincount, generation at allocation]
@@ -197,6 +198,12 @@ def test_frametable_matches_model(program):
             if name == "unpin" and pc == 0:
                 with pytest.raises(FrameStateError, match="pincount"):
                     ft.unpin(p)
+                continue
+            if name == "put" and rc <= pc:
+                # the references left all belong to pins: only unpin drops them
+                with pytest.raises(FrameStateError, match="use unpin"):
+                    ft.put(p)
+                assert (ft.refcount[p], ft.pincount[p]) == (rc, pc)
                 continue
             pc -= name == "unpin"
             if rc == 1 and (mc or pc):
@@ -312,6 +319,21 @@ def test_pins_hold_references():
     assert ft.put(p).tolist() == []
     assert ft.unpin(p).tolist() == [p]
     assert ft.is_free(p) and ft.check_invariants(strict=True) == []
+
+
+def test_put_cannot_drop_a_pins_reference():
+    """A pin holds a reference (GUP_PIN_COUNTING_BIAS) that only unpin drops: a put that
+    would leave refcount < pincount is refused, naming unpin, and changes nothing."""
+    ft = FrameTable()
+    p = ft.alloc_one()
+    ft.pin([p, p])
+    ft.put(p)                                          # the allocation's reference
+    with pytest.raises(FrameStateError, match=f"put: pfn {p}: .*use unpin"):
+        ft.put(p)
+    assert (ft.refcount[p], ft.pincount[p]) == (2, 2)
+    assert ft.check_invariants(strict=True) == []
+    assert ft.unpin([p, p]).tolist() == [p]
+    assert ft.is_free(p)
 
 
 def test_batch_put_frees_duplicates_once():

@@ -158,6 +158,11 @@ def test_frame_reference_errors(world):
     free = sim.memory.frames.nframes - 1
     check(sim, InvalidArgument, mm.put_page(free), "no such allocated frame")
     check(sim, InvalidArgument, mm.put_page("x"), "not a pfn")
+    pinned = sim.do(mm.pin_user_pages(w["a"]))
+    sim.do(mm.munmap(w["a"], P))                 # only the pin holds the frame now
+    check(sim, InvalidArgument, mm.put_page(pinned), "use unpin_user_page")
+    sim.do(mm.unpin_user_page(pinned))
+    assert sim.memory.frames.is_free(pinned)
 
 
 def test_system_wide_errors(world):
