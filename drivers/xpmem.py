@@ -29,14 +29,18 @@ class XPMEM(MMUNotifier):
     * ``invalidate_range_end`` and, in v2008, ``invalidate_page`` (no ``start``): take the
       attachment mutex (it sleeps: ``may_sleep = True``), zap the attacher's entries of the
       range and unpin their pages;
-    * ``release``: tear every attachment down; :meth:`recall` does the same on demand (the
-      fork ioctl: the exporter recalls all PFNs before it forks).
+    * ``release``: tear every attachment down; :meth:`recall` does the same on demand;
+    * :meth:`fork_begin` / :meth:`fork_end`: the ``XPMEM_CMD_FORK_BEGIN`` / ``_END`` ioctls
+      an exporter issues around ``fork()``: recall every PFN and hold attach faults off
+      until the fork is done.
 
     Why it is coherent without ``start``: the pin keeps every page it maps allocated until
     its own ``end`` unmaps it, so the page cannot be freed or reused in between. There is no
-    MapInWindow window for it (it never opens one). Limits, as in the real driver: a device
-    write between the primary write-protecting a page (fork's ``copy_page_range``) and
-    ``end`` goes to a page the child now shares — hence the recall ioctl before fork.
+    MapInWindow window for it (it never opens one). Limits, as in the real driver: between
+    the primary write-protecting a page and ``end`` the attacher can still write it through
+    its writable mapping. :attr:`known_windows` lists what that costs on each scenario where
+    the checker reports it (``WriteToReadOnly``); for fork the real users' answer is the fork
+    ioctls, which the ``cow-after-fork`` scenario issues.
 
     Generations: ``range_only`` and ``modern``. In the merged 2008 API ``invalidate_page``
     runs under the PT lock (``ptep_clear_flush_notify``), where a sleeping driver is always
@@ -55,6 +59,32 @@ class XPMEM(MMUNotifier):
     may_sleep = True
     apis = ("range_only", "modern")
 
+    #: scenarios on which the real driver has a window that the checker rightly reports
+    #: (a true positive, kept faithful rather than hidden): scenario -> why, and what real
+    #: users do. XPMEM drops its mappings only in ``invalidate_range_end`` (no ``start``), so
+    #: a write between the primary's write-protect and ``end`` goes through a writable
+    #: attachment of a page whose PTE is read-only (``WriteToReadOnly``).
+    known_windows = {
+        "mprotect-downgrade": (
+            "mprotect(PROT_READ) write-protects the PTEs, and the attacher's writable "
+            "mapping lasts until end: its writes land in the same page before mprotect "
+            "returns, so no data is lost, but the protocol (no writable secondary mapping of "
+            "a read-only PTE) is broken. XPMEM has no start hook to close it; real users do "
+            "not mprotect exported segments."),
+        "attach-detach-during-invalidation": (
+            "the same mprotect(PROT_READ) window as mprotect-downgrade (the scenario "
+            "downgrades, zaps, then restores the range while attachers write)"),
+        "writeback-device-writes": (
+            "page_mkclean write-protects and cleans a shared file page, and the attacher "
+            "writes it before end drops its mapping: the page stays clean and reclaim evicts "
+            "it, losing the write (the get_user_pages/filesystem problem, LWN 2018). Real "
+            "XPMEM does not dirty pages when it unpins; real users export anonymous memory "
+            "(MPI buffers), not file mappings under writeback."),
+        "load-small": (
+            "random operation mixes include mprotect(PROT_READ) of ranges attachers write: "
+            "the mprotect-downgrade window (forks in the mix use the fork ioctls)"),
+    }
+
     def __init__(self, sim, mm, *, start: int = 0, length: int | None = None):
         seg = user_window("XPMEM segment", start, length)
         super().__init__(sim, mm)
@@ -66,6 +96,8 @@ class XPMEM(MMUNotifier):
         self.dead = False
         self.faults = 0
         self.retries = 0
+        self.n_recall_pfns = 0                   # > 0 between FORK_BEGIN and FORK_END
+        self.allow_fault_wq = sim.waitqueue("xpmem block_recall_PFNs_wq")
 
     def __repr__(self):
         return (f"<{self.name} on {self.mm!r} seg=[{self.seg_start:#x}, {self.seg_end:#x}) "
@@ -94,6 +126,8 @@ class XPMEM(MMUNotifier):
         self.faults += 1
         self.sim.charge("device_fault")
         while True:
+            if self.n_recall_pfns:   # xpmem_block_recall_PFNs(tg, 1): no pin during a fork
+                yield self.allow_fault_wq.wait_until(lambda: not self.n_recall_pfns)
             gen = self.invalidations
             pfn = yield from mm.pin_user_pages(page_of(va), write=write, longterm=False)
             yield                                    # pinned; att->mutex not yet taken
@@ -142,9 +176,24 @@ class XPMEM(MMUNotifier):
             yield from self.mm.unpin_user_page(pfn)
 
     def recall(self):
-        """The fork ioctl: recall (zap and unpin) every PFN of the segment, so that a fork
-        that follows shares no page the attacher still writes."""
+        """``xpmem_recall_PFNs_of_tg``: recall (zap and unpin) every PFN of the segment."""
         yield from self.clear(self.seg_start, self.seg_end)
+
+    def fork_begin(self):
+        """``xpmem_fork_begin`` (the ``XPMEM_CMD_FORK_BEGIN`` ioctl, issued by the exporter
+        before ``fork()``): hold new attach faults off (``xpmem_disallow_blocking_recall_PFNs``)
+        and recall every PFN, so that the fork shares no page the attacher can still write
+        (a fault that pinned before the recall sees the invalidation and retries)."""
+        self.n_recall_pfns += 1
+        yield from self.recall()
+
+    def fork_end(self):
+        """``xpmem_fork_end`` (``XPMEM_CMD_FORK_END``, after ``fork()``): let attach faults
+        pin again (``xpmem_allow_blocking_recall_PFNs``)."""
+        self.n_recall_pfns -= 1
+        if not self.n_recall_pfns:
+            self.allow_fault_wq.wake_all()
+        yield                                        # back from the ioctl
 
     # ------------------------------------------------------------------ notifier hooks
     def invalidate_range_end(self, range):

@@ -20,6 +20,13 @@ Which driver a scenario applies to: ``applies(cls)``. A driver with no notifier 
 (the long-term-pin model, ``drivers.PINNED``) cannot follow any invalidation, so it only runs
 the scenarios in which the pages it pins are never invalidated behind its back
 (:data:`PIN_SAFE`).
+
+Applying is not the same as having to be clean: a reference driver may declare
+``known_windows = {scenario: why}`` for windows the real driver has (XPMEM drops its
+mappings only in ``end``); the checker reports them as true positives, and
+:func:`known_window` is what the catalogue test and the demo consult before requiring a
+clean run. Where real users have a protocol that closes the window, the scenario follows it
+instead (:func:`exporter_fork`: XPMEM's fork ioctls).
 """
 
 from __future__ import annotations
@@ -117,6 +124,32 @@ def device_loop(drv, vas, *, rounds: int = 1, write: bool | str = False, base: i
             k += 1
 
 
+def exporter_fork(mm, drvs):
+    """``fork()`` of ``mm`` as an exporter that follows its drivers' fork protocol does it:
+    drivers with ``fork_begin`` / ``fork_end`` (XPMEM's ``XPMEM_CMD_FORK_BEGIN`` / ``_END``
+    ioctls: recall every PFN and hold attach faults off) get them around the fork. Returns
+    the child."""
+    begun = [d for d in drvs if getattr(d, "fork_begin", None) is not None]
+    for d in begun:
+        yield from d.fork_begin()
+    try:
+        child = yield from mm.fork()
+    except SmmuError:               # fork failed (ENOMEM): the exporter still ends the ioctl
+        for d in begun:
+            yield from d.fork_end()
+        raise
+    for d in begun:
+        yield from d.fork_end()
+    return child
+
+
+def known_window(cls, name: str) -> str | None:
+    """Why driver class ``cls`` is expected to be flagged on scenario ``name``: its
+    ``known_windows`` declaration (a window the real driver has, which the checker reports as
+    a true positive), or None when the driver must be clean there."""
+    return (getattr(cls, "known_windows", None) or {}).get(name)
+
+
 def cpu_reads(mm, vas):
     """The closing reads: every touched page once, faults tolerated."""
     for va in vas:
@@ -178,7 +211,7 @@ def build_cow_after_fork(sim, driver_cls):
     box = {}
 
     def cpu():
-        box["child"] = yield from mm.fork()
+        box["child"] = yield from exporter_fork(mm, [drv])
         yield from cpu_writes(mm, vas, 200)
 
     j.spawn("cpu0", cpu())
@@ -519,7 +552,8 @@ class LoadShape:
 LOAD_OPS = ("write", "read", "mprotect", "dontneed", "reclaim", "migrate", "fork")
 
 
-def _load_cpu(sim, mm, buf, npages, rng: random.Random, nops: int, cpu: int, modern: bool):
+def _load_cpu(sim, mm, buf, npages, rng: random.Random, nops: int, cpu: int, modern: bool,
+              drvs=()):
     def span():
         a = rng.randrange(npages)
         n = rng.randint(1, min(8, npages - a))
@@ -543,7 +577,7 @@ def _load_cpu(sim, mm, buf, npages, rng: random.Random, nops: int, cpu: int, mod
         elif op == "migrate":
             yield from tolerant(sim.migrate(mm, va, length))
         elif op == "fork" and not children:
-            child = yield from tolerant(mm.fork())
+            child = yield from tolerant(exporter_fork(mm, drvs))
             if not isinstance(child, SmmuError):
                 children.append(child)
     for child in children:
@@ -562,7 +596,8 @@ def _load_builder(shape: LoadShape, seed_salt: int):
         modern = sim.notifier_api == "modern"
         for c in range(shape.cpus):
             r = random.Random(rng.random())
-            j.spawn(f"cpu{c}", _load_cpu(sim, mm, buf, n, r, shape.ops_per_cpu, c, modern))
+            j.spawn(f"cpu{c}", _load_cpu(sim, mm, buf, n, r, shape.ops_per_cpu, c, modern,
+                                         drvs))
         for d, drv in enumerate(drvs):
             r = random.Random(rng.random())
             sel = [vas[r.randrange(n)] for _ in range(shape.accesses_per_device)]
