@@ -161,6 +161,7 @@ class MMUNotifier:
         # [start, end) of this subscription's invalidate_page / change_pte /
         # invalidate_range_start calls still running (the oracle's "own notification in flight")
         self._in_flight_spans: list = []
+        self._ending: list = []     # ranges whose end dispatch began, this one's not returned
         self._users = 1             # mmu_notifier_get/put reference count
 
     def __init_subclass__(cls, **kw):
@@ -607,8 +608,18 @@ class NotifierSubscriptions:
         for sub in self.subs:
             if rng in sub._active:   # the window closes as end begins
                 sub._active.remove(rng)
-        for sub in self._snapshot("invalidate_range_end"):
-            yield from self._call(sub, "invalidate_range_end", (rng,), reason)
+        ending = self._snapshot("invalidate_range_end")
+        for sub in ending:           # until its own end returns, a driver may still hold
+            sub._ending.append(rng)  # (and use) references to the range's old pages
+        done = 0
+        try:
+            for sub in ending:
+                yield from self._call(sub, "invalidate_range_end", (rng,), reason)
+                sub._ending.remove(rng)
+                done += 1
+        finally:
+            for sub in ending[done:]:      # a hook raised: the rest are not called either
+                sub._ending.remove(rng)
 
     def unpaired(self) -> list:
         """Subscriptions whose start/end counts do not balance, and ranges left open."""

@@ -257,6 +257,7 @@ class Oracle(Observer):
         self._reported: set = set()
         self._file_init: dict[int, np.ndarray] = {}      # id(file) -> contents at first sight
         self._ghost: dict[tuple, Cell] = {}              # (mm id, vpn) -> cell before discard
+        self._discarding: dict[int, list] = {}           # mm id -> [(vpn0, vpn1, ranges)]
         self.scans = 0
 
     def __repr__(self):
@@ -443,8 +444,8 @@ class Oracle(Observer):
             self._frame_dev_write[pfn] = (drv.name, step, value, page)
             if table is None:
                 return
-            if (not mapped_here and (mm.id, vpn) in self._ghost and key not in table
-                    and self._in_window(drv, va)):
+            if (not mapped_here and key not in table and self._in_window(drv, va)
+                    and ((mm.id, vpn) in self._ghost or self._being_discarded(drv, vpn))):
                 return   # lands in a page being discarded by the operation it races: gone
             table[key] = Cell(value, drv.name, task, step, pfn, True)
             return
@@ -468,12 +469,16 @@ class Oracle(Observer):
     @staticmethod
     def _in_window(drv, va: int) -> bool:
         """Is an invalidation of ``va`` in flight for ``drv``: a range of its mm started and
-        not ended, or one of the driver's own hooks (its ``end``) still running? Until it
+        not ended, one whose end has begun but not yet returned for this driver, or one of
+        the driver's own hooks still running? Until it
         completes the 2008 header lets a driver that keeps page references use the old page
         ("may still be referenced by sptes until the last refcount is dropped"): a read
         there is ordered before the operation, a write there races it."""
         if getattr(drv, "_in_flight", 0):
             return True
+        for r in getattr(drv, "_ending", ()):
+            if r.start <= va < r.end:
+                return True
         subs = getattr(drv.mm, "notifier_subscriptions", None)
         for r in getattr(subs, "open_ranges", ()):
             if r.start <= va < r.end:
@@ -537,7 +542,41 @@ class Oracle(Observer):
         for v in self._range_keys(src, start >> PAGE_SHIFT, -(-end // PAGE_SIZE)):
             dst[v] = src[v].copy()
 
+    def _being_discarded(self, drv, vpn: int) -> bool:
+        """Is ``vpn`` in a range of ``drv.mm`` discarded by an operation whose window is still
+        in flight for ``drv`` (its range open, or its end not yet returned for ``drv``)?
+        Covers pages the model never saw written (no cell, so no ghost): a device that pinned
+        one before the zap may map and write it until its own hook drops it (XPMEM, found by
+        load-small); no mm can observe that write."""
+        for v0, v1, rngs in self._discarding.get(drv.mm.id, ()):
+            if v0 <= vpn < v1 and any(self._live(r, drv.mm, drv) for r in rngs):
+                return True
+        return False
+
+    @staticmethod
+    def _live(rng, mm, drv=None) -> bool:
+        subs = getattr(mm, "notifier_subscriptions", None)
+        if rng in getattr(subs, "open_ranges", ()):
+            return True
+        drvs = (drv,) if drv is not None else getattr(subs, "subs", ())
+        return any(rng in getattr(d, "_ending", ()) for d in drvs)
+
+    def _note_discarding(self, mm, vpn0: int, vpn1: int) -> None:
+        """Remember a discard made inside open ranges (``_zap``: between start and end),
+        dropping the markers whose ranges have ended for every driver."""
+        subs = getattr(mm, "notifier_subscriptions", None)
+        start, end = vpn0 << PAGE_SHIFT, vpn1 << PAGE_SHIFT
+        covering = tuple(r for r in getattr(subs, "open_ranges", ())
+                         if r.start <= start and end <= r.end)
+        marks = [m for m in self._discarding.get(mm.id, ())
+                 if any(self._live(r, mm) for r in m[2])]
+        if covering:
+            marks.append((vpn0, vpn1, covering))
+        if marks or mm.id in self._discarding:
+            self._discarding[mm.id] = marks
+
     def discard(self, mm, start, end):
+        self._note_discarding(mm, start >> PAGE_SHIFT, -(-end // PAGE_SIZE))
         cells = self.cells.get(mm.id)
         if not cells:
             return

@@ -603,6 +603,50 @@ def test_read_of_the_old_page_after_the_invalidation_completed_is_stale():
     assert "StaleRead" in r.kinds(), r.violations
 
 
+def _write_racing_dontneed_of_untouched_page(drv_cls, during: bool):
+    """The device pins and maps a page the model never saw written (no cell); the CPU
+    discards it (DONTNEED) while (``during``) or after the driver's end drops the pin."""
+    sim, mm, buf, dev = setup(drv_cls, "modern")
+    sim.do(dev.access(buf, write=False))                  # pinned and mapped, value 0
+    assert mm.id not in sim.checker.cells or (buf >> 12) not in sim.checker.cells[mm.id]
+    done = {"madvise": False}
+
+    def cpu():
+        yield from mm.madvise(buf, PAGE_SIZE, "dontneed")
+        done["madvise"] = True
+
+    def device():
+        if during:
+            yield dev.wq.wait_until(lambda: dev.in_end)
+        else:
+            while not done["madvise"]:
+                yield
+        return (yield from dev.access(buf, write=True, value=99))
+
+    def check():
+        while not done["madvise"] or "dev0" not in box:
+            yield
+        return (yield from mm.read(buf))
+
+    box = {}
+    sim.spawn("cpu0", cpu())
+    box["dev0"] = sim.spawn("dev0", device())
+    sim.spawn("check", check())
+    return sim.run()
+
+
+def test_write_into_an_untouched_page_being_discarded_goes_with_it():
+    r = _write_racing_dontneed_of_untouched_page(EndOnly, during=True)
+    assert r.results["check"] == 0           # the fresh page: the write went with the old one
+    assert r.ok, r.violations
+
+
+def test_write_into_a_discarded_page_after_the_invalidation_completed_is_lost():
+    r = _write_racing_dontneed_of_untouched_page(EndOnlyNoZap, during=False)
+    assert r.results["check"] == 0
+    assert {"LostWrite", "StaleRead"} & set(r.kinds()), r.violations
+
+
 # ------------------------------------------------- a write inside the driver's own notification
 
 def _kvm_window(drop: bool):
