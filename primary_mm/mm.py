@@ -570,8 +570,11 @@ class MM:
         try:
             yield self.page_table_lock
             try:
-                # pte_same, and (swap cache) folio_test_swapcache + the same entry
-                ok = self.pt.lookup(vpn) == pte and (fresh or int(swap.page[slot]) == pfn)
+                # pte_same, and (swap cache) folio_test_swapcache + the same entry; a fresh
+                # read loses to one that put its page in the swap cache first (swapcache_prepare
+                # -EEXIST in __read_swap_cache_async): drop ours and fault again to use theirs
+                ok = self.pt.lookup(vpn) == pte and \
+                    int(swap.page[slot]) == (0 if fresh else pfn)
                 if ok:
                     frames.inc_mapcount(pfn)
                     swap.count[slot] -= 1                      # swap_free(entry)

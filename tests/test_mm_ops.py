@@ -224,6 +224,37 @@ def test_child_exit_leaves_a_page_migration_holds_locked_in_the_swap_cache(api):
     _swap_race(api, 2, migrate=True)
 
 
+def test_concurrent_swapins_of_a_shared_slot_use_one_page():
+    """Parent and child read the same swapped-out pages at once: the second read from swap
+    must use the page the first put in the swap cache (swapcache_prepare -EEXIST). It
+    mapped its own copy and freed the slot under the swap cache: leaked frames, a slot freed
+    twice (seed 1)."""
+    sim = Simulator(notifier_api="modern", schedule="random", seed=1, check=False)
+    mm = sim.new_process()
+    a = sim.do(mm.mmap(2 * P))
+    fill(sim, mm, a, 2)
+    child = sim.do(mm.fork())
+    sim.do(sim.reclaim(mm, a, 2 * P, force=True))
+    got = {}
+
+    def reader(m):
+        got[m.id] = []
+        for i in range(2):
+            got[m.id].append((yield from m.read(a + i * P)))
+    sim.spawn("parent", reader(mm))
+    sim.spawn("child", reader(child))
+    res = sim.run()
+    assert res.ok and res.errors == {}, (res.violations[:1], res.errors)
+    assert got == {mm.id: [100, 101], child.id: [100, 101]}
+    ok(sim)
+    assert [mm.pte_pfn(mm.lookup_pte(a + i * P)) for i in range(2)] == \
+        [child.pte_pfn(child.lookup_pte(a + i * P)) for i in range(2)]   # one page each
+    sim.do(child.exit())
+    sim.do(mm.exit())
+    ok(sim)
+    assert sim.memory.swap.nused == 0 and sim.memory.frames.nallocated == 1  # the zero page
+
+
 def test_reclaim_keeps_a_gup_referenced_page_in_swap_cache():
     sim, mm = mk()
     a = sim.do(mm.mmap(P))
