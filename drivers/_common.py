@@ -1,5 +1,7 @@
 """Small pieces every reference driver shares: reading a primary PTE the way hardware or a
-lockless driver walk does, and the frame generation a device TLB tags its entries with.
+lockless driver walk does, the frame generation a device TLB tags its entries with, turning
+an invalidated range into the vpns to drop, checking a driver's address window, and building
+a device TLB from user options.
 
 Kept here so that each driver file holds only what is particular to the real driver it
 models (one concept, one place).
@@ -7,8 +9,9 @@ models (one concept, one place).
 
 from __future__ import annotations
 
-from smmu.constants import (PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PFN_SHIFT, PTE_MIGRATION,
-                            PTE_PRESENT, PTE_SWAP, PTE_WRITE, TASK_SIZE)
+from primary_mm.mm import pte_pfn  # noqa: F401  (the primary's own; drivers use it from here)
+from smmu.constants import (PAGE_SHIFT, PAGE_SIZE, PTE_MIGRATION, PTE_PRESENT, PTE_SWAP,
+                            PTE_WRITE, TASK_SIZE)
 from smmu.errors import BadDriver, SegmentationFault
 from smmu.tlb import TLB
 
@@ -43,11 +46,6 @@ def user_window(what: str, start: int, length: int | None) -> tuple[int, int]:
         raise BadDriver(f"{what} [{start:#x}, +{length:#x}) must be page aligned, "
                         f"non-empty and within the user space [0, {TASK_SIZE:#x})")
     return start, start + length
-
-
-def pte_pfn(pte: int) -> int:
-    """The PFN field of a raw PTE word (constants' layout: bits 12..51)."""
-    return (pte & PFN_MASK) >> PFN_SHIFT
 
 
 def walk_pte(mm, va: int, write: bool):
