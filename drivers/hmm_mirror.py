@@ -120,19 +120,33 @@ class HMM_MIRROR(MMUNotifier):
 
     # ------------------------------------------------------------------ invalidation
     def interval_invalidate(self, range, cur_seq):
-        """``dmirror_interval_invalidate``."""
+        """``dmirror_interval_invalidate``: skip our own migration, take the mutex
+        (:meth:`lock_mutex`; refuse if a non-blockable range finds it busy), then
+        :meth:`invalidate_locked`."""
         if range.event is Event.MIGRATE and range.owner is self:
             return True                          # our own migration: nothing to undo
+        if not (yield from self.lock_mutex(range)):
+            return False
+        try:
+            self.invalidate_locked(range, cur_seq)
+        finally:
+            self.mutex.release()
+        return True
+
+    def lock_mutex(self, range):
+        """``mutex_lock`` (sleeps) for a blockable range, else ``mutex_trylock``: True once
+        the mutex is held, False if a non-blockable range found it busy."""
         if range.blockable:
             yield self.mutex
         elif not self.mutex.trylock():
             return False
-        try:
-            mmu_interval_set_seq(self.notifier, cur_seq)
-            self.erase(range.start, range.end)
-        finally:
-            self.mutex.release()
         return True
+
+    def invalidate_locked(self, range, cur_seq):
+        """Under the mutex: ``mmu_interval_set_seq`` (faults that snapshotted before now
+        retry), then erase the device PTEs of the range."""
+        mmu_interval_set_seq(self.notifier, cur_seq)
+        self.erase(range.start, range.end)
 
     def erase(self, start, end):
         """``dmirror_do_update``: erase the device PTEs of ``[start, end)``."""

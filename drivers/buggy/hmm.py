@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from drivers.buggy._kinds import STALE
 from drivers.hmm_mirror import HMM_MIRROR
-from smmu.notifier import Event
 
 
 class HMMNoSetSeq(HMM_MIRROR):
@@ -22,18 +21,8 @@ class HMMNoSetSeq(HMM_MIRROR):
                  "munmap-during-device-fault")
     apis = ("modern",)
 
-    def interval_invalidate(self, range, cur_seq):
-        if range.event is Event.MIGRATE and range.owner is self:
-            return True
-        if range.blockable:
-            yield self.mutex
-        elif not self.mutex.trylock():
-            return False
-        try:
-            self.erase(range.start, range.end)
-        finally:
-            self.mutex.release()
-        return True
+    def invalidate_locked(self, range, cur_seq):
+        self.erase(range.start, range.end)           # no mmu_interval_set_seq
 
 
 class HMMFailBlockable(HMM_MIRROR):
@@ -49,14 +38,6 @@ class HMMFailBlockable(HMM_MIRROR):
                  "mprotect-downgrade", "overlapping-invalidations")
     apis = ("modern",)
 
-    def interval_invalidate(self, range, cur_seq):
-        if range.event is Event.MIGRATE and range.owner is self:
-            return True
-        if not self.mutex.trylock():
-            return False
-        try:
-            self.notifier.set_seq(cur_seq)
-            self.erase(range.start, range.end)
-        finally:
-            self.mutex.release()
-        return True
+    def lock_mutex(self, range):
+        return self.mutex.trylock()                  # even for a blockable range
+        yield
