@@ -1,7 +1,5 @@
 """Helpers several test modules share (one concept, one place)."""
 
-import pytest
-
 
 class Recorder:
     """An observer that logs what it is told, as a driver's note_map/note_unmap_range would
@@ -15,11 +13,3 @@ class Recorder:
 
     def note_unmap_range(self, va0, va1):
         self.calls.append(("unmap", va0, va1))
-
-
-def drivers_or_skip():
-    """The :mod:`drivers` package, or skip the test while it is not built yet."""
-    drivers = pytest.importorskip("drivers")
-    if not hasattr(drivers, "BUILTIN"):
-        pytest.skip("drivers not built yet")
-    return drivers

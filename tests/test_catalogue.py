@@ -6,8 +6,8 @@ Budgets are small and fixed (PCT and random seeds 0..N-1), so the file is determ
 whatever the hypothesis profile; they were chosen with benchmarks/bench_checker.py, which
 reports how many schedules each detection actually needs."""
 
+import drivers
 import pytest
-from shared_kit import drivers_or_skip
 
 from smmu import scenarios
 from smmu.explore import SCENARIOS, Replay, explore, replay, shrink
@@ -16,20 +16,6 @@ CLEAN_SCHEDULES = 12         # per (driver, scenario, api), PCT
 BUGGY_BUDGET = 150           # per (scenario, api, strategy) before giving up
 
 
-def _builtin_names():
-    try:
-        import drivers
-        return sorted(drivers.BUILTIN)
-    except Exception:          # not importable yet: the tests below skip
-        return ["kvm", "gru", "xpmem", "iommu_sva", "hmm_mirror", "pinned"]
-
-
-def _buggy_names():
-    try:
-        import drivers
-        return sorted(drivers.BUGGY)
-    except Exception:
-        return []
 
 
 def _pairs(cls):
@@ -44,9 +30,8 @@ def _pairs(cls):
     return out
 
 
-@pytest.mark.parametrize("driver", _builtin_names())
+@pytest.mark.parametrize("driver", sorted(drivers.BUILTIN))
 def test_reference_driver_clean_everywhere(driver):
-    drivers = drivers_or_skip()
     cls = drivers.BUILTIN[driver]
     pairs = _pairs(cls)
     assert pairs
@@ -59,7 +44,6 @@ def test_reference_driver_clean_everywhere(driver):
 
 @pytest.mark.parametrize("driver", ["kvm", "gru"])
 def test_reference_driver_clean_under_load(driver):
-    drivers = drivers_or_skip()
     cls = drivers.BUILTIN[driver]
     for api in cls.apis:
         ex = explore("load-small", cls, api, strategy="random", schedules=2, seed=0)
@@ -82,7 +66,11 @@ def first_hit(name, cls, api, strategy, budget, expected):
     return None, seen
 
 
-def first_expected(cls, strategies=("pct", "random")):
+def first_expected(cls, strategies=None):
+    """A buggy class may narrow the search (``search_strategies``) or widen its budget
+    (``search_budget``) when bench_checker.py shows its window needs it."""
+    strategies = strategies or getattr(cls, "search_strategies", ("pct", "random"))
+    budget = getattr(cls, "search_budget", BUGGY_BUDGET)
     expected = set(cls.expected)
     tried = []
     for strategy in strategies:
@@ -92,16 +80,15 @@ def first_expected(cls, strategies=("pct", "random")):
             for api in cls.apis:
                 if api not in SCENARIOS[name].apis:
                     continue
-                f, seen = first_hit(name, cls, api, strategy, BUGGY_BUDGET, expected)
+                f, seen = first_hit(name, cls, api, strategy, budget, expected)
                 tried.append(f"{name}/{api}/{strategy}: {seen}")
                 if f is not None:
                     return f, tried
     return None, tried
 
 
-@pytest.mark.parametrize("name", _buggy_names())
+@pytest.mark.parametrize("name", sorted(drivers.BUGGY))
 def test_buggy_driver_caught_with_an_expected_kind(name):
-    drivers = drivers_or_skip()
     cls = drivers.BUGGY[name]
     assert cls.scenarios and cls.expected and cls.apis
     missing = [s for s in cls.scenarios if s not in SCENARIOS]
@@ -112,7 +99,6 @@ def test_buggy_driver_caught_with_an_expected_kind(name):
 
 @pytest.mark.parametrize("name", sorted(scenarios.HISTORICAL))
 def test_historical_bug_flagged_broken_and_clean_fixed(name):
-    drivers = drivers_or_skip()
     h = scenarios.HISTORICAL[name]
     table = {**drivers.BUILTIN, **drivers.BUGGY}
     for strategy in ("pct", "random"):
@@ -128,7 +114,6 @@ def test_historical_bug_flagged_broken_and_clean_fixed(name):
 
 
 def test_replay_and_shrink_are_deterministic():
-    drivers = drivers_or_skip()
     cls = drivers.BUGGY["kvm_no_seq"]
     f, tried = first_expected(cls, strategies=("pct",))
     assert f is not None, tried

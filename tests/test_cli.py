@@ -8,8 +8,8 @@ import sys
 import types
 from pathlib import Path
 
+import drivers
 import pytest
-from shared_kit import drivers_or_skip
 
 from smmu import cli
 from smmu.trace import validate
@@ -238,7 +238,6 @@ def test_python_dash_m_runs_the_cli():
 # --------------------------------------------------------------------------- real drivers
 
 def test_drivers_lists_builtin_and_buggy(capsys):
-    drivers = drivers_or_skip()
     code, out, _ = run(["drivers"], capsys)
     assert code == 0
     for name in drivers.BUILTIN:
@@ -248,7 +247,6 @@ def test_drivers_lists_builtin_and_buggy(capsys):
 
 
 def test_resolve_builtin_and_buggy_names():
-    drivers = drivers_or_skip()
     for name, cls in drivers.BUILTIN.items():
         assert cli.resolve_driver(name) is cls
     for name, cls in drivers.BUGGY.items():

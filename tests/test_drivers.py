@@ -19,12 +19,7 @@ from smmu.errors import BadDriver, SegmentationFault
 from smmu.notifier import Range
 from smmu.sched import RoundRobin, Schedule
 
-pytest.importorskip("smmu.shadow")
-primary_mm = pytest.importorskip("primary_mm")
-if not hasattr(primary_mm, "Memory"):  # pragma: no cover - while the MM is being written
-    pytest.skip("primary_mm.Memory not there yet", allow_module_level=True)
-
-from smmu.sim import Simulator  # noqa: E402
+from smmu.sim import Simulator
 
 #: (driver, options, generations): every reference driver in every form it supports
 FORMS = [

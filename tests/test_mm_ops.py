@@ -1,6 +1,7 @@
 """MM operations: contents preserved across COW, swap, migration, KSM, fork; GUP and pins;
 refcount / mapcount / generation invariants after every operation."""
 
+import drivers
 import pytest
 
 from primary_mm.frames import FRAME_KSM
@@ -147,7 +148,6 @@ def test_swapin_waits_for_the_page_lock_reclaim_holds(api):
     """do_swap_page locks a swap-cache page (folio_lock_or_retry) before it frees the slot.
     It did not: the swap-in freed the slot under reclaim, reclaim freed it again, two pages
     were later swapped to the one slot and the CPU read another page's value (StaleRead)."""
-    drivers = pytest.importorskip("drivers")
     from smmu.explore import Replay, get_scenario
     sim = Simulator(notifier_api=api, schedule=Replay(RECLAIM_VS_SWAPIN), seed=43)
     get_scenario("reclaim-while-device-reads").build(sim, drivers.KVM)
@@ -172,7 +172,6 @@ def test_swap_slot_freed_twice_is_an_invariant_violation():
 def _swap_race(api, seed, *, migrate):
     """Reclaim (or migration of swap-cache pages) holds each page locked while a munmap (or
     the exit of a child sharing the swap slots) drops the last swap entry of its slot."""
-    drivers = pytest.importorskip("drivers")
     sim = Simulator(notifier_api=api, schedule="random", seed=seed)
     mm = sim.new_process()
     a = sim.do(mm.mmap(4 * P))

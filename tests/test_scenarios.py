@@ -1,8 +1,8 @@
 """The scenario catalogue: every scenario the issue names is registered, well formed, applies
 to the right drivers, builds and runs to its closing reads with a reference driver."""
 
+import drivers
 import pytest
-from shared_kit import drivers_or_skip
 
 from smmu import scenarios
 from smmu.explore import SCENARIOS, run_once
@@ -47,7 +47,6 @@ def test_default_set_leaves_out_slow_and_broken_historical():
 
 
 def test_applies_follows_the_driver_kind():
-    drivers = drivers_or_skip()
     assert not scenarios.has_notifier(drivers.PINNED)
     for cls in (drivers.KVM, drivers.GRU, drivers.XPMEM, drivers.IOMMU_SVA,
                 drivers.HMM_MIRROR):
@@ -59,7 +58,6 @@ def test_applies_follows_the_driver_kind():
 
 @pytest.mark.parametrize("name", [n for n in REQUIRED if n != "load"])
 def test_scenario_runs_clean_to_its_closing_reads_with_a_reference_driver(name):
-    drivers = drivers_or_skip()
     sc = SCENARIOS[name]
     api = sc.apis[-1]
     cls = next(c for c in (drivers.KVM, drivers.HMM_MIRROR, drivers.PINNED)
@@ -72,7 +70,6 @@ def test_scenario_runs_clean_to_its_closing_reads_with_a_reference_driver(name):
 
 
 def test_same_seed_same_run():
-    drivers = drivers_or_skip()
     a = run_once("load-small", drivers.KVM, "modern", "random", 5)
     b = run_once("load-small", drivers.KVM, "modern", "random", 5)
     c = run_once("load-small", drivers.KVM, "modern", "random", 6)

@@ -1,9 +1,9 @@
 """The hypothesis kit: coherence_test passes a correct driver and fails a racy one with the
 violation report; bad arguments are clear errors; the smmu_sim fixture; the profiles."""
 
+import drivers
 import pytest
 from hypothesis import Phase, settings
-from shared_kit import drivers_or_skip
 
 from smmu.errors import BadDriver, UsageError
 from smmu.testing import (CoherenceFailure, coherence_pairs, coherence_test,
@@ -60,24 +60,19 @@ def test_profiles_are_registered():
 
 
 def test_smmu_sim_fixture_makes_fresh_simulators(smmu_sim):
-    try:
-        a = smmu_sim(notifier_api="v2008", seed=3)
-    except ImportError:
-        pytest.skip("the primary MM is not built yet")
+    a = smmu_sim(notifier_api="v2008", seed=3)
     b = smmu_sim()
     assert a is not b and a.notifier_api == "v2008" and b.notifier_api == "modern"
     assert a.seed == 3
 
 
 def test_coherence_test_on_the_reference_kvm_is_clean():
-    drivers = drivers_or_skip()
     t = coherence_test(drivers.KVM, scenarios=["cow-after-fork", "mprotect-downgrade"],
                        max_examples=15)
     t()
 
 
 def test_coherence_test_catches_a_buggy_kvm():
-    drivers = drivers_or_skip()
     cls = drivers.BUGGY["kvm_no_in_progress"]
     # no shrinking: finding it is what is tested here, and shrinking replays a lot
     t = coherence_test(cls, api="range_only", scenarios=["reclaim-while-device-reads"],

@@ -158,7 +158,7 @@ def test_flushed_way_is_refilled_before_any_eviction(policy):
 
 
 def test_access_stream_matches_pycachesim_lru():
-    cachesim = pytest.importorskip("cachesim")
+    import cachesim  # pycachesim, a dev dependency (pyproject [dev])
     rng = np.random.default_rng(3)
     stream = (rng.zipf(1.3, 20_000) % 700).astype(np.int64)
     mem = cachesim.MainMemory()

@@ -61,6 +61,11 @@ class KVMSeqInStart(KVM):
     expected = set(STALE)
     scenarios = ("reclaim-while-device-reads", "migration")
     apis = ("range_only", "modern")
+    # the window needs three well-placed switches (snapshot after start, GUP before the PTE
+    # is cleared, check after end): benchmarks/bench_checker.py finds it with random search
+    # at schedule 778 of reclaim-while-device-reads/modern, not with PCT within 1000
+    search_strategies = ("random",)
+    search_budget = 1000
 
     def invalidate_range_start(self, range):
         with (yield self.mmu_lock):
