@@ -173,6 +173,30 @@ def setup_anon(sim, mm, n, base=100):
     return buf
 
 
+def anon_process(sim, driver_cls, n, name=None):
+    """The usual opening: a process (``name``) with ``n`` private anonymous pages set up by
+    :func:`setup_anon`, and the driver under test attached to it. Returns
+    ``(mm, buf, vas, drv)``."""
+    mm = sim.new_process(name)
+    buf = setup_anon(sim, mm, n)
+    vas = pages(buf, n)
+    drv = attach(sim, driver_cls, mm)
+    return mm, buf, vas, drv
+
+
+def reuse_frames(mm, box, base, n=2):
+    """Map and fill ``n`` fresh pages of ``mm`` so that frames just freed are reused (a
+    stale translation then reaches someone else's data); their start goes to
+    ``box["new"]``, for :func:`reused` to read them back."""
+    box["new"] = new = yield from mm.mmap(n * PAGE_SIZE, prot="rw")
+    yield from cpu_writes(mm, pages(new, n), base)
+
+
+def reused(box, n=2):
+    """The pages :func:`reuse_frames` mapped, or none if it did not get that far."""
+    return pages(box["new"], n) if "new" in box else []
+
+
 def seq(*gens):
     """Run the generators one after another (a CPU doing several operations)."""
     for g in gens:
@@ -186,8 +210,11 @@ def ops(*thunks):
         yield from t()
 
 
-def _reg(name, build, description, *, apis=None, applies=_notifier_only, tags=(),
+def _reg(name, build, description=None, *, apis=None, applies=_notifier_only, tags=(),
          sim_options=None):
+    """Register a scenario; ``description`` defaults to the builder's docstring."""
+    if description is None:
+        description = build.__doc__
     kw = dict(name=name, build=build, description=description, applies=applies,
               tags=tuple(tags), sim_options=dict(sim_options or {}))
     if apis is not None:
@@ -203,10 +230,7 @@ def build_cow_after_fork(sim, driver_cls):
     """A device reads and writes two pages while the CPU forks and then writes them (COW
     break in ``do_wp_page``); the child reads them. A device left on the pre-COW page loses
     its writes (they land in the child's page) or reads the parent's old data."""
-    mm = sim.new_process("parent")
-    buf = setup_anon(sim, mm, 2)
-    vas = pages(buf, 2)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2, "parent")
     j = Join(sim)
     box = {}
 
@@ -224,10 +248,7 @@ def build_reclaim(sim, driver_cls):
     """A device reads four pages while reclaim ages, unmaps and swaps them out; the CPU
     writes one afterwards. A device TLB that still maps a swapped-out frame reads whatever
     the frame holds next."""
-    mm = sim.new_process()
-    buf = setup_anon(sim, mm, 4)
-    vas = pages(buf, 4)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 4)
     j = Join(sim)
     j.spawn("cpu0", seq(sim.reclaim(mm, buf, 4 * PAGE_SIZE, force=True),
                         cpu_writes(mm, vas[:1], 300)))
@@ -268,10 +289,7 @@ def build_cow_two_cpus(sim, driver_cls):
     If the secondary MMU learns of the replacement only after the PT lock is dropped
     (``invalidate_page`` outside the PTL, pre-2017), the device still reads the old page
     while the CPU already writes the new one."""
-    mm = sim.new_process("parent")
-    buf = setup_anon(sim, mm, 1)
-    vas = pages(buf, 1)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 1, "parent")
     j = Join(sim)
     forked = sim.completion("forked")
 
@@ -299,10 +317,7 @@ def build_migration(sim, driver_cls):
     """A device reads and writes two pages while they migrate to new frames: after the
     migration the old frames are freed; a device still on them loses writes or touches
     freed memory."""
-    mm = sim.new_process()
-    buf = setup_anon(sim, mm, 2)
-    vas = pages(buf, 2)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2)
     j = Join(sim)
     j.spawn("cpu0", seq(sim.migrate(mm, buf, 2 * PAGE_SIZE), cpu_writes(mm, vas[1:], 300)))
     j.spawn("dev0", device_loop(drv, vas, rounds=2, write="alt", base=3000))
@@ -329,31 +344,23 @@ def build_munmap(sim, driver_cls):
     """The CPU unmaps two pages while the device faults on them, then maps and fills a new
     region (the freed frames are reused). A device translation that outlives the munmap is
     a use-after-free; the device must see SIGSEGV-like failure instead."""
-    mm = sim.new_process()
-    buf = setup_anon(sim, mm, 2)
-    vas = pages(buf, 2)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2)
     j = Join(sim)
     box = {}
 
     def cpu():
         yield from mm.munmap(buf, 2 * PAGE_SIZE)
-        box["new"] = new = yield from mm.mmap(2 * PAGE_SIZE, prot="rw")
-        yield from cpu_writes(mm, pages(new, 2), 500)
+        yield from reuse_frames(mm, box, 500)
 
     j.spawn("cpu0", cpu())
     j.spawn("dev0", device_loop(drv, vas, rounds=2, write="alt", base=5000))
-    j.then("check", ops(lambda: cpu_reads(mm, pages(box["new"], 2)) if "new" in box
-                        else iter(())))
+    j.then("check", ops(lambda: cpu_reads(mm, reused(box))))
 
 
 def build_mprotect(sim, driver_cls):
     """The CPU makes two pages read-only while the device writes them: after ``mprotect``
     returns, a device write through a stale writable translation is ``WriteToReadOnly``."""
-    mm = sim.new_process()
-    buf = setup_anon(sim, mm, 2)
-    vas = pages(buf, 2)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2)
     j = Join(sim)
     j.spawn("cpu0", mm.mprotect(buf, 2 * PAGE_SIZE, "r"))
     j.spawn("dev0", device_loop(drv, vas, rounds=2, write=True, base=6000))
@@ -363,10 +370,7 @@ def build_mprotect(sim, driver_cls):
 def build_mremap(sim, driver_cls):
     """The CPU moves two pages to a new address (``move_ptes``) while the device accesses
     the old address, then writes at the new one. The old addresses must stop translating."""
-    mm = sim.new_process()
-    buf = setup_anon(sim, mm, 2)
-    vas = pages(buf, 2)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2)
     j = Join(sim)
     box = {}
 
@@ -399,59 +403,47 @@ def build_truncate(sim, driver_cls):
 
     def cpu():
         yield from sim.truncate(f, PAGE_SIZE)
-        box["new"] = new = yield from mm.mmap(2 * PAGE_SIZE, prot="rw")
-        yield from cpu_writes(mm, pages(new, 2), 700)
+        yield from reuse_frames(mm, box, 700)
 
     j.spawn("cpu0", cpu())
     j.spawn("dev0", device_loop(drv, vas, rounds=2, write="alt", base=8000))
-    j.then("check", ops(lambda: cpu_reads(mm, vas[:1] + (pages(box["new"], 2)
-                                                         if "new" in box else []))))
+    j.then("check", ops(lambda: cpu_reads(mm, vas[:1] + reused(box))))
 
 
 def build_exit(sim, driver_cls):
     """The process exits while the device still accesses its memory; a second process
     then allocates and fills pages (the freed frames are reused). ``release`` must stop the
     device before any page is freed (``exit_mmap``)."""
-    mm = sim.new_process("victim")
-    buf = setup_anon(sim, mm, 2)
-    vas = pages(buf, 2)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2, "victim")
     other = sim.new_process("other")
     j = Join(sim)
     box = {}
 
     def cpu():
         yield from mm.exit()
-        box["new"] = new = yield from other.mmap(2 * PAGE_SIZE, prot="rw")
-        yield from cpu_writes(other, pages(new, 2), 900)
+        yield from reuse_frames(other, box, 900)
 
     j.spawn("cpu0", cpu())
     j.spawn("dev0", device_loop(drv, vas, rounds=2, write="alt", base=9000))
-    j.then("check", ops(lambda: cpu_reads(other, pages(box["new"], 2)) if "new" in box
-                        else iter(())))
+    j.then("check", ops(lambda: cpu_reads(other, reused(box))))
 
 
 def build_oom_reap(sim, driver_cls):
     """The OOM reaper unmaps the process's anonymous memory with non-blockable ranges
     (``__oom_reap_task_mm``) while the device accesses it; a notifier that must sleep has
     to refuse (``-EAGAIN``) and the range is skipped. Then a second process reuses frames."""
-    mm = sim.new_process("victim")
-    buf = setup_anon(sim, mm, 2)
-    vas = pages(buf, 2)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2, "victim")
     other = sim.new_process("other")
     j = Join(sim)
     box = {}
 
     def cpu():
         yield from sim.oom_reap(mm)
-        box["new"] = new = yield from other.mmap(2 * PAGE_SIZE, prot="rw")
-        yield from cpu_writes(other, pages(new, 2), 1100)
+        yield from reuse_frames(other, box, 1100)
 
     j.spawn("cpu0", cpu())
     j.spawn("dev0", device_loop(drv, vas, rounds=2, write="alt", base=11000))
-    j.then("check", ops(lambda: cpu_reads(other, pages(box["new"], 2)) if "new" in box
-                        else iter(())))
+    j.then("check", ops(lambda: cpu_reads(other, reused(box))))
 
 
 def build_fork_after_pin(sim, driver_cls):
@@ -459,10 +451,7 @@ def build_fork_after_pin(sim, driver_cls):
     5.9 fork gives the child a copy of a page that may be DMA-pinned
     (``page_maybe_dma_pinned`` in ``copy_present_page``), so the parent keeps the pinned one
     and the device's writes stay visible to it."""
-    mm = sim.new_process("parent")
-    buf = setup_anon(sim, mm, 1)
-    vas = pages(buf, 1)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 1, "parent")
     j = Join(sim)
     mapped = sim.completion("device_mapped")
     box = {}
@@ -487,10 +476,7 @@ def build_overlapping(sim, driver_cls):
     all four, MADV_DONTNEED of the middle two, then mprotect back) while the device accesses
     them: the driver must count ranges in flight, not flags, and must not re-map a page
     while any covering range is open."""
-    mm = sim.new_process()
-    buf = setup_anon(sim, mm, 4)
-    vas = pages(buf, 4)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 4)
     j = Join(sim)
     j.spawn("cpu0", seq(mm.mprotect(buf, 4 * PAGE_SIZE, "r"),
                         mm.mprotect(buf, 4 * PAGE_SIZE, "rw")))
@@ -504,10 +490,7 @@ def build_attach_detach(sim, driver_cls):
     """One device stops and its driver unregisters while the CPU invalidates; a new driver
     instance registers and a second device starts. ``unregister`` must wait for hooks in
     flight; the new instance must not miss the invalidation that is in progress."""
-    mm = sim.new_process()
-    buf = setup_anon(sim, mm, 2)
-    vas = pages(buf, 2)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2)
     opts = driver_options(sim)
     j = Join(sim)
     dev0_done = sim.completion("dev0_done")
@@ -642,10 +625,7 @@ def _fork_enomem(bug: bool):
         faults retry forever. Fixed: the loop breaks and falls through to ``end``."""
         mem = sim.memory
         mem.fork_enomem_bug = bug
-        mm = sim.new_process("parent")
-        buf = setup_anon(sim, mm, 2)
-        vas = pages(buf, 2)
-        drv = attach(sim, driver_cls, mm)
+        mm, buf, vas, drv = anon_process(sim, driver_cls, 2, "parent")
         j = Join(sim)
 
         def cpu():
@@ -691,10 +671,7 @@ def _apic_remap(sim, driver_cls):
     keeps using it. The broken driver reloads (re-maps) the page from inside
     ``invalidate_range_start`` while the PTE is still intact, so it maps the old page that
     is about to be freed; the fix re-resolves it after the PTE is cleared."""
-    mm = sim.new_process("vm")
-    buf = setup_anon(sim, mm, 1)
-    vas = pages(buf, 1)
-    drv = attach(sim, driver_cls, mm)
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 1, "vm")
     j = Join(sim)
     j.spawn("cpu0", seq(sim.migrate(mm, buf, PAGE_SIZE), cpu_writes(mm, vas, 1600)))
     j.spawn("dev0", device_loop(drv, vas, rounds=3, write="alt", base=16000))
@@ -719,85 +696,75 @@ class Historical:
 HISTORICAL: dict[str, Historical] = {}
 
 
-def _historical(h: Historical, broken: Scenario, fixed: Scenario):
+def _historical(h: Historical, *, broken=None, fixed=None, **common):
+    """Register ``h`` and its pair of scenarios: ``h.name`` (tagged ``historical``) and
+    ``h.name + "-fixed"`` (tagged ``historical``, ``fixed``). ``common`` holds the
+    :class:`~smmu.explore.Scenario` fields both share, ``broken`` / ``fixed`` the ones that
+    differ; ``applies`` defaults to drivers with notifier hooks and ``description`` to the
+    builder's docstring, as in :func:`_reg`."""
     HISTORICAL[h.name] = h
-    register(broken)
-    register(fixed)
+    for name, tags, own in ((h.name, ("historical",), broken),
+                            (h.name + "-fixed", ("historical", "fixed"), fixed)):
+        kw = {"applies": _notifier_only, **common, **(own or {})}
+        kw.setdefault("description", kw["build"].__doc__)
+        register(Scenario(name=name, tags=tags, **kw))
 
 
 # --------------------------------------------------------------------------- registration
 
-_reg("cow-after-fork", build_cow_after_fork, build_cow_after_fork.__doc__)
-_reg("reclaim-while-device-reads", build_reclaim, build_reclaim.__doc__)
-_reg("writeback-device-writes", build_writeback, build_writeback.__doc__)
-_reg("migration", build_migration, build_migration.__doc__)
-_reg("ksm-merge", build_ksm, build_ksm.__doc__)
-_reg("munmap-during-device-fault", build_munmap, build_munmap.__doc__)
-_reg("mprotect-downgrade", build_mprotect, build_mprotect.__doc__)
-_reg("mremap", build_mremap, build_mremap.__doc__)
-_reg("truncate", build_truncate, build_truncate.__doc__)
-_reg("exit-while-device-active", build_exit, build_exit.__doc__, applies=_any)
-_reg("oom-reap", build_oom_reap, build_oom_reap.__doc__, apis=("modern",))
-_reg("fork-after-pin", build_fork_after_pin, build_fork_after_pin.__doc__, applies=_any,
+_reg("cow-after-fork", build_cow_after_fork)
+_reg("reclaim-while-device-reads", build_reclaim)
+_reg("writeback-device-writes", build_writeback)
+_reg("migration", build_migration)
+_reg("ksm-merge", build_ksm)
+_reg("munmap-during-device-fault", build_munmap)
+_reg("mprotect-downgrade", build_mprotect)
+_reg("mremap", build_mremap)
+_reg("truncate", build_truncate)
+_reg("exit-while-device-active", build_exit, applies=_any)
+_reg("oom-reap", build_oom_reap, apis=("modern",))
+_reg("fork-after-pin", build_fork_after_pin, applies=_any,
      sim_options={"fork_copies_pinned": True})
-_reg("overlapping-invalidations", build_overlapping, build_overlapping.__doc__)
-_reg("attach-detach-during-invalidation", build_attach_detach, build_attach_detach.__doc__)
-_reg("load-small", _load_builder(LOAD_SMALL, 1), _load_builder(LOAD_SMALL, 1).__doc__,
-     tags=("load-small",))
-_reg("load", _load_builder(LOAD, 2), _load_builder(LOAD, 2).__doc__, tags=("load",))
+_reg("overlapping-invalidations", build_overlapping)
+_reg("attach-detach-during-invalidation", build_attach_detach)
+_reg("load-small", _load_builder(LOAD_SMALL, 1), tags=("load-small",))
+_reg("load", _load_builder(LOAD, 2), tags=("load",))
 
 _historical(
     Historical("fork-enomem-unpaired", "kvm", "kvm", "v2008", ("UnpairedRange", "Livelock"),
                "2008 mmu-notifier review: copy_page_range -ENOMEM after start without end"),
-    Scenario(name="fork-enomem-unpaired", build=_fork_enomem(True),
-             description=_fork_enomem(True).__doc__, applies=_notifier_only,
-             tags=("historical",)),
-    Scenario(name="fork-enomem-unpaired-fixed", build=_fork_enomem(False),
-             description=_fork_enomem(False).__doc__, applies=_notifier_only,
-             tags=("historical", "fixed")))
+    broken=dict(build=_fork_enomem(True)), fixed=dict(build=_fork_enomem(False)))
 _historical(
     Historical("invalidate-page-outside-ptl", "kvm", "kvm", "v2008",
                ("LostWrite", "StaleRead", "UseAfterFree", "MapInWindow"),
                "v4.13 (2017, J. Glisse): invalidate_page called after the PT lock was dropped"),
-    Scenario(name="invalidate-page-outside-ptl", build=build_cow_two_cpus,
-             description="cow with two CPUs, invalidate_page called after the PT lock is "
-             "dropped (the pre-2017 ordering): a new page can be mapped at the address "
-             "before the call", apis=("v2008",), applies=_notifier_only,
-             sim_options={"invalidate_page_outside_ptl": True}, tags=("historical",)),
-    Scenario(name="invalidate-page-outside-ptl-fixed", build=build_cow_two_cpus,
-             description="cow with two CPUs, invalidate_page under the PT lock "
-             "(c7ab0d2fdc84)", apis=("v2008",), applies=_notifier_only,
-             sim_options={"invalidate_page_outside_ptl": False},
-             tags=("historical", "fixed")))
+    build=build_cow_two_cpus, apis=("v2008",),
+    broken=dict(description="cow with two CPUs, invalidate_page called after the PT lock is "
+                "dropped (the pre-2017 ordering): a new page can be mapped at the address "
+                "before the call", sim_options={"invalidate_page_outside_ptl": True}),
+    fixed=dict(description="cow with two CPUs, invalidate_page under the PT lock "
+               "(c7ab0d2fdc84)", sim_options={"invalidate_page_outside_ptl": False}))
 _historical(
     Historical("fork-pin-cow", "pinned", "pinned", "modern",
                ("LostWrite", "StaleRead", "CrossMmAccess"),
                "pre-5.9 RDMA: fork + long-term pin + COW (fixed by copying pinned pages)"),
-    Scenario(name="fork-pin-cow", build=build_fork_after_pin,
-             description="fork-after-pin without the 5.9 fix: the parent's COW gives it a "
-             "new page while the device keeps DMAing into the pinned one",
-             applies=_any, sim_options={"fork_copies_pinned": False}, tags=("historical",)),
-    Scenario(name="fork-pin-cow-fixed", build=build_fork_after_pin,
-             description="fork-after-pin with fork copying maybe-DMA-pinned pages (5.9+)",
-             applies=_any, sim_options={"fork_copies_pinned": True},
-             tags=("historical", "fixed")))
+    build=build_fork_after_pin, applies=_any,
+    broken=dict(description="fork-after-pin without the 5.9 fix: the parent's COW gives it a "
+                "new page while the device keeps DMAing into the pinned one",
+                sim_options={"fork_copies_pinned": False}),
+    fixed=dict(description="fork-after-pin with fork copying maybe-DMA-pinned pages (5.9+)",
+               sim_options={"fork_copies_pinned": True}))
 _historical(
     Historical("nonblock-start-end", "kvm", "kvm", "modern", ("UnpairedRange", "Livelock"),
                "c2655835fd8c (2021): end not called after a failed non-blockable start"),
-    Scenario(name="nonblock-start-end", build=_nonblock_end, description=_nonblock_end.__doc__,
-             apis=("modern",), applies=_hlist_notifier,
-             sim_options={"nonblock_fail_calls_end": False}, tags=("historical",)),
-    Scenario(name="nonblock-start-end-fixed", build=_nonblock_end,
-             description=_nonblock_end.__doc__, apis=("modern",), applies=_hlist_notifier,
-             sim_options={"nonblock_fail_calls_end": True}, tags=("historical", "fixed")))
+    build=_nonblock_end, apis=("modern",), applies=_hlist_notifier,
+    broken=dict(sim_options={"nonblock_fail_calls_end": False}),
+    fixed=dict(sim_options={"nonblock_fail_calls_end": True}))
 _historical(
     Historical("apic-page-remap", "kvm_apic_remap", "kvm", "modern",
                ("MapInWindow", "UseAfterFree", "StaleRead", "LostWrite"),
                "e649b3f0188f (2020): KVM APIC-access page re-looked-up inside start/end"),
-    Scenario(name="apic-page-remap", build=_apic_remap, description=_apic_remap.__doc__,
-             applies=_notifier_only, tags=("historical",)),
-    Scenario(name="apic-page-remap-fixed", build=_apic_remap, description=_apic_remap.__doc__,
-             applies=_notifier_only, tags=("historical", "fixed")))
+    build=_apic_remap)
 _historical(
     Historical("writeback-device-write", "pinned", "kvm", "modern",
                # the device writes a page page_mkclean write-protected: WriteToReadOnly is
@@ -806,12 +773,7 @@ _historical(
                "LWN 2018 'get_user_pages, pinned pages, and DAX': a device writing a page "
                "after page_mkclean through a long-term pin; fixed by following page_mkclean "
                "through notifiers (ODP/HMM) instead of pinning"),
-    Scenario(name="writeback-device-write", build=build_writeback,
-             description=build_writeback.__doc__, applies=_any, tags=("historical",)),
-    Scenario(name="writeback-device-write-fixed", build=build_writeback,
-             description=build_writeback.__doc__, applies=_notifier_only,
-             tags=("historical", "fixed")))
-
+    build=build_writeback, broken=dict(applies=_any))
 
 def default_names() -> list[str]:
     """The scenarios ``--scenario all`` (and no ``--scenario``) runs: every registered
