@@ -38,6 +38,7 @@ import structlog
 from smmu._jit.radix import pt_walk
 from smmu.constants import PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE
 from smmu.sched import Observer
+from primary_mm.mm import pte_pfn
 
 log = structlog.get_logger("smmu")
 
@@ -233,10 +234,6 @@ def _alive(mm) -> bool:
     return pt is None or getattr(pt, "root", 1) != 0
 
 
-def _pte_pfn(pte: int) -> int:
-    return (int(pte) & PFN_MASK) >> PFN_SHIFT
-
-
 class Oracle(Observer):
     """The coherence checker of one :class:`~smmu.sim.Simulator` (see the module docstring).
 
@@ -351,7 +348,7 @@ class Oracle(Observer):
             return
         page = va - va % PAGE_SIZE
         pte = int(mm.lookup_pte(va))
-        now = _pte_pfn(pte) if pte & PTE_PRESENT else None
+        now = pte_pfn(pte) if pte & PTE_PRESENT else None
         if cell.device and cell.pfn is not None and now != cell.pfn:
             seen = self._unmapped_seen.get((mm.id, va >> PAGE_SHIFT, cell.pfn))
             when = (f"; the primary had already stopped mapping frame {cell.pfn} there when "
@@ -394,7 +391,7 @@ class Oracle(Observer):
         pfn = int(pfn)
         what = "write" if write else "read"
         pte = int(mm.lookup_pte(va))
-        mapped_here = bool(pte & PTE_PRESENT) and _pte_pfn(pte) == pfn
+        mapped_here = bool(pte & PTE_PRESENT) and pte_pfn(pte) == pfn
         if not mapped_here:
             self._unmapped_seen.setdefault((mm.id, vpn, pfn), step)
         gen = int(frames.generation[pfn])
@@ -456,7 +453,7 @@ class Oracle(Observer):
         if (ghost is not None and key not in table and ghost.value == got
                 and self._in_window(drv, va)):
             return       # the value from before the discard still in flight: ordered before
-        now = f"frame {_pte_pfn(pte)}" if pte & PTE_PRESENT else "nothing"
+        now = f"frame {pte_pfn(pte)}" if pte & PTE_PRESENT else "nothing"
         self._report(
             "StaleRead", (id(drv), vpn, step),
             f"{drv.name} read {got} at {page:#x} from frame {pfn} but the last write there "
@@ -660,7 +657,7 @@ class Oracle(Observer):
                 pfn = int(m.pfns[i])
                 out.append((drv, va, pfn, STALE_REASONS[w]))
                 pte = int(ptes[i])
-                now = f"frame {_pte_pfn(pte)}" if pte & PTE_PRESENT else "nothing"
+                now = f"frame {pte_pfn(pte)}" if pte & PTE_PRESENT else "nothing"
                 self._report(
                     "StaleMapping", (key, va, pfn, int(m.gens[i])),
                     f"{drv.name} still translates {va:#x} -> frame {pfn} but {STALE_REASONS[w]}"
