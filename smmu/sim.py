@@ -31,14 +31,18 @@ class Simulator(Scheduler):
     ``schedule``: ``"round_robin"``, ``"random"``, ``"timed"``, the strategies that
     :mod:`smmu.explore` registers (``"pct"``...) or a :class:`~smmu.sched.Schedule`.
     MM options: ``invalidate_page_outside_ptl`` (the pre-2017 ordering),
-    ``fork_copies_pinned`` (5.9+), ``nonblock_fail_calls_end`` (the 2021 fix; default True).
+    ``fork_copies_pinned`` (5.9+), ``nonblock_fail_calls_end`` (the 2021 fix; default True),
+    ``fork_enomem_bug`` (copy_page_range's ENOMEM path as first posted in 2008: no end),
+    ``cow_reuse`` (``"page_count"``, today's do_wp_page reuse rule, or ``"mapcount"``, the
+    rule before the CVE-2020-29374 fix).
     ``check``: run the coherence oracle (default True).
     """
 
     def __init__(self, notifier_api: str = "modern", rmap_locks: str = "rwsem",
                  schedule="round_robin", seed: int | None = 0, *,
                  invalidate_page_outside_ptl: bool = False, fork_copies_pinned: bool = False,
-                 nonblock_fail_calls_end: bool = True, check: bool = True,
+                 nonblock_fail_calls_end: bool = True, fork_enomem_bug: bool = False,
+                 cow_reuse: str = "page_count", check: bool = True,
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
                  task_step_budget: int = 200_000, nframes: int = 4096):
@@ -57,7 +61,8 @@ class Simulator(Scheduler):
         self.rmap_locks = rmap_locks
         self.options = {"invalidate_page_outside_ptl": invalidate_page_outside_ptl,
                         "fork_copies_pinned": fork_copies_pinned,
-                        "nonblock_fail_calls_end": nonblock_fail_calls_end}
+                        "nonblock_fail_calls_end": nonblock_fail_calls_end,
+                        "fork_enomem_bug": fork_enomem_bug, "cow_reuse": cow_reuse}
         self.checker = self._make_checker() if check else Observer()
         self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,
                              nframes=nframes, **self.options)
