@@ -80,3 +80,24 @@ def test_coherence_test_catches_a_buggy_kvm():
     with pytest.raises(CoherenceFailure) as ei:
         t()
     assert ei.value.violation.kind in cls.expected
+
+
+# ------------------------------------------------------------------ the state-machine variant
+
+def _run_machine(cls, api, max_examples):
+    from hypothesis.stateful import run_state_machine_as_test
+    from smmu.testing import coherence_machine
+    machine = coherence_machine(cls, api=api)
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=max_examples, stateful_step_count=25, deadline=None, derandomize=True,
+        database=None, phases=[Phase.explicit, Phase.generate, Phase.shrink]))
+
+
+def test_coherence_machine_passes_the_reference_kvm():
+    _run_machine(drivers.KVM, "modern", 25)
+
+
+def test_coherence_machine_catches_kvm_without_the_sequence_check():   # the negative twin
+    with pytest.raises(CoherenceFailure) as ei:
+        _run_machine(drivers.BUGGY["kvm_no_seq"], "modern", 300)
+    assert ei.value.violation.kind in drivers.BUGGY["kvm_no_seq"].expected
