@@ -364,6 +364,8 @@ def run_once(scenario, driver_cls, api, schedule, seed, *, record_steps=False, t
     sim = factory(notifier_api=api, schedule=schedule, seed=seed,
                   stop_on_violation=stop_on_violation, trace=trace, record_steps=record_steps,
                   **opts)
+    # where each atomic section began is only needed for a report: the replay takes it
+    sim.capture_stacks = record_steps or trace
     sim.driver_options = dict(driver_options or {})
     scenario.build(sim, driver_cls)
     return sim.run()

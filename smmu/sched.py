@@ -369,6 +369,9 @@ class Scheduler:
         self.stop_on_violation = stop_on_violation
         self.tracing = trace
         self.record_steps = record_steps
+        #: take the stack where each atomic section begins (for SleepInAtomic reports);
+        #: exploration turns it off and replays findings with it on
+        self.capture_stacks = True
         self.tasks: list[Task] = []      # runnable or blocked, spawn order
         self.all_tasks: list[Task] = []
         self.current: Task | None = None
@@ -569,7 +572,7 @@ class Scheduler:
     def atomic_begin(self, reason: str, task: Task | None = None) -> None:
         """Enter an atomic section (``non_block_start``, a spinlock, the PT lock)."""
         task = task or self.current or self._setup_task
-        task.atomic.append((reason, task.raw_stack()))
+        task.atomic.append((reason, task.raw_stack() if self.capture_stacks else None))
 
     def atomic_end(self, reason: str | None = None, task: Task | None = None) -> None:
         task = task or self.current or self._setup_task
@@ -592,7 +595,8 @@ class Scheduler:
 
     def _sleep_in_atomic(self, task: Task, what) -> None:
         reason, began = task.atomic[-1]
-        began = format_frames(began)
+        began = format_frames(began) if began is not None else [
+            f"({reason}; replay the schedule to see where it began)"]
         here = task.stack()
         key = ("SleepInAtomic", here[-1] if here else None, reason)
         if key in self._seen:
