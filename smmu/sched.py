@@ -28,6 +28,7 @@ table :data:`COSTS`; the ``timed`` schedule always runs the task with the earlie
 from __future__ import annotations
 
 import random as _random
+import sys
 from collections import Counter
 
 import structlog
@@ -70,6 +71,18 @@ class _Stop(BaseException):
 def format_frames(raw) -> list[str]:
     """Format :meth:`Task.raw_stack` pairs as ``file:line in function`` strings."""
     return [f"{c.co_filename}:{line} in {c.co_name}" for c, line in raw]
+
+
+_RUNTIME_FILES = ("sched.py", "locks.py", "notifier.py", "interval.py")
+
+
+def _user_frame(frames: list[str]) -> str:
+    """The innermost frame outside the runtime and notifier plumbing: where it happened."""
+    for fr in reversed(frames):
+        path = fr.split(":", 1)[0]
+        if not (path.endswith(_RUNTIME_FILES) and "/smmu/" in path):
+            return fr
+    return frames[-1] if frames else "?"
 
 
 class Task:
@@ -124,10 +137,22 @@ class Task:
         return format_frames(self.raw_stack())
 
     def raw_stack(self) -> list:
-        """(code, line) pairs of the suspended generator chain, outermost first; cheap to
-        take (no formatting), formatted by :func:`format_frames` only when reported."""
-        out = []
+        """(code, line) pairs of the task's generator chain, outermost first; cheap to take
+        (no formatting), formatted by :func:`format_frames` only when reported. While the
+        task runs (an atomic section opened by running code) the live frames are walked."""
         g = self.gen
+        if g is not None and getattr(g, "gi_running", False):
+            top = g.gi_frame
+            out = []
+            f = sys._getframe(1)
+            while f is not None:
+                out.append((f.f_code, f.f_lineno))
+                if f is top:
+                    break
+                f = f.f_back
+            out.reverse()
+            return out
+        out = []
         while g is not None:
             f = getattr(g, "gi_frame", None)
             if f is not None:
@@ -605,7 +630,7 @@ class Scheduler:
         self.violation(
             "SleepInAtomic",
             f"{what!r} may sleep but {task.name!r} is atomic ({reason}); sleeping at "
-            f"{here[-1] if here else '?'}, atomic since {began[-1] if began else '?'}",
+            f"{_user_frame(here)}, atomic since {_user_frame(began)}",
             task=task.name, stacks={"sleep": here, "atomic_began": began})
 
     # ----------------------------------------------------------------- violations
