@@ -303,6 +303,11 @@ def cmd_check(args) -> int:
         _shrink(f)
         res = _replay(f, cls, trace=True)     # the hooks that ran go in the text report
         out.print(finding_text(f, driver=label, result=res), markup=False)
+        from smmu.scenarios import known_window
+        why = known_window(cls, f.scenario)
+        if why:
+            out.print(f"  known window: {cls.__name__} declares this scenario a window the "
+                      f"driver it models really has: {why}", markup=False)
         out.print()
         if args.trace:
             path = Path(args.trace) / f"{_slug(label)}-{f.scenario}-{f.api}-{f.seed}.json"
