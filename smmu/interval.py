@@ -39,7 +39,7 @@ class MMUIntervalNotifier:
         self.end = 0
         self.invalidate_seq = 0
         self._in_flight = 0
-        self._windows: list = []
+        self._windows: list = []   # ranges it was invalidated for, until the last end
         self._inserted = False
 
     def invalidate(self, range, cur_seq):
@@ -67,11 +67,6 @@ class MMUIntervalNotifier:
 
     def set_seq(self, cur_seq: int) -> None:
         mmu_interval_set_seq(self, cur_seq)
-
-    def note_map_ok(self, va: int) -> bool:
-        """False while ``va`` lies in a range this interval was invalidated for and whose
-        ``end`` has not run (a mapping made then is ``MapInWindow``)."""
-        return not any(r.start <= va < r.end for r in self._windows)
 
     def __repr__(self):
         where = f"[{self.start:#x}, {self.end:#x})" if self._inserted else "not inserted"

@@ -255,16 +255,27 @@ class MMUNotifier:
     def note_map(self, va: int, pfn: int, writable: bool) -> None:
         """Declare a secondary translation ``va -> pfn`` just established."""
         va = va - va % PAGE_SIZE
-        for r in self._active:
-            if r.start <= va < r.end and r.owner is not self:
-                self.sim.violation(
-                    "MapInWindow",
-                    f"{self.name} mapped {va:#x} -> pfn {pfn} inside the open window of "
-                    f"{r!r}: between invalidate_range_start and _end no secondary mapping of "
-                    "the range may be established (check an in-progress count or sequence "
-                    "under the driver lock before installing)", address=va, frames=(pfn,))
-                break
+        window = next((r for r in self._windows() if r.start <= va < r.end), None)
+        if window is not None:
+            self.sim.violation(
+                "MapInWindow",
+                f"{self.name} mapped {va:#x} -> pfn {pfn} inside the open window of "
+                f"{window!r}: between invalidate_range_start and _end no secondary mapping of "
+                "the range may be established (check an in-progress count or sequence "
+                "under the driver lock before installing)", address=va, frames=(pfn,))
         self.sim.secondary_map(self, va, pfn, writable)
+
+    def _windows(self):
+        """The open windows of this driver: ranges whose start returned and whose end has not
+        begun (except its own MIGRATE), and those its interval notifiers were invalidated for
+        until the last end (a mirror that passes read_retry cannot map in them)."""
+        for r in self._active:
+            if r.owner is not self:
+                yield r
+        subs = getattr(self.mm, "notifier_subscriptions", None)
+        for isub in (subs.itree if subs is not None else ()):
+            if isub.owner is self:
+                yield from isub._windows
 
     def note_unmap(self, va: int) -> None:
         """Declare that the secondary translation of ``va`` is gone."""

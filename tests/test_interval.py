@@ -302,3 +302,39 @@ def test_pairing_and_sequence_rules_match_reference_model(program):
     sim.quiesce()
     assert [v for v in sim.violations if v.kind == "UnpairedRange"] == []
     assert subs.invalidate_seq % 2 == 0
+
+
+# ------------------------------------------------------------------ MapInWindow for mirrors
+
+def _mirror_driver(sim, mm):
+    from smmu.notifier import MMUNotifier
+
+    class MirrorDriver(MMUNotifier):
+        pass
+
+    drv = MirrorDriver(sim, mm)
+    sim.do(mm.notifier_subscriptions.register(drv))
+    isub = Mirror()
+    isub.owner = drv
+    mmu_interval_notifier_insert(isub, mm, 0, 0x4000)
+    return drv, isub
+
+
+def test_mirror_mapping_inside_its_interval_window_is_map_in_window():
+    sim, mm, subs = setup()
+    drv, isub = _mirror_driver(sim, mm)
+    r = Range(mm, 0x1000, 0x2000)
+    sim.do(subs.mmu_notifier_invalidate_range_start(r))
+    drv.note_map(0x1000, 7, True)          # skipped read_retry: maps while invalidating
+    assert [v.kind for v in sim.violations] == ["MapInWindow"]
+
+
+def test_mirror_mapping_outside_or_after_the_window_is_clean():   # the twin
+    sim, mm, subs = setup()
+    drv, isub = _mirror_driver(sim, mm)
+    r = Range(mm, 0x1000, 0x2000)
+    sim.do(subs.mmu_notifier_invalidate_range_start(r))
+    drv.note_map(0x3000, 7, True)          # inside the interval, outside the range
+    sim.do(subs.mmu_notifier_invalidate_range_end(r))
+    drv.note_map(0x1000, 8, True)          # after the last end: what read_retry allows
+    assert sim.violations == []
