@@ -57,10 +57,6 @@ COSTS: dict[str, tuple[float, str]] = {
 }
 
 
-def cost_of(kind: str) -> float:
-    return COSTS[kind][0]
-
-
 _STEP_NS = COSTS["step"][0]
 
 
