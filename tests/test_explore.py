@@ -284,3 +284,14 @@ def test_replay_fallback_is_fair_to_a_spinning_lowest_id_task():
     r = run_once(SPIN, None, "modern", sched, 0, stop_on_violation=False)
     assert r.ok, r.violations
     assert r.schedule.count(1) >= 1     # b got to run
+
+
+def test_design_example_builds_a_pct_simulator_without_importing_explore_first():
+    import subprocess
+    import sys
+    code = ("from smmu import Simulator\n"
+            "s = Simulator(notifier_api='v2008', rmap_locks='rwsem', schedule='pct', seed=7)\n"
+            "print(s.schedule.name)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "pct"
