@@ -39,7 +39,7 @@ WORKLOADS = ("cow", "reclaim", "mkclean")
 
 
 def _device(drv, vas, rounds):
-    from smmu.errors import SmmuError
+    from smmu.base.errors import SmmuError
     for _ in range(rounds):
         for va in vas:
             try:
@@ -49,7 +49,7 @@ def _device(drv, vas, rounds):
 
 
 def _build(workload, api, driver_cls, npages):
-    from smmu.constants import PAGE_SIZE
+    from smmu.base.constants import PAGE_SIZE
     from smmu.sim import Simulator
     sim = Simulator(notifier_api=api, schedule="timed", seed=0, trace=True,
                     nframes=max(4096, 8 * npages))

@@ -2,7 +2,7 @@
 per mapped page, and anonymous page faults per second (emulator vs the host kernel).
 
 Part 1, kernels (ratios measured in the same run, same inputs, reference = the plain-Python
-twin in ``smmu._jit.radix_ref`` / ``primary_mm.frames_ref`` running on Python lists):
+twin in ``smmu.base.radix_ref`` / ``primary_mm.frames_ref`` running on Python lists):
 
 * random walk      ``pt_walk`` over random mapped vpns of a 64 Ki-page table  goal >= 50x
                    (the same over a 1 Mi-page table, DRAM-latency bound, is reported too)
@@ -45,10 +45,11 @@ from primary_mm import frames as F  # noqa: E402
 from primary_mm import frames_ref as FR  # noqa: E402
 from primary_mm.frames import FrameTable  # noqa: E402
 from primary_mm.pagetable import PageTable, PageTablePool  # noqa: E402
-from smmu._jit import radix as K  # noqa: E402
-from smmu._jit import radix_ref as R  # noqa: E402
-from smmu._jit.radix import M_NFREE, META_SIZE, VPN_LIMIT, nodes_needed  # noqa: E402
-from smmu.constants import MAX_VPN, PFN_SHIFT, PTE_PRESENT, PTE_WRITE  # noqa: E402
+from smmu.base import radix as K  # noqa: E402
+from smmu.base import radix_ref as R  # noqa: E402
+from smmu.base.radix import M_NFREE, META_SIZE, VPN_LIMIT, nodes_needed  # noqa: E402
+from smmu.base.constants import MAX_VPN  # noqa: E402
+from smmu.base.pte import PFN_SHIFT, PTE_PRESENT, PTE_WRITE
 
 HERE = Path(__file__).resolve().parent
 PW = PTE_PRESENT | PTE_WRITE

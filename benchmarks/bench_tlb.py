@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from smmu.constants import PAGE_SHIFT  # noqa: E402
+from smmu.base.constants import PAGE_SHIFT  # noqa: E402
 from smmu.tlb import TLB  # noqa: E402
 from smmu.tlb_ref import RefTLB  # noqa: E402
 

@@ -9,10 +9,9 @@ models (one concept, one place).
 
 from __future__ import annotations
 
-from primary_mm.mm import pte_pfn  # noqa: F401  (the primary's own; drivers use it from here)
-from smmu.constants import (PAGE_SHIFT, PAGE_SIZE, PTE_MIGRATION, PTE_PRESENT, PTE_SWAP,
-                            PTE_WRITE, TASK_SIZE)
-from smmu.errors import BadDriver, SegmentationFault
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
+from smmu.base.errors import BadDriver, SegmentationFault
+from smmu.base.pte import PTE_MIGRATION, PTE_PRESENT, PTE_SWAP, PTE_WRITE, pte_pfn
 from smmu.tlb import TLB
 
 

@@ -10,7 +10,7 @@ Models ``drivers/iommu/intel/svm.c`` (``intel_arch_invalidate_secondary_tlbs`` -
 from __future__ import annotations
 
 from drivers._common import device_gone, device_tlb, frame_generation, vpn_of, vpn_span, walk_pte
-from smmu.constants import ULONG_MAX
+from smmu.base.constants import ULONG_MAX
 from smmu.notifier import MMUNotifier
 
 

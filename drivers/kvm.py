@@ -15,9 +15,10 @@ so the SPTE of ``va`` lives at ``va >> PAGE_SHIFT`` in a :class:`smmu.shadow.Sha
 
 from __future__ import annotations
 
-from drivers._common import device_gone, page_of, pte_pfn, vpn_of, walk_pte
-from smmu.constants import PAGE_SHIFT, TASK_SIZE
-from smmu.errors import BadDriver
+from drivers._common import device_gone, page_of, vpn_of, walk_pte
+from smmu.base.constants import PAGE_SHIFT, TASK_SIZE
+from smmu.base.pte import pte_pfn
+from smmu.base.errors import BadDriver
 from smmu.notifier import MMUNotifier
 from smmu.shadow import ShadowPageTable
 

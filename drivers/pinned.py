@@ -10,8 +10,8 @@ page tables changed.
 from __future__ import annotations
 
 from drivers._common import page_of, vpn_of
-from smmu.constants import PAGE_SIZE
-from smmu.errors import InvalidArgument
+from smmu.base.constants import PAGE_SIZE
+from smmu.base.errors import InvalidArgument
 from smmu.notifier import MMUNotifier
 from smmu.shadow import ShadowPageTable
 

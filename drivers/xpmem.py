@@ -12,7 +12,7 @@ from reverse-map walks (reclaim, migration, truncate) are ``SleepInAtomic``.
 from __future__ import annotations
 
 from drivers._common import device_gone, page_of, user_window, vpn_of, vpn_span
-from smmu.constants import PAGE_SIZE
+from smmu.base.constants import PAGE_SIZE
 from smmu.notifier import MMUNotifier
 from smmu.shadow import ShadowPageTable
 

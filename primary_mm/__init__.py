@@ -11,8 +11,8 @@ from __future__ import annotations
 _EXPORTS = {
     "Memory": "primary_mm.memory",
     "MM": "primary_mm.mm",
-    "pte_pfn": "primary_mm.mm",
-    "PTE_PROTNONE": "primary_mm.mm",
+    "pte_pfn": "smmu.base.pte",
+    "PTE_PROTNONE": "smmu.base.pte",
     "VMA": "primary_mm.vma",
     "parse_prot": "primary_mm.vma",
     "File": "primary_mm.filemap",

@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 
 from primary_mm.rmap import AddressSpace
-from smmu.constants import PAGE_SIZE
+from smmu.base.constants import PAGE_SIZE
 
 _ids = itertools.count(1)
 

@@ -323,7 +323,7 @@ class FrameTable:
     # -- growth --------------------------------------------------------------------------
     def _grow(self, n: int) -> None:
         """Make n frames free by doubling the table (up to max_frames)."""
-        from smmu.errors import OutOfMemory
+        from smmu.base.errors import OutOfMemory
 
         old = self.nframes
         new = old
@@ -398,7 +398,7 @@ class FrameTable:
             raise ValueError("alloc needs n >= 0")
         if self._fail_budget is not None:
             if n > self._fail_budget:
-                from smmu.errors import OutOfMemory
+                from smmu.base.errors import OutOfMemory
 
                 self._fail_budget = None
                 self.failures_injected += 1

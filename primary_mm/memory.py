@@ -36,14 +36,15 @@ import structlog
 from primary_mm.filemap import File
 from primary_mm.frames import (FRAME_ANON, FRAME_DIRTY, FRAME_FILE, FRAME_KSM, FRAME_LOCKED,
                                FRAME_SWAPCACHE, FRAME_ZERO, NO_OWNER, FrameTable)
-from primary_mm.mm import (MM, PTE_MAPPED, PTE_PROTNONE, mapped_pfns, mk_pte, pte_pfn,
-                           swap_slots)
+from primary_mm.mm import MM
+from smmu.base.pte import PTE_MAPPED, PTE_PROTNONE, mapped_pfns, mk_pte, pte_pfn, swap_slots
 from primary_mm.pagetable import PageTable, PageTablePool
 from primary_mm.rmap import AnonVma, KsmStable, grab_anon_vma, put_anon_vma
 from primary_mm.swap import SwapSpace
-from smmu.constants import (PAGE_SHIFT, PAGE_SIZE, PTE_DIRTY, PTE_MIGRATION, PTE_PRESENT,
-                            PTE_SPECIAL, PTE_SWAP, PTE_WRITE, PTE_YOUNG)
-from smmu.errors import InvalidArgument, UsageError
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
+from smmu.base.pte import (PTE_DIRTY, PTE_MIGRATION, PTE_PRESENT, PTE_SPECIAL, PTE_SWAP, PTE_WRITE,
+                           PTE_YOUNG)
+from smmu.base.errors import InvalidArgument, UsageError
 from smmu.notifier import Event
 
 log = structlog.get_logger("smmu")

@@ -10,7 +10,7 @@ per-page Python loop on the range paths.
 Locks, in Linux's order: ``mmap_lock`` (rwsem) -> rmap locks (``anon_vma`` / ``i_mmap``) ->
 ``page_table_lock`` (spinlock "ptl", one per mm; holding it is atomic).
 
-Bad input raises an :mod:`smmu.errors` exception *before* anything changes.
+Bad input raises an :mod:`smmu.base.errors` exception *before* anything changes.
 """
 
 from __future__ import annotations
@@ -24,19 +24,14 @@ import structlog
 from primary_mm.frames import FRAME_ANON, FRAME_DIRTY, FRAME_KSM, NO_OWNER
 from primary_mm.rmap import AnonVma
 from primary_mm.vma import VMA, parse_prot
-from smmu.constants import (PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PFN_SHIFT, PTE_DIRTY,
-                            PTE_MIGRATION, PTE_PRESENT, PTE_SPECIAL, PTE_SWAP, PTE_WRITE,
-                            PTE_YOUNG, TASK_SIZE)
-from smmu.errors import InvalidArgument, OutOfMemory, SegmentationFault, UsageError
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
+from smmu.base.pte import (PFN_MASK, PFN_SHIFT, PTE_DIRTY, PTE_MAPPED, PTE_MIGRATION,
+                           PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP, PTE_WRITE, PTE_YOUNG,
+                           mapped_pfns, mk_pte, pte_pfn, swap_slots)
+from smmu.base.errors import InvalidArgument, OutOfMemory, SegmentationFault, UsageError
 from smmu.notifier import Event, NotifierSubscriptions, Range
 
 log = structlog.get_logger("smmu")
-
-#: Software bit: a PROT_NONE entry. Not present for hardware walkers (drivers, IOMMUs), but
-#: still maps its page (x86's _PAGE_PROTNONE). Bit 7 is free in smmu.constants' layout.
-PTE_PROTNONE = 1 << 7
-#: entries that hold a page reference and a mapcount (unless PTE_SPECIAL)
-PTE_MAPPED = PTE_PRESENT | PTE_PROTNONE
 
 #: where non-fixed mmaps are placed (bottom-up search) and where the heap starts
 MMAP_BASE = 0x7F00_0000_0000
@@ -51,27 +46,6 @@ _BITS_NONPRESENT = _U(PTE_SWAP | PTE_MIGRATION)
 _BITS_SWAP = _U(PTE_SWAP)
 _BITS_DIRTY = _U(PTE_DIRTY)
 ADVICE = ("dontneed", "free", "dontfork", "dofork")
-
-
-def pte_pfn(pte) -> int:
-    """The frame (or swap slot / migration pfn) an entry points at."""
-    return (int(pte) & PFN_MASK) >> PFN_SHIFT
-
-
-def mk_pte(pfn: int, bits: int) -> int:
-    return (int(pfn) << PFN_SHIFT) | bits
-
-
-def mapped_pfns(ptes: np.ndarray) -> np.ndarray:
-    """pfns (int64) of the entries that hold a page reference: present or PROT_NONE,
-    not the zero page, not swap/migration entries. Duplicates kept (one per mapping)."""
-    m = ((ptes & _BITS_MAPPED) != 0) & ((ptes & (_BITS_SPECIAL | _BITS_NONPRESENT)) == 0)
-    return ((ptes[m] & _PFN_MASK) >> _U(PFN_SHIFT)).astype(np.int64)
-
-
-def swap_slots(ptes: np.ndarray) -> np.ndarray:
-    m = (ptes & _BITS_SWAP) != 0
-    return ((ptes[m] & _PFN_MASK) >> _U(PFN_SHIFT)).astype(np.int64)
 
 
 def _int(x, what: str) -> int:

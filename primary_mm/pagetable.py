@@ -1,4 +1,4 @@
-"""Per-mm radix page tables over a shared node pool (thin wrappers of ``smmu._jit.radix``).
+"""Per-mm radix page tables over a shared node pool (thin wrappers of ``smmu.base.radix``).
 
 ``PageTablePool`` owns the node array, the free stack and the meta counters, and grows them
 in Python *before* a kernel that allocates is called (``reserve``), so kernels never run out
@@ -7,7 +7,7 @@ with one method per kernel. Each method is one Python->jit crossing (range metho
 again only when their result does not fit the scratch buffers, every ``SCRATCH`` entries).
 
 Values: vpn = va >> PAGE_SHIFT, ``0 <= vpn < VPN_LIMIT``; entries are PTE words as laid out in
-``smmu.constants`` (Python ints in and out for single entries; numpy ``int64`` vpns and
+``smmu.base.pte`` (Python ints in and out for single entries; numpy ``int64`` vpns and
 ``uint64`` PTEs for ranges).
 
 Always read ``pool.nodes`` at call time: growing the pool replaces the arrays.
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from smmu._jit import radix as K
-from smmu._jit.radix import M_ENOMEM, M_NFREE, M_USED, META_SIZE, VPN_LIMIT, nodes_needed
-from smmu.constants import PTE_PRESENT, PTE_YOUNG, PTRS_PER_TABLE
+from smmu.base import radix as K
+from smmu.base.radix import M_ENOMEM, M_NFREE, M_USED, META_SIZE, VPN_LIMIT, nodes_needed
+from smmu.base.constants import PTRS_PER_TABLE
+from smmu.base.pte import PTE_PRESENT, PTE_YOUNG
 
 __all__ = ["SCRATCH", "VPN_LIMIT", "PageTable", "PageTablePool", "nodes_needed"]
 

@@ -17,8 +17,8 @@ compute an anonymous page's address as ``start + (index - pgoff) * PAGE_SIZE``; 
 
 from __future__ import annotations
 
-from smmu.constants import PAGE_SHIFT
-from smmu.errors import InvalidArgument
+from smmu.base.constants import PAGE_SHIFT
+from smmu.base.errors import InvalidArgument
 
 PROT_CHARS = "rwx"
 

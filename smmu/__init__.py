@@ -6,17 +6,9 @@ The public surface (DESIGN.md "Public surface")::
     from smmu import Simulator, MMUNotifier, Range, Event, PAGE_SIZE
 """
 
-from smmu.constants import PAGE_SIZE
-from smmu.errors import (
-    VIOLATION_KINDS,
-    BadDriver,
-    InvalidArgument,
-    OutOfMemory,
-    SegmentationFault,
-    SmmuError,
-    UsageError,
-    Violation,
-)
+from smmu.base.constants import PAGE_SIZE
+from smmu.base.errors import (VIOLATION_KINDS, BadDriver, InvalidArgument, OutOfMemory,
+                              SegmentationFault, SmmuError, UsageError, Violation)
 from smmu.interval import (
     MMUIntervalNotifier,
     mmu_interval_check_retry,

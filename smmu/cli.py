@@ -36,7 +36,7 @@ from pathlib import Path
 
 import structlog
 
-from smmu.errors import SmmuError, UsageError
+from smmu.base.errors import SmmuError, UsageError
 from smmu.notifier import API_GENERATIONS, MMUNotifier
 
 EXIT_CLEAN, EXIT_VIOLATIONS, EXIT_USAGE = 0, 1, 2

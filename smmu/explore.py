@@ -45,7 +45,7 @@ from typing import Callable
 
 import structlog
 
-from smmu.errors import BadDriver, UsageError, Violation
+from smmu.base.errors import BadDriver, UsageError, Violation
 from smmu.notifier import API_GENERATIONS
 from smmu.sched import RandomSchedule, Result, Schedule, make_schedule, register_schedule
 

@@ -21,8 +21,8 @@ waits for an invalidation in flight (the 2022 use-after-free fix).
 
 from __future__ import annotations
 
-from smmu.constants import EOVERFLOW, ULONG_MAX
-from smmu.errors import InvalidArgument, UsageError
+from smmu.base.constants import EOVERFLOW, ULONG_MAX
+from smmu.base.errors import InvalidArgument, UsageError
 
 
 class MMUIntervalNotifier:

@@ -12,7 +12,7 @@ lockdep, so give per-instance locks of one kind the same name.
 
 from __future__ import annotations
 
-from smmu.errors import UsageError
+from smmu.base.errors import UsageError
 from smmu.sched import Request, Task
 
 

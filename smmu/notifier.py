@@ -33,8 +33,8 @@ import enum
 import types
 from dataclasses import dataclass, field
 
-from smmu.constants import EAGAIN, PAGE_SIZE, ULONG_MAX
-from smmu.errors import BadDriver, InvalidArgument, UsageError
+from smmu.base.constants import EAGAIN, PAGE_SIZE, ULONG_MAX
+from smmu.base.errors import BadDriver, InvalidArgument, UsageError
 
 API_GENERATIONS = ("v2008", "range_only", "modern")
 

@@ -35,10 +35,11 @@ import numba
 import numpy as np
 import structlog
 
-from smmu._jit.radix import pt_walk
-from smmu.constants import PAGE_SHIFT, PAGE_SIZE, PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE
+from smmu.base.radix import pt_walk
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
+from smmu.base.pte import PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE
 from smmu.sched import Observer
-from primary_mm.mm import pte_pfn
+from smmu.base.pte import pte_pfn
 
 log = structlog.get_logger("smmu")
 

@@ -34,8 +34,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from smmu.constants import PAGE_SIZE
-from smmu.errors import SmmuError
+from smmu.base.constants import PAGE_SIZE
+from smmu.base.errors import SmmuError
 from smmu.explore import Scenario, attach_driver, register
 from smmu.notifier import HOOKS, MMUNotifier
 

@@ -33,7 +33,7 @@ from collections import Counter
 
 import structlog
 
-from smmu.errors import SmmuError, TaskCrashed, UsageError, Violation
+from smmu.base.errors import SmmuError, TaskCrashed, UsageError, Violation
 
 log = structlog.get_logger("smmu")
 

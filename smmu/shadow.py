@@ -1,8 +1,8 @@
 """A device-side page table (KVM SPTEs, an HMM mirror's device table, an XPMEM attachment, a
-pinned RDMA memory region), built on the radix kernels of :mod:`smmu._jit.radix`.
+pinned RDMA memory region), built on the radix kernels of :mod:`smmu.base.radix`.
 
 A :class:`ShadowPageTable` maps vpn (``va >> 12``) to an SPTE word with the bit layout of
-:mod:`smmu.constants`: ``PTE_PRESENT``, ``PTE_WRITE``, ``PTE_YOUNG`` (set when mapped and
+:mod:`smmu.base.pte`: ``PTE_PRESENT``, ``PTE_WRITE``, ``PTE_YOUNG`` (set when mapped and
 by :meth:`~ShadowPageTable.access`, cleared by :meth:`~ShadowPageTable.age_range`) and
 the pfn in bits 12 and up. Only present SPTEs are
 ever stored. Each table owns a small node pool (nodes ``uint64[capacity, 512]``, a free
@@ -25,30 +25,11 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from smmu._jit.radix import (
-    M_ENOMEM,
-    M_NFREE,
-    M_USED,
-    META_SIZE,
-    VPN_LIMIT,
-    pt_clear,
-    pt_clear_range,
-    pt_clear_young_range,
-    pt_destroy,
-    pt_iter_present,
-    pt_lookup,
-    pt_set,
-)
-from smmu.constants import (
-    PAGE_SHIFT,
-    PAGE_SIZE,
-    PFN_MASK,
-    PFN_SHIFT,
-    PTE_PRESENT,
-    PTE_WRITE,
-    PTE_YOUNG,
-    PTRS_PER_TABLE,
-)
+from smmu.base.radix import (M_ENOMEM, M_NFREE, M_USED, META_SIZE, VPN_LIMIT, pt_clear,
+                             pt_clear_range, pt_clear_young_range, pt_destroy, pt_iter_present,
+                             pt_lookup, pt_set)
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, PTRS_PER_TABLE
+from smmu.base.pte import PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE, PTE_YOUNG
 
 __all__ = ["ShadowEntries", "ShadowPageTable"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 
 from primary_mm import Memory
-from smmu.errors import BadDriver, UsageError
+from smmu.base.errors import BadDriver, UsageError
 from smmu.notifier import API_GENERATIONS, MMUNotifier, check_driver_class
 from smmu.sched import Observer, Scheduler
 import smmu.explore  # noqa: F401 - registers the exploration schedules ("pct"...)

@@ -32,7 +32,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-from smmu.errors import UsageError
+from smmu.base.errors import UsageError
 
 #: the scenarios coherence_test draws from by default (small, fast, every operation family)
 DEFAULT_SCENARIOS = ("cow-after-fork", "reclaim-while-device-reads", "writeback-device-writes",
@@ -70,7 +70,7 @@ class CoherenceFailure(AssertionError):
 
 def _check_class(driver_cls):
     from smmu.notifier import MMUNotifier
-    from smmu.errors import BadDriver
+    from smmu.base.errors import BadDriver
     if not isinstance(driver_cls, type) or not issubclass(driver_cls, MMUNotifier):
         raise BadDriver(f"coherence_test needs a driver class derived from smmu.MMUNotifier, "
                         f"got {driver_cls!r}")
@@ -190,8 +190,8 @@ def coherence_machine(driver_cls, api="modern", *, pages: int = 4, driver_option
     from hypothesis import strategies as st
     from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-    from smmu.constants import PAGE_SIZE
-    from smmu.errors import SmmuError
+    from smmu.base.constants import PAGE_SIZE
+    from smmu.base.errors import SmmuError
     from smmu.explore import HypothesisSchedule
     _check_class(driver_cls)
     opts = dict(driver_options or {})

@@ -18,7 +18,7 @@ State is one int64 array ``[sets, 4, ways]`` (per set: keys, PTE words, generati
 replacement state) plus a small int64 ``meta`` array (counters, LRU clock, policy), so a
 call from Python passes two arrays; each operation or batch is one crossing into compiled
 code. The key of an entry is ``asid << 36 | vpn`` (-1 when invalid); the PTE word uses the
-bit layout of :mod:`smmu.constants` (``PTE_PRESENT``, ``PTE_WRITE``, pfn in bits 12..).
+bit layout of :mod:`smmu.base.pte` (``PTE_PRESENT``, ``PTE_WRITE``, pfn in bits 12..).
 
 Ranges are half-open, ``[vpn0, vpn1)``, like Linux's ``[start, end)``.
 
@@ -39,7 +39,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from smmu.constants import PAGE_SHIFT, PAGE_SIZE, PFN_SHIFT, PTE_PRESENT, PTE_WRITE
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
+from smmu.base.pte import PFN_SHIFT, PTE_PRESENT, PTE_WRITE
 
 __all__ = ["ASID_BITS", "POLICIES", "TLB", "VPN_BITS", "TLBEntries"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from smmu.constants import PAGE_SHIFT, PAGE_SIZE
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.tlb import (
     ASID_LIMIT,
     GEN_LIMIT,

@@ -9,7 +9,7 @@ import pytest
 
 import drivers
 from drivers import BUGGY, BUILTIN
-from smmu.errors import VIOLATION_KINDS
+from smmu.base.errors import VIOLATION_KINDS
 from smmu.notifier import API_GENERATIONS, MMUNotifier
 
 REFERENCE = tuple(BUILTIN.values())

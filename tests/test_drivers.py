@@ -14,8 +14,9 @@ import drivers
 from drivers import GRU, HMM_MIRROR, IOMMU_SVA, KVM, PINNED, XPMEM
 from drivers.buggy import GRUNoDropinGuard, HMMNoSetSeq, KVMNoInProgressCheck, KVMNoSeqCheck
 from drivers._common import pte_pfn
-from smmu.constants import PAGE_SIZE, PTE_PRESENT
-from smmu.errors import BadDriver, SegmentationFault
+from smmu.base.constants import PAGE_SIZE
+from smmu.base.pte import PTE_PRESENT
+from smmu.base.errors import BadDriver, SegmentationFault
 from smmu.notifier import Range
 from smmu.sched import RoundRobin, Schedule
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smmu.errors import UsageError
+from smmu.base.errors import UsageError
 from smmu.explore import (PCT, SCENARIOS, Finding, HypothesisSchedule, Replay, Scenario,
                           count_preemptions, explore, get_scenario, register, replay, run_once,
                           shrink)

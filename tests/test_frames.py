@@ -20,7 +20,7 @@ from primary_mm.frames import (
     FrameStateError,
     FrameTable,
 )
-from smmu.errors import OutOfMemory
+from smmu.base.errors import OutOfMemory
 
 # -- differential: kernels vs reference on copies of the same arrays -------------------------
 

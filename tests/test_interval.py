@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from notifier_kit import Recorder, setup
 
-from smmu.constants import EAGAIN
-from smmu.errors import InvalidArgument
+from smmu.base.constants import EAGAIN
+from smmu.base.errors import InvalidArgument
 from smmu.interval import (
     MMUIntervalNotifier,
     mmu_interval_check_retry,

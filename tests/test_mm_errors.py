@@ -1,10 +1,10 @@
-"""Bad input raises a clear smmu.errors exception and leaves everything as it was."""
+"""Bad input raises a clear smmu.base.errors exception and leaves everything as it was."""
 
 import numpy as np
 import pytest
 
 from smmu import PAGE_SIZE, Simulator
-from smmu.errors import InvalidArgument, OutOfMemory, SegmentationFault, UsageError
+from smmu.base.errors import InvalidArgument, OutOfMemory, SegmentationFault, UsageError
 
 P = PAGE_SIZE
 

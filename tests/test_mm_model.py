@@ -11,7 +11,7 @@ page-table invariants must hold after every operation.
 from hypothesis import given, strategies as st
 
 from smmu import PAGE_SIZE, Simulator
-from smmu.errors import InvalidArgument, SegmentationFault
+from smmu.base.errors import InvalidArgument, SegmentationFault
 
 P = PAGE_SIZE
 BASE = 0x10_0000_0000

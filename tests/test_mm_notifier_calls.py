@@ -3,7 +3,7 @@
 import pytest
 
 from smmu import MMUNotifier, PAGE_SIZE, Simulator
-from smmu.errors import UsageError
+from smmu.base.errors import UsageError
 
 APIS = ("v2008", "range_only", "modern")
 P = PAGE_SIZE

@@ -6,7 +6,7 @@ import pytest
 
 from primary_mm.frames import FRAME_KSM
 from smmu import MMUNotifier, PAGE_SIZE, Simulator
-from smmu.constants import PTE_MIGRATION, PTE_PRESENT, PTE_SWAP, PTE_WRITE
+from smmu.base.pte import PTE_MIGRATION, PTE_PRESENT, PTE_SWAP, PTE_WRITE
 
 APIS = ("v2008", "range_only", "modern")
 P = PAGE_SIZE
@@ -572,7 +572,7 @@ def _stress(seed):
     with the oracle on."""
     import random
 
-    from smmu.errors import SmmuError
+    from smmu.base.errors import SmmuError
     api = APIS[seed % 3]
     sim = Simulator(notifier_api=api, rmap_locks=("rwsem", "spinlock")[seed % 2],
                     schedule="random", seed=seed, check=True, fork_copies_pinned=seed % 4 < 2)

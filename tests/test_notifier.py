@@ -3,8 +3,8 @@
 import pytest
 from notifier_kit import Recorder, setup
 
-from smmu.constants import EAGAIN
-from smmu.errors import BadDriver, InvalidArgument, UsageError
+from smmu.base.constants import EAGAIN
+from smmu.base.errors import BadDriver, InvalidArgument, UsageError
 from smmu.notifier import Event, MMUNotifier, Range, check_driver_class
 
 

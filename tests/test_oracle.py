@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 
 from primary_mm.pagetable import PageTable
 from smmu import MMUNotifier, Range
-from smmu._jit import radix_ref
-from smmu.constants import PAGE_SIZE, PTE_PRESENT, PTE_WRITE
-from smmu.errors import SegmentationFault
+from smmu.base import radix_ref
+from smmu.base.constants import PAGE_SIZE
+from smmu.base.pte import PTE_PRESENT, PTE_WRITE
+from smmu.base.errors import SegmentationFault
 from smmu.explore import Scenario, explore
 from smmu.oracle import (STALE_ABSENT, STALE_FREED, STALE_OTHER_PFN, STALE_WRITABLE,
                          SecondaryMap, scan_secondary, scan_secondary_ref)

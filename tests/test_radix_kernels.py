@@ -9,20 +9,12 @@ from hypothesis import strategies as st
 
 import primary_mm.pagetable as pagetable
 from primary_mm.pagetable import PageTable, PageTablePool
-from smmu._jit import radix as K
-from smmu._jit import radix_ref as R
-from smmu._jit.radix import M_ENOMEM, M_NFREE, M_USED, META_SIZE, VPN_LIMIT, nodes_needed
-from smmu.constants import (
-    MAX_VPN,
-    PFN_SHIFT,
-    PTE_DIRTY,
-    PTE_MIGRATION,
-    PTE_PRESENT,
-    PTE_SPECIAL,
-    PTE_SWAP,
-    PTE_WRITE,
-    PTE_YOUNG,
-)
+from smmu.base import radix as K
+from smmu.base import radix_ref as R
+from smmu.base.radix import M_ENOMEM, M_NFREE, M_USED, META_SIZE, VPN_LIMIT, nodes_needed
+from smmu.base.constants import MAX_VPN
+from smmu.base.pte import (PFN_SHIFT, PTE_DIRTY, PTE_MIGRATION, PTE_PRESENT, PTE_SPECIAL, PTE_SWAP,
+                           PTE_WRITE, PTE_YOUNG)
 
 P, W, Y, D = PTE_PRESENT, PTE_WRITE, PTE_YOUNG, PTE_DIRTY
 

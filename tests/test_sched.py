@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smmu.errors import TaskCrashed, UsageError
+from smmu.base.errors import TaskCrashed, UsageError
 from smmu.sched import RandomSchedule, Schedule, Scheduler
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from shared_kit import Recorder
 
 import smmu.shadow as shadow_mod
-from smmu.constants import PAGE_SHIFT, PAGE_SIZE
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.shadow import ShadowPageTable
 
 VPN_LIMIT = 1 << 36

@@ -5,7 +5,7 @@ import drivers
 import pytest
 from hypothesis import Phase, settings
 
-from smmu.errors import BadDriver, UsageError
+from smmu.base.errors import BadDriver, UsageError
 from smmu.testing import (CoherenceFailure, coherence_pairs, coherence_test,
                           register_profiles)
 from test_cli import load_toy

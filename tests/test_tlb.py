@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shared_kit import Recorder
 
-from smmu.constants import PAGE_SHIFT, PAGE_SIZE
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.tlb import ASID_LIMIT, TLB, VPN_LIMIT
 from smmu.tlb_ref import RefTLB
 

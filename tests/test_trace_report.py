@@ -5,7 +5,7 @@ import json
 import pytest
 
 from smmu import report, trace
-from smmu.errors import Violation
+from smmu.base.errors import Violation
 from smmu.explore import Replay, explore, replay, run_once, shrink
 from test_cli import load_toy
 

@@ -8,7 +8,7 @@ Class attributes every entry has:
 ``mirrors``
     the real bug, commit or thread it mirrors, or None;
 ``expected``
-    the violation kinds (:data:`smmu.errors.VIOLATION_KINDS`) that are a legitimate report of
+    the violation kinds (:data:`smmu.base.errors.VIOLATION_KINDS`) that are a legitimate report of
     this bug; the checker must report at least one of them, and nothing outside them;
 ``scenarios``
     names of :mod:`smmu.scenarios` scenarios that expose it;

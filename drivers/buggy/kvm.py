@@ -5,7 +5,7 @@ from __future__ import annotations
 from drivers._common import page_of, vpn_of, walk_pte
 from drivers.buggy._kinds import STALE
 from drivers.kvm import KVM
-from smmu.constants import PAGE_SIZE
+from smmu.base.constants import PAGE_SIZE
 
 
 class KVMNoInProgressCheck(KVM):

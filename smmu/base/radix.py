@@ -10,7 +10,7 @@ Data layout (every kernel takes these arrays explicitly; no jitclass, no Python 
                                    found the stack empty (the Python wrapper reserves capacity
                                    first, see ``nodes_needed``, so this flag is a safety net)
 
-Why uint64: a leaf entry is an x86-style PTE word (``smmu.constants``), unsigned by definition.
+Why uint64: a leaf entry is an x86-style PTE word (``smmu.base.pte``), unsigned by definition.
 Upper levels store child node indices in the same uint64 words (0 = no table). Inside the
 kernels node indices are converted to int64 and PTE arithmetic uses uint64 constants only,
 because numba turns mixed uint64/int64 arithmetic into float64.
@@ -31,7 +31,7 @@ return the count; a caller that gets ``count == len(out_vpns)`` resumes at
 written as nested loops over the levels (no helper call per page) so that absent subtrees are
 skipped in one step and the per-page loop stays tight.
 
-Allocation order (kernels and the pure-Python reference ``smmu._jit.radix_ref`` agree on it so
+Allocation order (kernels and the pure-Python reference ``smmu.base.radix_ref`` agree on it so
 tests can compare whole pools): tables are allocated top-down at the first non-zero entry that
 needs them, in increasing vpn order; tables are freed in post-order, increasing vpn order.
 """
@@ -41,7 +41,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from smmu.constants import LEVEL_BITS, LEVELS, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, PTRS_PER_TABLE
+from smmu.base.constants import LEVEL_BITS, LEVELS, PTRS_PER_TABLE
+from smmu.base.pte import PTE_PRESENT, PTE_WRITE, PTE_YOUNG
 
 #: first vpn beyond the 48-bit address space covered by a 4-level table
 VPN_LIMIT = 1 << (LEVELS * LEVEL_BITS)

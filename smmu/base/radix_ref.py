@@ -1,4 +1,4 @@
-"""Pure-Python reference of the radix page-table kernels in ``smmu._jit.radix``.
+"""Pure-Python reference of the radix page-table kernels in ``smmu.base.radix``.
 
 Same function names, signatures and semantics, written plainly (recursion, per-entry loops,
 Python ints) so that the hypothesis tests can run both on copies of the same pool and compare
@@ -13,8 +13,9 @@ of lists (the benchmark times it on lists: the fair pure-Python baseline).
 
 from __future__ import annotations
 
-from smmu._jit.radix import M_ENOMEM, M_NFREE, M_USED, VPN_LIMIT
-from smmu.constants import LEVEL_BITS, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, PTRS_PER_TABLE
+from smmu.base.radix import M_ENOMEM, M_NFREE, M_USED, VPN_LIMIT
+from smmu.base.constants import LEVEL_BITS, PTRS_PER_TABLE
+from smmu.base.pte import PTE_PRESENT, PTE_WRITE, PTE_YOUNG
 
 _IDX = PTRS_PER_TABLE - 1
 _MASK64 = (1 << 64) - 1

@@ -1,1 +1,0 @@
-"""Numba kernels shared by several layers (radix page tables for primary_mm and smmu.shadow)."""

@@ -1,0 +1,22 @@
+"""Machine constants shared by every layer (x86-64 with 4-level paging, 4 KiB pages), and
+the errno values the model returns. The PTE word's layout is :mod:`smmu.base.pte`.
+
+Upper levels of the radix tree store a node index (0 = no table).
+"""
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = ~(PAGE_SIZE - 1)
+LEVELS = 4
+LEVEL_BITS = 9
+PTRS_PER_TABLE = 1 << LEVEL_BITS
+VA_BITS = PAGE_SHIFT + LEVELS * LEVEL_BITS          # 48
+TASK_SIZE = 1 << (VA_BITS - 1)                      # user half of the canonical space
+MAX_VPN = TASK_SIZE >> PAGE_SHIFT
+
+EAGAIN = 11
+ENOMEM = 12
+EINVAL = 22
+EFAULT = 14
+EOVERFLOW = 75
+ULONG_MAX = (1 << 64) - 1

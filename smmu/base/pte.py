@@ -1,0 +1,67 @@
+"""The PTE format, in one place: the bits of a page-table entry and the helpers that decode
+and build one. The primary MM, the radix kernels, the device structures, the drivers and the
+oracle all read PTE words through this module.
+
+A PTE is one unsigned 64-bit word laid out like x86's, trimmed to what the model needs::
+
+    bit 0   PTE_PRESENT    translation valid (hardware may walk it)
+    bit 1   PTE_WRITE      writable (clear on COW-shared and write-protected pages)
+    bit 2   PTE_YOUNG      accessed bit (set on access, cleared by page_referenced)
+    bit 3   PTE_DIRTY      dirty bit (set on write, harvested by page_mkclean/zap)
+    bit 4   PTE_SWAP       not present: a swap entry, the PFN field holds the swap slot
+    bit 5   PTE_MIGRATION  not present: a migration entry, the PFN field holds the old pfn
+    bit 6   PTE_SPECIAL    the shared zero page (read-only, never refcounted)
+    bit 7   PTE_PROTNONE   software bit: a PROT_NONE entry (x86's _PAGE_PROTNONE): not
+                           present for hardware walkers (drivers, IOMMUs), but it still maps
+                           its page
+    bits 12..51            PFN (or swap slot)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PTE_PRESENT = 1 << 0
+PTE_WRITE = 1 << 1
+PTE_YOUNG = 1 << 2
+PTE_DIRTY = 1 << 3
+PTE_SWAP = 1 << 4
+PTE_MIGRATION = 1 << 5
+PTE_SPECIAL = 1 << 6
+PTE_PROTNONE = 1 << 7
+#: entries that hold a page reference and a mapcount (unless PTE_SPECIAL)
+PTE_MAPPED = PTE_PRESENT | PTE_PROTNONE
+PTE_FLAGS_MASK = (1 << 12) - 1
+PFN_SHIFT = 12
+PFN_MASK = ((1 << 40) - 1) << PFN_SHIFT
+
+_U = np.uint64
+_PFN_MASK = _U(PFN_MASK)
+_PFN_SHIFT = _U(PFN_SHIFT)
+_BITS_MAPPED = _U(PTE_MAPPED)
+_BITS_SPECIAL = _U(PTE_SPECIAL)
+_BITS_NONPRESENT = _U(PTE_SWAP | PTE_MIGRATION)
+_BITS_SWAP = _U(PTE_SWAP)
+
+
+def pte_pfn(pte) -> int:
+    """The frame (or swap slot / migration pfn) an entry points at."""
+    return (int(pte) & PFN_MASK) >> PFN_SHIFT
+
+
+def mk_pte(pfn: int, bits: int) -> int:
+    """The entry mapping ``pfn`` with flag ``bits``."""
+    return (int(pfn) << PFN_SHIFT) | bits
+
+
+def mapped_pfns(ptes: np.ndarray) -> np.ndarray:
+    """pfns (int64) of the entries that hold a page reference: present or PROT_NONE,
+    not the zero page, not swap/migration entries. Duplicates kept (one per mapping)."""
+    m = ((ptes & _BITS_MAPPED) != 0) & ((ptes & (_BITS_SPECIAL | _BITS_NONPRESENT)) == 0)
+    return ((ptes[m] & _PFN_MASK) >> _PFN_SHIFT).astype(np.int64)
+
+
+def swap_slots(ptes: np.ndarray) -> np.ndarray:
+    """Swap slots (int64) of the swap entries among ``ptes``."""
+    m = (ptes & _BITS_SWAP) != 0
+    return ((ptes[m] & _PFN_MASK) >> _PFN_SHIFT).astype(np.int64)
