@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from smmu.notifier import MMUNotifier, NotifierSubscriptions, Range  # noqa: E402
-from smmu.sched import Scheduler  # noqa: E402
+from smmu.runtime.scheduler import Scheduler  # noqa: E402
 
 
 def spinner(n):

@@ -19,7 +19,9 @@ from smmu.interval import (
     mmu_interval_set_seq,
 )
 from smmu.notifier import API_GENERATIONS, Event, MMUNotifier, Range
-from smmu.sched import COSTS, Result, Schedule
+from smmu.runtime.costs import COSTS
+from smmu.runtime.scheduler import Result
+from smmu.runtime.schedules import Schedule
 
 __version__ = "0.1.0"
 

@@ -14,8 +14,8 @@ A *schedule* is the list of task ids chosen at every choice point (a step where 
 task could run: ``Scheduler.choices``). Strategies:
 
 ``"random"``
-    uniformly random at each choice point (``smmu.sched.RandomSchedule``), seed ``seed + i``
-    for the i-th schedule.
+    uniformly random at each choice point (``smmu.runtime.schedules.RandomSchedule``), seed
+    ``seed + i`` for the i-th schedule.
 ``"pct"``
     probabilistic concurrency testing (Burckhardt, Kothari, Musuvathi, Nagarakatte, ASPLOS
     2010): random task priorities, the highest-priority runnable task runs, and at ``depth-1``
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import random as _random
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -47,22 +46,14 @@ import structlog
 
 from smmu.base.errors import BadDriver, UsageError, Violation
 from smmu.notifier import API_GENERATIONS
-from smmu.sched import RandomSchedule, Result, Schedule, make_schedule, register_schedule
+from smmu.runtime.scheduler import Result
+from smmu.runtime.schedules import (DEFAULT_PCT_STEPS, FAIR_BOUND, PCT, HypothesisSchedule,  # noqa: F401
+                                    RandomSchedule, Replay, Schedule, count_preemptions,
+                                    make_schedule)
 
 log = structlog.get_logger("smmu")
 
 STRATEGIES = ("pct", "random", "exhaustive")
-
-#: choice points PCT assumes a run has before it has seen one (explore() measures it instead)
-DEFAULT_PCT_STEPS = 64
-
-#: fairness: a task chosen this many times in a row while others could run is set aside
-#: (PCT: lowest priority; Replay's fallback: the next task). Without it a task spinning on a
-#: condition another task must make true (a KVM fault retrying while an invalidation is in
-#: progress) starves that task under priority scheduling and the run ends as a false
-#: Livelock; CHESS handles yielding spin loops the same way (Musuvathi & Qadeer, PLDI 2008).
-FAIR_BOUND = 1000
-
 
 # =========================================================================== scenarios
 
@@ -77,7 +68,7 @@ class Scenario:
     ``fork_copies_pinned``...); ``applies(driver_cls)``: whether it fits a driver (e.g. only
     drivers with a device side); ``tags``: free-form labels ("historical", "load"...).
     ``simulator``: what to build instead of ``smmu.sim.Simulator`` (a callable taking the same
-    keyword arguments); tests of exploration itself use a bare ``smmu.sched.Scheduler``.
+    keyword arguments); tests of exploration itself use a bare ``smmu.runtime.scheduler.Scheduler``.
     """
 
     name: str
@@ -134,168 +125,6 @@ def attach_driver(sim, driver_cls, mm):
 
 # =========================================================================== schedules
 
-def _prev_tid(sched):
-    cur = sched.current
-    return cur.tid if cur is not None else None
-
-
-def count_preemptions(log_) -> int:
-    """Preemptions in a recorded choice log ``[(candidate tids, previous tid, chosen)]``: a
-    switch away from a task that could have continued."""
-    return sum(1 for tids, prev, ch in log_ if prev in tids and ch != prev)
-
-
-class Replay(Schedule):
-    """Follow an explicit list of task ids, one per choice point. When the listed task is not
-    runnable there, or the list is exhausted, run the lowest-id runnable task
-    (``fallback="lowest"``) or keep the previous task if it can continue, else the lowest-id
-    (``fallback="continue"``: no preemption, what the exhaustive search extends prefixes with).
-
-    ``log`` records ``(candidate tids, previous tid, chosen tid)`` per choice point;
-    ``preemptions`` counts them."""
-
-    name = "replay"
-
-    def __init__(self, choices=(), fallback: str = "lowest"):
-        if fallback not in ("lowest", "continue"):
-            raise UsageError(f"Replay fallback must be 'lowest' or 'continue', not {fallback!r}")
-        try:
-            self.choices = [int(c) for c in choices]
-        except (TypeError, ValueError):
-            raise UsageError(f"Replay needs a list of task ids, got {choices!r}") from None
-        self.fallback = fallback
-        self.reset(None)
-
-    def reset(self, seed):
-        self.i = 0
-        self.log = []
-        self.followed = 0
-        self._last = None
-        self._run = 0
-
-    def choose(self, sched, tasks):
-        tids = [t.tid for t in tasks]
-        prev = _prev_tid(sched)
-        i = self.i
-        self.i = i + 1
-        want = self.choices[i] if i < len(self.choices) else None
-        fair_switch = False
-        if want is not None and want in tids:
-            tid = want
-            self.followed += 1
-        else:
-            if self.fallback == "continue" and prev in tids:
-                tid = prev
-            else:
-                tid = min(tids)
-            if tid == self._last and self._run >= FAIR_BOUND:
-                others = [t for t in tids if t != tid]
-                tid = min((t for t in others if t > self._last), default=min(others))
-                fair_switch = True
-        if tid == self._last:
-            self._run += 1
-        else:
-            self._last, self._run = tid, 1
-        # a fairness switch is not a preemption the schedule chose
-        self.log.append((tuple(tids), None if fair_switch else prev, tid))
-        return tids.index(tid)
-
-    @property
-    def preemptions(self) -> int:
-        return count_preemptions(self.log)
-
-    def __repr__(self):
-        return f"<Replay {len(self.choices)} choices, fallback={self.fallback}>"
-
-
-class PCT(Schedule):
-    """Probabilistic concurrency testing: the runnable task of highest priority runs; priorities
-    are random (>= ``depth``) when a task is first seen; at each of ``depth - 1`` change points,
-    drawn without replacement from ``1..steps`` (choice points), the task that would run drops
-    to priority ``j`` (the j-th change point), below every initial priority."""
-
-    name = "pct"
-
-    def __init__(self, seed: int = 0, depth: int = 3, steps: int | None = None):
-        if int(depth) < 1:
-            raise UsageError(f"PCT depth must be >= 1, got {depth}")
-        self.seed = seed
-        self.depth = int(depth)
-        self.steps = max(1, int(steps or DEFAULT_PCT_STEPS))
-        self.reset(seed)
-
-    def reset(self, seed):
-        if seed is not None:
-            self.seed = seed
-        rng = _random.Random(self.seed)
-        self.rng = rng
-        ncp = min(self.depth - 1, self.steps)
-        # k_1..k_{d-1} drawn at random, k_i lowering to priority i: not sorted, so a later
-        # change point may leave its task above an earlier one's (both orders are explored)
-        self.change = {c: j + 1 for j, c in
-                       enumerate(rng.sample(range(1, self.steps + 1), ncp))}
-        self.prio: dict[int, float] = {}
-        self.n = 0
-        self._last = None
-        self._run = 0
-
-    def _best(self, tasks):
-        prio = self.prio
-        best, bp = 0, prio[tasks[0].tid]
-        for i in range(1, len(tasks)):
-            p = prio[tasks[i].tid]
-            if p > bp:
-                best, bp = i, p
-        return best
-
-    def choose(self, sched, tasks):
-        self.n += 1
-        prio = self.prio
-        for t in tasks:
-            if t.tid not in prio:
-                prio[t.tid] = self.depth + self.rng.random()
-        best = self._best(tasks)
-        j = self.change.get(self.n)
-        if j is not None:
-            prio[tasks[best].tid] = float(j)
-            best = self._best(tasks)
-        tid = tasks[best].tid
-        if tid == self._last and self._run >= FAIR_BOUND:
-            prio[tid] = min(prio.values()) - 1.0     # fairness: set a spinning task aside
-            best = self._best(tasks)
-            tid = tasks[best].tid
-        if tid == self._last:
-            self._run += 1
-        else:
-            self._last, self._run = tid, 1
-        return best
-
-    def __repr__(self):
-        return (f"<PCT seed={self.seed} depth={self.depth} steps={self.steps} "
-                f"change points={sorted(self.change)}>")
-
-
-class HypothesisSchedule(Schedule):
-    """Each choice drawn from hypothesis ``data`` (``st.data()``) as an index in
-    ``range(len(candidates))``, so hypothesis shrinks a failing schedule towards index 0 (the
-    lowest task id, the same default :class:`Replay` falls back to). Records the chosen ids."""
-
-    name = "hypothesis"
-
-    def __init__(self, data):
-        self.data = data
-        self.chosen: list[int] = []
-
-    def reset(self, seed):
-        self.chosen = []
-
-    def choose(self, sched, tasks):
-        from hypothesis import strategies as st
-        i = self.data.draw(st.integers(0, len(tasks) - 1))
-        self.chosen.append(tasks[i].tid)
-        return i
-
-
 class ScanEveryStep(Schedule):
     """Wraps a schedule and runs the checker's structural scan (``sim.checker.scan()``) at
     every choice point before choosing: a secondary translation of a freed frame is reported
@@ -323,10 +152,6 @@ class ScanEveryStep(Schedule):
         return f"<ScanEveryStep {self.inner!r}>"
 
 
-register_schedule("pct", lambda seed: PCT(seed))
-register_schedule("replay", lambda seed: Replay(()))
-
-
 def make_strategy_schedule(strategy: str, seed: int, params: dict | None = None) -> Schedule:
     """The schedule ``strategy`` uses for ``seed`` (``params``: ``depth``/``steps`` for PCT).
     ``"exhaustive"`` schedules are not a function of a seed: replay those from their choices."""
@@ -345,9 +170,10 @@ def make_strategy_schedule(strategy: str, seed: int, params: dict | None = None)
 def run_once(scenario, driver_cls, api, schedule, seed, *, record_steps=False, trace=False,
              stop_on_violation=True, driver_options=None, **sim_overrides) -> Result:
     """Build a simulator for ``scenario`` under notifier ``api`` with ``schedule`` (a name or a
-    :class:`~smmu.sched.Schedule`) and ``seed``, build the scenario with ``driver_cls`` and run
-    it. ``sim_overrides`` override the scenario's ``sim_options``; ``scan_every_step=True``
-    among them runs the oracle's structural scan at every choice point (:class:`ScanEveryStep`).
+    :class:`~smmu.runtime.schedules.Schedule`) and ``seed``, build the scenario with
+    ``driver_cls`` and run it. ``sim_overrides`` override the scenario's ``sim_options``;
+    ``scan_every_step=True`` among them runs the oracle's structural scan at every choice point
+    (:class:`ScanEveryStep`).
     """
     scenario = get_scenario(scenario)
     if api not in scenario.apis:

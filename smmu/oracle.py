@@ -1,6 +1,7 @@
 """The coherence oracle: what every CPU and device access *should* see, and the checks.
 
-``Simulator`` builds ``Oracle(sim)`` as its ``checker`` (an :class:`smmu.sched.Observer`).
+``Simulator`` builds ``Oracle(sim)`` as its ``checker`` (an
+:class:`smmu.runtime.observer.Observer`).
 Lower layers report events to it (docs/internals.md, "The checker hooks"); it keeps:
 
 * **a data model**: the logical value of every page of every address space, independent of
@@ -38,7 +39,7 @@ import structlog
 from smmu.base.radix import pt_walk
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.base.pte import PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE
-from smmu.sched import Observer
+from smmu.runtime.observer import Observer
 from smmu.base.pte import pte_pfn
 
 log = structlog.get_logger("smmu")

@@ -17,8 +17,8 @@ import inspect
 from primary_mm import Memory
 from smmu.base.errors import BadDriver, UsageError
 from smmu.notifier import API_GENERATIONS, MMUNotifier, check_driver_class
-from smmu.sched import Observer, Scheduler
-import smmu.explore  # noqa: F401 - registers the exploration schedules ("pct"...)
+from smmu.runtime.observer import Observer
+from smmu.runtime.scheduler import Scheduler
 
 RMAP_LOCKS = ("spinlock", "rwsem")
 
@@ -29,8 +29,9 @@ class Simulator(Scheduler):
     ``notifier_api``: ``"v2008"``, ``"range_only"`` or ``"modern"`` (see :mod:`smmu.notifier`).
     ``rmap_locks``: ``"spinlock"`` (2.6.25: anon_vma->lock, i_mmap_lock; hooks called from
     reverse-map walks run atomic) or ``"rwsem"`` (the seed's patches 09/10: they may sleep).
-    ``schedule``: ``"round_robin"``, ``"random"``, ``"timed"``, the strategies that
-    :mod:`smmu.explore` registers (``"pct"``...) or a :class:`~smmu.sched.Schedule`.
+    ``schedule``: a name registered in :mod:`smmu.runtime.schedules` (``"round_robin"``,
+    ``"random"``, ``"timed"``, ``"pct"``, ``"replay"``) or a
+    :class:`~smmu.runtime.schedules.Schedule`.
     MM options: ``invalidate_page_outside_ptl`` (the pre-2017 ordering),
     ``fork_copies_pinned`` (5.9+), ``nonblock_fail_calls_end`` (the 2021 fix; default True),
     ``fork_enomem_bug`` (copy_page_range's ENOMEM path as first posted in 2008: no end),

@@ -299,7 +299,7 @@ def coherence_machine(driver_cls, api="modern", *, pages: int = 4, driver_option
 
 
 def _RoundRobin():
-    from smmu.sched import RoundRobin
+    from smmu.runtime.schedules import RoundRobin
     return RoundRobin()
 
 

@@ -1,7 +1,7 @@
 """A scheduler-only harness for notifier-core tests (no primary MM needed)."""
 
 from smmu.notifier import MMUNotifier, NotifierSubscriptions
-from smmu.sched import Scheduler
+from smmu.runtime.scheduler import Scheduler
 
 
 class FakeSim(Scheduler):

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOY_SOURCE = '''
 from smmu.explore import SCENARIOS, Scenario, register
 from smmu.notifier import MMUNotifier
-from smmu.sched import Scheduler
+from smmu.runtime.scheduler import Scheduler
 
 
 class ToySim(Scheduler):

@@ -18,7 +18,7 @@ from smmu.base.constants import PAGE_SIZE
 from smmu.base.pte import PTE_PRESENT
 from smmu.base.errors import BadDriver, SegmentationFault
 from smmu.notifier import Range
-from smmu.sched import RoundRobin, Schedule
+from smmu.runtime.schedules import RoundRobin, Schedule
 
 from smmu.sim import Simulator
 

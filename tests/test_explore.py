@@ -12,7 +12,7 @@ from smmu.base.errors import UsageError
 from smmu.explore import (PCT, SCENARIOS, Finding, HypothesisSchedule, Replay, Scenario,
                           count_preemptions, explore, get_scenario, register, replay, run_once,
                           shrink)
-from smmu.sched import Scheduler
+from smmu.runtime.scheduler import Scheduler
 
 
 def bare(notifier_api, **kw):

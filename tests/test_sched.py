@@ -5,7 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smmu.base.errors import TaskCrashed, UsageError
-from smmu.sched import RandomSchedule, Schedule, Scheduler
+from smmu.runtime.scheduler import Scheduler
+from smmu.runtime.schedules import RandomSchedule, Schedule
 
 
 def counter_task(log, name, n):

@@ -27,299 +27,22 @@ table :data:`COSTS`; the ``timed`` schedule always runs the task with the earlie
 
 from __future__ import annotations
 
-import random as _random
-import sys
 from collections import Counter
 
 import structlog
 
 from smmu.base.errors import SmmuError, TaskCrashed, UsageError, Violation
+from smmu.runtime.costs import COSTS
+from smmu.runtime.locks import Completion, Mutex, NonBlock, RWSem, Spinlock, WaitQueue
+from smmu.runtime.schedules import make_schedule
+from smmu.runtime.task import Request, Task, format_frames, user_frame
 
 log = structlog.get_logger("smmu")
-
-#: Simulated cost of each kind of work, in nanoseconds, with where the number comes from.
-#: Benchmarks report simulated time as the sum of these; nothing depends on wall time.
-COSTS: dict[str, tuple[float, str]] = {
-    "step": (5.0, "a few instructions between two preemption points"),
-    "pte_update": (2.0, "one PTE write in a hot cache line"),
-    "page_fault": (1300.0, "real anonymous fault here, ~1.3 us (linux-notes 4)"),
-    "tlb_flush_local": (150.0, "invlpg / local flush, ~100-200 ns"),
-    "tlb_shootdown": (15000.0, "remote TLB shootdown IPI, ~15 us in this VM (linux-notes 4)"),
-    "notifier_call": (40.0, "indirect call through mmu_notifier_ops under SRCU"),
-    "secondary_flush": (2000.0, "device TLB / IOTLB invalidation command and wait, ~1-3 us"),
-    "device_fault": (5000.0, "device fault round trip: interrupt, handler, GUP, program entry"),
-    "device_access": (100.0, "one DMA access that hits the device TLB"),
-    "page_copy": (500.0, "copy 4 KiB at ~8 GB/s"),
-    "page_zero": (250.0, "clear 4 KiB"),
-    "lock": (20.0, "uncontended atomic acquire/release"),
-    "swap_io": (50000.0, "swap a page out or in from fast SSD, ~50 us"),
-    "writeback_io": (50000.0, "write a page to the backing file, ~50 us"),
-}
-
-
-_STEP_NS = COSTS["step"][0]
 
 
 class _Stop(BaseException):
     """Unwinds the run loop when a violation ends the run."""
 
-
-def format_frames(raw) -> list[str]:
-    """Format :meth:`Task.raw_stack` pairs as ``file:line in function`` strings."""
-    return [f"{c.co_filename}:{line} in {c.co_name}" for c, line in raw]
-
-
-_RUNTIME_FILES = ("sched.py", "locks.py", "notifier.py", "interval.py")
-
-
-def _user_frame(frames: list[str]) -> str:
-    """The innermost frame outside the runtime and notifier plumbing: where it happened."""
-    for fr in reversed(frames):
-        path = fr.split(":", 1)[0]
-        if not (path.endswith(_RUNTIME_FILES) and "/smmu/" in path):
-            return fr
-    return frames[-1] if frames else "?"
-
-
-class Task:
-    """One simulated CPU or device context running a generator."""
-
-    __slots__ = (
-        "atomic",
-        "done",
-        "error",
-        "gen",
-        "held",
-        "name",
-        "pending",
-        "result",
-        "steps",
-        "throw",
-        "tid",
-        "clock",
-        "value",
-    )
-
-    def __init__(self, tid: int, name: str, gen):
-        self.tid = tid
-        self.name = name
-        self.gen = gen
-        self.value = None          # sent into the generator at its next step
-        self.throw = None          # or thrown into it
-        self.pending = None        # the request it is blocked on
-        self.atomic: list = []     # (reason, where) per open atomic section, innermost last
-        self.held: list = []       # locks held, in acquisition order
-        self.steps = 0
-        self.clock = 0.0           # simulated ns charged by the work the task did
-        self.done = False
-        self.result = None
-        self.error = None
-
-    @property
-    def time(self) -> float:
-        """Simulated time of this task: its charged costs plus the per-step cost."""
-        return self.clock + self.steps * _STEP_NS
-
-    @property
-    def in_atomic(self) -> bool:
-        return bool(self.atomic)
-
-    def where(self) -> str:
-        """``file:line in function`` of the innermost frame this task is suspended in."""
-        stack = self.stack()
-        return stack[-1] if stack else "<not started>"
-
-    def stack(self) -> list[str]:
-        return format_frames(self.raw_stack())
-
-    def raw_stack(self) -> list:
-        """(code, line) pairs of the task's generator chain, outermost first; cheap to take
-        (no formatting), formatted by :func:`format_frames` only when reported. While the
-        task runs (an atomic section opened by running code) the live frames are walked."""
-        g = self.gen
-        if g is not None and getattr(g, "gi_running", False):
-            top = g.gi_frame
-            out = []
-            f = sys._getframe(1)
-            while f is not None:
-                out.append((f.f_code, f.f_lineno))
-                if f is top:
-                    break
-                f = f.f_back
-            out.reverse()
-            return out
-        out = []
-        while g is not None:
-            f = getattr(g, "gi_frame", None)
-            if f is not None:
-                out.append((f.f_code, f.f_lineno))
-            g = getattr(g, "gi_yieldfrom", None)
-        return out
-
-    def __repr__(self) -> str:
-        state = "done" if self.done else ("blocked on %r" % (self.pending,) if self.pending
-                                          else "ready")
-        return f"<Task {self.tid} {self.name!r} {state}, {self.steps} steps, t={self.time:.0f}ns>"
-
-
-class Request:
-    """Something a task can yield to wait for. Subclasses: locks, rwsem sides, wait queues,
-    completions, sleeps. ``sleeps`` says whether waiting for it may sleep (a mutex does, a
-    spinlock spins)."""
-
-    sleeps = True
-
-    def can(self, task: Task) -> bool:  # may the task proceed now?
-        raise NotImplementedError
-
-    def grant(self, task: Task):  # the task proceeds: take the resource; returns the value sent
-        return self
-
-
-# --------------------------------------------------------------------------- checker hooks
-
-class Observer:
-    """What lower layers tell the checker (see docs/internals.md). All no-ops here; the
-    coherence oracle (``smmu.oracle.Oracle``) implements them. Calls are made once per
-    operation or batch, never per page on a hot path."""
-
-    def cpu_access(self, mm, va, write, value):
-        """A CPU read (``write`` False, ``value`` read) or write of ``value`` at ``va``."""
-
-    def device_access(self, drv, va, pfn, write, value):
-        """Driver ``drv`` is about to read or write frame ``pfn`` through its mapping of ``va``."""
-
-    def secondary_map(self, drv, va, pfn, writable):
-        """``drv`` installed the translation ``va -> pfn``."""
-
-    def secondary_unmap(self, drv, start, end):
-        """``drv`` dropped its translations in ``[start, end)``."""
-
-    def fork_copy(self, parent, child, start, end):
-        """``copy_page_range`` copied ``[start, end)`` of ``parent`` into ``child``, now."""
-
-    def discard(self, mm, start, end):
-        """The private contents of ``[start, end)`` in ``mm`` are gone (munmap, DONTNEED...)."""
-
-    def move(self, mm, old_start, new_start, length):
-        """mremap moved ``[old_start, old_start + length)`` to ``new_start``."""
-
-    def file_truncate(self, file, npages):
-        """``file`` was truncated to ``npages`` pages."""
-
-    def quiesce(self):
-        """The run is over: make the end-of-run checks."""
-
-
-# --------------------------------------------------------------------------- schedules
-
-class Schedule:
-    """Chooses which runnable task runs next. ``choose`` gets the candidates (at least two,
-    in a stable order) and returns an index into them. Subclass it for new strategies."""
-
-    name = "schedule"
-
-    def reset(self, seed: int | None) -> None:
-        pass
-
-    def choose(self, sched: Scheduler, tasks: list[Task]) -> int:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__}>"
-
-
-class RoundRobin(Schedule):
-    """Each task in turn: after task ``t`` the next one with a larger id, wrapping around."""
-
-    name = "round_robin"
-
-    def __init__(self):
-        self.last = -1
-        self.pos = -1
-
-    def reset(self, seed):
-        self.last = -1
-        self.pos = -1
-
-    def choose(self, sched, tasks):
-        last = self.last
-        i = self.pos + 1
-        # fast path: the task after the last one chosen sits one position further on
-        if i < len(tasks) and tasks[i].tid > last and tasks[i - 1].tid <= last:
-            self.last = tasks[i].tid
-            self.pos = i
-            return i
-        for i, t in enumerate(tasks):
-            if t.tid > last:
-                self.last = t.tid
-                self.pos = i
-                return i
-        self.last = tasks[0].tid
-        self.pos = 0
-        return 0
-
-
-class RandomSchedule(Schedule):
-    """Uniformly random among the runnable tasks, from a seeded generator."""
-
-    name = "random"
-
-    def __init__(self, seed: int = 0):
-        self.seed = seed
-        self.rng = _random.Random(seed)
-
-    def reset(self, seed):
-        if seed is not None:
-            self.seed = seed
-        self.rng = _random.Random(self.seed)
-
-    def choose(self, sched, tasks):
-        return self.rng.randrange(len(tasks))
-
-    def __repr__(self):
-        return f"<RandomSchedule seed={self.seed}>"
-
-
-class Timed(Schedule):
-    """Earliest simulated clock first (ties: lowest task id). For benchmarks."""
-
-    name = "timed"
-
-    def choose(self, sched, tasks):
-        best = 0
-        bt = tasks[0].time
-        for i in range(1, len(tasks)):
-            if tasks[i].time < bt:
-                best, bt = i, tasks[i].time
-        return best
-
-
-SCHEDULES: dict[str, type] = {"round_robin": RoundRobin, "random": RandomSchedule, "timed": Timed}
-
-
-def register_schedule(name: str, factory) -> None:
-    """Make ``Scheduler(schedule=name)`` build ``factory(seed)`` (used by smmu.explore)."""
-    SCHEDULES[name] = factory
-
-
-def make_schedule(schedule, seed: int | None) -> Schedule:
-    if isinstance(schedule, Schedule):
-        schedule.reset(seed)
-        return schedule
-    if schedule not in SCHEDULES:
-        raise UsageError(f"unknown schedule {schedule!r}: use one of {sorted(SCHEDULES)} "
-                         "or pass a Schedule instance")
-    cls = SCHEDULES[schedule]
-    try:
-        s = cls(seed or 0)
-    except TypeError:
-        s = cls()
-    s.reset(seed)
-    return s
-
-
-# --------------------------------------------------------------------------- the scheduler
 
 class Sleep(Request):
     """``yield sched.sleep(ns)``: sleep for simulated time (a sleeping primitive)."""
@@ -626,7 +349,7 @@ class Scheduler:
         self.violation(
             "SleepInAtomic",
             f"{what!r} may sleep but {task.name!r} is atomic ({reason}); sleeping at "
-            f"{_user_frame(here)}, atomic since {_user_frame(began)}",
+            f"{user_frame(here)}, atomic since {user_frame(began)}",
             task=task.name, stacks={"sleep": here, "atomic_began": began})
 
     # ----------------------------------------------------------------- violations
@@ -708,27 +431,21 @@ class Scheduler:
 
     # ----------------------------------------------------------------- primitives
     def spinlock(self, name: str):
-        from smmu.locks import Spinlock
         return Spinlock(self, name)
 
     def mutex(self, name: str):
-        from smmu.locks import Mutex
         return Mutex(self, name)
 
     def rwsem(self, name: str):
-        from smmu.locks import RWSem
         return RWSem(self, name)
 
     def waitqueue(self, name: str):
-        from smmu.locks import WaitQueue
         return WaitQueue(self, name)
 
     def completion(self, name: str):
-        from smmu.locks import Completion
         return Completion(self, name)
 
     def non_block(self, reason: str = "non-blockable section"):
-        from smmu.locks import NonBlock
         return NonBlock(self, reason)
 
     # ----------------------------------------------------------------- time, stats, trace

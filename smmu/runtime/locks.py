@@ -1,9 +1,10 @@
 """Kernel synchronisation primitives for tasks: spinlock, mutex, rwsem, wait queue, completion.
 
-All are acquired by yielding them (see :mod:`smmu.sched`); all release with a plain call.
-A spinlock makes its holder atomic until released (``spin_lock`` disables preemption), so a
-sleeping primitive used while holding one is ``SleepInAtomic``. Mutex, rwsem, wait queue and
-completion waits may sleep. Every acquisition goes through lockdep-style order tracking.
+All are acquired by yielding them (see :mod:`smmu.runtime.scheduler`); all release with a
+plain call. A spinlock makes its holder atomic until released (``spin_lock`` disables
+preemption), so a sleeping primitive used while holding one is ``SleepInAtomic``. Mutex,
+rwsem, wait queue and completion waits may sleep. Every acquisition goes through
+lockdep-style order tracking.
 
 Create them through the scheduler (``sim.spinlock("mmu_lock")``...) so they know whose
 ``current`` task is acquiring; the name is the lock *class* for lock-order tracking, as in
@@ -13,7 +14,7 @@ lockdep, so give per-instance locks of one kind the same name.
 from __future__ import annotations
 
 from smmu.base.errors import UsageError
-from smmu.sched import Request, Task
+from smmu.runtime.task import Request, Task
 
 
 class _Lock(Request):

@@ -1,0 +1,316 @@
+"""Schedules: who runs next at each choice point, and the registry of schedule names.
+
+``Scheduler(schedule=NAME)`` builds a registered schedule (:func:`make_schedule`); each
+schedule registers its name where it is defined (:func:`register_schedule`).
+
+``"round_robin"`` each task in turn; ``"random"`` uniformly random from a seeded generator;
+``"timed"`` earliest simulated clock first (benchmarks); ``"pct"`` probabilistic concurrency
+testing (Burckhardt, Kothari, Musuvathi, Nagarakatte, ASPLOS 2010); ``"replay"`` an explicit
+choice list (:class:`Replay`, also what the preemption-bounded search extends prefixes with);
+:class:`HypothesisSchedule` draws each choice from hypothesis data (not registered: it needs
+the data object).
+"""
+
+from __future__ import annotations
+
+import random as _random
+
+from hypothesis import strategies as st
+
+from smmu.base.errors import UsageError
+from smmu.runtime.task import Task
+
+#: choice points PCT assumes a run has before it has seen one (explore() measures it instead)
+DEFAULT_PCT_STEPS = 64
+
+#: fairness: a task chosen this many times in a row while others could run is set aside
+#: (PCT: lowest priority; Replay's fallback: the next task). Without it a task spinning on a
+#: condition another task must make true (a KVM fault retrying while an invalidation is in
+#: progress) starves that task under priority scheduling and the run ends as a false
+#: Livelock; CHESS handles yielding spin loops the same way (Musuvathi & Qadeer, PLDI 2008).
+FAIR_BOUND = 1000
+
+
+class Schedule:
+    """Chooses which runnable task runs next. ``choose`` gets the candidates (at least two,
+    in a stable order) and returns an index into them. Subclass it for new strategies."""
+
+    name = "schedule"
+
+    def reset(self, seed: int | None) -> None:
+        pass
+
+    def choose(self, sched, tasks: list[Task]) -> int:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+SCHEDULES: dict[str, object] = {}
+
+
+def register_schedule(name: str, factory) -> None:
+    """Make ``Scheduler(schedule=name)`` build ``factory(seed)`` (or ``factory()`` if it takes
+    no seed)."""
+    SCHEDULES[name] = factory
+
+
+def make_schedule(schedule, seed: int | None) -> Schedule:
+    """The :class:`Schedule` instance for ``schedule`` (a registered name or an instance,
+    which is reset to ``seed``)."""
+    if isinstance(schedule, Schedule):
+        schedule.reset(seed)
+        return schedule
+    if schedule not in SCHEDULES:
+        raise UsageError(f"unknown schedule {schedule!r}: use one of {sorted(SCHEDULES)} "
+                         "or pass a Schedule instance")
+    cls = SCHEDULES[schedule]
+    try:
+        s = cls(seed or 0)
+    except TypeError:
+        s = cls()
+    s.reset(seed)
+    return s
+
+
+class RoundRobin(Schedule):
+    """Each task in turn: after task ``t`` the next one with a larger id, wrapping around."""
+
+    name = "round_robin"
+
+    def __init__(self):
+        self.last = -1
+        self.pos = -1
+
+    def reset(self, seed):
+        self.last = -1
+        self.pos = -1
+
+    def choose(self, sched, tasks):
+        last = self.last
+        i = self.pos + 1
+        # fast path: the task after the last one chosen sits one position further on
+        if i < len(tasks) and tasks[i].tid > last and tasks[i - 1].tid <= last:
+            self.last = tasks[i].tid
+            self.pos = i
+            return i
+        for i, t in enumerate(tasks):
+            if t.tid > last:
+                self.last = t.tid
+                self.pos = i
+                return i
+        self.last = tasks[0].tid
+        self.pos = 0
+        return 0
+
+
+register_schedule("round_robin", RoundRobin)
+
+
+class RandomSchedule(Schedule):
+    """Uniformly random among the runnable tasks, from a seeded generator."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.rng = _random.Random(seed)
+
+    def reset(self, seed):
+        if seed is not None:
+            self.seed = seed
+        self.rng = _random.Random(self.seed)
+
+    def choose(self, sched, tasks):
+        return self.rng.randrange(len(tasks))
+
+    def __repr__(self):
+        return f"<RandomSchedule seed={self.seed}>"
+
+
+register_schedule("random", RandomSchedule)
+
+
+class Timed(Schedule):
+    """Earliest simulated clock first (ties: lowest task id). For benchmarks."""
+
+    name = "timed"
+
+    def choose(self, sched, tasks):
+        best = 0
+        bt = tasks[0].time
+        for i in range(1, len(tasks)):
+            if tasks[i].time < bt:
+                best, bt = i, tasks[i].time
+        return best
+
+
+register_schedule("timed", Timed)
+
+
+def _prev_tid(sched):
+    cur = sched.current
+    return cur.tid if cur is not None else None
+
+
+def count_preemptions(log_) -> int:
+    """Preemptions in a recorded choice log ``[(candidate tids, previous tid, chosen)]``: a
+    switch away from a task that could have continued."""
+    return sum(1 for tids, prev, ch in log_ if prev in tids and ch != prev)
+
+
+class Replay(Schedule):
+    """Follow an explicit list of task ids, one per choice point. When the listed task is not
+    runnable there, or the list is exhausted, run the lowest-id runnable task
+    (``fallback="lowest"``) or keep the previous task if it can continue, else the lowest-id
+    (``fallback="continue"``: no preemption, what the exhaustive search extends prefixes with).
+
+    ``log`` records ``(candidate tids, previous tid, chosen tid)`` per choice point;
+    ``preemptions`` counts them."""
+
+    name = "replay"
+
+    def __init__(self, choices=(), fallback: str = "lowest"):
+        if fallback not in ("lowest", "continue"):
+            raise UsageError(f"Replay fallback must be 'lowest' or 'continue', not {fallback!r}")
+        try:
+            self.choices = [int(c) for c in choices]
+        except (TypeError, ValueError):
+            raise UsageError(f"Replay needs a list of task ids, got {choices!r}") from None
+        self.fallback = fallback
+        self.reset(None)
+
+    def reset(self, seed):
+        self.i = 0
+        self.log = []
+        self.followed = 0
+        self._last = None
+        self._run = 0
+
+    def choose(self, sched, tasks):
+        tids = [t.tid for t in tasks]
+        prev = _prev_tid(sched)
+        i = self.i
+        self.i = i + 1
+        want = self.choices[i] if i < len(self.choices) else None
+        fair_switch = False
+        if want is not None and want in tids:
+            tid = want
+            self.followed += 1
+        else:
+            if self.fallback == "continue" and prev in tids:
+                tid = prev
+            else:
+                tid = min(tids)
+            if tid == self._last and self._run >= FAIR_BOUND:
+                others = [t for t in tids if t != tid]
+                tid = min((t for t in others if t > self._last), default=min(others))
+                fair_switch = True
+        if tid == self._last:
+            self._run += 1
+        else:
+            self._last, self._run = tid, 1
+        # a fairness switch is not a preemption the schedule chose
+        self.log.append((tuple(tids), None if fair_switch else prev, tid))
+        return tids.index(tid)
+
+    @property
+    def preemptions(self) -> int:
+        return count_preemptions(self.log)
+
+    def __repr__(self):
+        return f"<Replay {len(self.choices)} choices, fallback={self.fallback}>"
+
+
+register_schedule("replay", lambda seed: Replay(()))
+
+
+class PCT(Schedule):
+    """Probabilistic concurrency testing: the runnable task of highest priority runs; priorities
+    are random (>= ``depth``) when a task is first seen; at each of ``depth - 1`` change points,
+    drawn without replacement from ``1..steps`` (choice points), the task that would run drops
+    to priority ``j`` (the j-th change point), below every initial priority."""
+
+    name = "pct"
+
+    def __init__(self, seed: int = 0, depth: int = 3, steps: int | None = None):
+        if int(depth) < 1:
+            raise UsageError(f"PCT depth must be >= 1, got {depth}")
+        self.seed = seed
+        self.depth = int(depth)
+        self.steps = max(1, int(steps or DEFAULT_PCT_STEPS))
+        self.reset(seed)
+
+    def reset(self, seed):
+        if seed is not None:
+            self.seed = seed
+        rng = _random.Random(self.seed)
+        self.rng = rng
+        ncp = min(self.depth - 1, self.steps)
+        # k_1..k_{d-1} drawn at random, k_i lowering to priority i: not sorted, so a later
+        # change point may leave its task above an earlier one's (both orders are explored)
+        self.change = {c: j + 1 for j, c in
+                       enumerate(rng.sample(range(1, self.steps + 1), ncp))}
+        self.prio: dict[int, float] = {}
+        self.n = 0
+        self._last = None
+        self._run = 0
+
+    def _best(self, tasks):
+        prio = self.prio
+        best, bp = 0, prio[tasks[0].tid]
+        for i in range(1, len(tasks)):
+            p = prio[tasks[i].tid]
+            if p > bp:
+                best, bp = i, p
+        return best
+
+    def choose(self, sched, tasks):
+        self.n += 1
+        prio = self.prio
+        for t in tasks:
+            if t.tid not in prio:
+                prio[t.tid] = self.depth + self.rng.random()
+        best = self._best(tasks)
+        j = self.change.get(self.n)
+        if j is not None:
+            prio[tasks[best].tid] = float(j)
+            best = self._best(tasks)
+        tid = tasks[best].tid
+        if tid == self._last and self._run >= FAIR_BOUND:
+            prio[tid] = min(prio.values()) - 1.0     # fairness: set a spinning task aside
+            best = self._best(tasks)
+            tid = tasks[best].tid
+        if tid == self._last:
+            self._run += 1
+        else:
+            self._last, self._run = tid, 1
+        return best
+
+    def __repr__(self):
+        return (f"<PCT seed={self.seed} depth={self.depth} steps={self.steps} "
+                f"change points={sorted(self.change)}>")
+
+
+register_schedule("pct", lambda seed: PCT(seed))
+
+
+class HypothesisSchedule(Schedule):
+    """Each choice drawn from hypothesis ``data`` (``st.data()``) as an index in
+    ``range(len(candidates))``, so hypothesis shrinks a failing schedule towards index 0 (the
+    lowest task id, the same default :class:`Replay` falls back to). Records the chosen ids."""
+
+    name = "hypothesis"
+
+    def __init__(self, data):
+        self.data = data
+        self.chosen: list[int] = []
+
+    def reset(self, seed):
+        self.chosen = []
+
+    def choose(self, sched, tasks):
+        i = self.data.draw(st.integers(0, len(tasks) - 1))
+        self.chosen.append(tasks[i].tid)
+        return i
