@@ -10,7 +10,7 @@ mlx5's odp.c follow, and ``mm/hmm.c`` (``hmm_range_fault``) + ``mm/mmu_notifier.
 from __future__ import annotations
 
 from drivers._common import device_gone, page_of, user_window, vpn_of, vpn_span, walk_pte
-from smmu.interval import (MMUIntervalNotifier, mmu_interval_notifier_insert,
+from smmu.notifier import (MMUIntervalNotifier, mmu_interval_notifier_insert,
                            mmu_interval_notifier_remove, mmu_interval_read_begin,
                            mmu_interval_read_retry, mmu_interval_set_seq)
 from smmu.notifier import Event, MMUNotifier

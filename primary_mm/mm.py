@@ -192,7 +192,7 @@ class MM:
         return vma
 
     def _mmap_lock_held(self) -> bool:
-        t = self.sched.current or self.sched._setup_task
+        t = self.sched.running
         return self.mmap_lock.writer is t or t in self.mmap_lock.readers
 
     # ================================================================== notifier helpers

@@ -9,15 +9,9 @@ The public surface (DESIGN.md "Public surface")::
 from smmu.base.constants import PAGE_SIZE
 from smmu.base.errors import (VIOLATION_KINDS, BadDriver, InvalidArgument, OutOfMemory,
                               SegmentationFault, SmmuError, UsageError, Violation)
-from smmu.interval import (
-    MMUIntervalNotifier,
-    mmu_interval_check_retry,
-    mmu_interval_notifier_insert,
-    mmu_interval_notifier_remove,
-    mmu_interval_read_begin,
-    mmu_interval_read_retry,
-    mmu_interval_set_seq,
-)
+from smmu.notifier import (MMUIntervalNotifier, mmu_interval_check_retry,
+                           mmu_interval_notifier_insert, mmu_interval_notifier_remove,
+                           mmu_interval_read_begin, mmu_interval_read_retry, mmu_interval_set_seq)
 from smmu.notifier import API_GENERATIONS, Event, MMUNotifier, Range
 from smmu.runtime.costs import COSTS
 from smmu.runtime.scheduler import Result

@@ -8,15 +8,9 @@ from notifier_kit import Recorder, setup
 
 from smmu.base.constants import EAGAIN
 from smmu.base.errors import InvalidArgument
-from smmu.interval import (
-    MMUIntervalNotifier,
-    mmu_interval_check_retry,
-    mmu_interval_notifier_insert,
-    mmu_interval_notifier_remove,
-    mmu_interval_read_begin,
-    mmu_interval_read_retry,
-    mmu_interval_set_seq,
-)
+from smmu.notifier import (MMUIntervalNotifier, mmu_interval_check_retry,
+                           mmu_interval_notifier_insert, mmu_interval_notifier_remove,
+                           mmu_interval_read_begin, mmu_interval_read_retry, mmu_interval_set_seq)
 from smmu.notifier import Event, Range
 
 

@@ -73,7 +73,7 @@ class _Lock(Request):
         return self.owner is not None and self.owner is self.sched.current
 
     def _current(self) -> Task:
-        return self.sched.current or self.sched._setup_task
+        return self.sched.running
 
     def __enter__(self):
         if self.owner is None or self.owner is not self._current():
@@ -162,7 +162,7 @@ class _RWSide(Request):
                 raise UsageError(f"up_write on {s.name!r} which is not write-held")
             s.writer = None
         else:
-            task = s.sched.current or s.sched._setup_task
+            task = s.sched.running
             if task not in s.readers:
                 if not s.readers:
                     raise UsageError(f"up_read on {s.name!r} which is not read-held")

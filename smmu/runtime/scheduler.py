@@ -456,6 +456,12 @@ class Scheduler:
         self.stats[kind] += n
 
     @property
+    def running(self) -> Task:
+        """The task running now: ``current``, or the setup pseudo-task outside ``run()``
+        (work done through ``do()`` and plain calls between runs)."""
+        return self.current or self._setup_task
+
+    @property
     def now(self) -> float:
         return (self.current or self._setup_task).time
 

@@ -20,7 +20,7 @@ def format_frames(raw) -> list[str]:
 
 
 #: where the runtime and notifier plumbing lives: frames there are not "where it happened"
-_PLUMBING = ("/smmu/runtime/", "/smmu/notifier.py", "/smmu/interval.py")
+_PLUMBING = ("/smmu/runtime/", "/smmu/notifier/")
 
 
 def user_frame(frames: list[str]) -> str:

@@ -95,23 +95,9 @@ def mmu_interval_notifier_insert(sub: MMUIntervalNotifier, mm, start: int, lengt
         e.errno = EOVERFLOW
         raise e
     subs = _subs(mm)
-    if not subs.has_itree:
-        # the first insert: Linux takes mmap_lock write here, so no range is in flight
-        subs.has_itree = True
     sub.mm, sub.start, sub.end = mm, start, start + length
     sub._inserted = True
-    if subs.active_invalidate_ranges:
-        if subs.is_invalidating():
-            subs.deferred.append((sub, "insert"))
-        else:
-            subs.invalidate_seq |= 1
-            subs.itree.append(sub)
-        sub.invalidate_seq = subs.invalidate_seq
-    else:
-        # "The starting seq for a subscription not under invalidation should be odd, not
-        # equal to the current invalidate_seq"
-        sub.invalidate_seq = subs.invalidate_seq - 1
-        subs.itree.append(sub)
+    subs.interval_notifier_insert(sub)
     return 0
 
 
@@ -121,21 +107,12 @@ def mmu_interval_notifier_remove(sub: MMUIntervalNotifier):
     if not sub._inserted:
         raise UsageError(f"{sub!r} is not inserted")
     subs = _subs(sub.mm)
-    seq = 0
-    if subs.is_invalidating():
-        pending = [d for d in subs.deferred if d[0] is sub and d[1] == "insert"]
-        if pending:
-            subs.deferred.remove(pending[0])
-        else:
-            subs.deferred.append((sub, "remove"))
-            seq = subs.invalidate_seq
-    else:
-        subs.itree.remove(sub)
+    seq = subs.interval_notifier_unlink(sub)
     sub._inserted = False
     if seq:
-        yield subs._wq.wait_until(lambda: subs.invalidate_seq != seq)
+        yield subs.wait_seq_change(seq)
     if sub._in_flight:
-        yield subs._wq.wait_until(lambda: sub._in_flight == 0)
+        yield subs.wait_idle(sub)
 
 
 def mmu_interval_read_begin(sub: MMUIntervalNotifier):
@@ -144,7 +121,7 @@ def mmu_interval_read_begin(sub: MMUIntervalNotifier):
     subs = _subs(sub.mm)
     seq = sub.invalidate_seq
     if seq == subs.invalidate_seq:   # is_invalidating for this interval
-        yield subs._wq.wait_until(lambda: subs.invalidate_seq != seq)
+        yield subs.wait_seq_change(seq)
     return seq
 
 

@@ -1,0 +1,324 @@
+"""The hook contract: :class:`MMUNotifier`, :class:`Range`, :class:`Event`, in three API
+generations.
+
+Modelled on ``include/linux/mmu_notifier.h`` and ``mm/mmu_notifier.c``. A driver subclasses
+:class:`MMUNotifier` and overrides the hooks it needs; hooks it does not override are never
+called. A hook may be a plain method (it then runs as one atomic step) or a generator method
+(its yields are choice points; it may block on locks, wait queues, sleep).
+
+Generations (``notifier_api=``):
+
+``"v2008"``
+    The API merged in 2.6.27 (mmu-notifier v17, the seed thread): ``release``,
+    ``clear_flush_young``, ``invalidate_page`` (called by ``ptep_clear_flush_notify`` right
+    after the PTE was cleared and flushed, the page still referenced), ``invalidate_range_start``
+    / ``invalidate_range_end`` around multi-page operations, and ``change_pte`` (KSM, 2009).
+``"range_only"``
+    The alternative argued in the same thread: no ``invalidate_page``; every invalidation,
+    single pages too, is bracketed by ``invalidate_range_start`` / ``invalidate_range_end``.
+``"modern"``
+    Linux 6.6+: ``invalidate_range_start`` gets a :class:`Range` (event, owner, blockable) and
+    may fail a non-blockable range with ``-EAGAIN`` (after which ``end`` is still called on every
+    subscriber that has one, commit c2655835fd8c); ``arch_invalidate_secondary_tlbs`` under the
+    PT lock for TLBs that share the CPU page tables; ``clear_young``, ``test_young``; interval
+    notifiers (:mod:`smmu.notifier.interval`). No ``invalidate_page``, no ``change_pte``.
+
+Hook arguments are the same in every generation: ranges are always a :class:`Range` (in v2008
+its ``event`` is ``Event.UNMAP`` and it is always blockable, as the 2008 signature carried no
+more). ``mm`` is the primary address space.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from smmu.base.constants import PAGE_SIZE, ULONG_MAX
+from smmu.base.errors import BadDriver, InvalidArgument, UsageError
+
+API_GENERATIONS = ("v2008", "range_only", "modern")
+
+
+class Event(enum.Enum):
+    """Why a range is being invalidated (``enum mmu_notifier_event``)."""
+
+    UNMAP = "unmap"
+    """The VMA or the range is going away: munmap, mremap's old range, exit teardown. The
+    secondary MMU should drop everything in the range."""
+
+    CLEAR = "clear"
+    """PTEs are cleared but the VMA stays: madvise(DONTNEED/FREE), reclaim, page replacement
+    (COW, KSM). A later access faults in whatever the primary now maps."""
+
+    PROTECTION_VMA = "protection_vma"
+    """The VMA's protection changes (mprotect): mappings may stay but must follow the new
+    rights (a read-only downgrade must stop device writes)."""
+
+    PROTECTION_PAGE = "protection_page"
+    """One page's rights change (write-protect for COW sharing, page_mkclean): the secondary
+    may keep a read-only mapping; re-read the CPU table in ``end``."""
+
+    SOFT_DIRTY = "soft_dirty"
+    """Soft-dirty tracking reset: write bits cleared so new writes are noticed."""
+
+    RELEASE = "release"
+    """The mm is exiting: sent to interval notifiers by ``exit_mmap`` over the whole space."""
+
+    MIGRATE = "migrate"
+    """Pages are migrating; ``owner`` names the device driver doing it (it may skip its own)."""
+
+    EXCLUSIVE = "exclusive"
+    """Pages are converted to device-exclusive entries (``make_device_exclusive``)."""
+
+    def __repr__(self) -> str:
+        return f"Event.{self.name}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """``struct mmu_notifier_range``: ``[start, end)`` in ``mm``, page aligned, non-empty."""
+
+    mm: object
+    start: int
+    end: int
+    event: Event = Event.UNMAP
+    blockable: bool = True
+    owner: object = None
+
+    def __post_init__(self):
+        s, e = self.start, self.end
+        if not (0 <= s < e <= ULONG_MAX + 1):
+            raise InvalidArgument(f"Range [{s:#x}, {e:#x}) is empty or out of bounds: need "
+                                  "0 <= start < end <= 2**64")
+        if s % PAGE_SIZE or (e % PAGE_SIZE and e != ULONG_MAX + 1 and e != ULONG_MAX):
+            raise InvalidArgument(f"Range [{s:#x}, {e:#x}) is not page aligned: round start "
+                                  f"down and end up to a multiple of {PAGE_SIZE:#x}")
+
+    def contains(self, address: int) -> bool:
+        return self.start <= address < self.end
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return start < self.end and self.start < end
+
+    @property
+    def pages(self) -> int:
+        return (self.end - self.start) // PAGE_SIZE
+
+    def __repr__(self) -> str:
+        flags = "" if self.blockable else " nonblock"
+        own = f" owner={getattr(self.owner, 'name', self.owner)}" if self.owner is not None else ""
+        return f"Range([{self.start:#x}, {self.end:#x}) {self.event.name}{flags}{own})"
+
+
+HOOKS = ("release", "clear_flush_young", "clear_young", "test_young", "change_pte",
+         "invalidate_page", "invalidate_range_start", "invalidate_range_end",
+         "arch_invalidate_secondary_tlbs")
+
+#: hooks each generation calls; a driver may implement others, they are simply never called
+API_HOOKS = {
+    "v2008": {"release", "clear_flush_young", "test_young", "change_pte", "invalidate_page",
+              "invalidate_range_start", "invalidate_range_end"},
+    "range_only": {"release", "clear_flush_young", "test_young", "invalidate_range_start",
+                   "invalidate_range_end"},
+    "modern": {"release", "clear_flush_young", "clear_young", "test_young",
+               "invalidate_range_start", "invalidate_range_end",
+               "arch_invalidate_secondary_tlbs"},
+}
+
+
+class MMUNotifier:
+    """Base class of every secondary-MMU driver (``struct mmu_notifier`` + its ops).
+
+    ``sim.attach(Cls, mm, **options)`` calls ``Cls(sim, mm, **options)`` and registers the
+    instance on ``mm``. Override any hook below; each documents its contract. Class attributes:
+
+    * ``name``: shown in reports (defaults to the class name);
+    * ``may_sleep``: the hooks block (take mutexes, wait for the device); calling one while
+      atomic (spinlock rmap locks, the PT lock, a non-blockable range) is ``SleepInAtomic``;
+    * ``apis``: the generations the driver supports; attaching to another is refused.
+
+    The device side is ``access(va, write=..., value=...)``, a generator that device tasks
+    run; it must touch memory only through :meth:`dma_read` / :meth:`dma_write` and declare
+    its secondary mappings with :meth:`note_map` / :meth:`note_unmap` (``smmu.tlb`` and
+    ``smmu.shadow`` structures do the declaring for you when given ``observer=self``).
+    """
+
+    name: str | None = None
+    may_sleep: bool = False
+    apis: tuple = API_GENERATIONS
+
+    def __init__(self, sim, mm, **options):
+        if options:
+            raise BadDriver(f"{type(self).__name__} takes no options, got "
+                            f"{sorted(options)}; define __init__(self, sim, mm, ...) to "
+                            "accept them")
+        self.sim = sim
+        self.mm = mm
+        self._registered = False
+        self._released = False
+        self._in_flight = 0
+        self._active: list = []     # ranges whose start returned and whose end has not begun
+        # [start, end) of this subscription's invalidate_page / change_pte /
+        # invalidate_range_start calls still running (the oracle's "own notification in flight")
+        self._in_flight_spans: list = []
+        self._ending: list = []     # ranges whose end dispatch began, this one's not returned
+        self._users = 1             # mmu_notifier_get/put reference count
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.name is None or cls.name == getattr(cls.__mro__[1], "name", None):
+            cls.name = cls.__name__
+
+    # ------------------------------------------------------------------ hooks
+    def release(self, mm):
+        """The address space is going away (``exit_mmap``), or this subscription is being
+        unregistered before that. Called at most once, before any page of ``mm`` is freed,
+        while every page is still mapped. The driver must stop all device access to the mm
+        and drop every secondary mapping before it returns: after it, pages are freed and
+        reused. May sleep."""
+
+    def clear_flush_young(self, mm, start, end):
+        """Reclaim asks whether the pages in ``[start, end)`` were accessed through the
+        secondary MMU since the last call (``page_referenced_one`` / ``ptep_clear_flush_young``).
+        Return True if any was; clear the secondary accessed bits and flush so that the next
+        access is seen. Called under the rmap lock and the PT lock: must not sleep. Results of
+        all subscribers are ORed."""
+        return False
+
+    def clear_young(self, mm, start, end):
+        """As :meth:`clear_flush_young` but the secondary TLB need not be flushed (modern
+        only; used by MGLRU aging). Results ORed."""
+        return False
+
+    def test_young(self, mm, address):
+        """Was the page at ``address`` accessed through the secondary MMU? Do not clear.
+        Dispatch stops at the first subscriber that says True."""
+        return False
+
+    def change_pte(self, mm, address, pte):
+        """v2008 only (KSM, 2009; removed 2024): the PTE at ``address`` now maps a different
+        page (``pte``, read-only). The driver may update its mapping in place instead of
+        zapping. Since 2012 it is called inside an invalidate_range_start/end pair, after
+        ``start`` has already zapped, so a start/end driver finds nothing to change."""
+
+    def invalidate_page(self, mm, address):
+        """v2008 only. The PTE at ``address`` was just cleared and the CPU TLB flushed
+        (``ptep_clear_flush_notify``), under the PT lock (unless the MM runs with
+        ``invalidate_page_outside_ptl=True``, the pre-2017 ordering). The page is still
+        referenced until this returns: the secondary MMU may still read or write it until
+        then, must not after, and must drop its translation of ``address`` before returning.
+        Called atomic (PT lock): must not sleep."""
+
+    def invalidate_range_start(self, range):
+        """Pages in ``range`` are about to be unmapped, write-protected or replaced. Called
+        while every page in the range is still mapped with a reference held; may sleep if
+        ``range.blockable``. From the moment it returns until the matching
+        :meth:`invalidate_range_end`, the driver must not establish any secondary mapping in
+        the range (``MapInWindow``) and must not take new references to its pages: a page
+        GUP returns now may be freed without further notice. Drop or write-protect existing
+        mappings here (or count the range in flight and drop them no later than the
+        primary's TLB flush).
+
+        Modern only: if ``range.blockable`` is False the hook must not sleep; it may return
+        ``-EAGAIN`` (or False) to refuse, after which the caller skips the range and every
+        subscriber's ``end`` is still called — so a notifier that can refuse must not
+        implement ``end``. Returning failure for a blockable range is ``BadReturn``."""
+
+    def invalidate_range_end(self, range):
+        """The PTEs of ``range`` are cleared (and pages possibly freed). Paired with every
+        ``start`` on every path, error paths included. The driver may allow new mappings of
+        the range again once its last in-flight range ends."""
+
+    def arch_invalidate_secondary_tlbs(self, mm, start, end):
+        """Modern only, for devices that walk the CPU page tables (IOMMU SVA): flush the
+        device TLB for ``[start, end)`` (``0, ULONG_MAX`` means everything). Called by the
+        CPU TLB-flush code under the PT lock: must not sleep. A notifier with this hook may
+        not also have ``invalidate_range_start``/``end`` (registration is refused)."""
+
+    # ------------------------------------------------------------------ device side
+    def access(self, va, *, write, value=None):
+        """The device touches ``va`` (a generator, run by device tasks). Translate through
+        the driver's own structures, run its fault path on a miss, then touch memory only via
+        ``dma_read`` / ``dma_write``. Returns the value read (or written)."""
+        raise BadDriver(f"{type(self).__name__} has no device side: define "
+                        "access(self, va, *, write, value=None) as a generator")
+        yield  # pragma: no cover
+
+    def dma_read(self, va: int, pfn: int) -> int:
+        """One atomic device read of frame ``pfn`` through the mapping of ``va``."""
+        return self.sim.device_access(self, va, pfn, False, None)
+
+    def dma_write(self, va: int, pfn: int, value: int) -> int:
+        """One atomic device write of ``value`` to frame ``pfn`` through the mapping of ``va``."""
+        return self.sim.device_access(self, va, pfn, True, value)
+
+    def note_map(self, va: int, pfn: int, writable: bool) -> None:
+        """Declare a secondary translation ``va -> pfn`` just established."""
+        va = va - va % PAGE_SIZE
+        window = next((r for r in self._windows() if r.start <= va < r.end), None)
+        if window is not None:
+            self.sim.violation(
+                "MapInWindow",
+                f"{self.name} mapped {va:#x} -> pfn {pfn} inside the open window of "
+                f"{window!r}: between invalidate_range_start and _end no secondary mapping of "
+                "the range may be established (check an in-progress count or sequence "
+                "under the driver lock before installing)", address=va, frames=(pfn,))
+        self.sim.secondary_map(self, va, pfn, writable)
+
+    def _windows(self):
+        """The open windows of this driver: ranges whose start returned and whose end has not
+        begun (except its own MIGRATE), and those its interval notifiers were invalidated for
+        until the last end (a mirror that passes read_retry cannot map in them)."""
+        for r in self._active:
+            if r.owner is not self:
+                yield r
+        subs = getattr(self.mm, "notifier_subscriptions", None)
+        for isub in (subs.itree if subs is not None else ()):
+            if isub.owner is self:
+                yield from isub._windows
+
+    def note_unmap(self, va: int) -> None:
+        """Declare that the secondary translation of ``va`` is gone."""
+        self.sim.secondary_unmap(self, va - va % PAGE_SIZE, va - va % PAGE_SIZE + PAGE_SIZE)
+
+    def note_unmap_range(self, start: int, end: int) -> None:
+        """Declare that every secondary translation in ``[start, end)`` is gone."""
+        self.sim.secondary_unmap(self, start, end)
+
+    def __repr__(self) -> str:
+        st = "registered" if self._registered else "unregistered"
+        return f"<{self.name} on {self.mm!r} {st}>"
+
+
+def overrides(sub, hook: str) -> bool:
+    """Does ``sub``'s class implement ``hook`` (not just inherit the base no-op)?"""
+    return getattr(type(sub), hook, None) is not getattr(MMUNotifier, hook, None)
+
+
+def check_driver_class(cls, api: str) -> None:
+    """Raise :class:`BadDriver` saying what to fix if ``cls`` cannot be attached under ``api``."""
+    if not isinstance(cls, type) or not issubclass(cls, MMUNotifier):
+        raise BadDriver(f"{cls!r} is not a driver: a driver is a class derived from "
+                        "smmu.MMUNotifier")
+    if api not in API_GENERATIONS:
+        raise UsageError(f"unknown notifier_api {api!r}: use one of {list(API_GENERATIONS)}")
+    apis = tuple(cls.apis)
+    bad = [a for a in apis if a not in API_GENERATIONS]
+    if bad:
+        raise BadDriver(f"{cls.__name__}.apis names unknown generations {bad}; use "
+                        f"{list(API_GENERATIONS)}")
+    if api not in apis:
+        raise BadDriver(f"{cls.__name__} supports notifier_api {list(apis)}, not {api!r}: "
+                        f"build the Simulator with notifier_api={apis[0]!r}")
+    for hook in HOOKS:
+        attr = getattr(cls, hook, None)
+        if attr is not None and not callable(attr):
+            raise BadDriver(f"{cls.__name__}.{hook} must be a method, got {type(attr).__name__}")
+    if api == "modern" and cls.arch_invalidate_secondary_tlbs is not \
+            MMUNotifier.arch_invalidate_secondary_tlbs and (
+            cls.invalidate_range_start is not MMUNotifier.invalidate_range_start or
+            cls.invalidate_range_end is not MMUNotifier.invalidate_range_end):
+        # mm/mmu_notifier.c __mmu_notifier_register: WARN_ON_ONCE(...) return -EINVAL
+        raise BadDriver(f"{cls.__name__} implements arch_invalidate_secondary_tlbs and "
+                        "invalidate_range_start/end: Linux refuses that (-EINVAL); a TLB that "
+                        "shares the CPU page tables uses only arch_invalidate_secondary_tlbs")
