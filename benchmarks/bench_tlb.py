@@ -24,8 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from smmu.base.constants import PAGE_SHIFT  # noqa: E402
-from smmu.tlb import TLB  # noqa: E402
-from smmu.tlb_ref import RefTLB  # noqa: E402
+from smmu.devices.tlb import TLB  # noqa: E402
+from smmu.devices.tlb_ref import RefTLB  # noqa: E402
 
 GOAL_VS_PYCACHESIM = 2.0
 GOAL_VS_DICT = 10.0

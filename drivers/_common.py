@@ -12,7 +12,7 @@ from __future__ import annotations
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
 from smmu.base.errors import BadDriver, SegmentationFault
 from smmu.base.pte import PTE_MIGRATION, PTE_PRESENT, PTE_SWAP, PTE_WRITE, pte_pfn
-from smmu.tlb import TLB
+from smmu.devices.tlb import TLB
 
 
 def vpn_of(va: int) -> int:

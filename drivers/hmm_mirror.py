@@ -14,7 +14,7 @@ from smmu.notifier import (MMUIntervalNotifier, mmu_interval_notifier_insert,
                            mmu_interval_notifier_remove, mmu_interval_read_begin,
                            mmu_interval_read_retry, mmu_interval_set_seq)
 from smmu.notifier import Event, MMUNotifier
-from smmu.shadow import ShadowPageTable
+from smmu.devices.shadow import ShadowPageTable
 
 
 class _DmirrorInterval(MMUIntervalNotifier):

@@ -20,7 +20,7 @@ from smmu.base.constants import PAGE_SHIFT, TASK_SIZE
 from smmu.base.pte import pte_pfn
 from smmu.base.errors import BadDriver
 from smmu.notifier import MMUNotifier
-from smmu.shadow import ShadowPageTable
+from smmu.devices.shadow import ShadowPageTable
 
 STYLES = ("modern", "2008")
 

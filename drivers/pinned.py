@@ -13,7 +13,7 @@ from drivers._common import page_of, vpn_of
 from smmu.base.constants import PAGE_SIZE
 from smmu.base.errors import InvalidArgument
 from smmu.notifier import MMUNotifier
-from smmu.shadow import ShadowPageTable
+from smmu.devices.shadow import ShadowPageTable
 
 
 class PINNED(MMUNotifier):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from drivers._common import device_gone, page_of, user_window, vpn_of, vpn_span
 from smmu.base.constants import PAGE_SIZE
 from smmu.notifier import MMUNotifier
-from smmu.shadow import ShadowPageTable
+from smmu.devices.shadow import ShadowPageTable
 
 
 class XPMEM(MMUNotifier):

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shared_kit import Recorder
 
-import smmu.shadow as shadow_mod
+import smmu.devices.shadow as shadow_mod
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
-from smmu.shadow import ShadowPageTable
+from smmu.devices.shadow import ShadowPageTable
 
 VPN_LIMIT = 1 << 36
 

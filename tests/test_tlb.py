@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from shared_kit import Recorder
 
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
-from smmu.tlb import ASID_LIMIT, TLB, VPN_LIMIT
-from smmu.tlb_ref import RefTLB
+from smmu.devices.tlb import ASID_LIMIT, TLB, VPN_LIMIT
+from smmu.devices.tlb_ref import RefTLB
 
 # degenerate (1 way), odd ways, a typical 8-way; PLRU from a 1-level to a 4-level tree.
 # Each (ways, policy) pair compiles its own batch kernels, so the list stays short.

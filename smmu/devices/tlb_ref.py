@@ -1,6 +1,6 @@
-"""Pure-Python reference for :class:`smmu.tlb.TLB`: same API, same semantics, no numba.
+"""Pure-Python reference for :class:`smmu.devices.tlb.TLB`: same API, same semantics, no numba.
 
-The differential tests drive a :class:`RefTLB` and a :class:`~smmu.tlb.TLB` with the same
+The differential tests drive a :class:`RefTLB` and a :class:`~smmu.devices.tlb.TLB` with the same
 random operation sequences and require equal results, counters and contents (including
 which way holds which entry, so evictions match). It is written for clarity, not speed,
 and deliberately in a different style from the kernels: per-set recency lists for LRU and
@@ -12,15 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
-from smmu.tlb import (
-    ASID_LIMIT,
-    GEN_LIMIT,
-    PFN_LIMIT,
-    VPN_LIMIT,
-    TLBEntries,
-    _bad_args,
-    check_geometry,
-)
+from smmu.devices.tlb import (ASID_LIMIT, GEN_LIMIT, PFN_LIMIT, VPN_LIMIT, TLBEntries, _bad_args,
+                              check_geometry)
 
 __all__ = ["RefTLB"]
 
@@ -39,7 +32,7 @@ class _Entry:
 
 
 class RefTLB:
-    """Plain-Python set-associative TLB; see :class:`smmu.tlb.TLB` for the contract."""
+    """Plain-Python set-associative TLB; see :class:`smmu.devices.tlb.TLB` for the contract."""
 
     def __init__(self, sets=64, ways=8, policy="lru", name="ref-tlb", observer=None):
         check_geometry(sets, ways, policy)
