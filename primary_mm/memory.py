@@ -505,7 +505,7 @@ class Memory:
                 yield from vma.mm._zap(s, vma.end, Event.CLEAR)
         finally:
             lk.unlock_read()
-        self.sched.checker.file_truncate(file, npages)
+        self.sched.observer.file_truncate(file, npages)
         frames = self.frames
         for pgoff in sorted(p for p in file.cache if p >= npages):   # truncate_inode_pages
             pfn = file.cache.pop(pgoff)

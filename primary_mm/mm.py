@@ -301,7 +301,7 @@ class MM:
                 if not pte & PTE_YOUNG:
                     self.pt.set(vpn, pte | PTE_YOUNG)       # the hardware sets the A bit
                 value = int(frames.contents[pte_pfn(pte)])
-                self.sched.checker.cpu_access(self, va, False, value)
+                self.sched.observer.cpu_access(self, va, False, value)
                 return value
             yield from self.handle_mm_fault(va, False)
 
@@ -318,9 +318,23 @@ class MM:
                 if (pte & (PTE_YOUNG | PTE_DIRTY)) != (PTE_YOUNG | PTE_DIRTY):
                     self.pt.set(vpn, pte | PTE_YOUNG | PTE_DIRTY)   # A and D bits
                 frames.contents[pte_pfn(pte)] = value
-                self.sched.checker.cpu_access(self, va, True, value)
+                self.sched.observer.cpu_access(self, va, True, value)
                 return value
             yield from self.handle_mm_fault(va, True)
+
+    def device_access(self, drv, va: int, pfn: int, write: bool, value):
+        """A device access by driver ``drv`` to frame ``pfn`` through its translation of
+        ``va``, one atomic step (``MMUNotifier.dma_read`` / ``dma_write``): reported to the
+        observer, then the frame is read or written. Returns the value read or written."""
+        frames = self.memory.frames
+        if not (0 < pfn < len(frames.contents)):
+            raise UsageError(f"{drv.name} accessed pfn {pfn}, which does not exist")
+        self.sched.observer.device_access(drv, va, pfn, write, value)
+        self.sched.charge("device_access")
+        if write:
+            frames.contents[pfn] = value
+            return value
+        return int(frames.contents[pfn])
 
     # ================================================================== faults
     def handle_mm_fault(self, va, write=False):
@@ -868,7 +882,7 @@ class MM:
         try:
             _vpns, ptes = self.pt.clear_range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
             for s, e in discard:
-                self.sched.checker.discard(self, s, e)
+                self.sched.observer.discard(self, s, e)
             self.sched.charge("pte_update", len(ptes))
             yield from self._flush_tlb_range(start, end)
         finally:
@@ -1049,7 +1063,7 @@ class MM:
                              & ((f.flags[pfns[present]] & FRAME_KSM) == 0))
             new[excl] &= ~_U(PTE_DIRTY | PTE_YOUNG)
             self.pt.map_range(v0, new)
-            self.sched.checker.discard(self, start, end)
+            self.sched.observer.discard(self, start, end)
             f.set_flags(pfns[excl], mem.FRAME_LAZYFREE)
             yield from self._flush_tlb_range(start, end)
         finally:
@@ -1139,7 +1153,7 @@ class MM:
                 arr = np.zeros(int(vpns[-1] - v0) + 1, dtype=np.uint64)
                 arr[vpns - v0] = ptes
                 self.pt.map_range(dest >> PAGE_SHIFT, arr)
-            self.sched.checker.move(self, start, dest, moved)
+            self.sched.observer.move(self, start, dest, moved)
             yield from self._flush_tlb_range(start, start + moved)
         finally:
             self.page_table_lock.release()
@@ -1199,7 +1213,7 @@ class MM:
         frames = mem.frames
         if vma.shared or vma.anon_vma is None:
             # "Don't copy ptes where a page fault will fill them correctly."
-            self.sched.checker.fork_copy(self, child, vma.start, vma.end)
+            self.sched.observer.fork_copy(self, child, vma.start, vma.end)
             return
         subs = self.notifier_subscriptions
         cow = vma.is_cow
@@ -1230,7 +1244,7 @@ class MM:
         yield self.page_table_lock                  # spin_lock_nested(src_ptl)
         try:
             vpns, ptes = self.pt.copy_range(child.pt, v0, v1, cow)
-            self.sched.checker.fork_copy(self, child, vma.start, vma.end)
+            self.sched.observer.fork_copy(self, child, vma.start, vma.end)
             pfns_all = ((ptes & _PFN_MASK) >> _U(PFN_SHIFT)).astype(np.int64)
             mapped = ((ptes & _BITS_MAPPED) != 0) & ((ptes & (_BITS_SPECIAL |
                                                                _BITS_NONPRESENT)) == 0)
@@ -1299,7 +1313,7 @@ class MM:
         try:
             _vpns, ptes = self.pt.clear_range(0, self.pt_limit())
             for s, e in ranges:
-                self.sched.checker.discard(self, s, e)
+                self.sched.observer.discard(self, s, e)
             self.sched.charge("tlb_shootdown")
         finally:
             self.page_table_lock.release()

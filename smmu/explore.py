@@ -126,7 +126,7 @@ def attach_driver(sim, driver_cls, mm):
 # =========================================================================== schedules
 
 class ScanEveryStep(Schedule):
-    """Wraps a schedule and runs the checker's structural scan (``sim.checker.scan()``) at
+    """Wraps a schedule and runs the oracle's structural scan (``sim.oracle.scan()``) at
     every choice point before choosing: a secondary translation of a freed frame is reported
     the moment another task could act, not only when a device happens to use it."""
 
@@ -138,7 +138,7 @@ class ScanEveryStep(Schedule):
         self.inner.reset(seed)
 
     def choose(self, sched, tasks):
-        scan = getattr(sched.checker, "scan", None) if hasattr(sched, "checker") else None
+        scan = getattr(getattr(sched, "oracle", None), "scan", None)
         if scan is not None:
             scan(final=False)
         return self.inner.choose(sched, tasks)

@@ -17,7 +17,8 @@ import inspect
 from primary_mm import Memory
 from smmu.base.errors import BadDriver, UsageError
 from smmu.notifier import API_GENERATIONS, MMUNotifier, check_driver_class
-from smmu.runtime.observer import Observer
+from smmu.oracle import Oracle, ProtocolChecker
+from smmu.runtime.observer import FanOut, Observer
 from smmu.runtime.scheduler import Scheduler
 
 RMAP_LOCKS = ("spinlock", "rwsem")
@@ -37,7 +38,15 @@ class Simulator(Scheduler):
     ``fork_enomem_bug`` (copy_page_range's ENOMEM path as first posted in 2008: no end),
     ``cow_reuse`` (``"page_count"``, today's do_wp_page reuse rule, or ``"mapcount"``, the
     rule before the CVE-2020-29374 fix).
-    ``check``: run the coherence oracle (default True).
+    ``check``: run the coherence oracle (default True); without it only the notifier
+    protocol rules are judged (``MapInWindow``, ``BadReturn``, an end without its start) and
+    the runtime's own (``SleepInAtomic``, ``Deadlock``...). ``trace``: record
+    ``Result.trace`` (hook calls and violations, :class:`TraceRecorder`).
+
+    ``oracle`` is the observer judging the run (an :class:`~smmu.oracle.Oracle`, or a
+    :class:`~smmu.oracle.ProtocolChecker` when ``check`` is False); ``observer`` is what
+    the lower layers report to: the oracle, or with ``trace`` a fan-out of the oracle and
+    the trace recorder.
     """
 
     def __init__(self, notifier_api: str = "modern", rmap_locks: str = "rwsem",
@@ -65,14 +74,11 @@ class Simulator(Scheduler):
                         "fork_copies_pinned": fork_copies_pinned,
                         "nonblock_fail_calls_end": nonblock_fail_calls_end,
                         "fork_enomem_bug": fork_enomem_bug, "cow_reuse": cow_reuse}
-        self.checker = self._make_checker() if check else Observer()
+        self.oracle = Oracle(self) if check else ProtocolChecker(self)
+        self.observer = FanOut(self.oracle, TraceRecorder(self)) if trace else self.oracle
         self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,
                              nframes=nframes, **self.options)
         self.drivers: list[MMUNotifier] = []
-
-    def _make_checker(self):
-        from smmu.oracle import Oracle
-        return Oracle(self)
 
     def __repr__(self):
         return (f"<Simulator api={self.notifier_api} rmap_locks={self.rmap_locks} "
@@ -117,25 +123,6 @@ class Simulator(Scheduler):
         if drv in self.drivers:
             self.drivers.remove(drv)
 
-    # ------------------------------------------------------------------ device memory access
-    def device_access(self, drv, va: int, pfn: int, write: bool, value):
-        """``dma_read`` / ``dma_write``: one atomic device access to frame ``pfn``."""
-        frames = self.memory.frames
-        if not (0 < pfn < len(frames.contents)):
-            raise UsageError(f"{drv.name} accessed pfn {pfn}, which does not exist")
-        self.checker.device_access(drv, va, pfn, write, value)
-        self.charge("device_access")
-        if write:
-            frames.contents[pfn] = value
-            return value
-        return int(frames.contents[pfn])
-
-    def secondary_map(self, drv, va, pfn, writable):
-        self.checker.secondary_map(drv, va, pfn, writable)
-
-    def secondary_unmap(self, drv, start, end):
-        self.checker.secondary_unmap(drv, start, end)
-
     # ------------------------------------------------------------------ system-wide MM ops
     def reclaim(self, mm, addr, length, force=False):
         """Reclaim the pages of ``[addr, addr+length)``: page_referenced, try_to_unmap, swap."""
@@ -162,6 +149,23 @@ class Simulator(Scheduler):
         ranges, skipping those a notifier refuses."""
         return self.memory.oom_reap(mm)
 
-    # ------------------------------------------------------------------ end of run
-    def quiesce(self):
-        self.checker.quiesce()
+
+class TraceRecorder(Observer):
+    """The trace of a run as an observer: every notifier hook call becomes a ``"B"`` / ``"E"``
+    span named ``driver.hook`` and every violation an ``"i"`` instant, appended to
+    ``sched.trace`` (``Result.trace``; :mod:`smmu.trace` exports it for Perfetto)."""
+
+    def __init__(self, sched):
+        self.sched = sched
+
+    def __repr__(self):
+        return f"<TraceRecorder {len(self.sched.trace)} events>"
+
+    def hook_enter(self, sub, hook, args, span):
+        self.sched.trace_event("B", f"{sub.name}.{hook}", {"args": repr(args)})
+
+    def hook_exit(self, sub, hook, args, span):
+        self.sched.trace_event("E", f"{sub.name}.{hook}")
+
+    def violation(self, v):
+        self.sched.trace_event("i", v.kind, {"message": v.message})

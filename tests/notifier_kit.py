@@ -1,29 +1,24 @@
 """A scheduler-only harness for notifier-core tests (no primary MM needed)."""
 
 from smmu.notifier import MMUNotifier, NotifierSubscriptions
+from smmu.oracle import ProtocolChecker
 from smmu.runtime.scheduler import Scheduler
 
 
 class FakeSim(Scheduler):
-    """The parts of Simulator that the notifier layer calls back into."""
+    """A bare scheduler whose observer judges the notifier protocol (the windows: what the
+    notifier core's tests check) and reports unpaired ranges at quiescence."""
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.mapped = {}
-
-    def secondary_map(self, drv, va, pfn, writable):
-        self.mapped[(drv.name, va)] = pfn
-
-    def secondary_unmap(self, drv, start, end):
-        for key in [k for k in self.mapped if k[0] == drv.name and start <= k[1] < end]:
-            del self.mapped[key]
+        self.observer = ProtocolChecker(self)
 
     def quiesce(self):
+        obs = self.observer
         for mm in getattr(self, "mms", []):
-            subs = mm.notifier_subscriptions
-            if subs.open_ranges or subs.unpaired():
-                self.violation("UnpairedRange", f"open ranges {subs.open_ranges} "
-                               f"{subs.unpaired()}", task=None)
+            if obs.open_ranges(mm) or obs.unpaired(mm):
+                self.violation("UnpairedRange", f"open ranges {obs.open_ranges(mm)} "
+                               f"{obs.unpaired(mm)}", task=None)
 
 
 class FakeMM:

@@ -252,7 +252,7 @@ def _window(sim, mm, buf):
 
 
 def test_kvm_fault_inside_an_open_window_waits_for_end():
-    sched = Phases(("cpu", lambda: bool(mm.notifier_subscriptions.open_ranges)))
+    sched = Phases(("cpu", lambda: bool(sim.oracle.open_ranges(mm))))
     sim, mm, buf = setup("modern", schedule=sched)
     drv = sim.attach(KVM, mm)
     sim.spawn("cpu", _window(sim, mm, buf))
@@ -264,7 +264,7 @@ def test_kvm_fault_inside_an_open_window_waits_for_end():
 
 
 def test_kvm_without_the_in_progress_check_maps_inside_the_window():
-    sched = Phases(("cpu", lambda: bool(mm.notifier_subscriptions.open_ranges)))
+    sched = Phases(("cpu", lambda: bool(sim.oracle.open_ranges(mm))))
     sim, mm, buf = setup("modern", schedule=sched)
     drv = sim.attach(KVMNoInProgressCheck, mm)
     sim.spawn("cpu", _window(sim, mm, buf))
@@ -304,7 +304,7 @@ def test_kvm_change_pte_updates_a_present_spte_in_place():
 
 def test_gru_dropin_waits_for_range_active_to_drop():
     seen = {}
-    sched = Phases(("cpu", lambda: bool(mm.notifier_subscriptions.open_ranges)))
+    sched = Phases(("cpu", lambda: bool(sim.oracle.open_ranges(mm))))
     sim, mm, buf = setup("modern", schedule=sched)
     gru = sim.attach(GRU, mm)
 

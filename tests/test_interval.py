@@ -139,7 +139,7 @@ def test_nonblock_refusal_returns_eagain_and_keeps_seq_balanced():
     assert sim.do(subs.mmu_notifier_invalidate_range_start_nonblock(r)) == -EAGAIN
     assert subs.active_invalidate_ranges == 0 and subs.invalidate_seq % 2 == 0
     assert other.log == []         # hlist starts are not called after an itree refusal
-    assert not subs.open_ranges
+    assert not sim.observer.open_ranges(mm)
 
 
 def test_refusing_a_blockable_range_is_bad_return():

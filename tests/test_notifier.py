@@ -54,7 +54,7 @@ def test_register_and_range_pairs(api):
     sim.do(subs.register(a))
     sim.do(invalidate(subs, rng(mm)))
     assert a.log == [("start", 0, 0x2000), ("end", 0, 0x2000)]
-    assert not subs.open_ranges and not subs.unpaired()
+    assert not sim.observer.open_ranges(mm) and not sim.observer.unpaired(mm)
 
 
 def test_newest_registration_is_called_first():

@@ -437,7 +437,7 @@ def test_oracle_repr_is_readable():
     sim, mm, buf, dev = setup(Toy)
     sim.do(mm.write(buf, 1))
     sim.do(dev.access(buf, write=False))
-    assert "1 cells" in repr(sim.checker) and "1 secondary" in repr(sim.checker)
+    assert "1 cells" in repr(sim.oracle) and "1 secondary" in repr(sim.oracle)
 
 
 # ---------------------------------------------------------------- the model follows the MM
@@ -463,7 +463,7 @@ def test_model_follows_mremap_dontneed_and_truncate():
     assert sim.do(mm.read(pv + PAGE_SIZE)) == 0
     r = sim.run()
     assert r.ok, r.violations
-    assert sim.checker.cells[mm.id].get((pv >> 12) + 1) is None
+    assert sim.oracle.cells[mm.id].get((pv >> 12) + 1) is None
 
 
 def test_model_keeps_fork_copies_separate():
@@ -474,8 +474,8 @@ def test_model_keeps_fork_copies_separate():
     child = sim.do(mm.fork())
     sim.do(mm.write(a, 2))
     assert sim.do(child.read(a)) == 1
-    assert sim.checker.cells[child.id][a >> 12].value == 1
-    assert sim.checker.cells[mm.id][a >> 12].value == 2
+    assert sim.oracle.cells[child.id][a >> 12].value == 1
+    assert sim.oracle.cells[mm.id][a >> 12].value == 2
     assert sim.run().ok
 
 
@@ -539,7 +539,7 @@ def test_madvise_free_reads_old_data_until_reclaim_then_zero():
     # but DONTNEED really drops the contents: the model says 0, not "either"
     sim.do(mm.write(a, 7))
     sim.do(mm.madvise(a, PAGE_SIZE, "dontneed"))
-    assert (a >> 12) not in sim.checker.cells[mm.id]
+    assert (a >> 12) not in sim.oracle.cells[mm.id]
 
 
 class EndOnly(Pinner):
@@ -609,7 +609,7 @@ def _write_racing_dontneed_of_untouched_page(drv_cls, during: bool):
     discards it (DONTNEED) while (``during``) or after the driver's end drops the pin."""
     sim, mm, buf, dev = setup(drv_cls, "modern")
     sim.do(dev.access(buf, write=False))                  # pinned and mapped, value 0
-    assert mm.id not in sim.checker.cells or (buf >> 12) not in sim.checker.cells[mm.id]
+    assert mm.id not in sim.oracle.cells or (buf >> 12) not in sim.oracle.cells[mm.id]
     done = {"madvise": False}
 
     def cpu():

@@ -11,7 +11,7 @@ Everything public is importable from here (``from smmu.notifier import MMUNotifi
 """
 
 from smmu.notifier.api import (API_GENERATIONS, API_HOOKS, HOOKS, Event, MMUNotifier, Range,
-                               check_driver_class, overrides)
+                               check_driver_class, failed, overrides)
 from smmu.notifier.chain import NotifierSubscriptions
 from smmu.notifier.interval import (MMUIntervalNotifier, mmu_interval_check_retry,
                                     mmu_interval_notifier_insert, mmu_interval_notifier_remove,
@@ -19,7 +19,8 @@ from smmu.notifier.interval import (MMUIntervalNotifier, mmu_interval_check_retr
                                     mmu_interval_set_seq)
 
 __all__ = ["API_GENERATIONS", "API_HOOKS", "HOOKS", "Event", "MMUIntervalNotifier", "MMUNotifier",
-           "NotifierSubscriptions", "Range", "check_driver_class", "mmu_interval_check_retry",
+           "NotifierSubscriptions", "Range", "check_driver_class", "failed",
+           "mmu_interval_check_retry",
            "mmu_interval_notifier_insert", "mmu_interval_notifier_remove",
            "mmu_interval_read_begin", "mmu_interval_read_retry", "mmu_interval_set_seq",
            "overrides"]

@@ -154,15 +154,12 @@ class MMUNotifier:
                             "accept them")
         self.sim = sim
         self.mm = mm
+        # the chain's bookkeeping (smmu.notifier.chain): on a chain, release already called,
+        # hooks running now (unregister waits for 0), mmu_notifier_get/put references
         self._registered = False
         self._released = False
         self._in_flight = 0
-        self._active: list = []     # ranges whose start returned and whose end has not begun
-        # [start, end) of this subscription's invalidate_page / change_pte /
-        # invalidate_range_start calls still running (the oracle's "own notification in flight")
-        self._in_flight_spans: list = []
-        self._ending: list = []     # ranges whose end dispatch began, this one's not returned
-        self._users = 1             # mmu_notifier_get/put reference count
+        self._users = 1
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -246,44 +243,32 @@ class MMUNotifier:
 
     def dma_read(self, va: int, pfn: int) -> int:
         """One atomic device read of frame ``pfn`` through the mapping of ``va``."""
-        return self.sim.device_access(self, va, pfn, False, None)
+        return self.mm.device_access(self, va, pfn, False, None)
 
     def dma_write(self, va: int, pfn: int, value: int) -> int:
         """One atomic device write of ``value`` to frame ``pfn`` through the mapping of ``va``."""
-        return self.sim.device_access(self, va, pfn, True, value)
+        return self.mm.device_access(self, va, pfn, True, value)
 
     def note_map(self, va: int, pfn: int, writable: bool) -> None:
-        """Declare a secondary translation ``va -> pfn`` just established."""
-        va = va - va % PAGE_SIZE
-        window = next((r for r in self._windows() if r.start <= va < r.end), None)
-        if window is not None:
-            self.sim.violation(
-                "MapInWindow",
-                f"{self.name} mapped {va:#x} -> pfn {pfn} inside the open window of "
-                f"{window!r}: between invalidate_range_start and _end no secondary mapping of "
-                "the range may be established (check an in-progress count or sequence "
-                "under the driver lock before installing)", address=va, frames=(pfn,))
-        self.sim.secondary_map(self, va, pfn, writable)
-
-    def _windows(self):
-        """The open windows of this driver: ranges whose start returned and whose end has not
-        begun (except its own MIGRATE), and those its interval notifiers were invalidated for
-        until the last end (a mirror that passes read_retry cannot map in them)."""
-        for r in self._active:
-            if r.owner is not self:
-                yield r
-        subs = getattr(self.mm, "notifier_subscriptions", None)
-        for isub in (subs.itree if subs is not None else ()):
-            if isub.owner is self:
-                yield from isub._windows
+        """Declare a secondary translation ``va -> pfn`` just established. Between
+        ``invalidate_range_start`` returning and ``invalidate_range_end`` of a range (and,
+        for an interval notifier, until the last invalidation ends) a mapping inside it is
+        ``MapInWindow``."""
+        self.sim.observer.secondary_map(self, va - va % PAGE_SIZE, pfn, writable)
 
     def note_unmap(self, va: int) -> None:
         """Declare that the secondary translation of ``va`` is gone."""
-        self.sim.secondary_unmap(self, va - va % PAGE_SIZE, va - va % PAGE_SIZE + PAGE_SIZE)
+        self.sim.observer.secondary_unmap(self, va - va % PAGE_SIZE,
+                                          va - va % PAGE_SIZE + PAGE_SIZE)
 
     def note_unmap_range(self, start: int, end: int) -> None:
         """Declare that every secondary translation in ``[start, end)`` is gone."""
-        self.sim.secondary_unmap(self, start, end)
+        self.sim.observer.secondary_unmap(self, start, end)
+
+    @property
+    def registered(self) -> bool:
+        """Is this subscription on its mm's chain now?"""
+        return self._registered
 
     def __repr__(self) -> str:
         st = "registered" if self._registered else "unregistered"
@@ -293,6 +278,12 @@ class MMUNotifier:
 def overrides(sub, hook: str) -> bool:
     """Does ``sub``'s class implement ``hook`` (not just inherit the base no-op)?"""
     return getattr(type(sub), hook, None) is not getattr(MMUNotifier, hook, None)
+
+
+def failed(ret) -> bool:
+    """Did ``invalidate_range_start`` refuse? ``False`` or a negative errno (``-EAGAIN``);
+    0, None and True are success."""
+    return ret is False or (isinstance(ret, int) and not isinstance(ret, bool) and ret < 0)
 
 
 def check_driver_class(cls, api: str) -> None:

@@ -14,11 +14,7 @@ from dataclasses import dataclass, field
 from smmu.base.constants import EAGAIN, PAGE_SIZE, ULONG_MAX
 from smmu.base.errors import UsageError
 from smmu.notifier.api import (API_GENERATIONS, API_HOOKS, HOOKS, Event, Range,
-                               check_driver_class, overrides)
-
-
-def _failed(ret) -> bool:
-    return ret is False or (isinstance(ret, int) and not isinstance(ret, bool) and ret < 0)
+                               check_driver_class, failed, overrides)
 
 
 def _page_span(address: int) -> tuple:
@@ -48,7 +44,6 @@ class NotifierSubscriptions:
     invalidate_seq: int = 2
     active_invalidate_ranges: int = 0
     deferred: list = field(default_factory=list)
-    open_ranges: list = field(default_factory=list)   # ranges between start and end, by caller
     has_itree: bool = False   # set by the first interval insert and never cleared, as in Linux
     _wq: object = None
 
@@ -83,6 +78,7 @@ class NotifierSubscriptions:
             sub._registered = True
             sub._released = False
             self._rebuild()
+            self.sched.observer.notifier_register(self.mm, sub)
         finally:
             self._drop_all_locks()
 
@@ -129,6 +125,7 @@ class NotifierSubscriptions:
         self.subs.remove(sub)
         sub._registered = False
         self._rebuild()
+        self.sched.observer.notifier_unregister(self.mm, sub)
         if sub._in_flight:
             yield self.wait_idle(sub)
 
@@ -137,10 +134,10 @@ class NotifierSubscriptions:
         """Run one hook: ``sub.<hook>(*args)`` of a list subscription, or with ``interval``
         the ``invalidate`` of an interval notifier (counted as ``interval_invalidate``). A
         plain method runs as one step, a generator method is run with ``yield from``.
-        ``reason``: run it atomic (a non-blockable range, under the PT lock). ``span``: the
-        ``(start, end)`` a list hook notifies about (kept in ``sub._in_flight_spans`` while it
-        runs: invalidate_page, change_pte, range start). Unregister waits for the in-flight
-        count of a list subscription to drop to 0."""
+        ``reason``: run it atomic (a non-blockable range, under the PT lock). A list hook's
+        call is reported to the observer (``hook_enter`` / ``hook_exit``, with ``span``: the
+        ``(start, end)`` that invalidate_page, change_pte and range start notify about), and
+        unregister waits for a list subscription's in-flight count to drop to 0."""
         sched = self.sched
         task = sched.running
         sched.hook_calls["interval_invalidate" if interval else hook] += 1
@@ -150,23 +147,19 @@ class NotifierSubscriptions:
         if reason:
             sched.atomic_begin(reason, task)
         sub._in_flight += 1
-        if span is not None:
-            sub._in_flight_spans.append(span)
-        tracing = sched.tracing and not interval
-        if tracing:
-            sched.trace_event("B", f"{sub.name}.{hook}", {"args": repr(args)})
+        obs = None if interval else sched.observer
+        if obs is not None:
+            obs.hook_enter(sub, hook, args, span)
         try:
             ret = getattr(sub, hook)(*args)
             if isinstance(ret, types.GeneratorType):
                 ret = yield from ret
         finally:
             sub._in_flight -= 1
-            if span is not None:
-                sub._in_flight_spans.remove(span)
+            if obs is not None:
+                obs.hook_exit(sub, hook, args, span)
             if reason:
                 sched.atomic_end(reason, task)
-            if tracing:
-                sched.trace_event("E", f"{sub.name}.{hook}")
             if not interval and sub._in_flight == 0 and self._wq.waiters:
                 self._wq.wake_all()
         return ret
@@ -181,8 +174,9 @@ class NotifierSubscriptions:
         if self.has_itree:
             rng = Range(self.mm, 0, ULONG_MAX + 1, Event.RELEASE, True)
             seq = self._itree_inv_start(rng)
-            for isub in self._itree_overlapping(rng):
-                yield from self._call_interval(isub, rng, seq, None)
+            for isub in self._itree_overlapping(rng):   # mn_itree_release
+                ret = yield from self._call(isub, "invalidate", (rng, seq), interval=True)
+                self.sched.observer.interval_release(isub, rng, ret)
             self._itree_inv_end()
         for sub in list(self.subs):
             if not sub._released:
@@ -259,7 +253,8 @@ class NotifierSubscriptions:
         return (yield from self._range_start(rng))
 
     def _range_start(self, rng):
-        self.open_ranges.append(rng)
+        obs = self.sched.observer
+        obs.range_start(self.mm, rng)
         self.sched.stats["range_start"] += 1
         reason = None if rng.blockable else "non-blockable invalidate_range_start"
         if self.has_itree:
@@ -269,70 +264,44 @@ class NotifierSubscriptions:
             # mn_itree_inv_end, so invalidate_seq stays odd and read_begin waits for good.
             ret = yield from self._itree_invalidate(rng, reason)
             if ret:
-                self.open_ranges.remove(rng)
+                obs.range_start_failed(self.mm, rng)
                 return ret
         ret = 0
         for sub in self._snapshot("invalidate_range_start"):
             r = yield from self._call(sub, "invalidate_range_start", (rng,), reason,
                                       (rng.start, rng.end))
-            if not _failed(r):
-                sub._active.append(rng)
-                continue
-            if self.api != "modern":
-                self.sched.violation("BadReturn", f"{sub.name}.invalidate_range_start "
-                                     f"returned {r!r}: it cannot fail in {self.api}")
-            elif rng.blockable:
-                self.sched.violation(
-                    "BadReturn", f"{sub.name}.invalidate_range_start returned {r!r} for a "
-                    f"blockable {rng!r}: only a non-blockable start may fail (WARN_ON in "
-                    "mn_hlist_invalidate_range_start)")
-            else:
-                if overrides(sub, "invalidate_range_end"):
-                    self.sched.violation(
-                        "BadReturn", f"{sub.name} failed invalidate_range_start but implements "
-                        "invalidate_range_end: a notifier that can fail start may not have "
-                        "end (it cannot know whether its start failed)")
+            obs.range_start_returned(sub, rng, r)
+            # only a non-blockable start may fail, and only in the modern API; any other
+            # failure is a BadReturn the observer reports, and dispatch goes on
+            if failed(r) and self.api == "modern" and not rng.blockable:
                 ret = -EAGAIN
         if ret:
             # mn_hlist_invalidate_range_start: "any that succeeded start are expecting their
             # end to be called. Do so now." (c2655835fd8c, 2021); before it they never were.
-            self.open_ranges.remove(rng)
+            obs.range_start_failed(self.mm, rng)
             if self.nonblock_fail_calls_end:
                 for sub in self._snapshot("invalidate_range_end"):
-                    if rng in sub._active:
-                        sub._active.remove(rng)
+                    obs.range_start_unwind(sub, rng)
                     yield from self._call(sub, "invalidate_range_end", (rng,), reason)
         return ret
 
     def mmu_notifier_invalidate_range_end(self, rng):
         """``mmu_notifier_invalidate_range_end``: after the PTEs are cleared and flushed."""
-        if rng in self.open_ranges:
-            self.open_ranges.remove(rng)
-        else:
-            self.sched.violation("UnpairedRange", f"invalidate_range_end({rng!r}) without a "
-                                 "matching start", address=rng.start)
+        obs = self.sched.observer
+        ending = self._snapshot("invalidate_range_end")
+        obs.range_end(self.mm, rng, ending)
         reason = None if rng.blockable else "non-blockable invalidate_range_end"
         if self.has_itree:
             self._itree_inv_end()
-        for sub in self.subs:
-            if rng in sub._active:   # the window closes as end begins
-                sub._active.remove(rng)
-        ending = self._snapshot("invalidate_range_end")
-        for sub in ending:           # until its own end returns, a driver may still hold
-            sub._ending.append(rng)  # (and use) references to the range's old pages
         done = 0
         try:
             for sub in ending:
                 yield from self._call(sub, "invalidate_range_end", (rng,), reason)
-                sub._ending.remove(rng)
+                obs.range_end_over(sub, rng)
                 done += 1
         finally:
             for sub in ending[done:]:      # a hook raised: the rest are not called either
-                sub._ending.remove(rng)
-
-    def unpaired(self) -> list:
-        """Subscriptions whose start/end counts do not balance, and ranges left open."""
-        return [(s, list(s._active)) for s in self.subs if s._active]
+                obs.range_end_over(sub, rng)
 
     # ------------------------------------------------------------------ interval notifiers
     def _itree_overlapping(self, rng):
@@ -354,8 +323,7 @@ class NotifierSubscriptions:
         if self.active_invalidate_ranges or not self.is_invalidating():
             return
         self.invalidate_seq += 1
-        for isub in self.itree:
-            isub._windows.clear()
+        self.sched.observer.interval_invalidations_done(self.mm)
         for isub, op in self.deferred:
             if op == "insert":
                 self.itree.append(isub)
@@ -368,23 +336,13 @@ class NotifierSubscriptions:
         # mn_itree_invalidate
         seq = self._itree_inv_start(rng)
         for isub in self._itree_overlapping(rng):
-            ok = yield from self._call_interval(isub, rng, seq, reason)
-            if not ok:
-                if rng.blockable:
-                    self.sched.violation(
-                        "BadReturn", f"interval notifier {isub!r} returned False for a "
-                        f"blockable {rng!r}: it may only fail when it would have to sleep on a "
-                        "non-blockable range", address=rng.start)
-                    continue
+            ret = yield from self._call(isub, "invalidate", (rng, seq), reason, interval=True)
+            self.sched.observer.interval_invalidate(isub, rng, ret)
+            # a blockable range may not be refused (BadReturn, reported by the observer)
+            if not ret and not rng.blockable:
                 self._itree_inv_end()
                 return -EAGAIN
         return 0
-
-    def _call_interval(self, isub, rng, seq, reason):
-        ret = yield from self._call(isub, "invalidate", (rng, seq), reason, interval=True)
-        if ret and (rng.owner is None or rng.owner is not isub.owner):
-            isub._windows.append(rng)
-        return bool(ret)
 
     # ------------------------------------------------------------------ interval tree changes
     def interval_notifier_insert(self, isub) -> None:

@@ -39,7 +39,6 @@ class MMUIntervalNotifier:
         self.end = 0
         self.invalidate_seq = 0
         self._in_flight = 0
-        self._windows: list = []   # ranges it was invalidated for, until the last end
         self._inserted = False
 
     def invalidate(self, range, cur_seq):

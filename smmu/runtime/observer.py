@@ -1,29 +1,40 @@
-"""The observer port: what lower layers tell the checker.
+"""The observer port: what the lower layers tell whoever watches a run.
 
-Every scheduler carries an :class:`Observer` (``sched.observer``, a no-op one by default); the
-harness installs its coherence oracle there. Lower layers report what happens to it and never
-call the oracle directly.
+Every scheduler carries an :class:`Observer` (``sched.observer``; this no-op one by default).
+The primary MM, the notifier chain and drivers (through ``MMUNotifier.note_map`` /
+``note_unmap``, the declaration API the device structures use too) report what happens to
+it and to nothing else; the harness installs its coherence oracle there (and, when a run is
+traced, a :class:`FanOut` of the oracle and a trace recorder). Every call is cheap and made
+once per operation, hook call or batch, never per page on a hot path.
+
+Events are named after what happened; the arguments are the objects involved (``mm`` an
+address space, ``drv`` / ``sub`` a subscription, ``isub`` an interval notifier, ``rng`` a
+``smmu.notifier.Range``). An observer must not change the state it is told about; it may
+record a violation (``sched.violation``), which can end the run.
 """
 
 from __future__ import annotations
 
 
 class Observer:
-    """What lower layers tell the checker (see docs/internals.md). All no-ops here; the
-    coherence oracle (``smmu.oracle.Oracle``) implements them. Calls are made once per
-    operation or batch, never per page on a hot path."""
+    """Every event a lower layer reports, each a no-op here. Subclass and override the ones
+    you need."""
 
+    # ------------------------------------------------------------------ runtime
+    def violation(self, v):
+        """The scheduler recorded violation ``v`` (a ``smmu.base.errors.Violation``)."""
+
+    def quiesce(self):
+        """The run is over: make the end-of-run checks."""
+
+    # ------------------------------------------------------------------ primary MM
     def cpu_access(self, mm, va, write, value):
-        """A CPU read (``write`` False, ``value`` read) or write of ``value`` at ``va``."""
+        """A CPU read (``write`` False, ``value`` read) or write of ``value`` at ``va``,
+        after the access."""
 
     def device_access(self, drv, va, pfn, write, value):
-        """Driver ``drv`` is about to read or write frame ``pfn`` through its mapping of ``va``."""
-
-    def secondary_map(self, drv, va, pfn, writable):
-        """``drv`` installed the translation ``va -> pfn``."""
-
-    def secondary_unmap(self, drv, start, end):
-        """``drv`` dropped its translations in ``[start, end)``."""
+        """Driver ``drv`` is about to read or write frame ``pfn`` through its mapping of
+        ``va`` (``MMUNotifier.dma_read`` / ``dma_write``); the frame is touched right after."""
 
     def fork_copy(self, parent, child, start, end):
         """``copy_page_range`` copied ``[start, end)`` of ``parent`` into ``child``, now."""
@@ -37,5 +48,88 @@ class Observer:
     def file_truncate(self, file, npages):
         """``file`` was truncated to ``npages`` pages."""
 
-    def quiesce(self):
-        """The run is over: make the end-of-run checks."""
+    # ------------------------------------------------------------------ drivers' declarations
+    def secondary_map(self, drv, va, pfn, writable):
+        """``drv`` installed the translation ``va -> pfn`` (``note_map``; ``va`` page
+        aligned)."""
+
+    def secondary_unmap(self, drv, start, end):
+        """``drv`` dropped its translations in ``[start, end)`` (``note_unmap(_range)``)."""
+
+    # ------------------------------------------------------------------ notifier chain
+    def notifier_register(self, mm, sub):
+        """``sub`` was registered on ``mm``'s chain (``mmu_notifier_register``)."""
+
+    def notifier_unregister(self, mm, sub):
+        """``sub`` was unlinked from ``mm``'s chain (unregister or the last ``put``); its
+        hooks still running are waited for after this."""
+
+    def hook_enter(self, sub, hook, args, span):
+        """Hook ``hook`` of list subscription ``sub`` starts with ``args``. ``span``: the
+        ``(start, end)`` it notifies about for ``invalidate_page``, ``change_pte`` and
+        ``invalidate_range_start``, else None."""
+
+    def hook_exit(self, sub, hook, args, span):
+        """That hook call is over (returned or raised)."""
+
+    def range_start(self, mm, rng):
+        """A caller (the MM) begins ``mmu_notifier_invalidate_range_start[_nonblock](rng)``."""
+
+    def range_start_returned(self, sub, rng, ret):
+        """``sub.invalidate_range_start(rng)`` returned ``ret`` (0, None, True: success;
+        False or a negative errno: it refused)."""
+
+    def range_start_failed(self, mm, rng):
+        """The caller's start of ``rng`` fails (``-EAGAIN``): the caller will not end it."""
+
+    def range_start_unwind(self, sub, rng):
+        """After a refused non-blockable start, ``sub``'s ``invalidate_range_end(rng)`` is
+        about to be called to undo its successful start (c2655835fd8c)."""
+
+    def range_end(self, mm, rng, subs):
+        """A caller begins ``mmu_notifier_invalidate_range_end(rng)``; ``subs`` are the
+        subscriptions whose ``invalidate_range_end`` is now called, in order."""
+
+    def range_end_over(self, sub, rng):
+        """``sub``'s ``invalidate_range_end(rng)`` of that end is over (it returned, or an
+        earlier hook raised and it will not be called)."""
+
+    def interval_invalidate(self, isub, rng, ret):
+        """Interval notifier ``isub``'s ``invalidate`` for ``rng`` (``mn_itree_invalidate``,
+        from a range start) returned ``ret`` (False: it refused)."""
+
+    def interval_release(self, isub, rng, ret):
+        """Interval notifier ``isub``'s ``invalidate`` for the RELEASE range ``rng`` of an
+        exiting mm (``mn_itree_release``) returned ``ret``."""
+
+    def interval_invalidations_done(self, mm):
+        """The last invalidation overlapping ``mm``'s interval notifiers ended
+        (``mn_itree_inv_end`` bumped ``invalidate_seq``): read_retry fails from now on for
+        readers that began before."""
+
+
+#: the name of every event an :class:`Observer` receives
+EVENTS = tuple(n for n, v in vars(Observer).items() if callable(v) and not n.startswith("_"))
+
+
+class FanOut(Observer):
+    """Several observers as one: each event goes to each, in the order given."""
+
+    def __init__(self, *observers):
+        self.observers = tuple(observers)
+
+    def __repr__(self):
+        return f"<FanOut {', '.join(type(o).__name__ for o in self.observers)}>"
+
+
+def _fan(name):
+    def event(self, *args):
+        for o in self.observers:
+            getattr(o, name)(*args)
+    event.__name__ = name
+    event.__doc__ = getattr(Observer, name).__doc__
+    return event
+
+
+for _name in EVENTS:
+    setattr(FanOut, _name, _fan(_name))

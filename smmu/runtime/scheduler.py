@@ -34,6 +34,7 @@ import structlog
 from smmu.base.errors import SmmuError, TaskCrashed, UsageError, Violation
 from smmu.runtime.costs import COSTS
 from smmu.runtime.locks import Completion, Mutex, NonBlock, RWSem, Spinlock, WaitQueue
+from smmu.runtime.observer import Observer
 from smmu.runtime.schedules import make_schedule
 from smmu.runtime.task import Request, Task, format_frames, user_frame
 
@@ -113,6 +114,8 @@ class Scheduler:
         self.stop_on_violation = stop_on_violation
         self.tracing = trace
         self.record_steps = record_steps
+        #: who is told what happens (the observer port); the harness installs its oracle
+        self.observer: Observer = Observer()
         #: take the stack where each atomic section begins (for SleepInAtomic reports);
         #: exploration turns it off and replays findings with it on
         self.capture_stacks = True
@@ -192,7 +195,13 @@ class Scheduler:
         return Result(self)
 
     def quiesce(self) -> None:
-        """Checks made when the run is over (subclasses add theirs: unpaired ranges...)."""
+        """The run is over: the observer makes its end-of-run checks (unpaired ranges...)."""
+        self.observer.quiesce()
+
+    @property
+    def stopped(self) -> bool:
+        """Did the last run end early (a violation stopped it)?"""
+        return self._stopped
 
     # ----------------------------------------------------------------- the loop
     def _loop(self, record: bool) -> None:
@@ -366,8 +375,7 @@ class Scheduler:
                       steps=list(self.step_log) if self.record_steps else [])
         self.violations.append(v)
         log.debug("violation", kind=kind, address=address, task=task, msg=message)
-        if self.tracing:
-            self.trace_event("i", kind, {"message": message})
+        self.observer.violation(v)
         if stop if stop is not None else self.stop_on_violation:
             raise _Stop()
         return v

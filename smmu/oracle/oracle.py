@@ -1,8 +1,11 @@
 """The coherence oracle: what every CPU and device access *should* see, and the checks.
 
-``Simulator`` builds ``Oracle(sim)`` as its ``checker`` (an
-:class:`smmu.runtime.observer.Observer`).
-Lower layers report events to it (docs/internals.md, "The checker hooks"); it keeps:
+``Simulator`` installs ``Oracle(sim)`` as its observer (``sim.observer``, see
+:mod:`smmu.runtime.observer`); it learns everything from the events the lower layers report
+and reads only their public state (``mm.vma_at``, ``mm.peek``, ``mm.lookup_pte``,
+``mm.pt.walk``, ``memory.frames``, ``memory.mms``). It extends
+:class:`~smmu.oracle.protocol.ProtocolChecker` (the notifier windows: ``MapInWindow``,
+``BadReturn``, an end without its start) and keeps:
 
 * **a data model**: the logical value of every page of every address space, independent of
   frames. The location of ``(mm, va)`` comes from the VMA (``mm.vma_at(va)``): private
@@ -23,167 +26,24 @@ Lower layers report events to it (docs/internals.md, "The checker hooks"); it ke
   driver's own notification of that page is still running (``_notifying``).
 * **protocol checks at quiescence**: ``UnpairedRange`` (start without end), ``StaleMapping``
   (declared secondary mappings that the primary no longer backs), found by one numba kernel
-  call per driver (:func:`scan_secondary`) that is cheap enough to run at every choice point
-  (``run_once(..., scan_every_step=True)``; mid-run only mappings of freed frames count).
+  call per driver (:func:`~smmu.oracle.scan.scan_secondary`) that is cheap enough to run at
+  every choice point (``run_once(..., scan_every_step=True)``; mid-run only mappings of freed
+  frames count).
 
-``MapInWindow`` is reported by ``MMUNotifier.note_map`` itself; ``SleepInAtomic``,
-``Deadlock``, ``Livelock``, ``LockOrder`` by the runtime.
+``SleepInAtomic``, ``Deadlock``, ``Livelock`` and ``LockOrder`` are the runtime's own.
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import structlog
 
-from smmu.base.radix import pt_walk
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
-from smmu.base.pte import PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE
-from smmu.runtime.observer import Observer
-from smmu.base.pte import pte_pfn
+from smmu.base.pte import PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE, pte_pfn
+from smmu.oracle.protocol import ProtocolChecker
+from smmu.oracle.scan import STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary
 
 log = structlog.get_logger("smmu")
-
-# --------------------------------------------------------------------------- scan kernel
-
-#: why a secondary mapping is stale (codes returned by :func:`scan_secondary`)
-STALE_ABSENT = 1      #: the primary PTE is not present
-STALE_OTHER_PFN = 2   #: the primary maps another frame
-STALE_FREED = 3       #: the frame was freed (and maybe reused) since the mapping was made
-STALE_WRITABLE = 4    #: the secondary allows writes the primary PTE does not
-
-STALE_REASONS = {
-    STALE_ABSENT: "the primary PTE is gone",
-    STALE_OTHER_PFN: "the primary now maps another frame",
-    STALE_FREED: "the frame was freed (generation moved) since the mapping was made",
-    STALE_WRITABLE: "the secondary is writable but the primary PTE is read-only",
-}
-
-_UP = np.uint64(PTE_PRESENT)
-_UW = np.uint64(PTE_WRITE)
-_UPFN = np.uint64(PFN_MASK)
-_USHIFT = np.uint64(PFN_SHIFT)
-
-
-@numba.njit(cache=True)
-def scan_secondary(nodes, root, vpns, pfns, gens, writable, n, generation, ptes, out_idx,
-                   out_why):
-    """Compare secondary mappings ``i < n`` (``vpns[i] -> pfns[i]`` made when the frame had
-    generation ``gens[i]``; ``pfns[i] < 0`` marks a free slot) with the primary radix table
-    ``(nodes, root)`` and the frame generations. Writes the indices of stale entries to
-    ``out_idx`` and their ``STALE_*`` reason to ``out_why``; returns how many. ``ptes`` is
-    scratch (uint64, at least n)."""
-    pt_walk(nodes, root, vpns[:n], ptes[:n])
-    ngen = generation.shape[0]
-    cnt = 0
-    for i in range(n):
-        pfn = pfns[i]
-        if pfn < 0:
-            continue
-        pte = ptes[i]
-        why = 0
-        if pfn >= ngen or np.int64(generation[pfn]) != gens[i]:
-            why = STALE_FREED
-        elif (pte & _UP) == 0:
-            why = STALE_ABSENT
-        elif np.int64((pte & _UPFN) >> _USHIFT) != pfn:
-            why = STALE_OTHER_PFN
-        elif writable[i] != 0 and (pte & _UW) == 0:
-            why = STALE_WRITABLE
-        if why != 0:
-            out_idx[cnt] = i
-            out_why[cnt] = why
-            cnt += 1
-    return cnt
-
-
-def scan_secondary_ref(lookup, vpns, pfns, gens, writable, n, generation):
-    """Pure-Python reference of :func:`scan_secondary`: ``lookup(vpn) -> pte``; returns the
-    list of ``(index, reason)``."""
-    out = []
-    for i in range(n):
-        pfn = int(pfns[i])
-        if pfn < 0:
-            continue
-        pte = int(lookup(int(vpns[i])))
-        if pfn >= len(generation) or int(generation[pfn]) != int(gens[i]):
-            why = STALE_FREED
-        elif not pte & PTE_PRESENT:
-            why = STALE_ABSENT
-        elif (pte & PFN_MASK) >> PFN_SHIFT != pfn:
-            why = STALE_OTHER_PFN
-        elif writable[i] and not pte & PTE_WRITE:
-            why = STALE_WRITABLE
-        else:
-            continue
-        out.append((i, why))
-    return out
-
-
-class SecondaryMap:
-    """The translations one driver declared (``note_map``), as arrays the scan kernel takes:
-    ``vpns``, ``pfns`` (-1 = free slot), ``gens`` (frame generation at map time), ``writable``;
-    ``slot`` maps a vpn to its index."""
-
-    def __init__(self, cap: int = 16):
-        self.vpns = np.zeros(cap, dtype=np.int64)
-        self.pfns = np.full(cap, -1, dtype=np.int64)
-        self.gens = np.zeros(cap, dtype=np.int64)
-        self.writable = np.zeros(cap, dtype=np.uint8)
-        self.slot: dict[int, int] = {}
-        self.free: list[int] = []
-        self.n = 0                      # slots in use or freed: [0, n) is scanned
-
-    def __len__(self):
-        return len(self.slot)
-
-    def __repr__(self):
-        return f"<SecondaryMap {len(self.slot)} translations>"
-
-    def add(self, vpn: int, pfn: int, gen: int, writable: bool) -> None:
-        i = self.slot.get(vpn)
-        if i is None:
-            if self.free:
-                i = self.free.pop()
-            else:
-                if self.n == len(self.vpns):
-                    self._grow()
-                i = self.n
-                self.n += 1
-            self.slot[vpn] = i
-        self.vpns[i] = vpn
-        self.pfns[i] = pfn
-        self.gens[i] = gen
-        self.writable[i] = 1 if writable else 0
-
-    def _grow(self):
-        cap = 2 * len(self.vpns)
-        for name, fill in (("vpns", 0), ("pfns", -1), ("gens", 0), ("writable", 0)):
-            old = getattr(self, name)
-            new = np.full(cap, fill, dtype=old.dtype)
-            new[:len(old)] = old
-            setattr(self, name, new)
-
-    def get(self, vpn: int):
-        i = self.slot.get(vpn)
-        if i is None:
-            return None
-        return int(self.pfns[i]), int(self.gens[i]), bool(self.writable[i])
-
-    def remove_range(self, vpn0: int, vpn1: int) -> None:
-        slot = self.slot
-        if vpn1 - vpn0 <= len(slot):
-            keys = [v for v in range(vpn0, vpn1) if v in slot]
-        else:
-            keys = [v for v in slot if vpn0 <= v < vpn1]
-        for v in keys:
-            i = slot.pop(v)
-            self.pfns[i] = -1
-            self.free.append(i)
-        if not slot:
-            self.n = 0
-            self.free.clear()
-
 
 # --------------------------------------------------------------------------- the data model
 
@@ -227,16 +87,17 @@ class Cell:
 
 
 def _alive(mm) -> bool:
-    if mm is None:
-        return False
-    for name in ("exited", "dead", "released"):
-        if getattr(mm, name, False):
-            return False
-    pt = getattr(mm, "pt", None)
-    return pt is None or getattr(pt, "root", 1) != 0
+    """Is ``mm`` a live address space (not exited, its page table not destroyed)?"""
+    return mm is not None and not mm.exited and mm.pt.root != 0
 
 
-class Oracle(Observer):
+def _backing(vma):
+    """The object whose pages a shared or file VMA maps: its file (shared anonymous memory
+    is a shmem file too), else the VMA itself."""
+    return vma.file if vma.file is not None else vma
+
+
+class Oracle(ProtocolChecker):
     """The coherence checker of one :class:`~smmu.sim.Simulator` (see the module docstring).
 
     ``scan()`` runs the structural scan for every driver now; ``cells`` / ``objects`` hold the
@@ -244,7 +105,7 @@ class Oracle(Observer):
     """
 
     def __init__(self, sim):
-        self.sim = sim
+        super().__init__(sim)
         self.cells: dict[int, dict[int, Cell]] = {}     # mm id -> vpn -> private cell
         self.objects: dict[int, dict[int, Cell]] = {}   # id(backing) -> page -> cell
         self._objs: dict[int, object] = {}              # keep backing objects alive by id
@@ -284,13 +145,12 @@ class Oracle(Observer):
         if vma is None:
             return None
         vpn = va >> PAGE_SHIFT
-        file = getattr(vma, "file", None)
-        shared = bool(getattr(vma, "shared", False))
+        file = vma.file
+        shared = bool(vma.shared)
         if file is None and not shared:
             return self.cells.setdefault(mm.id, {}), vpn, 0
-        backing = file if file is not None else (getattr(vma, "shm", None)
-                                                 or getattr(vma, "anon", None) or vma)
-        page = int(getattr(vma, "pgoff", 0)) + ((va - vma.start) >> PAGE_SHIFT)
+        backing = _backing(vma)
+        page = int(vma.pgoff) + ((va - vma.start) >> PAGE_SHIFT)
         if shared:
             return self._object(backing), page, (self._file_value(file, page) if file else 0)
         # private file mapping: the overlay once written privately, else the file page
@@ -308,10 +168,7 @@ class Oracle(Observer):
         the truth for untouched pages even if a stale device write corrupts the cache."""
         snap = self._file_init.get(id(file))
         if snap is None:
-            contents = getattr(file, "contents", None)
-            snap = self._file_init[id(file)] = (np.array(contents, dtype=np.uint64)
-                                                if contents is not None else
-                                                np.zeros(0, dtype=np.uint64))
+            snap = self._file_init[id(file)] = np.array(file.contents, dtype=np.uint64)
             self._objs[id(file)] = file
         return int(snap[page]) if 0 <= page < len(snap) else 0
 
@@ -358,7 +215,7 @@ class Oracle(Observer):
                     if seen is not None else "")
             self._report(
                 "LostWrite", (mm.id, page, cell.step),
-                f"{cell.writer} wrote {cell.value} to {page:#x} of {getattr(mm, 'name', mm)} "
+                f"{cell.writer} wrote {cell.value} to {page:#x} of {mm.name} "
                 f"at step {cell.step} ({cell.task}) through frame {cell.pfn}, but the CPU "
                 f"reads {value} from frame {now}: the device wrote through a translation the "
                 f"primary no longer uses{when}. The driver must drop (or write-protect) its "
@@ -415,8 +272,8 @@ class Oracle(Observer):
             self._report(
                 "CrossMmAccess", (id(drv), vpn, pfn, gen),
                 f"{drv.name} {what}s frame {pfn} through its mapping of {page:#x} in "
-                f"{getattr(mm, 'name', mm)}, but that frame now belongs to "
-                f"{getattr(other, 'name', other)} (mm {owner}): a stale secondary translation "
+                f"{mm.name}, but that frame now belongs to "
+                f"{other.name} (mm {owner}): a stale secondary translation "
                 "lets the device reach another process's memory. Drop translations in "
                 "invalidate_range_start / invalidate_page before the frame can be freed",
                 address=page, frames=(pfn,), driver=drv.name, owner=owner)
@@ -465,27 +322,24 @@ class Oracle(Observer):
                "should have dropped when the range was invalidated"),
             address=page, frames=(pfn,), driver=drv.name, expected=cell.value, read=got)
 
-    @staticmethod
-    def _in_window(drv, va: int) -> bool:
+    def _in_window(self, drv, va: int) -> bool:
         """Is an invalidation of ``va`` in flight for ``drv``: a range of its mm started and
         not ended, one whose end has begun but not yet returned for this driver, or one of
         the driver's own hooks still running? Until it
         completes the 2008 header lets a driver that keeps page references use the old page
         ("may still be referenced by sptes until the last refcount is dropped"): a read
         there is ordered before the operation, a write there races it."""
-        if getattr(drv, "_in_flight", 0):
+        if self.in_flight(drv):
             return True
-        for r in getattr(drv, "_ending", ()):
+        for r in self.ending(drv):
             if r.start <= va < r.end:
                 return True
-        subs = getattr(drv.mm, "notifier_subscriptions", None)
-        for r in getattr(subs, "open_ranges", ()):
+        for r in self._open_list(drv.mm):
             if r.start <= va < r.end:
                 return True
         return False
 
-    @staticmethod
-    def _notifying(drv, page: int) -> bool:
+    def _notifying(self, drv, page: int) -> bool:
         """Is one of ``drv``'s own notifications of ``page`` still running: v2008
         ``invalidate_page`` or ``change_pte`` of it, or an ``invalidate_range_start`` of a
         range containing it? Until that returns the driver may still use its old mapping
@@ -496,21 +350,21 @@ class Oracle(Observer):
         after): such a write is ordered before the write-protect, not ``WriteToReadOnly``;
         the data model still decides whether its value was lost. A few spans per driver at
         most: no per-page work."""
-        for s, e in getattr(drv, "_in_flight_spans", ()):
+        for s, e in self.spans(drv):
             if s <= page < e:
                 return True
         return False
 
     def _find_mm(self, mm_id):
-        mms = getattr(self.sim.memory, "mms", ())
-        for mm in (mms.values() if isinstance(mms, dict) else mms):
-            if getattr(mm, "id", None) == mm_id:
+        for mm in self.sim.memory.mms:
+            if mm.id == mm_id:
                 self._mms[mm_id] = mm
                 return mm
         return None
 
     # ------------------------------------------------------------------ secondary structures
     def secondary_map(self, drv, va, pfn, writable):
+        super().secondary_map(drv, va, pfn, writable)     # MapInWindow
         self._drvs[id(drv)] = drv
         m = self.maps.get(id(drv))
         if m is None:
@@ -552,20 +406,19 @@ class Oracle(Observer):
                 return True
         return False
 
-    @staticmethod
-    def _live(rng, mm, drv=None) -> bool:
-        subs = getattr(mm, "notifier_subscriptions", None)
-        if rng in getattr(subs, "open_ranges", ()):
+    def _live(self, rng, mm, drv=None) -> bool:
+        """Is ``rng`` of ``mm`` still in flight: open, or its end not yet returned for
+        ``drv`` (for any subscription of ``mm`` when ``drv`` is None)?"""
+        if rng in self._open_list(mm):
             return True
-        drvs = (drv,) if drv is not None else getattr(subs, "subs", ())
-        return any(rng in getattr(d, "_ending", ()) for d in drvs)
+        drvs = (drv,) if drv is not None else mm.notifier_subscriptions.subs
+        return any(rng in self.ending(d) for d in drvs)
 
     def _note_discarding(self, mm, vpn0: int, vpn1: int) -> None:
         """Remember a discard made inside open ranges (``_zap``: between start and end),
         dropping the markers whose ranges have ended for every driver."""
-        subs = getattr(mm, "notifier_subscriptions", None)
         start, end = vpn0 << PAGE_SHIFT, vpn1 << PAGE_SHIFT
-        covering = tuple(r for r in getattr(subs, "open_ranges", ())
+        covering = tuple(r for r in self._open_list(mm)
                          if r.start <= start and end <= r.end)
         marks = [m for m in self._discarding.get(mm.id, ())
                  if any(self._live(r, mm) for r in m[2])]
@@ -621,7 +474,7 @@ class Oracle(Observer):
             if not priv:
                 continue
             for vma in self._vmas(mm):
-                if getattr(vma, "file", None) is not file or getattr(vma, "shared", False):
+                if vma.file is not file or vma.shared:
                     continue
                 first = vma.start + max(0, npages - int(vma.pgoff)) * PAGE_SIZE
                 if first < vma.end:
@@ -643,7 +496,7 @@ class Oracle(Observer):
                 continue
             drv = self._drvs[key]
             mm = drv.mm
-            if not getattr(drv, "_registered", True) or not _alive(mm):
+            if not drv.registered or not _alive(mm):
                 continue
             pt = mm.pt
             n = m.n
@@ -672,27 +525,23 @@ class Oracle(Observer):
     # ------------------------------------------------------------------ end of run
     def quiesce(self):
         sim = self.sim
-        if getattr(sim, "_stopped", False) or any(not t.done for t in sim.tasks):
+        if sim.stopped or any(not t.done for t in sim.tasks):
             return  # the run did not finish: end-of-run rules do not apply
-        mms = getattr(sim.memory, "mms", ())
-        mms = list(mms.values() if isinstance(mms, dict) else mms)
+        mms = list(sim.memory.mms)
         for mm in mms:
             self._mms[mm.id] = mm
         for mm in mms:
             if not _alive(mm):
                 continue
-            subs = getattr(mm, "notifier_subscriptions", None)
-            if subs is None:
-                continue
-            for rng in list(subs.open_ranges):
+            for rng in self.open_ranges(mm):
                 self._report("UnpairedRange", (mm.id, repr(rng)),
-                             f"{rng!r} of {getattr(mm, 'name', mm)} was started but never "
+                             f"{rng!r} of {mm.name} was started but never "
                              "ended: every invalidate_range_start must be paired with "
                              "invalidate_range_end on every path, error paths included",
                              stop=False, address=rng.start)
-            for sub, ranges in subs.unpaired():
+            for sub, ranges in self.unpaired(mm):
                 self._report("UnpairedRange", (mm.id, id(sub)),
-                             f"{sub.name} on {getattr(mm, 'name', mm)} saw "
+                             f"{sub.name} on {mm.name} saw "
                              f"invalidate_range_start of {ranges!r} without the matching "
                              "invalidate_range_end: the driver will keep refusing to map "
                              "(or retry forever)", stop=False,
@@ -710,16 +559,13 @@ class Oracle(Observer):
             vas.append(vpn << PAGE_SHIFT)
             cells.append(cell)
         for vma in self._vmas(mm):
-            file = getattr(vma, "file", None)
-            shared = bool(getattr(vma, "shared", False))
-            if not shared and file is None:
+            shared = bool(vma.shared)
+            if not shared and vma.file is None:
                 continue
-            backing = file if file is not None else (getattr(vma, "shm", None)
-                                                     or getattr(vma, "anon", None) or vma)
-            objc = self.objects.get(id(backing))
+            objc = self.objects.get(id(_backing(vma)))
             if not objc:
                 continue
-            pg0 = int(getattr(vma, "pgoff", 0))
+            pg0 = int(vma.pgoff)
             npg = (vma.end - vma.start) >> PAGE_SHIFT
             priv = self.cells.get(mm.id) or {}
             for p in self._range_keys(objc, pg0, pg0 + npg):
@@ -765,14 +611,11 @@ class Oracle(Observer):
                        "page: the driver must drop translations when notified")
             self._report(
                 "LostWrite", (mm.id, va, c.step),
-                f"at the end of the run {va:#x} of {getattr(mm, 'name', mm)} holds {value} but "
+                f"at the end of the run {va:#x} of {mm.name} holds {value} but "
                 f"the last write there was {c.describe()}: {who} was lost" + why,
                 stop=False, address=va, frames=(int(pfns[i]),) if present[i] else (),
                 writer=c.writer, write_step=c.step, value=c.value, found=value)
 
     @staticmethod
     def _vmas(mm):
-        vmas = getattr(mm, "vmas", ())
-        if isinstance(vmas, dict):
-            vmas = vmas.values()
-        return list(vmas)
+        return list(mm.vmas)

@@ -1,0 +1,211 @@
+"""The notifier protocol's state and rules, built from the events the notifier chain and the
+drivers report (:mod:`smmu.runtime.observer`).
+
+Per subscription it keeps the *windows* (ranges whose ``invalidate_range_start`` returned and
+whose ``invalidate_range_end`` has not begun), the hooks running now and the pages or ranges
+they notify about, and the ranges whose end has begun but whose own end has not returned;
+per mm the ranges a caller started and has not ended; per interval notifier the ranges it
+was invalidated for, until the last invalidation ends. From them it judges, at the step they
+happen:
+
+* ``MapInWindow``: a secondary mapping (``note_map``) inside one of the driver's windows
+  (its own MIGRATE excepted) or inside a range its interval notifier was invalidated for;
+* ``BadReturn``: a start that refused where it may not (a blockable range, an API without
+  failure, or a notifier that also implements ``end``), an interval notifier refusing a
+  blockable range;
+* ``UnpairedRange``: an ``invalidate_range_end`` without its start.
+
+:class:`ProtocolChecker` is what a run has when the data oracle is off (``check=False``);
+:class:`~smmu.oracle.oracle.Oracle` extends it with the data and frame models and the
+end-of-run checks.
+"""
+
+from __future__ import annotations
+
+from smmu.notifier import failed, overrides
+from smmu.runtime.observer import Observer
+
+
+class _Subscription:
+    """What the checker tracks for one subscription (a driver)."""
+
+    __slots__ = ("sub", "windows", "in_flight", "spans", "ending")
+
+    def __init__(self, sub):
+        self.sub = sub
+        self.windows: list = []   # ranges whose start returned and whose end has not begun
+        self.in_flight = 0        # its hooks running now
+        self.spans: list = []     # (start, end) of its invalidate_page / change_pte / start
+        self.ending: list = []    # ranges whose end began and whose own end has not returned
+
+
+class ProtocolChecker(Observer):
+    """The notifier protocol rules of one run (see the module docstring). ``sim`` is the
+    scheduler the run belongs to; violations are recorded there."""
+
+    def __init__(self, sim):
+        self.sim = sim
+        self._subs: dict[int, _Subscription] = {}
+        self._open: dict[int, tuple] = {}        # id(mm) -> (mm, ranges started, not ended)
+        self._intervals: dict[int, tuple] = {}   # id(isub) -> (isub, ranges invalidated for)
+
+    def __repr__(self):
+        nwin = sum(len(s.windows) for s in self._subs.values())
+        nopen = sum(len(r) for _, r in self._open.values())
+        return (f"<{type(self).__name__} {len(self._subs)} subscriptions, {nwin} windows, "
+                f"{nopen} open ranges>")
+
+    # ------------------------------------------------------------------ state
+    def _sub(self, sub) -> _Subscription:
+        st = self._subs.get(id(sub))
+        if st is None:
+            st = self._subs[id(sub)] = _Subscription(sub)
+        return st
+
+    def _open_list(self, mm) -> list:
+        ent = self._open.get(id(mm))
+        if ent is None:
+            ent = self._open[id(mm)] = (mm, [])
+        return ent[1]
+
+    def _interval_windows(self, isub) -> list:
+        ent = self._intervals.get(id(isub))
+        if ent is None:
+            ent = self._intervals[id(isub)] = (isub, [])
+        return ent[1]
+
+    def open_ranges(self, mm) -> list:
+        """The ranges of ``mm`` whose start a caller began and whose end it has not."""
+        ent = self._open.get(id(mm))
+        return list(ent[1]) if ent is not None else []
+
+    def unpaired(self, mm) -> list:
+        """``[(subscription, ranges)]``: the subscriptions on ``mm``'s chain with windows
+        still open (a start returned, its end never began)."""
+        out = []
+        for s in mm.notifier_subscriptions.subs:
+            st = self._subs.get(id(s))
+            if st is not None and st.windows:
+                out.append((s, list(st.windows)))
+        return out
+
+    def windows(self, drv):
+        """The ranges in which ``drv`` may not establish a mapping now: its windows (except
+        its own MIGRATE) and those its interval notifiers were invalidated for until the
+        last end (a mirror that passes read_retry cannot map in them)."""
+        st = self._subs.get(id(drv))
+        if st is not None:
+            for r in st.windows:
+                if r.owner is not drv:
+                    yield r
+        subs = getattr(drv.mm, "notifier_subscriptions", None)
+        for isub in (subs.itree if subs is not None else ()):
+            if isub.owner is drv:
+                ent = self._intervals.get(id(isub))
+                if ent is not None:
+                    yield from ent[1]
+
+    def in_flight(self, drv) -> int:
+        """How many hooks of ``drv`` are running now."""
+        st = self._subs.get(id(drv))
+        return st.in_flight if st is not None else 0
+
+    def spans(self, drv) -> list:
+        """``(start, end)`` of ``drv``'s invalidate_page / change_pte / range start calls
+        running now."""
+        st = self._subs.get(id(drv))
+        return st.spans if st is not None else []
+
+    def ending(self, drv) -> list:
+        """Ranges whose end began and whose end of ``drv`` has not returned: until then the
+        driver may still hold (and use) references to the range's old pages."""
+        st = self._subs.get(id(drv))
+        return st.ending if st is not None else []
+
+    # ------------------------------------------------------------------ events
+    def hook_enter(self, sub, hook, args, span):
+        st = self._sub(sub)
+        st.in_flight += 1
+        if span is not None:
+            st.spans.append(span)
+
+    def hook_exit(self, sub, hook, args, span):
+        st = self._sub(sub)
+        st.in_flight -= 1
+        if span is not None:
+            st.spans.remove(span)
+
+    def range_start(self, mm, rng):
+        self._open_list(mm).append(rng)
+
+    def range_start_returned(self, sub, rng, ret):
+        if not failed(ret):
+            self._sub(sub).windows.append(rng)
+            return
+        api = sub.mm.notifier_subscriptions.api
+        if api != "modern":
+            self.sim.violation("BadReturn", f"{sub.name}.invalidate_range_start "
+                               f"returned {ret!r}: it cannot fail in {api}")
+        elif rng.blockable:
+            self.sim.violation(
+                "BadReturn", f"{sub.name}.invalidate_range_start returned {ret!r} for a "
+                f"blockable {rng!r}: only a non-blockable start may fail (WARN_ON in "
+                "mn_hlist_invalidate_range_start)")
+        elif overrides(sub, "invalidate_range_end"):
+            self.sim.violation(
+                "BadReturn", f"{sub.name} failed invalidate_range_start but implements "
+                "invalidate_range_end: a notifier that can fail start may not have "
+                "end (it cannot know whether its start failed)")
+
+    def range_start_failed(self, mm, rng):
+        self._open_list(mm).remove(rng)
+
+    def range_start_unwind(self, sub, rng):
+        st = self._sub(sub)
+        if rng in st.windows:
+            st.windows.remove(rng)
+
+    def range_end(self, mm, rng, subs):
+        opened = self._open_list(mm)
+        if rng in opened:
+            opened.remove(rng)
+        else:
+            self.sim.violation("UnpairedRange", f"invalidate_range_end({rng!r}) without a "
+                               "matching start", address=rng.start)
+        for s in mm.notifier_subscriptions.subs:      # the window closes as end begins
+            st = self._subs.get(id(s))
+            if st is not None and rng in st.windows:
+                st.windows.remove(rng)
+        for s in subs:              # until its own end returns, a driver may still hold
+            self._sub(s).ending.append(rng)     # (and use) references to the old pages
+
+    def range_end_over(self, sub, rng):
+        self._sub(sub).ending.remove(rng)
+
+    def interval_invalidate(self, isub, rng, ret):
+        self.interval_release(isub, rng, ret)
+        if not ret and rng.blockable:
+            self.sim.violation(
+                "BadReturn", f"interval notifier {isub!r} returned False for a "
+                f"blockable {rng!r}: it may only fail when it would have to sleep on a "
+                "non-blockable range", address=rng.start)
+
+    def interval_release(self, isub, rng, ret):
+        if ret and (rng.owner is None or rng.owner is not isub.owner):
+            self._interval_windows(isub).append(rng)
+
+    def interval_invalidations_done(self, mm):
+        for isub in mm.notifier_subscriptions.itree:
+            ent = self._intervals.get(id(isub))
+            if ent is not None:
+                ent[1].clear()
+
+    def secondary_map(self, drv, va, pfn, writable):
+        window = next((r for r in self.windows(drv) if r.start <= va < r.end), None)
+        if window is not None:
+            self.sim.violation(
+                "MapInWindow",
+                f"{drv.name} mapped {va:#x} -> pfn {pfn} inside the open window of "
+                f"{window!r}: between invalidate_range_start and _end no secondary mapping of "
+                "the range may be established (check an in-progress count or sequence "
+                "under the driver lock before installing)", address=va, frames=(pfn,))

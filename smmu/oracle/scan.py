@@ -1,0 +1,150 @@
+"""The structural scan: declared secondary mappings compared with the primary page table
+in one numba kernel call per driver (:func:`scan_secondary`), its pure-Python reference, and
+:class:`SecondaryMap`, the arrays of one driver's declared translations that it takes.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from smmu.base.pte import PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE
+from smmu.base.radix import pt_walk
+
+#: why a secondary mapping is stale (codes returned by :func:`scan_secondary`)
+STALE_ABSENT = 1      #: the primary PTE is not present
+STALE_OTHER_PFN = 2   #: the primary maps another frame
+STALE_FREED = 3       #: the frame was freed (and maybe reused) since the mapping was made
+STALE_WRITABLE = 4    #: the secondary allows writes the primary PTE does not
+
+STALE_REASONS = {
+    STALE_ABSENT: "the primary PTE is gone",
+    STALE_OTHER_PFN: "the primary now maps another frame",
+    STALE_FREED: "the frame was freed (generation moved) since the mapping was made",
+    STALE_WRITABLE: "the secondary is writable but the primary PTE is read-only",
+}
+
+_UP = np.uint64(PTE_PRESENT)
+_UW = np.uint64(PTE_WRITE)
+_UPFN = np.uint64(PFN_MASK)
+_USHIFT = np.uint64(PFN_SHIFT)
+
+
+@numba.njit(cache=True)
+def scan_secondary(nodes, root, vpns, pfns, gens, writable, n, generation, ptes, out_idx,
+                   out_why):
+    """Compare secondary mappings ``i < n`` (``vpns[i] -> pfns[i]`` made when the frame had
+    generation ``gens[i]``; ``pfns[i] < 0`` marks a free slot) with the primary radix table
+    ``(nodes, root)`` and the frame generations. Writes the indices of stale entries to
+    ``out_idx`` and their ``STALE_*`` reason to ``out_why``; returns how many. ``ptes`` is
+    scratch (uint64, at least n)."""
+    pt_walk(nodes, root, vpns[:n], ptes[:n])
+    ngen = generation.shape[0]
+    cnt = 0
+    for i in range(n):
+        pfn = pfns[i]
+        if pfn < 0:
+            continue
+        pte = ptes[i]
+        why = 0
+        if pfn >= ngen or np.int64(generation[pfn]) != gens[i]:
+            why = STALE_FREED
+        elif (pte & _UP) == 0:
+            why = STALE_ABSENT
+        elif np.int64((pte & _UPFN) >> _USHIFT) != pfn:
+            why = STALE_OTHER_PFN
+        elif writable[i] != 0 and (pte & _UW) == 0:
+            why = STALE_WRITABLE
+        if why != 0:
+            out_idx[cnt] = i
+            out_why[cnt] = why
+            cnt += 1
+    return cnt
+
+
+def scan_secondary_ref(lookup, vpns, pfns, gens, writable, n, generation):
+    """Pure-Python reference of :func:`scan_secondary`: ``lookup(vpn) -> pte``; returns the
+    list of ``(index, reason)``."""
+    out = []
+    for i in range(n):
+        pfn = int(pfns[i])
+        if pfn < 0:
+            continue
+        pte = int(lookup(int(vpns[i])))
+        if pfn >= len(generation) or int(generation[pfn]) != int(gens[i]):
+            why = STALE_FREED
+        elif not pte & PTE_PRESENT:
+            why = STALE_ABSENT
+        elif (pte & PFN_MASK) >> PFN_SHIFT != pfn:
+            why = STALE_OTHER_PFN
+        elif writable[i] and not pte & PTE_WRITE:
+            why = STALE_WRITABLE
+        else:
+            continue
+        out.append((i, why))
+    return out
+
+
+class SecondaryMap:
+    """The translations one driver declared (``note_map``), as arrays the scan kernel takes:
+    ``vpns``, ``pfns`` (-1 = free slot), ``gens`` (frame generation at map time), ``writable``;
+    ``slot`` maps a vpn to its index."""
+
+    def __init__(self, cap: int = 16):
+        self.vpns = np.zeros(cap, dtype=np.int64)
+        self.pfns = np.full(cap, -1, dtype=np.int64)
+        self.gens = np.zeros(cap, dtype=np.int64)
+        self.writable = np.zeros(cap, dtype=np.uint8)
+        self.slot: dict[int, int] = {}
+        self.free: list[int] = []
+        self.n = 0                      # slots in use or freed: [0, n) is scanned
+
+    def __len__(self):
+        return len(self.slot)
+
+    def __repr__(self):
+        return f"<SecondaryMap {len(self.slot)} translations>"
+
+    def add(self, vpn: int, pfn: int, gen: int, writable: bool) -> None:
+        i = self.slot.get(vpn)
+        if i is None:
+            if self.free:
+                i = self.free.pop()
+            else:
+                if self.n == len(self.vpns):
+                    self._grow()
+                i = self.n
+                self.n += 1
+            self.slot[vpn] = i
+        self.vpns[i] = vpn
+        self.pfns[i] = pfn
+        self.gens[i] = gen
+        self.writable[i] = 1 if writable else 0
+
+    def _grow(self):
+        cap = 2 * len(self.vpns)
+        for name, fill in (("vpns", 0), ("pfns", -1), ("gens", 0), ("writable", 0)):
+            old = getattr(self, name)
+            new = np.full(cap, fill, dtype=old.dtype)
+            new[:len(old)] = old
+            setattr(self, name, new)
+
+    def get(self, vpn: int):
+        i = self.slot.get(vpn)
+        if i is None:
+            return None
+        return int(self.pfns[i]), int(self.gens[i]), bool(self.writable[i])
+
+    def remove_range(self, vpn0: int, vpn1: int) -> None:
+        slot = self.slot
+        if vpn1 - vpn0 <= len(slot):
+            keys = [v for v in range(vpn0, vpn1) if v in slot]
+        else:
+            keys = [v for v in slot if vpn0 <= v < vpn1]
+        for v in keys:
+            i = slot.pop(v)
+            self.pfns[i] = -1
+            self.free.append(i)
+        if not slot:
+            self.n = 0
+            self.free.clear()
