@@ -2,43 +2,21 @@
 MM operations that call the MMU notifier hooks where Linux does.
 
 ``Memory`` (system-wide state and operations) and ``MM`` (one address space) are the entry
-points; ``smmu.Simulator`` builds them. Names are imported lazily so that importing
-``primary_mm`` does not compile the numba kernels until something is used.
+points; ``smmu.Simulator`` builds them. The operations live in one module per Linux file
+they model: ``fault`` (mm/memory.c, mm/gup.c), ``mmap``, ``mprotect``, ``madvise``,
+``mremap``, ``fork``, ``exit`` (mixed into ``MM``) and ``rmap``, ``vmscan``, ``writeback``,
+``truncate``, ``migrate``, ``ksm``, ``oom`` (mixed into ``Memory``). The PTE format is
+:mod:`smmu.base.pte`.
 """
 
-from __future__ import annotations
+from primary_mm.filemap import File
+from primary_mm.frames import FrameTable
+from primary_mm.memory import Memory
+from primary_mm.mm import MM
+from primary_mm.pagetable import PageTable, PageTablePool
+from primary_mm.rmap import AddressSpace, AnonVma, KsmStable, grab_anon_vma
+from primary_mm.swap import SwapSpace
+from primary_mm.vma import VMA, parse_prot
 
-_EXPORTS = {
-    "Memory": "primary_mm.memory",
-    "MM": "primary_mm.mm",
-    "pte_pfn": "smmu.base.pte",
-    "PTE_PROTNONE": "smmu.base.pte",
-    "VMA": "primary_mm.vma",
-    "parse_prot": "primary_mm.vma",
-    "File": "primary_mm.filemap",
-    "AnonVma": "primary_mm.rmap",
-    "AddressSpace": "primary_mm.rmap",
-    "KsmStable": "primary_mm.rmap",
-    "grab_anon_vma": "primary_mm.rmap",
-    "SwapSpace": "primary_mm.swap",
-    "FrameTable": "primary_mm.frames",
-    "PageTable": "primary_mm.pagetable",
-    "PageTablePool": "primary_mm.pagetable",
-}
-
-
-def __getattr__(name):
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'primary_mm' has no attribute {name!r}")
-    import importlib
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
-
-
-__all__ = list(_EXPORTS)
+__all__ = ["AddressSpace", "AnonVma", "File", "FrameTable", "KsmStable", "MM", "Memory",
+           "PageTable", "PageTablePool", "SwapSpace", "VMA", "grab_anon_vma", "parse_prot"]

@@ -13,6 +13,7 @@ import itertools
 
 import numpy as np
 
+from primary_mm.frames import FRAME_DIRTY
 from primary_mm.rmap import AddressSpace
 from smmu.base.constants import PAGE_SIZE
 
@@ -64,7 +65,6 @@ class File:
         return int(self.contents[pgoff])
 
     def dirty_pages(self) -> list[int]:
-        from primary_mm.frames import FRAME_DIRTY
         fl = self.memory.frames.flags
         return sorted(p for p, pfn in self.cache.items() if int(fl[pfn]) & FRAME_DIRTY)
 

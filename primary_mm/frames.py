@@ -32,6 +32,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from smmu.base.errors import OutOfMemory
+
 # ----------------------------------------------------------------------------- flags
 FRAME_ANON = 1 << 0  #: anonymous memory (anon_vma reverse map)
 FRAME_DIRTY = 1 << 1  #: contents differ from backing store (file / swap)
@@ -43,6 +45,8 @@ FRAME_LOCKED = 1 << 6  #: PG_locked (held during migration, swap I/O, truncate)
 FRAME_REFERENCED = 1 << 7  #: PG_referenced (second-chance reclaim)
 FRAME_WRITEBACK = 1 << 8  #: under writeback
 FRAME_MLOCKED = 1 << 9  #: mlocked: reclaim must skip it
+#: PG_lazyfree (MADV_FREE): clean anonymous page that reclaim may drop instead of swapping
+FRAME_LAZYFREE = 1 << 16
 
 FRAME_FLAG_NAMES = {
     FRAME_ANON: "anon",
@@ -323,8 +327,6 @@ class FrameTable:
     # -- growth --------------------------------------------------------------------------
     def _grow(self, n: int) -> None:
         """Make n frames free by doubling the table (up to max_frames)."""
-        from smmu.base.errors import OutOfMemory
-
         old = self.nframes
         new = old
         while new - old + self.nfree < n:
@@ -398,8 +400,6 @@ class FrameTable:
             raise ValueError("alloc needs n >= 0")
         if self._fail_budget is not None:
             if n > self._fail_budget:
-                from smmu.base.errors import OutOfMemory
-
                 self._fail_budget = None
                 self.failures_injected += 1
                 raise OutOfMemory(f"injected allocation failure ({n} frame(s) requested)")

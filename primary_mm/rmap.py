@@ -22,6 +22,11 @@ from __future__ import annotations
 
 import itertools
 
+from primary_mm.frames import FRAME_DIRTY, FRAME_FILE
+from smmu.base.constants import PAGE_SHIFT
+from smmu.base.pte import (PTE_DIRTY, PTE_MAPPED, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE,
+                           PTE_SPECIAL, PTE_SWAP, PTE_YOUNG, mk_pte, pte_pfn)
+
 _ids = itertools.count(1)
 
 
@@ -174,3 +179,110 @@ class KsmStable:
 
     def __repr__(self):
         return f"<KsmStable value={self.value:#x} {len(self.items)} rmap items>"
+
+
+class RmapWalk:
+    """The reverse-map walks of ``mm/rmap.c`` (``rmap_walk``, ``page_referenced``,
+    ``try_to_unmap``, ``remove_migration_ptes``), mixed into
+    :class:`primary_mm.memory.Memory`: each visits every VMA that may map a page under the
+    mapping's lock and works on the PTE there.
+    """
+
+    def _rmap_lock(self, mapping):
+        return getattr(mapping, "lock", None)
+
+    def _walk_mappings(self, pfn, mapping, index, one):
+        """``rmap_walk``: under the mapping's lock (read side), call generator ``one(vma, va)``
+        for every VMA where page ``index`` may be mapped. Returns how many returned True."""
+        grabbed = None
+        if isinstance(mapping, AnonVma):
+            grabbed = grab_anon_vma(mapping)           # seed patch 09
+            if grabbed is None:
+                return 0
+        lk = self._rmap_lock(mapping)
+        n = 0
+        try:
+            if lk is not None:
+                yield from lk.lock_read()
+            try:
+                for vma, va in mapping.mappings(index):
+                    if (yield from one(vma, va)):
+                        n += 1
+            finally:
+                if lk is not None:
+                    lk.unlock_read()
+        finally:
+            if grabbed is not None:
+                put_anon_vma(grabbed)
+        return n
+
+    @staticmethod
+    def _maps(pte, pfn) -> bool:
+        return bool(pte & PTE_MAPPED) and not pte & PTE_SPECIAL and pte_pfn(pte) == pfn
+
+    def _page_referenced(self, pfn, mapping, index):
+        """``page_referenced`` -> ``page_referenced_one``: ``ptep_clear_flush_young_notify``
+        (the PTE's young bit plus ``mmu_notifier_clear_flush_young`` for one page) under
+        the PT lock of each mapping."""
+        def one(vma, va):
+            mm = vma.mm
+            vpn = va >> PAGE_SHIFT
+            yield mm.page_table_lock
+            try:
+                if not self._maps(mm.pt.lookup(vpn), pfn):
+                    return False
+                return (yield from mm._young_under_ptl(va))
+            finally:
+                mm.page_table_lock.release()
+        return (yield from self._walk_mappings(pfn, mapping, index, one)) > 0
+
+    def _try_to_unmap(self, pfn, mapping, index, make, event, owner=None, outside_ok=True,
+                      young_fails=False):
+        """``try_to_unmap`` -> ``try_to_unmap_one`` for each mapping: the entry becomes
+        ``make(old)``; v2008 ``invalidate_page`` (via ``ptep_clear_flush_notify``), else a
+        one-page start/end. The mapping's reference is dropped after the notifier."""
+        frames = self.frames
+
+        def one(vma, va):
+            mm = vma.mm
+
+            def after(old, new):
+                frames.dec_mapcount(pfn)                   # page_remove_rmap
+                if new & PTE_SWAP:
+                    self.swap.count[pte_pfn(new)] += 1     # swap_duplicate
+                if old & PTE_DIRTY and frames.test_flags(pfn, FRAME_FILE):
+                    frames.set_flags(pfn, FRAME_DIRTY)
+
+            old = yield from mm._pte_replace(va, lambda p: self._maps(p, pfn),
+                                             lambda p: make(vma, p), event, owner=owner,
+                                             after=after, outside_ok=outside_ok,
+                                             young_fails=young_fails)
+            if old is None:
+                return False
+            frames.put(pfn)                                # page_cache_release(page)
+            return True
+        return (yield from self._walk_mappings(pfn, mapping, index, one))
+
+    def _remove_migration_ptes(self, old, new, mapping, index):
+        """``remove_migration_ptes``: migration entries for ``old`` become present PTEs of
+        ``new`` (read-only: a write fault restores write access)."""
+        frames = self.frames
+        entry = mk_pte(old, PTE_MIGRATION)
+
+        def one(vma, va):
+            mm = vma.mm
+            vpn = va >> PAGE_SHIFT
+            yield mm.page_table_lock
+            try:
+                if mm.pt.lookup(vpn) != entry:
+                    return False
+                bits = (PTE_PRESENT | PTE_YOUNG) if vma.readable else PTE_PROTNONE
+                mm.pt.set(vpn, mk_pte(new, bits))
+                frames.get(new)
+                frames.inc_mapcount(new)
+                return True
+            finally:
+                mm.page_table_lock.release()
+        n = yield from self._walk_mappings(old, mapping, index, one)
+        self.migration_wq.wake_all()
+        return n

@@ -23,6 +23,11 @@ from smmu.base.errors import InvalidArgument
 PROT_CHARS = "rwx"
 
 
+def vma_start(v) -> int:
+    """Sort key of VMAs (``mm.vmas`` is kept sorted by start)."""
+    return v.start
+
+
 def parse_prot(prot) -> str:
     """Normalise a protection string: any subset of ``"rwx"`` in any order, or ``"none"``
     / ``""`` for PROT_NONE. Returns the canonical form (``"rw"``, ``"r"``, ``"none"``...)."""

@@ -54,14 +54,28 @@ def mk_pte(pfn: int, bits: int) -> int:
     return (int(pfn) << PFN_SHIFT) | bits
 
 
+def pte_pfns(ptes: np.ndarray) -> np.ndarray:
+    """The PFN field (int64) of every entry of a uint64 array (:func:`pte_pfn` vectorized)."""
+    return ((ptes & _PFN_MASK) >> _PFN_SHIFT).astype(np.int64)
+
+
+def mapped_mask(ptes: np.ndarray) -> np.ndarray:
+    """Which entries hold a page reference and a mapcount: present or PROT_NONE, not the
+    zero page, not swap/migration entries."""
+    return ((ptes & _BITS_MAPPED) != 0) & ((ptes & (_BITS_SPECIAL | _BITS_NONPRESENT)) == 0)
+
+
 def mapped_pfns(ptes: np.ndarray) -> np.ndarray:
-    """pfns (int64) of the entries that hold a page reference: present or PROT_NONE,
-    not the zero page, not swap/migration entries. Duplicates kept (one per mapping)."""
-    m = ((ptes & _BITS_MAPPED) != 0) & ((ptes & (_BITS_SPECIAL | _BITS_NONPRESENT)) == 0)
-    return ((ptes[m] & _PFN_MASK) >> _PFN_SHIFT).astype(np.int64)
+    """pfns (int64) of the entries that hold a page reference (:func:`mapped_mask`).
+    Duplicates kept (one per mapping)."""
+    return pte_pfns(ptes[mapped_mask(ptes)])
+
+
+def swap_mask(ptes: np.ndarray) -> np.ndarray:
+    """Which entries are swap entries."""
+    return (ptes & _BITS_SWAP) != 0
 
 
 def swap_slots(ptes: np.ndarray) -> np.ndarray:
     """Swap slots (int64) of the swap entries among ``ptes``."""
-    m = (ptes & _BITS_SWAP) != 0
-    return ((ptes[m] & _PFN_MASK) >> _PFN_SHIFT).astype(np.int64)
+    return pte_pfns(ptes[swap_mask(ptes)])

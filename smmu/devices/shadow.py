@@ -29,7 +29,7 @@ from smmu.base.radix import (M_ENOMEM, M_NFREE, M_USED, META_SIZE, VPN_LIMIT, pt
                              pt_clear_range, pt_clear_young_range, pt_destroy, pt_iter_present,
                              pt_lookup, pt_set)
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, PTRS_PER_TABLE
-from smmu.base.pte import PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE, PTE_YOUNG
+from smmu.base.pte import PFN_SHIFT, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, pte_pfns
 
 __all__ = ["ShadowEntries", "ShadowPageTable"]
 
@@ -256,10 +256,7 @@ class ShadowPageTable:
         ptes = np.empty(self._count, dtype=np.uint64)
         if self._count:
             pt_iter_present(self._nodes, self._root, 0, VPN_LIMIT, vpns, ptes)
-        return ShadowEntries(vpns,
-                             ((ptes & np.uint64(PFN_MASK)) >> np.uint64(PFN_SHIFT))
-                             .astype(np.int64),
-                             (ptes & _W) != 0, (ptes & _YOUNG) != 0)
+        return ShadowEntries(vpns, pte_pfns(ptes), (ptes & _W) != 0, (ptes & _YOUNG) != 0)
 
     def __len__(self):
         return self._count

@@ -39,7 +39,7 @@ import numpy as np
 import structlog
 
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
-from smmu.base.pte import PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE, pte_pfn
+from smmu.base.pte import PTE_PRESENT, PTE_WRITE, pte_pfn, pte_pfns
 from smmu.oracle.protocol import ProtocolChecker
 from smmu.oracle.scan import STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary
 
@@ -579,7 +579,7 @@ class Oracle(ProtocolChecker):
         va_arr = np.asarray(vas, dtype=np.int64)
         ptes = mm.pt.walk(va_arr >> PAGE_SHIFT)
         present = (ptes & np.uint64(PTE_PRESENT)) != 0
-        pfns = ((ptes & np.uint64(PFN_MASK)) >> np.uint64(PFN_SHIFT)).astype(np.int64)
+        pfns = pte_pfns(ptes)
         contents = self._frames().contents
         got = np.zeros(len(vas), dtype=np.int64)
         got[present] = contents[pfns[present]].astype(np.int64)

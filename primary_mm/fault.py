@@ -1,0 +1,401 @@
+"""Faults and page access, from ``mm/memory.c`` (CPU loads and stores, ``handle_mm_fault``,
+``do_anonymous_page``, ``do_fault``, ``do_wp_page``, ``do_swap_page``) and ``mm/gup.c``
+(``get_user_pages``, ``pin_user_pages``, ``hmm_range_fault``).
+
+:class:`Faults` is mixed into :class:`primary_mm.mm.MM`; its methods use the address space's
+state (``self.pt``, ``self.vmas``, ``self.memory``, the locks) and helpers defined there.
+"""
+
+from __future__ import annotations
+
+from primary_mm.frames import FRAME_ANON, FRAME_DIRTY, FRAME_KSM
+from primary_mm.layout import as_int
+from primary_mm.rmap import AnonVma
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
+from smmu.base.errors import InvalidArgument, SegmentationFault
+from smmu.base.pte import (PTE_DIRTY, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL,
+                           PTE_SWAP, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
+from smmu.notifier import Event
+
+
+class Faults:
+    """The fault and GUP paths of an address space (``mm/memory.c``, ``mm/gup.c``)."""
+
+    def read(self, va):
+        """A CPU load from ``va``: returns the page's value (faulting it in as needed)."""
+        self._alive()
+        va = as_int(va, "read: address")
+        vpn = va >> PAGE_SHIFT
+        frames = self.memory.frames
+        while True:
+            pte = self.pt.lookup(vpn) if 0 <= va < TASK_SIZE else 0
+            if pte & PTE_PRESENT:
+                if not pte & PTE_YOUNG:
+                    self.pt.set(vpn, pte | PTE_YOUNG)       # the hardware sets the A bit
+                value = int(frames.contents[pte_pfn(pte)])
+                self.sched.observer.cpu_access(self, va, False, value)
+                return value
+            yield from self.handle_mm_fault(va, False)
+
+    def write(self, va, value):
+        """A CPU store of ``value`` (a 64-bit integer: the page's new value) to ``va``."""
+        self._alive()
+        va = as_int(va, "write: address")
+        value = as_int(value, "write: value") & 0xFFFF_FFFF_FFFF_FFFF
+        vpn = va >> PAGE_SHIFT
+        frames = self.memory.frames
+        while True:
+            pte = self.pt.lookup(vpn) if 0 <= va < TASK_SIZE else 0
+            if pte & PTE_PRESENT and pte & PTE_WRITE:
+                if (pte & (PTE_YOUNG | PTE_DIRTY)) != (PTE_YOUNG | PTE_DIRTY):
+                    self.pt.set(vpn, pte | PTE_YOUNG | PTE_DIRTY)   # A and D bits
+                frames.contents[pte_pfn(pte)] = value
+                self.sched.observer.cpu_access(self, va, True, value)
+                return value
+            yield from self.handle_mm_fault(va, True)
+
+    def handle_mm_fault(self, va, write=False):
+        """Resolve one fault at ``va`` (``handle_mm_fault``). Takes ``mmap_lock`` for read
+        unless the current task already holds it. Raises ``SegmentationFault`` for an
+        access the VMA forbids (SIGBUS beyond the end of a file)."""
+        self._alive()
+        va = as_int(va, "handle_mm_fault: address")
+        took = not self._mmap_lock_held()
+        if took:
+            yield self.mmap_lock.read()
+        try:
+            yield from self._handle_fault(va, bool(write))
+        finally:
+            if took:
+                self.mmap_lock.up_read()
+
+    def _handle_fault(self, va, write, op="fault"):
+        """``__handle_mm_fault`` -> ``handle_pte_fault``; mmap_lock held. One step of
+        progress: the caller re-checks the PTE and calls again if needed."""
+        vma = self._access_vma(va, write, op)
+        va &= ~(PAGE_SIZE - 1)
+        self.sched.charge("page_fault")
+        vpn = va >> PAGE_SHIFT
+        pte = self.pt.lookup(vpn)
+        if pte & PTE_PRESENT:
+            if write and not pte & PTE_WRITE:
+                yield from self._do_wp_page(vma, va, pte)
+            return
+        if pte & PTE_SWAP:
+            yield from self._do_swap_page(vma, va, pte, write)
+        elif pte & PTE_MIGRATION:
+            # migration_entry_wait: sleep until the migration entry is gone
+            yield self.memory.migration_wq.wait_until(lambda: self.pt.lookup(vpn) != pte)
+        elif pte & PTE_PROTNONE:
+            # mprotect changes the VMA and its PTEs under mmap_lock for write: a PROT_NONE
+            # entry under an accessible VMA cannot be seen here
+            raise SegmentationFault(f"{op}: {va:#x} is PROT_NONE (SIGSEGV)", address=va)
+        elif vma.file is not None:
+            yield from self._do_fault(vma, va, write)
+        else:
+            yield from self._do_anonymous_page(vma, va, write)
+
+    def _anon_vma_prepare(self, vma):
+        """``anon_vma_prepare``: give the VMA an anon_vma before its first anonymous page."""
+        if vma.anon_vma is None:
+            av = AnonVma(self.sched, self.memory.rmap_locks)
+            av.link(vma)
+
+    def _do_anonymous_page(self, vma, va, write):
+        """``do_anonymous_page``: a read maps the shared zero page (PTE_SPECIAL, read-only);
+        a write maps a new zeroed page."""
+        mem = self.memory
+        vpn = va >> PAGE_SHIFT
+        self._anon_vma_prepare(vma)
+        if not write:
+            zero = mk_pte(mem.zero_pfn, PTE_PRESENT | PTE_SPECIAL | PTE_YOUNG)
+            yield self.page_table_lock
+            try:
+                if self.pt.lookup(vpn) == 0:
+                    self.pt.set(vpn, zero)
+            finally:
+                self.page_table_lock.release()
+            return
+        pfn = mem.frames.alloc_one(owner=self.id, flags=FRAME_ANON, zero=True)
+        self.sched.charge("page_zero")
+        yield   # preemptible between the allocation and the PT lock
+        yield self.page_table_lock
+        try:
+            installed = self.pt.lookup(vpn) == 0
+            if installed:
+                self.pt.set(vpn, mk_pte(pfn, PTE_PRESENT | PTE_WRITE | PTE_YOUNG | PTE_DIRTY))
+                mem.frames.inc_mapcount(pfn)
+                mem.set_page_mapping(pfn, vma.anon_vma, vma.linear_page_index(va))
+        finally:
+            self.page_table_lock.release()
+        if not installed:
+            mem.frames.put(pfn)
+
+    def _do_fault(self, vma, va, write):
+        """``do_fault``: ``do_read_fault`` / ``do_shared_fault`` map the page-cache page;
+        ``do_cow_fault`` (private write) maps a private copy."""
+        mem = self.memory
+        file = vma.file
+        vpn = va >> PAGE_SHIFT
+        pgoff = vma.linear_page_index(va)
+        cow = write and not vma.shared
+        pfn = mem.filemap_get_page(file, pgoff)     # filemap_fault / shmem_fault
+        new = 0
+        if cow:
+            self._anon_vma_prepare(vma)
+            new = mem.frames.alloc_one(owner=self.id, flags=FRAME_ANON, zero=False)
+            mem.frames.contents[new] = mem.frames.contents[pfn]
+            self.sched.charge("page_copy")
+        locked = False
+        if write and not cow:
+            yield from mem.lock_page(pfn)   # do_shared_fault: page_mkwrite under the page lock
+            locked = True
+        else:
+            yield
+        try:
+            yield self.page_table_lock
+            try:
+                ok = (self.pt.lookup(vpn) == 0 and file.cache.get(pgoff) == pfn
+                      and pgoff < file.npages)
+                if ok:
+                    if cow:
+                        self.pt.set(vpn, mk_pte(new, PTE_PRESENT | PTE_WRITE | PTE_YOUNG |
+                                                PTE_DIRTY))
+                        mem.frames.inc_mapcount(new)
+                        mem.set_page_mapping(new, vma.anon_vma, pgoff)
+                    else:
+                        bits = PTE_PRESENT | PTE_YOUNG
+                        if write:
+                            bits |= PTE_WRITE | PTE_DIRTY
+                            mem.frames.set_flags(pfn, FRAME_DIRTY)   # set_page_dirty
+                        self.pt.set(vpn, mk_pte(pfn, bits))
+                        mem.frames.get(pfn)
+                        mem.frames.inc_mapcount(pfn)
+            finally:
+                self.page_table_lock.release()
+        finally:
+            if locked:
+                mem.unlock_page(pfn)
+        if not ok and new:
+            mem.frames.put(new)
+
+    def _can_reuse(self, pfn: int) -> bool:
+        """May ``do_wp_page`` reuse this page in place? Anonymous, not KSM, and exclusively
+        ours: modern rule ``page_count == 1`` (the CVE-2020-29374 fix, 5.8/5.9), or the old
+        rule ``page_mapcount == 1`` with ``cow_reuse="mapcount"``."""
+        f = self.memory.frames
+        fl = int(f.flags[pfn])
+        if not fl & FRAME_ANON or fl & FRAME_KSM:
+            return False
+        if self.memory.cow_reuse == "mapcount":
+            return int(f.mapcount[pfn]) == 1
+        return int(f.refcount[pfn]) == 1
+
+    def _do_wp_page(self, vma, va, pte):
+        """``do_wp_page``: a write to a present read-only PTE in a writable VMA."""
+        mem = self.memory
+        frames = mem.frames
+        vpn = va >> PAGE_SHIFT
+        pfn = pte_pfn(pte)
+        special = bool(pte & PTE_SPECIAL)
+        if vma.shared and not special:
+            # wp_page_shared -> wp_page_reuse: make the shared page writable and dirty
+            yield from mem.lock_page(pfn)
+            try:
+                yield self.page_table_lock
+                try:
+                    if self.pt.lookup(vpn) == pte:
+                        self.pt.set(vpn, pte | PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+                        frames.set_flags(pfn, FRAME_DIRTY)
+                finally:
+                    self.page_table_lock.release()
+            finally:
+                mem.unlock_page(pfn)
+            return
+        if not special and self._can_reuse(pfn):
+            # wp_page_reuse: no notifier (the mapping only gains rights)
+            yield self.page_table_lock
+            try:
+                if self.pt.lookup(vpn) == pte and self._can_reuse(pfn):
+                    self.pt.set(vpn, pte | PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+                    frames.owner[pfn] = self.id
+                    return
+            finally:
+                self.page_table_lock.release()
+            return
+        # wp_page_copy: allocate and copy, then replace the PTE
+        self._anon_vma_prepare(vma)
+        new = frames.alloc_one(owner=self.id, flags=FRAME_ANON, zero=special)
+        if special:
+            self.sched.charge("page_zero")
+        else:
+            frames.contents[new] = frames.contents[pfn]
+            self.sched.charge("page_copy")
+        yield   # between the copy and the PTE update
+        new_pte = mk_pte(new, PTE_PRESENT | PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+        index = vma.linear_page_index(va)
+
+        def after(old, _new):
+            frames.inc_mapcount(new)
+            mem.set_page_mapping(new, vma.anon_vma, index)
+            if not special:
+                frames.dec_mapcount(pfn)           # page_remove_rmap(old_page)
+
+        old = yield from self._pte_replace(va, lambda p: p == pte, lambda p: new_pte,
+                                           Event.CLEAR, after=after)
+        if old is None:
+            frames.put(new)
+            return
+        if not special:
+            frames.put(pfn)    # put_page(old_page): after the notifier, never before
+
+    def _do_swap_page(self, vma, va, pte, write):
+        """``do_swap_page``: swap cache first (``swap_cache_get_folio``), else read the slot.
+        A swap-cache page is taken with a reference and locked (``folio_lock_or_retry``)
+        before anything is done with it, and it must still be the slot's cache page once
+        locked, as in mm/memory.c: reclaim (``shrink_folio_list``) and migration hold the
+        page lock while they work on it, and a swap-in that went ahead would free the swap
+        slot under them (which reclaim then freed a second time)."""
+        mem = self.memory
+        frames = mem.frames
+        swap = mem.swap
+        vpn = va >> PAGE_SHIFT
+        slot = pte_pfn(pte)
+        pfn = int(swap.page[slot])
+        fresh = pfn == 0
+        if fresh:
+            pfn = frames.alloc_one(owner=self.id, flags=FRAME_ANON, zero=False)
+            frames.contents[pfn] = swap.contents[slot]
+            self.sched.charge("swap_io")
+            swap.reads += 1
+            yield   # swap I/O
+        else:
+            frames.get(pfn)                                    # swap_cache_get_folio
+            yield from mem.lock_page(pfn)                      # folio_lock_or_retry
+        try:
+            yield self.page_table_lock
+            try:
+                # pte_same, and (swap cache) folio_test_swapcache + the same entry; a fresh
+                # read loses to one that put its page in the swap cache first (swapcache_prepare
+                # -EEXIST in __read_swap_cache_async): drop ours and fault again to use theirs
+                ok = self.pt.lookup(vpn) == pte and \
+                    int(swap.page[slot]) == (0 if fresh else pfn)
+                if ok:
+                    frames.inc_mapcount(pfn)
+                    swap.count[slot] -= 1                      # swap_free(entry)
+                    if swap.count[slot] == 0:
+                        if fresh:
+                            swap._release_slot(slot)
+                        else:
+                            swap.delete_from_swap_cache(slot)  # folio_free_swap (locked)
+                        exclusive = int(frames.mapcount[pfn]) == 1
+                    else:
+                        if fresh:
+                            swap.add_to_swap_cache(slot, pfn)
+                        exclusive = False
+                    if fresh:
+                        mem.set_page_mapping(pfn, vma.anon_vma, vma.linear_page_index(va))
+                    bits = PTE_PRESENT | PTE_YOUNG
+                    if exclusive and write and vma.writable:
+                        bits |= PTE_WRITE | PTE_DIRTY
+                        frames.owner[pfn] = self.id
+                    self.pt.set(vpn, mk_pte(pfn, bits))
+            finally:
+                self.page_table_lock.release()
+        finally:
+            if not fresh:
+                mem.unlock_page(pfn)
+        if not ok:
+            frames.put(pfn)     # the fresh page, or the swap cache lookup's reference
+
+    def _follow(self, va, write, pin, op):
+        """``__get_user_pages``: ``follow_page`` under the PT lock (taking the reference
+        there), else ``handle_mm_fault`` and retry. mmap_lock held."""
+        frames = self.memory.frames
+        vpn = va >> PAGE_SHIFT
+        while True:
+            self._access_vma(va, write, op)
+            yield self.page_table_lock
+            try:
+                pte = self.pt.lookup(vpn)
+                ok = bool(pte & PTE_PRESENT) and (not write or bool(pte & PTE_WRITE))
+                if ok:
+                    pfn = pte_pfn(pte)
+                    if pin:
+                        frames.pin(pfn)
+                    else:
+                        frames.get(pfn)
+            finally:
+                self.page_table_lock.release()
+            if ok:
+                return pfn
+            yield from self._handle_fault(va, write, op)
+
+    def _gup(self, va, write, pin, op):
+        self._alive()
+        va = as_int(va, f"{op}: address")
+        took = not self._mmap_lock_held()
+        if took:
+            yield self.mmap_lock.read()
+        try:
+            return (yield from self._follow(va, bool(write), pin, op))
+        finally:
+            if took:
+                self.mmap_lock.up_read()
+
+    def get_user_pages(self, va, write=False):
+        """``get_user_pages``: fault in ``va`` (a write breaks COW) and return its pfn with a
+        reference taken; drop it with :meth:`put_page`."""
+        return (yield from self._gup(va, write, False, "get_user_pages"))
+
+    def pin_user_pages(self, va, write=False, longterm=True):
+        """``pin_user_pages`` (FOLL_PIN; ``longterm``: FOLL_LONGTERM): like get_user_pages
+        but the page's pincount rises too (``page_maybe_dma_pinned``); undo with
+        :meth:`unpin_user_page`."""
+        pfn = yield from self._gup(va, write, True, "pin_user_pages")
+        self.sched.stats["pin_longterm" if longterm else "pin"] += 1
+        return pfn
+
+    def put_page(self, pfn):
+        """``put_page``: drop a reference from get_user_pages (the frame is freed, its
+        generation bumped, at refcount 0)."""
+        pfn = self.memory.check_ref(pfn, "put_page")
+        frames = self.memory.frames
+        if int(frames.refcount[pfn]) <= int(frames.pincount[pfn]):
+            raise InvalidArgument(f"put_page({pfn}): the references left on the frame belong "
+                                  "to its pins: use unpin_user_page for a page from "
+                                  "pin_user_pages")
+        frames.put(pfn)
+        return None
+        yield  # pragma: no cover - a generator like every operation
+
+    def unpin_user_page(self, pfn):
+        """``unpin_user_page``: undo one :meth:`pin_user_pages`."""
+        pfn = self.memory.check_ref(pfn, "unpin_user_page")
+        if int(self.memory.frames.pincount[pfn]) <= 0:
+            raise InvalidArgument(f"unpin_user_page({pfn}): the frame is not pinned: unpin "
+                                  "only what pin_user_pages returned, once")
+        self.memory.frames.unpin(pfn)
+        return None
+        yield  # pragma: no cover
+
+    def hmm_range_fault(self, va, write=False):
+        """``hmm_range_fault`` for one page: fault it in and return its pfn, keeping no
+        reference (the caller relies on its interval notifier). Takes mmap_lock for read
+        unless the current task holds it."""
+        self._alive()
+        va = as_int(va, "hmm_range_fault: address")
+        vpn = va >> PAGE_SHIFT
+        took = not self._mmap_lock_held()
+        if took:
+            yield self.mmap_lock.read()
+        try:
+            while True:
+                self._access_vma(va, write, "hmm_range_fault")
+                pte = self.pt.lookup(vpn)
+                if pte & PTE_PRESENT and (not write or pte & PTE_WRITE):
+                    return pte_pfn(pte)
+                yield from self._handle_fault(va, bool(write), "hmm_range_fault")
+        finally:
+            if took:
+                self.mmap_lock.up_read()

@@ -1,0 +1,290 @@
+"""Mappings, from ``mm/mmap.c``: ``mmap`` (and ``mm_populate``), ``split_vma``, the unmap path
+(``unmap_region`` / ``zap_page_range``, ``do_munmap``, ``munmap``) and ``brk``.
+
+:class:`Mmap` is mixed into :class:`primary_mm.mm.MM`.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+import structlog
+
+from primary_mm.filemap import File
+from primary_mm.frames import FRAME_ANON
+from primary_mm.layout import MMAP_BASE, MMAP_MIN_ADDR, as_int
+from primary_mm.vma import VMA, parse_prot, vma_start
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
+from smmu.base.errors import InvalidArgument, OutOfMemory
+from smmu.base.pte import (PFN_SHIFT, PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, PTE_YOUNG,
+                           mk_pte)
+from smmu.notifier import Event
+
+log = structlog.get_logger("smmu")
+
+_U = np.uint64
+
+
+class Mmap:
+    """Creating and removing mappings (``mm/mmap.c``)."""
+
+    def _get_unmapped_area(self, hint, length) -> int:
+        if hint is not None and hint >= MMAP_MIN_ADDR and hint + length <= TASK_SIZE \
+                and not self.vmas_in(hint, hint + length):
+            return hint
+        cur = MMAP_BASE
+        for v in self.vmas:
+            if v.end <= cur:
+                continue
+            if v.start >= cur + length:
+                break
+            cur = max(cur, v.end)
+        if cur + length > TASK_SIZE:
+            raise OutOfMemory(f"no free area of {length:#x} bytes left in the address space")
+        return cur
+
+    def _insert_vma(self, vma):
+        bisect.insort(self.vmas, vma, key=vma_start)
+
+    def _link_file(self, vma):
+        if vma.file is not None:
+            lk = vma.file.mapping.lock
+            yield from lk.lock_write()
+            vma.file.mapping.link(vma)
+            lk.unlock_write()
+
+    def mmap(self, length, prot="rw", shared=False, file=None, offset=0, addr=None,
+             fixed=False, populate=False, dontfork=False):
+        """``mmap``: map ``length`` bytes (rounded up to pages); returns the address.
+
+        ``prot``: subset of "rwx" or "none". ``shared``: MAP_SHARED (anonymous shared memory
+        is shmem: it stays shared across fork). ``file``/``offset``: a file mapping.
+        ``addr`` is a hint, or the exact place with ``fixed=True`` (MAP_FIXED: whatever is
+        there is unmapped first). ``populate``: MAP_POPULATE. ``dontfork``: MADV_DONTFORK."""
+        self._alive()
+        prot = parse_prot(prot)
+        length = as_int(length, "mmap: length")
+        if length <= 0:
+            raise InvalidArgument(f"mmap: length {length} is empty or negative")
+        length = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        if length > TASK_SIZE:
+            raise InvalidArgument(f"mmap: length {length:#x} is larger than the address space")
+        offset = as_int(offset, "mmap: offset")
+        if file is not None:
+            if not isinstance(file, File) or file.memory is not self.memory:
+                raise InvalidArgument(f"mmap: {file!r} is not a file of this simulator: make "
+                                      "it with sim.new_file(name, npages)")
+            if offset < 0 or offset % PAGE_SIZE:
+                raise InvalidArgument(f"mmap: file offset {offset:#x} must be a non-negative "
+                                      "multiple of PAGE_SIZE")
+        elif offset:
+            raise InvalidArgument("mmap: offset is only meaningful with a file")
+        if fixed and addr is None:
+            raise InvalidArgument("mmap: fixed=True needs addr=")
+        if addr is not None:
+            addr = as_int(addr, "mmap: addr")
+            if addr % PAGE_SIZE:
+                raise InvalidArgument(f"mmap: addr {addr:#x} is not page aligned")
+            if fixed and (addr < MMAP_MIN_ADDR or addr + length > TASK_SIZE):
+                raise InvalidArgument(f"mmap: [{addr:#x}, {addr + length:#x}) is outside the "
+                                      f"user address space [{MMAP_MIN_ADDR:#x}, {TASK_SIZE:#x})")
+        yield self.mmap_lock.write()
+        try:
+            yield   # preemptible with mmap_lock held
+            if fixed:
+                start = addr
+                yield from self._do_munmap(start, start + length)
+            else:
+                start = self._get_unmapped_area(addr, length)
+            end = start + length
+            anon = file is None
+            pgoff = None
+            if shared and file is None:
+                # shmem_zero_setup: shared anonymous memory is a file that fork keeps shared
+                file = File(self.memory, f"shmem@{self.name}:{start:#x}",
+                            length >> PAGE_SHIFT, shmem=True)
+                self.memory.files.append(file)
+                pgoff = 0
+            elif file is not None:
+                pgoff = offset >> PAGE_SHIFT
+            vma = VMA(self, start, end, prot, bool(shared), file, pgoff,
+                      ("dontfork",) if dontfork else (), anon=anon)
+            self._insert_vma(vma)
+            yield from self._link_file(vma)
+            if populate:
+                yield from self._populate(vma, start, end)
+        finally:
+            self.mmap_lock.up_write()
+        return start
+
+    def _populate(self, vma, start, end):
+        """``mm_populate`` -> ``populate_vma_page_range``: fault in the range (write faults
+        for private writable mappings). Private anonymous ranges are done in one batch:
+        one allocation, one ``map_range``, one mapcount update. Errors are ignored, as
+        Linux ignores them."""
+        if not vma.readable:
+            return
+        write = vma.writable and not vma.shared
+        if vma.file is None:
+            mem = self.memory
+            vpn0, vpn1 = start >> PAGE_SHIFT, end >> PAGE_SHIFT
+            vpns = np.arange(vpn0, vpn1, dtype=np.int64)
+            self._anon_vma_prepare(vma)
+            yield self.page_table_lock
+            try:
+                cur = self.pt.walk(vpns)
+                empty = cur == 0
+                n = int(empty.sum())
+                if n == 0:
+                    return
+                new = cur.copy()
+                if write:
+                    try:
+                        pfns = mem.frames.alloc(n, owner=self.id, flags=FRAME_ANON, zero=True)
+                    except OutOfMemory:
+                        log.debug("populate: out of memory", mm=self.name)
+                        return
+                    new[empty] = (pfns.astype(np.uint64) << _U(PFN_SHIFT)) | _U(
+                        PTE_PRESENT | PTE_WRITE | PTE_YOUNG | PTE_DIRTY)
+                    self.pt.map_range(vpn0, new)
+                    mem.frames.inc_mapcount(pfns)
+                    mem.set_page_mapping(pfns, vma.anon_vma,
+                                         vma.pgoff + (vpns[empty] - vpn0)
+                                         + ((start - vma.start) >> PAGE_SHIFT))
+                    self.sched.charge("page_zero", n)
+                else:
+                    new[empty] = _U(mk_pte(mem.zero_pfn, PTE_PRESENT | PTE_SPECIAL | PTE_YOUNG))
+                    self.pt.map_range(vpn0, new)
+            finally:
+                self.page_table_lock.release()
+            return
+        for va in range(start, end, PAGE_SIZE):
+            if vma.linear_page_index(va) >= vma.file.npages:
+                break
+            try:
+                while True:
+                    pte = self.pt.lookup(va >> PAGE_SHIFT)
+                    if pte & PTE_PRESENT and (not write or pte & PTE_WRITE):
+                        break
+                    yield from self._handle_fault(va, write, "populate")
+            except OutOfMemory:
+                return
+
+    # ------------------------------------------------------------------ unmapping
+    def _split_vma(self, vma, addr):
+        """``split_vma``: ``vma`` keeps ``[start, addr)``, a new VMA gets ``[addr, end)``."""
+        new = VMA(self, addr, vma.end, vma.prot, vma.shared, vma.file,
+                  vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT), vma.flags, anon=vma.anon)
+        vma.end = addr
+        if vma.anon_vma is not None:
+            vma.anon_vma.link(new)
+        if vma.file is not None:
+            vma.file.mapping.link(new)
+        self._insert_vma(new)
+        return new
+
+    def _split_at(self, start, end) -> list[VMA]:
+        """Split VMAs so that ``start`` and ``end`` are VMA boundaries; return those inside."""
+        for v in self.vmas_in(start, start + 1):
+            if v.start < start:
+                self._split_vma(v, start)
+        for v in self.vmas_in(end - 1, end):
+            if v.end > end:
+                self._split_vma(v, end)
+        return self.vmas_in(start, end)
+
+    def _unlink_vma(self, v):
+        """``unlink_anon_vmas`` / ``unlink_file_vma`` (under the rmap write locks)."""
+        av = v.anon_vma
+        if av is not None:
+            yield from av.lock.lock_write()
+            av.unlink(v)
+            av.lock.unlock_write()
+        if v.file is not None:
+            lk = v.file.mapping.lock
+            yield from lk.lock_write()
+            v.file.mapping.unlink(v)
+            lk.unlock_write()
+            if v.file.shmem and not v.file.mapping.i_mmap:
+                self.memory.release_shmem(v.file)      # the last reference to the shmem file
+
+    def _zap(self, start, end, event, discard=(), nonblock=False):
+        """``unmap_vmas`` / ``zap_page_range``: notifier start, clear the PTEs under the PT
+        lock (telling the checker which private contents are gone, at that step), flush the
+        TLB, notifier end, and only then free the pages (``tlb_finish_mmu``). With
+        ``nonblock`` (the OOM reaper) a refused start skips the range: returns False."""
+        subs = self.notifier_subscriptions
+        rng = self._range(start, end, event, blockable=not nonblock)
+        if nonblock:
+            if (yield from subs.mmu_notifier_invalidate_range_start_nonblock(rng)):
+                return False
+        else:
+            yield from subs.mmu_notifier_invalidate_range_start(rng)
+        yield self.page_table_lock
+        try:
+            _vpns, ptes = self.pt.clear_range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+            for s, e in discard:
+                self.sched.observer.discard(self, s, e)
+            self.sched.charge("pte_update", len(ptes))
+            yield from self._flush_tlb_range(start, end)
+        finally:
+            self.page_table_lock.release()
+        yield from subs.mmu_notifier_invalidate_range_end(rng)
+        self.memory.release_entries(ptes)          # tlb_finish_mmu: free after end
+        return True
+
+    def _do_munmap(self, start, end):
+        """``do_munmap`` (mmap_lock held for write): split, detach, ``unmap_region``
+        (start/end UNMAP around the zap, 2.6.27 ``unmap_vmas``), free page tables."""
+        if not self.vmas_in(start, end):
+            return
+        vmas = self._split_at(start, end)
+        for v in vmas:                              # detach_vmas_to_be_unmapped
+            self.vmas.remove(v)
+        yield from self._zap(start, end, Event.UNMAP, [(v.start, v.end) for v in vmas])
+        for v in vmas:
+            yield from self._unlink_vma(v)
+        self.pt.free_empty(start >> PAGE_SHIFT, end >> PAGE_SHIFT)   # free_pgtables
+
+    def munmap(self, addr, length):
+        """``munmap``: unmap ``[addr, addr + length)`` (length rounded up to pages)."""
+        self._alive()
+        start, end = self._check_range(addr, length, "munmap")
+        yield self.mmap_lock.write()
+        try:
+            yield
+            yield from self._do_munmap(start, end)
+        finally:
+            self.mmap_lock.up_write()
+
+    def brk(self, new_end=None):
+        """``brk``: move the end of the heap; returns the new break (the current one for
+        ``None``). Shrinking unmaps (start/end UNMAP) and discards the contents."""
+        self._alive()
+        if new_end is None:
+            return self.brk_end
+        new_end = as_int(new_end, "brk: address")
+        if new_end < self.brk_start or new_end > MMAP_BASE:
+            raise InvalidArgument(f"brk: {new_end:#x} is outside the heap area "
+                                  f"[{self.brk_start:#x}, {MMAP_BASE:#x})")
+        yield self.mmap_lock.write()
+        try:
+            yield
+            old_top = (self.brk_end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+            new_top = (new_end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+            if new_top < old_top:
+                yield from self._do_munmap(new_top, old_top)
+            elif new_top > old_top:
+                if self.vmas_in(old_top, new_top):
+                    raise OutOfMemory(f"brk: growing the heap to {new_end:#x} would overlap "
+                                      "a mapping (Linux: brk fails, ENOMEM)")
+                heap = self.vma_at(old_top - 1) if old_top > self.brk_start else None
+                if heap is not None and "heap" in heap.flags:
+                    heap.end = new_top                       # vma_adjust / do_brk_flags
+                else:
+                    self._insert_vma(VMA(self, old_top, new_top, "rw", flags=("heap",)))
+            self.brk_end = new_end
+        finally:
+            self.mmap_lock.up_write()
+        return self.brk_end

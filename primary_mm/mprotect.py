@@ -1,0 +1,68 @@
+"""``mm/mprotect.c``: ``mprotect`` and ``change_protection``.
+
+:class:`Mprotect` is mixed into :class:`primary_mm.mm.MM`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from primary_mm.vma import parse_prot
+from smmu.base.constants import PAGE_SHIFT
+from smmu.base.pte import PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE
+from smmu.notifier import Event
+
+_U = np.uint64
+
+
+class Mprotect:
+    """Changing the protection of a range (``mm/mprotect.c``)."""
+
+    # ------------------------------------------------------------------ mprotect
+    def mprotect(self, addr, length, prot):
+        """``mprotect``: change the protection of a fully mapped range. PTEs follow
+        (``change_protection``, start/end PROTECTION_VMA per VMA): write access is removed at
+        once, added lazily by faults; PROT_NONE entries stay mapped but are not present."""
+        self._alive()
+        start, end = self._check_range(addr, length, "mprotect")
+        prot = parse_prot(prot)
+        yield self.mmap_lock.write()
+        try:
+            yield
+            self._check_mapped(start, end, "mprotect")
+            for vma in self._split_at(start, end):
+                old = vma.prot
+                vma.prot = prot
+                yield from self._change_protection(vma, old, prot)
+                yield
+        finally:
+            self.mmap_lock.up_write()
+
+    def _change_protection(self, vma, old, new):
+        """``change_protection`` (2.6.27: start/end around ``change_pud_range``, then
+        ``flush_tlb_range``)."""
+        subs = self.notifier_subscriptions
+        rng = self._range(vma.start, vma.end, Event.PROTECTION_VMA)
+        yield from subs.mmu_notifier_invalidate_range_start(rng)
+        v0, v1 = vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT
+        yield self.page_table_lock
+        try:
+            changed = 0
+            if new == "none":
+                changed = self.pt.protect_range(v0, v1, PTE_PRESENT | PTE_WRITE, PTE_PROTNONE)
+            else:
+                if old == "none":
+                    vpns = np.arange(v0, v1, dtype=np.int64)
+                    cur = self.pt.walk(vpns)
+                    pn = (cur & _U(PTE_PROTNONE | PTE_SWAP | PTE_MIGRATION)) == _U(PTE_PROTNONE)
+                    if pn.any():
+                        cur[pn] = (cur[pn] & ~_U(PTE_PROTNONE)) | _U(PTE_PRESENT)
+                        self.pt.map_range(v0, cur)
+                if "w" not in new:
+                    changed = self.pt.protect_range(v0, v1, PTE_WRITE, 0)
+            if changed:
+                self.sched.charge("pte_update", changed)
+                yield from self._flush_tlb_range(vma.start, vma.end)
+        finally:
+            self.page_table_lock.release()
+        yield from subs.mmu_notifier_invalidate_range_end(rng)
