@@ -9,6 +9,10 @@ they model: ``fault`` (mm/memory.c, mm/gup.c), ``mmap``, ``mprotect``, ``madvise
 :mod:`smmu.base.pte`.
 """
 
+# smmu's facade imports Simulator, which builds on this package (primary_mm.memory): load
+# smmu first, so that entering through primary_mm never meets this package half-imported.
+import smmu.base  # noqa: F401  isort: skip
+
 from primary_mm.filemap import File
 from primary_mm.frames import FrameTable
 from primary_mm.memory import Memory

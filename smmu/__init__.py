@@ -9,49 +9,18 @@ The public surface (DESIGN.md "Public surface")::
 from smmu.base.constants import PAGE_SIZE
 from smmu.base.errors import (VIOLATION_KINDS, BadDriver, InvalidArgument, OutOfMemory,
                               SegmentationFault, SmmuError, UsageError, Violation)
-from smmu.notifier import (MMUIntervalNotifier, mmu_interval_check_retry,
-                           mmu_interval_notifier_insert, mmu_interval_notifier_remove,
-                           mmu_interval_read_begin, mmu_interval_read_retry, mmu_interval_set_seq)
-from smmu.notifier import API_GENERATIONS, Event, MMUNotifier, Range
-from smmu.runtime.costs import COSTS
-from smmu.runtime.scheduler import Result
-from smmu.runtime.schedules import Schedule
+from smmu.notifier import (API_GENERATIONS, Event, MMUIntervalNotifier, MMUNotifier, Range,
+                           mmu_interval_check_retry, mmu_interval_notifier_insert,
+                           mmu_interval_notifier_remove, mmu_interval_read_begin,
+                           mmu_interval_read_retry, mmu_interval_set_seq)
+from smmu.runtime import COSTS, Result, Schedule
+from smmu.sim import Simulator
 
 __version__ = "0.1.0"
 
-
-def __getattr__(name):
-    # Simulator pulls in the primary MM; import it on first use so that the runtime and
-    # notifier layers stay importable on their own.
-    if name == "Simulator":
-        from smmu.sim import Simulator
-        return Simulator
-    raise AttributeError(f"module 'smmu' has no attribute {name!r}")
-
-
-__all__ = [
-    "API_GENERATIONS",
-    "COSTS",
-    "PAGE_SIZE",
-    "VIOLATION_KINDS",
-    "BadDriver",
-    "Event",
-    "InvalidArgument",
-    "MMUIntervalNotifier",
-    "MMUNotifier",
-    "OutOfMemory",
-    "Range",
-    "Result",
-    "Schedule",
-    "SegmentationFault",
-    "Simulator",
-    "SmmuError",
-    "UsageError",
-    "Violation",
-    "mmu_interval_check_retry",
-    "mmu_interval_notifier_insert",
-    "mmu_interval_notifier_remove",
-    "mmu_interval_read_begin",
-    "mmu_interval_read_retry",
-    "mmu_interval_set_seq",
-]
+__all__ = ["API_GENERATIONS", "COSTS", "PAGE_SIZE", "VIOLATION_KINDS", "BadDriver", "Event",
+           "InvalidArgument", "MMUIntervalNotifier", "MMUNotifier", "OutOfMemory", "Range",
+           "Result", "Schedule", "SegmentationFault", "Simulator", "SmmuError", "UsageError",
+           "Violation", "mmu_interval_check_retry", "mmu_interval_notifier_insert",
+           "mmu_interval_notifier_remove", "mmu_interval_read_begin", "mmu_interval_read_retry",
+           "mmu_interval_set_seq"]

@@ -12,7 +12,7 @@ import drivers
 import pytest
 
 from smmu import cli
-from smmu.trace import validate
+from smmu.report.trace import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 

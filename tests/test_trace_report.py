@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from smmu import report, trace
+from smmu.report import text as report
+from smmu.report import trace
 from smmu.base.errors import Violation
 from smmu.explore import Replay, explore, replay, run_once, shrink
 from test_cli import load_toy

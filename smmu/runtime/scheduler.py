@@ -203,8 +203,20 @@ class Scheduler:
         """Did the last run end early (a violation stopped it)?"""
         return self._stopped
 
+    def run_steps(self, n: int) -> None:
+        """Run at most ``n`` more steps of the spawned tasks under the current schedule
+        (choices recorded) and return without the end-of-run checks, for callers that
+        interleave their own actions with a run (the hypothesis state machine of
+        :mod:`smmu.testing`). Stopping after ``n`` steps is not a ``Livelock``."""
+        saved = self.max_steps
+        self.max_steps = self.steps + n
+        try:
+            self._loop(record=True, budget_is_livelock=False)
+        finally:
+            self.max_steps = saved
+
     # ----------------------------------------------------------------- the loop
-    def _loop(self, record: bool) -> None:
+    def _loop(self, record: bool, budget_is_livelock: bool = True) -> None:
         # The hot loop: one iteration per step, kept flat on purpose (bench_runtime.py
         # measures it against a bare generator loop). self.steps is re-read every step
         # because a task may run sim.do() (a nested loop) inside its step.
@@ -217,9 +229,10 @@ class Scheduler:
         record_steps = self.record_steps
         while tasks:
             if self.steps >= max_steps:
-                self.violation("Livelock", f"the run passed its budget of {max_steps} "
-                               "steps; raise max_steps if the scenario is simply long",
-                               task=None, stop=False)
+                if budget_is_livelock:
+                    self.violation("Livelock", f"the run passed its budget of {max_steps} "
+                                   "steps; raise max_steps if the scenario is simply long",
+                                   task=None, stop=False)
                 return
             cand = tasks
             if self._npending:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import inspect
 
-from primary_mm import Memory
+from primary_mm.memory import Memory
 from smmu.base.errors import BadDriver, UsageError
 from smmu.notifier import API_GENERATIONS, MMUNotifier, check_driver_class
 from smmu.oracle import Oracle, ProtocolChecker
-from smmu.runtime.observer import FanOut, Observer
+from smmu.runtime.observer import FanOut
 from smmu.runtime.scheduler import Scheduler
+from smmu.sim.trace_recorder import TraceRecorder
 
 RMAP_LOCKS = ("spinlock", "rwsem")
 
@@ -148,24 +149,3 @@ class Simulator(Scheduler):
         """The OOM reaper: unmap the private anonymous memory of ``mm`` with non-blockable
         ranges, skipping those a notifier refuses."""
         return self.memory.oom_reap(mm)
-
-
-class TraceRecorder(Observer):
-    """The trace of a run as an observer: every notifier hook call becomes a ``"B"`` / ``"E"``
-    span named ``driver.hook`` and every violation an ``"i"`` instant, appended to
-    ``sched.trace`` (``Result.trace``; :mod:`smmu.trace` exports it for Perfetto)."""
-
-    def __init__(self, sched):
-        self.sched = sched
-
-    def __repr__(self):
-        return f"<TraceRecorder {len(self.sched.trace)} events>"
-
-    def hook_enter(self, sub, hook, args, span):
-        self.sched.trace_event("B", f"{sub.name}.{hook}", {"args": repr(args)})
-
-    def hook_exit(self, sub, hook, args, span):
-        self.sched.trace_event("E", f"{sub.name}.{hook}")
-
-    def violation(self, v):
-        self.sched.trace_event("i", v.kind, {"message": v.message})

@@ -19,7 +19,8 @@ from pathlib import Path
 #: steps shown around the end of a long schedule (the start is summarised)
 MAX_STEPS_SHOWN = 60
 
-_ROOT = str(Path(__file__).resolve().parent.parent) + os.sep
+#: the project root (source paths under it are shown relative to it)
+_ROOT = str(Path(__file__).resolve().parents[2]) + os.sep
 
 
 def short_path(where: str) -> str:

@@ -1,0 +1,202 @@
+"""Historical bugs as scenario pairs: ``"<name>"`` (the broken configuration of a bug Linux or
+a driver really had, tagged ``historical``) and ``"<name>-fixed"`` (tagged ``historical``,
+``fixed``); see linux-notes section 3. :data:`HISTORICAL` describes each pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smmu.base.constants import PAGE_SIZE
+from smmu.notifier import MMUNotifier
+from smmu.scenarios.catalogue import build_fork_after_pin, build_writeback
+from smmu.scenarios.kit import (Join, anon_process, any_driver, cpu_reads, cpu_writes, device_loop,
+                                has_notifier, notifier_only, pages, seq, setup_anon, tolerant)
+from smmu.scenarios.registry import Scenario, attach_driver, register
+
+
+def build_cow_two_cpus(sim, driver_cls):
+    """The parent forks; one CPU breaks COW on a page (``do_wp_page``) while a second CPU of
+    the same process writes it as soon as the new PTE is visible, and the device reads it.
+    If the secondary MMU learns of the replacement only after the PT lock is dropped
+    (``invalidate_page`` outside the PTL, pre-2017), the device still reads the old page
+    while the CPU already writes the new one."""
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 1, "parent")
+    j = Join(sim)
+    forked = sim.completion("forked")
+
+    def cpu0():
+        yield from mm.fork()
+        forked.complete_all()
+        yield from cpu_writes(mm, vas, 1700)
+
+    def cpu1():
+        yield forked.wait()
+        for k in range(3):
+            yield from cpu_writes(mm, vas, 1800 + 10 * k)
+
+    def dev():
+        yield forked.wait()
+        yield from device_loop(drv, vas, rounds=4, write=False)
+
+    j.spawn("cpu0", cpu0())
+    j.spawn("cpu1", cpu1())
+    j.spawn("dev0", dev())
+    j.then("check", cpu_reads(mm, vas))
+
+
+class RefusingNotifier(MMUNotifier):
+    """A notifier whose non-blockable ``invalidate_range_start`` always refuses with
+    ``-EAGAIN`` (what dmirror/amdgpu do when their lock is contended); like Linux requires
+    of a notifier that may fail start, it has no ``end``. Used by ``nonblock-start-end``."""
+
+    name = "refusing"
+
+    def invalidate_range_start(self, range):
+        if not range.blockable:
+            return -11  # -EAGAIN
+        return 0
+
+    def access(self, va, *, write, value=None):  # pragma: no cover - never used as a device
+        return None
+        yield
+
+
+def _fork_enomem(bug: bool):
+    def build(sim, driver_cls):
+        """fork fails with ENOMEM inside ``copy_page_range`` after the range was started.
+        Broken (``fork_enomem_bug``, as posted in 2008): the error path returns without
+        ``invalidate_range_end``; the driver's in-progress count never drops and its
+        faults retry forever. Fixed: the loop breaks and falls through to ``end``."""
+        mem = sim.memory
+        mem.fork_enomem_bug = bug
+        mm, buf, vas, drv = anon_process(sim, driver_cls, 2, "parent")
+        j = Join(sim)
+
+        def cpu():
+            # the next frame allocation fails: the child's page-table page in
+            # copy_page_range, after invalidate_range_start (the device only reads, so it
+            # allocates nothing that could take the failure instead)
+            mem.frames.fail_next()
+            yield from tolerant(mm.fork())
+            mem.frames.clear_fail()
+            yield from cpu_writes(mm, vas, 1500)
+
+        j.spawn("cpu0", cpu())
+        j.spawn("dev0", device_loop(drv, vas, rounds=2, write=False))
+        j.then("check", cpu_reads(mm, vas))
+    return build
+
+
+def _hlist_notifier(cls) -> bool:
+    """A driver on the plain notifier list (not an interval notifier). nonblock-start-end is
+    about the list: Linux's ``__mmu_notifier_invalidate_range_start`` runs the interval tree
+    first and, when a list notifier then fails, returns without ``mn_itree_inv_end`` (the
+    reaped mm is dying), so an interval driver's seq stays odd by design, not by this bug."""
+    return has_notifier(cls) and not getattr(cls, "interval", False)
+
+
+def _nonblock_end(sim, driver_cls):
+    """The OOM reaper's non-blockable start succeeds in the driver under test, then a second
+    notifier refuses with -EAGAIN. Before c2655835fd8c (2021) the reaper skipped the range
+    and never called ``end``: the first driver's range stays open for ever."""
+    mm = sim.new_process("victim")
+    buf = setup_anon(sim, mm, 2)
+    vas = pages(buf, 2)
+    sim.attach(RefusingNotifier, mm)        # registered first: called last (hlist_add_head)
+    drv = attach_driver(sim, driver_cls, mm)
+    j = Join(sim)
+    j.spawn("cpu0", sim.oom_reap(mm))
+    j.spawn("dev0", device_loop(drv, vas, rounds=2, write=False))
+    j.then("check", cpu_reads(mm, vas))
+
+
+def _apic_remap(sim, driver_cls):
+    """KVM's APIC-access page (e649b3f0188f, 2020): the page is migrated while the vCPU
+    keeps using it. The broken driver reloads (re-maps) the page from inside
+    ``invalidate_range_start`` while the PTE is still intact, so it maps the old page that
+    is about to be freed; the fix re-resolves it after the PTE is cleared."""
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 1, "vm")
+    j = Join(sim)
+    j.spawn("cpu0", seq(sim.migrate(mm, buf, PAGE_SIZE), cpu_writes(mm, vas, 1600)))
+    j.spawn("dev0", device_loop(drv, vas, rounds=3, write="alt", base=16000))
+    j.then("check", cpu_reads(mm, vas))
+
+
+@dataclass(frozen=True)
+class Historical:
+    """A real bug as a pair of scenarios: ``name`` (broken) and ``name + "-fixed"``.
+    ``driver`` / ``fixed_driver`` name the drivers to run them with (``drivers.BUILTIN`` or
+    ``drivers.BUGGY`` keys), ``api`` the generation, ``expected`` the kinds the broken one
+    shows, ``ref`` where the bug is documented."""
+
+    name: str
+    driver: str
+    fixed_driver: str
+    api: str
+    expected: tuple
+    ref: str
+
+
+HISTORICAL: dict[str, Historical] = {}
+
+
+def _historical(h: Historical, *, broken=None, fixed=None, **common):
+    """Register ``h`` and its pair of scenarios: ``h.name`` (tagged ``historical``) and
+    ``h.name + "-fixed"`` (tagged ``historical``, ``fixed``). ``common`` holds the
+    :class:`~smmu.scenarios.registry.Scenario` fields both share, ``broken`` / ``fixed``
+    the ones that differ; ``applies`` defaults to drivers with notifier hooks and
+    ``description`` to the builder's docstring, as in
+    :func:`~smmu.scenarios.kit.register_builder`."""
+    HISTORICAL[h.name] = h
+    for name, tags, own in ((h.name, ("historical",), broken),
+                            (h.name + "-fixed", ("historical", "fixed"), fixed)):
+        kw = {"applies": notifier_only, **common, **(own or {})}
+        kw.setdefault("description", kw["build"].__doc__)
+        register(Scenario(name=name, tags=tags, **kw))
+
+
+_historical(
+    Historical("fork-enomem-unpaired", "kvm", "kvm", "v2008", ("UnpairedRange", "Livelock"),
+               "2008 mmu-notifier review: copy_page_range -ENOMEM after start without end"),
+    broken=dict(build=_fork_enomem(True)), fixed=dict(build=_fork_enomem(False)))
+_historical(
+    Historical("invalidate-page-outside-ptl", "kvm", "kvm", "v2008",
+               ("LostWrite", "StaleRead", "UseAfterFree", "MapInWindow"),
+               "v4.13 (2017, J. Glisse): invalidate_page called after the PT lock was dropped"),
+    build=build_cow_two_cpus, apis=("v2008",),
+    broken=dict(description="cow with two CPUs, invalidate_page called after the PT lock is "
+                "dropped (the pre-2017 ordering): a new page can be mapped at the address "
+                "before the call", sim_options={"invalidate_page_outside_ptl": True}),
+    fixed=dict(description="cow with two CPUs, invalidate_page under the PT lock "
+               "(c7ab0d2fdc84)", sim_options={"invalidate_page_outside_ptl": False}))
+_historical(
+    Historical("fork-pin-cow", "pinned", "pinned", "modern",
+               ("LostWrite", "StaleRead", "CrossMmAccess"),
+               "pre-5.9 RDMA: fork + long-term pin + COW (fixed by copying pinned pages)"),
+    build=build_fork_after_pin, applies=any_driver,
+    broken=dict(description="fork-after-pin without the 5.9 fix: the parent's COW gives it a "
+                "new page while the device keeps DMAing into the pinned one",
+                sim_options={"fork_copies_pinned": False}),
+    fixed=dict(description="fork-after-pin with fork copying maybe-DMA-pinned pages (5.9+)",
+               sim_options={"fork_copies_pinned": True}))
+_historical(
+    Historical("nonblock-start-end", "kvm", "kvm", "modern", ("UnpairedRange", "Livelock"),
+               "c2655835fd8c (2021): end not called after a failed non-blockable start"),
+    build=_nonblock_end, apis=("modern",), applies=_hlist_notifier,
+    broken=dict(sim_options={"nonblock_fail_calls_end": False}),
+    fixed=dict(sim_options={"nonblock_fail_calls_end": True}))
+_historical(
+    Historical("apic-page-remap", "kvm_apic_remap", "kvm", "modern",
+               ("MapInWindow", "UseAfterFree", "StaleRead", "LostWrite"),
+               "e649b3f0188f (2020): KVM APIC-access page re-looked-up inside start/end"),
+    build=_apic_remap)
+_historical(
+    Historical("writeback-device-write", "pinned", "kvm", "modern",
+               # the device writes a page page_mkclean write-protected: WriteToReadOnly is
+               # the bug itself; the lost data at eviction follows from it
+               ("WriteToReadOnly", "LostWrite", "StaleRead"),
+               "LWN 2018 'get_user_pages, pinned pages, and DAX': a device writing a page "
+               "after page_mkclean through a long-term pin; fixed by following page_mkclean "
+               "through notifiers (ODP/HMM) instead of pinning"),
+    build=build_writeback, broken=dict(applies=any_driver))

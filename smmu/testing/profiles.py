@@ -1,0 +1,21 @@
+"""The hypothesis profiles of smmu's tests and of coherence tests written with the kit."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+
+def register_profiles() -> None:
+    """Register the hypothesis profiles and load one: ``ci`` (derandomized, bounded: chosen
+    when the ``CI`` environment variable is set), ``dev`` (the default), ``deep`` (long
+    searches: ``HYPOTHESIS_PROFILE=deep``)."""
+    common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                        HealthCheck.data_too_large])
+    settings.register_profile("ci", derandomize=True, max_examples=60, print_blob=True,
+                              database=None, **common)
+    settings.register_profile("dev", max_examples=100, **common)
+    settings.register_profile("deep", max_examples=5000, **common)
+    name = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+    settings.load_profile(name)
