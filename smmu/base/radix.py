@@ -27,9 +27,13 @@ the row anyway.
 Range kernels take ``[vpn0, vpn1)`` and write what they touched to caller-provided
 ``out_vpns`` (int64) / ``out_ptes`` (uint64). They stop as soon as the out arrays are full and
 return the count; a caller that gets ``count == len(out_vpns)`` resumes at
-``out_vpns[count - 1] + 1`` (``primary_mm.pagetable.PageTable`` does this). Range kernels are
-written as nested loops over the levels (no helper call per page) so that absent subtrees are
-skipped in one step and the per-page loop stays tight.
+``out_vpns[count - 1] + 1`` (``primary_mm.pagetable.PageTable`` does this). Every range walk
+over entries goes through one iterator, ``_next_leaf`` (called once per 512-entry leaf; an
+absent subtree is skipped in one step; inlined), and keeps its per-entry loop tight in the
+kernel. The loops mask ``d0`` / ``d1`` with 511 (a no-op) so that the compiler knows the
+entry index is in ``[0, 511]`` and drops numba's negative-index wraparound from the loop.
+``pt_free_empty``, ``pt_count_tables`` and ``pt_destroy`` visit the upper levels themselves:
+they free or count tables, not entries.
 
 Allocation order (kernels and the pure-Python reference ``smmu.base.radix_ref`` agree on it so
 tests can compare whole pools): tables are allocated top-down at the first non-zero entry that
@@ -58,6 +62,8 @@ _S3 = 3 * LEVEL_BITS
 _S2 = 2 * LEVEL_BITS
 _S1 = LEVEL_BITS
 _IDX = PTRS_PER_TABLE - 1
+_MASK3 = (1 << _S3) - 1      # vpn bits below a level-3 (root) entry
+_MASK2 = (1 << _S2) - 1      # vpn bits below a level-2 entry
 
 # uint64 constants (see the module docstring: never mix uint64 with int64 in numba)
 _U0 = np.uint64(0)
@@ -150,6 +156,39 @@ def _leaf_alloc(nodes, free, meta, root, vpn):
             return 0
         nodes[n1, i1] = np.uint64(n0)
     return n0
+
+
+@numba.njit(cache=True, inline="always")
+def _next_leaf(nodes, root, vpn, last):
+    """The range walks' one iterator: the first populated leaf (level-0) table that covers a
+    vpn in ``[vpn, last]``, skipping each absent subtree in one step. Returns
+    ``(leaf, base, d0, d1)``: the leaf's node, the vpn of its entry 0 and the first and last
+    of its entries in the range; ``leaf == 0`` when there is none. Called once per leaf: the
+    per-entry loop stays in the caller."""
+    while vpn <= last:
+        n2 = np.int64(nodes[root, (vpn >> _S3) & _IDX])
+        if n2 == 0:
+            vpn = ((vpn >> _S3) + 1) << _S3
+            continue
+        n1 = np.int64(nodes[n2, (vpn >> _S2) & _IDX])
+        while n1 == 0:
+            vpn = ((vpn >> _S2) + 1) << _S2
+            if vpn > last or (vpn & _MASK3) == 0:
+                break                      # past the range, or out of this level-2 table
+            n1 = np.int64(nodes[n2, (vpn >> _S2) & _IDX])
+        if n1 == 0:
+            continue
+        leaf = np.int64(nodes[n1, (vpn >> _S1) & _IDX])
+        while leaf == 0:
+            vpn = ((vpn >> _S1) + 1) << _S1
+            if vpn > last or (vpn & _MASK2) == 0:
+                break                      # past the range, or out of this level-1 table
+            leaf = np.int64(nodes[n1, (vpn >> _S1) & _IDX])
+        if leaf == 0:
+            continue
+        base = vpn - (vpn & _IDX)
+        return leaf, base, vpn & _IDX, min(last - base, _IDX)
+    return 0, 0, 0, -1
 
 
 @numba.njit(cache=True)
@@ -284,37 +323,18 @@ def pt_clear_range(nodes, root, vpn0, vpn1, out_vpns, out_ptes):
     if vpn1 <= vpn0 or cap == 0:
         return 0
     last = vpn1 - 1
-    a0 = vpn0 >> _S3
-    a1 = last >> _S3
-    for a in range(a0, a1 + 1):
-        n2 = np.int64(nodes[root, a])
-        if n2 == 0:
-            continue
-        b0 = (vpn0 >> _S2) & _IDX if a == a0 else 0
-        b1 = (last >> _S2) & _IDX if a == a1 else _IDX
-        for b in range(b0, b1 + 1):
-            n1 = np.int64(nodes[n2, b])
-            if n1 == 0:
-                continue
-            base1 = (a << _S3) | (b << _S2)
-            c0 = (vpn0 >> _S1) & _IDX if base1 == (vpn0 >> _S2) << _S2 else 0
-            c1 = (last >> _S1) & _IDX if base1 == (last >> _S2) << _S2 else _IDX
-            for c in range(c0, c1 + 1):
-                leaf = np.int64(nodes[n1, c])
-                if leaf == 0:
-                    continue
-                base0 = base1 | (c << _S1)
-                d0 = vpn0 & _IDX if base0 == (vpn0 >> _S1) << _S1 else 0
-                d1 = last & _IDX if base0 == (last >> _S1) << _S1 else _IDX
-                for d in range(d0, d1 + 1):
-                    pte = nodes[leaf, d]
-                    if pte != _U0:
-                        nodes[leaf, d] = _U0
-                        out_vpns[cnt] = base0 | d
-                        out_ptes[cnt] = pte
-                        cnt += 1
-                        if cnt == cap:
-                            return cnt
+    leaf, base0, d0, d1 = _next_leaf(nodes, root, vpn0, last)
+    while leaf != 0:
+        for d in range(d0 & _IDX, (d1 & _IDX) + 1):
+            pte = nodes[leaf, d]
+            if pte != _U0:
+                nodes[leaf, d] = _U0
+                out_vpns[cnt] = base0 | d
+                out_ptes[cnt] = pte
+                cnt += 1
+                if cnt == cap:
+                    return cnt
+        leaf, base0, d0, d1 = _next_leaf(nodes, root, base0 + PTRS_PER_TABLE, last)
     return cnt
 
 
@@ -333,39 +353,20 @@ def pt_protect_range(nodes, root, vpn0, vpn1, clear_bits, set_bits, out_vpns, ou
         return 0
     keep = clear_bits ^ _FULL
     last = vpn1 - 1
-    a0 = vpn0 >> _S3
-    a1 = last >> _S3
-    for a in range(a0, a1 + 1):
-        n2 = np.int64(nodes[root, a])
-        if n2 == 0:
-            continue
-        b0 = (vpn0 >> _S2) & _IDX if a == a0 else 0
-        b1 = (last >> _S2) & _IDX if a == a1 else _IDX
-        for b in range(b0, b1 + 1):
-            n1 = np.int64(nodes[n2, b])
-            if n1 == 0:
-                continue
-            base1 = (a << _S3) | (b << _S2)
-            c0 = (vpn0 >> _S1) & _IDX if base1 == (vpn0 >> _S2) << _S2 else 0
-            c1 = (last >> _S1) & _IDX if base1 == (last >> _S2) << _S2 else _IDX
-            for c in range(c0, c1 + 1):
-                leaf = np.int64(nodes[n1, c])
-                if leaf == 0:
-                    continue
-                base0 = base1 | (c << _S1)
-                d0 = vpn0 & _IDX if base0 == (vpn0 >> _S1) << _S1 else 0
-                d1 = last & _IDX if base0 == (last >> _S1) << _S1 else _IDX
-                for d in range(d0, d1 + 1):
-                    pte = nodes[leaf, d]
-                    if (pte & _P) != _U0:
-                        new = (pte & keep) | set_bits
-                        if new != pte:
-                            nodes[leaf, d] = new
-                            out_vpns[cnt] = base0 | d
-                            out_old[cnt] = pte
-                            cnt += 1
-                            if cnt == cap:
-                                return cnt
+    leaf, base0, d0, d1 = _next_leaf(nodes, root, vpn0, last)
+    while leaf != 0:
+        for d in range(d0 & _IDX, (d1 & _IDX) + 1):
+            pte = nodes[leaf, d]
+            if (pte & _P) != _U0:
+                new = (pte & keep) | set_bits
+                if new != pte:
+                    nodes[leaf, d] = new
+                    out_vpns[cnt] = base0 | d
+                    out_old[cnt] = pte
+                    cnt += 1
+                    if cnt == cap:
+                        return cnt
+        leaf, base0, d0, d1 = _next_leaf(nodes, root, base0 + PTRS_PER_TABLE, last)
     return cnt
 
 
@@ -385,46 +386,30 @@ def pt_copy_range(nodes, free, meta, src_root, dst_root, vpn0, vpn1, cow, out_vp
     if vpn1 <= vpn0 or cap == 0:
         return 0
     last = vpn1 - 1
-    a0 = vpn0 >> _S3
-    a1 = last >> _S3
-    for a in range(a0, a1 + 1):
-        n2 = np.int64(nodes[src_root, a])
-        if n2 == 0:
-            continue
-        b0 = (vpn0 >> _S2) & _IDX if a == a0 else 0
-        b1 = (last >> _S2) & _IDX if a == a1 else _IDX
-        for b in range(b0, b1 + 1):
-            n1 = np.int64(nodes[n2, b])
-            if n1 == 0:
+    leaf, base0, d0, d1 = _next_leaf(nodes, src_root, vpn0, last)
+    while leaf != 0:
+        dleaf = 0
+        first = d0 & _IDX                 # the destination leaf is allocated at the first
+        while first <= d1 and nodes[leaf, first] == _U0:        # entry that needs it
+            first += 1
+        if first <= d1:
+            dleaf = _leaf_alloc(nodes, free, meta, dst_root, base0)
+            if dleaf == 0:
+                return cnt
+        for d in range(first, (d1 & _IDX) + 1):
+            pte = nodes[leaf, d]
+            if pte == _U0:
                 continue
-            base1 = (a << _S3) | (b << _S2)
-            c0 = (vpn0 >> _S1) & _IDX if base1 == (vpn0 >> _S2) << _S2 else 0
-            c1 = (last >> _S1) & _IDX if base1 == (last >> _S2) << _S2 else _IDX
-            for c in range(c0, c1 + 1):
-                leaf = np.int64(nodes[n1, c])
-                if leaf == 0:
-                    continue
-                base0 = base1 | (c << _S1)
-                d0 = vpn0 & _IDX if base0 == (vpn0 >> _S1) << _S1 else 0
-                d1 = last & _IDX if base0 == (last >> _S1) << _S1 else _IDX
-                dleaf = 0
-                for d in range(d0, d1 + 1):
-                    pte = nodes[leaf, d]
-                    if pte == _U0:
-                        continue
-                    if dleaf == 0:
-                        dleaf = _leaf_alloc(nodes, free, meta, dst_root, base0)
-                        if dleaf == 0:
-                            return cnt
-                    if cow and (pte & _P) != _U0 and (pte & _W) != _U0:
-                        pte = pte & _NOT_W
-                        nodes[leaf, d] = pte
-                    nodes[dleaf, d] = pte
-                    out_vpns[cnt] = base0 | d
-                    out_ptes[cnt] = pte
-                    cnt += 1
-                    if cnt == cap:
-                        return cnt
+            if cow and (pte & _P) != _U0 and (pte & _W) != _U0:
+                pte = pte & _NOT_W
+                nodes[leaf, d] = pte
+            nodes[dleaf, d] = pte
+            out_vpns[cnt] = base0 | d
+            out_ptes[cnt] = pte
+            cnt += 1
+            if cnt == cap:
+                return cnt
+        leaf, base0, d0, d1 = _next_leaf(nodes, src_root, base0 + PTRS_PER_TABLE, last)
     return cnt
 
 
@@ -437,32 +422,13 @@ def pt_test_young_range(nodes, root, vpn0, vpn1):
     if vpn1 <= vpn0:
         return 0
     last = vpn1 - 1
-    a0 = vpn0 >> _S3
-    a1 = last >> _S3
-    for a in range(a0, a1 + 1):
-        n2 = np.int64(nodes[root, a])
-        if n2 == 0:
-            continue
-        b0 = (vpn0 >> _S2) & _IDX if a == a0 else 0
-        b1 = (last >> _S2) & _IDX if a == a1 else _IDX
-        for b in range(b0, b1 + 1):
-            n1 = np.int64(nodes[n2, b])
-            if n1 == 0:
-                continue
-            base1 = (a << _S3) | (b << _S2)
-            c0 = (vpn0 >> _S1) & _IDX if base1 == (vpn0 >> _S2) << _S2 else 0
-            c1 = (last >> _S1) & _IDX if base1 == (last >> _S2) << _S2 else _IDX
-            for c in range(c0, c1 + 1):
-                leaf = np.int64(nodes[n1, c])
-                if leaf == 0:
-                    continue
-                base0 = base1 | (c << _S1)
-                d0 = vpn0 & _IDX if base0 == (vpn0 >> _S1) << _S1 else 0
-                d1 = last & _IDX if base0 == (last >> _S1) << _S1 else _IDX
-                for d in range(d0, d1 + 1):
-                    pte = nodes[leaf, d]
-                    if (pte & _P) != _U0 and (pte & _Y) != _U0:
-                        cnt += 1
+    leaf, base0, d0, d1 = _next_leaf(nodes, root, vpn0, last)
+    while leaf != 0:
+        for d in range(d0 & _IDX, (d1 & _IDX) + 1):
+            pte = nodes[leaf, d]
+            if (pte & _P) != _U0 and (pte & _Y) != _U0:
+                cnt += 1
+        leaf, base0, d0, d1 = _next_leaf(nodes, root, base0 + PTRS_PER_TABLE, last)
     return cnt
 
 
@@ -475,33 +441,14 @@ def pt_clear_young_range(nodes, root, vpn0, vpn1):
     if vpn1 <= vpn0:
         return 0
     last = vpn1 - 1
-    a0 = vpn0 >> _S3
-    a1 = last >> _S3
-    for a in range(a0, a1 + 1):
-        n2 = np.int64(nodes[root, a])
-        if n2 == 0:
-            continue
-        b0 = (vpn0 >> _S2) & _IDX if a == a0 else 0
-        b1 = (last >> _S2) & _IDX if a == a1 else _IDX
-        for b in range(b0, b1 + 1):
-            n1 = np.int64(nodes[n2, b])
-            if n1 == 0:
-                continue
-            base1 = (a << _S3) | (b << _S2)
-            c0 = (vpn0 >> _S1) & _IDX if base1 == (vpn0 >> _S2) << _S2 else 0
-            c1 = (last >> _S1) & _IDX if base1 == (last >> _S2) << _S2 else _IDX
-            for c in range(c0, c1 + 1):
-                leaf = np.int64(nodes[n1, c])
-                if leaf == 0:
-                    continue
-                base0 = base1 | (c << _S1)
-                d0 = vpn0 & _IDX if base0 == (vpn0 >> _S1) << _S1 else 0
-                d1 = last & _IDX if base0 == (last >> _S1) << _S1 else _IDX
-                for d in range(d0, d1 + 1):
-                    pte = nodes[leaf, d]
-                    if (pte & _P) != _U0 and (pte & _Y) != _U0:
-                        nodes[leaf, d] = pte & _NOT_Y
-                        cnt += 1
+    leaf, base0, d0, d1 = _next_leaf(nodes, root, vpn0, last)
+    while leaf != 0:
+        for d in range(d0 & _IDX, (d1 & _IDX) + 1):
+            pte = nodes[leaf, d]
+            if (pte & _P) != _U0 and (pte & _Y) != _U0:
+                nodes[leaf, d] = pte & _NOT_Y
+                cnt += 1
+        leaf, base0, d0, d1 = _next_leaf(nodes, root, base0 + PTRS_PER_TABLE, last)
     return cnt
 
 
@@ -516,36 +463,17 @@ def pt_iter_present(nodes, root, vpn0, vpn1, out_vpns, out_ptes):
     if vpn1 <= vpn0 or cap == 0:
         return 0
     last = vpn1 - 1
-    a0 = vpn0 >> _S3
-    a1 = last >> _S3
-    for a in range(a0, a1 + 1):
-        n2 = np.int64(nodes[root, a])
-        if n2 == 0:
-            continue
-        b0 = (vpn0 >> _S2) & _IDX if a == a0 else 0
-        b1 = (last >> _S2) & _IDX if a == a1 else _IDX
-        for b in range(b0, b1 + 1):
-            n1 = np.int64(nodes[n2, b])
-            if n1 == 0:
-                continue
-            base1 = (a << _S3) | (b << _S2)
-            c0 = (vpn0 >> _S1) & _IDX if base1 == (vpn0 >> _S2) << _S2 else 0
-            c1 = (last >> _S1) & _IDX if base1 == (last >> _S2) << _S2 else _IDX
-            for c in range(c0, c1 + 1):
-                leaf = np.int64(nodes[n1, c])
-                if leaf == 0:
-                    continue
-                base0 = base1 | (c << _S1)
-                d0 = vpn0 & _IDX if base0 == (vpn0 >> _S1) << _S1 else 0
-                d1 = last & _IDX if base0 == (last >> _S1) << _S1 else _IDX
-                for d in range(d0, d1 + 1):
-                    pte = nodes[leaf, d]
-                    if pte != _U0:
-                        out_vpns[cnt] = base0 | d
-                        out_ptes[cnt] = pte
-                        cnt += 1
-                        if cnt == cap:
-                            return cnt
+    leaf, base0, d0, d1 = _next_leaf(nodes, root, vpn0, last)
+    while leaf != 0:
+        for d in range(d0 & _IDX, (d1 & _IDX) + 1):
+            pte = nodes[leaf, d]
+            if pte != _U0:
+                out_vpns[cnt] = base0 | d
+                out_ptes[cnt] = pte
+                cnt += 1
+                if cnt == cap:
+                    return cnt
+        leaf, base0, d0, d1 = _next_leaf(nodes, root, base0 + PTRS_PER_TABLE, last)
     return cnt
 
 
