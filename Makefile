@@ -1,4 +1,5 @@
-# make demo: set up .venv and run the main job.   make test: set up .venv and run the tests.
+# make demo: set up .venv and run the main job.   make test: set up .venv, check the import
+# layers (lint-imports, contracts in pyproject.toml) and run the tests.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -19,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/smmu demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
@@ -27,6 +29,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check smmu primary_mm drivers tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info
