@@ -26,7 +26,7 @@ from primary_mm.mmap import Mmap
 from primary_mm.mprotect import Mprotect
 from primary_mm.mremap import Mremap
 from primary_mm.vma import VMA, vma_start
-from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MAX
 from smmu.base.errors import InvalidArgument, SegmentationFault, UsageError
 from smmu.base.pte import PTE_MAPPED, PTE_MIGRATION, PTE_SWAP, pte_pfn
 from smmu.notifier import Event, NotifierSubscriptions, Range
@@ -278,6 +278,9 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
         frames = self.memory.frames
         if not (0 < pfn < len(frames.contents)):
             raise UsageError(f"{drv.name} accessed pfn {pfn}, which does not exist")
+        if write:
+            # a page value is 64-bit, as mm.write has it: -1 is 2**64 - 1
+            value = as_int(value, f"{drv.name}: dma_write value") & ULONG_MAX
         self.sched.observer.device_access(drv, va, pfn, write, value)
         self.sched.charge("device_access")
         if write:

@@ -717,3 +717,32 @@ def test_write_through_an_spte_kept_after_change_pte_returned_is_caught():
     r, drv = _kvm_window(drop=False)
     assert drv.writes[-1][0] is False          # change_pte had returned
     assert {"WriteToReadOnly", "StaleRead"} & set(r.kinds()), r.violations
+
+
+# ---------------------------------------------------------------- 64-bit page values
+
+def test_page_values_of_2_to_the_63_and_more_are_checked_not_crashed():
+    """``mm.write`` documents 64-bit values and masks -1 to 2**64 - 1; the end-of-run check
+    compares them as uint64 (it raised OverflowError from an int64 array). The twin: a lost
+    device write of such a value is still reported."""
+    sim, mm, buf, dev = setup(Toy, "modern", pages=2)
+    sim.do(mm.write(buf, -1))
+    sim.do(mm.write(buf + PAGE_SIZE, 2**63 + 5))
+    assert sim.do(mm.read(buf)) == 2**64 - 1
+    assert sim.do(dev.access(buf + PAGE_SIZE, write=False)) == 2**63 + 5
+    assert sim.do(dev.access(buf, write=True, value=-2)) == 2**64 - 2
+    assert sim.do(mm.read(buf)) == 2**64 - 2
+    r = sim.run()
+    assert r.ok, r.violations
+
+
+def test_lost_device_write_of_a_value_above_2_to_the_63_is_reported():
+    sim, mm, buf, dev = setup(Pinner)
+    sim.do(mm.write(buf, 1))
+    sim.do(dev.access(buf, write=True, value=2**63))
+    sim.do(mm.fork())
+    sim.do(mm.write(buf, 2**64 - 3))               # COW: the parent gets a new page
+    sim.do(dev.access(buf, write=True, value=2**63 + 1))
+    r = sim.run()
+    lost = [v for v in r.violations if v.kind == "LostWrite"]
+    assert lost and str(2**63 + 1) in lost[0].message, r.violations

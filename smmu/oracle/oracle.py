@@ -543,9 +543,10 @@ class Oracle(ProtocolChecker):
         present = (ptes & np.uint64(PTE_PRESENT)) != 0
         pfns = pte_pfns(ptes)
         contents = self._frames().contents
-        got = np.zeros(len(vas), dtype=np.int64)
-        got[present] = contents[pfns[present]].astype(np.int64)
-        expect = np.fromiter((c.value for c in cells), dtype=np.int64, count=len(cells))
+        # page values are 64-bit unsigned (mm.write masks to 2**64 - 1): uint64 throughout
+        got = np.zeros(len(vas), dtype=np.uint64)
+        got[present] = contents[pfns[present]]
+        expect = np.fromiter((c.value for c in cells), dtype=np.uint64, count=len(cells))
         lazy = np.fromiter((c.lazy for c in cells), dtype=bool, count=len(cells))
         for i in np.nonzero((got != expect) & ~(lazy & (got == 0)))[0].tolist():
             va = vas[i]
