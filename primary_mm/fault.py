@@ -11,7 +11,7 @@ from __future__ import annotations
 from primary_mm.frames import FRAME_ANON, FRAME_DIRTY, FRAME_KSM
 from primary_mm.layout import as_int
 from primary_mm.rmap import AnonVma
-from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MAX
 from smmu.base.errors import InvalidArgument, SegmentationFault
 from smmu.base.pte import (PTE_DIRTY, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL,
                            PTE_SWAP, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
@@ -41,7 +41,7 @@ class Faults:
         """A CPU store of ``value`` (a 64-bit integer: the page's new value) to ``va``."""
         self._alive()
         va = as_int(va, "write: address")
-        value = as_int(value, "write: value") & 0xFFFF_FFFF_FFFF_FFFF
+        value = as_int(value, "write: value") & ULONG_MAX
         vpn = va >> PAGE_SHIFT
         frames = self.memory.frames
         while True:
@@ -308,26 +308,35 @@ class Faults:
         if not ok:
             frames.put(pfn)     # the fresh page, or the swap cache lookup's reference
 
+    def follow_page(self, va, write=False, pin=False):
+        """``follow_page_pte`` (``FOLL_GET``, or ``FOLL_PIN`` with ``pin``): under the PT
+        lock, the page mapped at ``va`` with a reference (or a pin) taken there, or None if
+        no present PTE allows the access (no fault is taken). The caller drops the
+        reference (``put_page`` / ``unpin_user_page``). mmap_lock held (KSM's
+        ``scan_get_next_rmap_item``, GUP)."""
+        frames = self.memory.frames
+        vpn = va >> PAGE_SHIFT
+        yield self.page_table_lock
+        try:
+            pte = self.pt.lookup(vpn)
+            if not pte & PTE_PRESENT or (write and not pte & PTE_WRITE):
+                return None
+            pfn = pte_pfn(pte)
+            if pin:
+                frames.pin(pfn)
+            else:
+                frames.get(pfn)
+            return pfn
+        finally:
+            self.page_table_lock.release()
+
     def _follow(self, va, write, pin, op):
         """``__get_user_pages``: ``follow_page`` under the PT lock (taking the reference
         there), else ``handle_mm_fault`` and retry. mmap_lock held."""
-        frames = self.memory.frames
-        vpn = va >> PAGE_SHIFT
         while True:
             self._access_vma(va, write, op)
-            yield self.page_table_lock
-            try:
-                pte = self.pt.lookup(vpn)
-                ok = bool(pte & PTE_PRESENT) and (not write or bool(pte & PTE_WRITE))
-                if ok:
-                    pfn = pte_pfn(pte)
-                    if pin:
-                        frames.pin(pfn)
-                    else:
-                        frames.get(pfn)
-            finally:
-                self.page_table_lock.release()
-            if ok:
+            pfn = yield from self.follow_page(va, write, pin)
+            if pfn is not None:
                 return pfn
             yield from self._handle_fault(va, write, op)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from primary_mm.frames import FRAME_ANON, FRAME_KSM, FRAME_LOCKED, FRAME_SWAPCACHE, NO_OWNER
+from primary_mm.frames import (FRAME_ANON, FRAME_KSM, FRAME_LOCKED, FRAME_SWAPCACHE, FRAME_ZERO,
+                               NO_OWNER)
 from primary_mm.rmap import KsmStable
 from smmu.base.constants import PAGE_SHIFT
 from smmu.base.pte import PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn, pte_pfns
@@ -23,7 +24,16 @@ class Ksm:
         ``write_protect_page`` (v2008: ``ptep_clear_flush`` + ``set_pte_at_notify`` ->
         ``change_pte``; otherwise start/end CLEAR), compare, ``replace_page`` (the same
         hooks) with the KSM page, which becomes FRAME_KSM and read-only everywhere.
-        Returns the number of pages merged away."""
+        Returns the number of pages merged away.
+
+        References, as mm/ksm.c holds them (6.6): each candidate is looked up again when
+        its turn comes (``scan_get_next_rmap_item`` -> ``follow_page(FOLL_GET)``) and that
+        reference is held until its merge is over (``ksm_do_scan``: ``put_page`` after
+        ``cmp_and_merge_page``); a page promoted to KSM page keeps its scan reference until
+        every page of its group was merged into it (``try_to_merge_two_pages``), an
+        existing stable page the reference ``stable_tree_search`` -> ``get_ksm_page`` took.
+        So a COW that copies the page away while a notifier hook of the merge sleeps cannot
+        free it under the merge."""
         self._check_mm(mm, "ksm_merge")
         start, end = mm._check_range(addr, length, "ksm_merge")
         frames = self.frames
@@ -37,34 +47,60 @@ class Ksm:
             pfns = pte_pfns(ptes)
             ok = ((frames.flags[pfns] & FRAME_ANON) != 0) & \
                 ((frames.flags[pfns] & FRAME_KSM) == 0) & (frames.mapcount[pfns] == 1)
-            groups: dict[int, list] = {}
+            groups: dict[int, list] = {}          # the candidates, by contents (checksum)
             for vpn, pfn in zip(vpns[ok].tolist(), pfns[ok].tolist()):
-                groups.setdefault(int(frames.contents[pfn]), []).append((vpn << PAGE_SHIFT, pfn))
-            for value, items in groups.items():
+                groups.setdefault(int(frames.contents[pfn]), []).append(vpn << PAGE_SHIFT)
+            for value, vas in groups.items():
                 kpage = self._ksm_stable_page(value)
+                if kpage is not None:
+                    frames.get(kpage)             # get_ksm_page: held across the merges
+                elif len(vas) < 2:
+                    continue
+                while kpage is None and vas:
+                    va = vas.pop(0)
+                    page = yield from self._ksm_candidate(mm, va, value)
+                    if page is None:
+                        continue
+                    if (yield from self._ksm_promote(mm, va, page, value)):
+                        kpage = page              # keeps its scan reference
+                    else:
+                        frames.put(page)          # ksm_do_scan: put_page(page)
                 if kpage is None:
-                    if len(items) < 2:
-                        continue
-                    while items and kpage is None:
-                        va, pfn = items.pop(0)
-                        if (yield from self._ksm_promote(mm, va, pfn, value)):
-                            kpage = pfn
-                    if kpage is None:
-                        continue
-                # hold the KSM page while merging into it (its last mapping may be COWed
-                # away meanwhile): try_to_merge_with_ksm_page works on a referenced kpage
-                frames.get(kpage)
+                    continue
                 try:
-                    for va, pfn in items:
+                    for va in vas:
                         yield
-                        if (yield from self._ksm_merge_one(mm, va, pfn, kpage, value)):
-                            merged += 1
+                        page = yield from self._ksm_candidate(mm, va, value)
+                        if page is None:
+                            continue
+                        try:
+                            if (yield from self._ksm_merge_one(mm, va, page, kpage, value)):
+                                merged += 1
+                        finally:
+                            frames.put(page)      # ksm_do_scan: put_page(page)
                 finally:
                     frames.put(kpage)
         finally:
             mm.mmap_lock.up_read()
         self.sched.stats["ksm_merged"] += merged
         return merged
+
+    def _ksm_candidate(self, mm, va, value):
+        """``scan_get_next_rmap_item``: ``follow_page(vma, addr, FOLL_GET)`` at ``va`` now;
+        the page with a reference if it is still an anonymous, non-KSM page holding
+        ``value`` (else None, nothing held)."""
+        frames = self.frames
+        if mm.vma_at(va) is None:
+            return None
+        page = yield from mm.follow_page(va)
+        if page is None:
+            return None
+        fl = int(frames.flags[page])
+        if not fl & FRAME_ANON or fl & (FRAME_KSM | FRAME_ZERO) or \
+                int(frames.contents[page]) != value:
+            frames.put(page)
+            return None
+        return page
 
     def _ksm_stable_page(self, value):
         ent = self.ksm_stable.get(value)
@@ -92,10 +128,12 @@ class Ksm:
         return old
 
     def _ksm_promote(self, mm, va, pfn, value):
+        """``try_to_merge_with_ksm_page(rmap_item, page, NULL)``: write-protect the page and
+        make it the KSM page (``set_page_stable_node``). The caller holds the scan reference
+        (the ``+ 1`` of ``write_protect_page``'s check) and keeps it if this succeeds."""
         frames = self.frames
         if not self.trylock_page(pfn):
             return False
-        frames.get(pfn)
         try:
             old = yield from self._ksm_write_protect(mm, va, pfn)
             if old is None or int(frames.contents[pfn]) != value:
@@ -112,13 +150,15 @@ class Ksm:
             return True
         finally:
             self.unlock_page(pfn)
-            frames.put(pfn)
 
     def _ksm_merge_one(self, mm, va, pfn, kpage, value):
+        """``try_to_merge_with_ksm_page(rmap_item, page, kpage)``: write-protect ``pfn`` and
+        ``replace_page`` it with ``kpage``. The caller holds a reference on both."""
         frames = self.frames
+        if pfn == kpage:                                   # "ksm page forked"
+            return False
         if not self.trylock_page(pfn):
             return False
-        frames.get(pfn)
         try:
             orig = yield from self._ksm_write_protect(mm, va, pfn)
             if orig is None:
@@ -131,7 +171,7 @@ class Ksm:
                 return False
 
             def after(old, new):
-                frames.get(kpage)
+                frames.get(kpage)                          # replace_page: get_page(kpage)
                 frames.inc_mapcount(kpage)
                 frames.dec_mapcount(pfn)                   # page_remove_rmap
             # replace_page
@@ -143,10 +183,9 @@ class Ksm:
                 Event.CLEAR, notify="change_pte", after=after, outside_ok=False)
             if old is None:
                 return False
-            frames.put(pfn)                                # put_page(page)
+            frames.put(pfn)                                # replace_page: put_page(page)
             stable, _ = self.page_mapping(kpage)
             stable.items.append((vma.anon_vma, vma.linear_page_index(va)))
             return True
         finally:
             self.unlock_page(pfn)
-            frames.put(pfn)

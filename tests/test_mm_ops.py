@@ -645,3 +645,92 @@ def test_concurrent_stress_under_the_oracle(seed):
     sim, res = _stress(seed)
     assert res.ok and res.errors == {}, (res.violations[:2], res.errors)
     ok(sim)
+
+
+class _SleepsInFirstEnd(MMUNotifier):
+    """A notifier whose first ``invalidate_range_end`` sleeps until the test lets it go
+    (legal: a blockable end may sleep); ``keep``: it ignores the invalidation (a broken
+    driver that keeps its mapping of the page)."""
+
+    def __init__(self, sim, mm, gate, go):
+        super().__init__(sim, mm)
+        self.gate, self.go, self.slept = gate, go, False
+
+    def invalidate_range_end(self, range):
+        if not self.slept:
+            self.slept = True
+            self.gate.complete()
+            yield self.go.wait()
+
+
+@pytest.mark.parametrize("api", ["range_only", "modern"])
+def test_ksm_holds_the_promoted_page_while_a_hook_sleeps_and_a_cow_copies_it_away(api):
+    """mm/ksm.c keeps the scan's FOLL_GET reference on the page it promotes to KSM page until
+    the whole group is merged (``ksm_do_scan``: ``put_page`` after ``cmp_and_merge_page``).
+    Here the write-protect's end sleeps, the CPU writes the page meanwhile (COW: it copies,
+    and drops its mapping of the old page), and ksm_merge must still merge the second page
+    into the promoted one: before, it freed it and crashed (FrameStateError in ksm_merge)."""
+    sim = Simulator(notifier_api=api, rmap_locks="rwsem", check=True)
+    mm = sim.new_process("p")
+    a = sim.do(mm.mmap(2 * P))
+    for i in range(2):
+        sim.do(mm.write(a + i * P, 77))
+    gate, go = sim.completion("gate"), sim.completion("go")
+    sim.attach(_SleepsInFirstEnd, mm, gate=gate, go=go)
+    merged = []
+
+    def ksmd():
+        merged.append((yield from sim.ksm_merge(mm, a, 2 * P)))
+
+    def cpu():
+        yield gate.wait()
+        yield from mm.write(a, 200)            # COW out of the page being promoted
+        go.complete()
+
+    sim.spawn("ksmd", ksmd())
+    sim.spawn("cpu", cpu())
+    res = sim.run()
+    assert res.ok and res.errors == {}, (res.violations, res.errors)
+    assert merged == [1]
+    k = mm.pte_pfn(mm.lookup_pte(a + P))
+    assert sim.memory.frames.flags[k] & FRAME_KSM and sim.memory.frames.refcount[k] == 1
+    assert values(sim, mm, a, 2) == [200, 77]
+    ok(sim)
+
+
+class _KeepsItsTranslation(_SleepsInFirstEnd):
+    """Broken twin: its device caches the translation of a page and never drops it."""
+
+    def __init__(self, sim, mm, gate, go):
+        super().__init__(sim, mm, gate, go)
+        self.tlb = {}
+
+    def access(self, va, *, write, value=None):
+        if va not in self.tlb:
+            self.tlb[va] = mm_pfn = self.mm.pte_pfn(self.mm.lookup_pte(va))
+            self.note_map(va, mm_pfn, False)
+        yield
+        return self.dma_read(va, self.tlb[va])
+
+
+def test_ksm_twin_a_driver_that_keeps_the_promoted_page_mapped_is_caught():
+    sim = Simulator(notifier_api="modern", rmap_locks="rwsem", check=True)
+    mm = sim.new_process("p")
+    a = sim.do(mm.mmap(2 * P))
+    for i in range(2):
+        sim.do(mm.write(a + i * P, 77))
+    gate, go = sim.completion("gate"), sim.completion("go")
+    drv = sim.attach(_KeepsItsTranslation, mm, gate=gate, go=go)
+    sim.do(drv.access(a, write=False))
+
+    def cpu():
+        yield gate.wait()
+        yield from mm.write(a, 200)
+        go.complete()
+        yield from drv.access(a, write=False)  # the old (now KSM) page: 77, not 200
+
+    sim.spawn("ksmd", sim.ksm_merge(mm, a, 2 * P))
+    sim.spawn("cpu", cpu())
+    res = sim.run()
+    assert "StaleRead" in res.kinds() and res.errors == {}, res.violations
+    ok(sim)
