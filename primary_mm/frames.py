@@ -45,6 +45,10 @@ FRAME_LOCKED = 1 << 6  #: PG_locked (held during migration, swap I/O, truncate)
 FRAME_REFERENCED = 1 << 7  #: PG_referenced (second-chance reclaim)
 FRAME_WRITEBACK = 1 << 8  #: under writeback
 FRAME_MLOCKED = 1 << 9  #: mlocked: reclaim must skip it
+#: a ZONE_DEVICE page of MEMORY_DEVICE_PRIVATE memory (``memremap_pages``): device memory the
+#: CPU cannot address, mapped by device-private entries; never on the LRU, so reclaim, NUMA
+#: migration and KSM pass it by
+FRAME_DEVICE_PRIVATE = 1 << 12
 #: PG_lazyfree (MADV_FREE): clean anonymous page that reclaim may drop instead of swapping
 FRAME_LAZYFREE = 1 << 16
 
@@ -59,6 +63,7 @@ FRAME_FLAG_NAMES = {
     FRAME_REFERENCED: "referenced",
     FRAME_WRITEBACK: "writeback",
     FRAME_MLOCKED: "mlocked",
+    FRAME_DEVICE_PRIVATE: "device_private",
 }
 
 NO_OWNER = -1

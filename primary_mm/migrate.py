@@ -1,14 +1,15 @@
-"""Page migration, from ``mm/migrate.c``: unmap with migration entries, copy,
-``remove_migration_ptes``.
+"""Page migration, from ``mm/migrate.c``: unmap with migration entries (``try_to_migrate``,
+``mm/rmap.c``), copy, ``remove_migration_ptes``.
 
 :class:`Migrate` is mixed into :class:`primary_mm.memory.Memory`.
 """
 
 from __future__ import annotations
 
-from primary_mm.frames import (FRAME_ANON, FRAME_FILE, FRAME_KSM, FRAME_LOCKED, FRAME_SWAPCACHE,
-                               FRAME_ZERO)
-from smmu.base.pte import PTE_MIGRATION, mk_pte
+from primary_mm.frames import (FRAME_ANON, FRAME_DEVICE_PRIVATE, FRAME_FILE, FRAME_KSM,
+                               FRAME_LOCKED, FRAME_SWAPCACHE, FRAME_ZERO)
+from primary_mm.rmap import migration_entry
+from smmu.base.errors import UsageError
 from smmu.notifier import Event
 
 
@@ -16,21 +17,37 @@ class Migrate:
     """Migrating pages to new frames (``mm/migrate.c``)."""
 
     def migrate(self, mm, addr, length, owner=None):
-        """Migrate the pages mapped in the range to new frames: lock, unmap with migration
-        entries (``try_to_migrate_one``: v2008 ``invalidate_page``; range_only start/end;
-        modern start/end MIGRATE with ``owner``), copy, ``remove_migration_ptes``. A page
-        with extra references (GUP, pins) is put back unmigrated, as
-        ``migrate_page_move_mapping`` refuses it. CPU and GUP accesses meanwhile wait.
-        Returns the number of pages migrated."""
+        """Migrate the pages mapped in the range to new frames (``migrate_pages``, as NUMA
+        balancing, compaction and memory offlining do): lock, unmap with migration entries
+        (``try_to_migrate_one``: v2008 ``invalidate_page``; otherwise a one-page start/end
+        ``MMU_NOTIFY_CLEAR`` with no owner), copy, ``remove_migration_ptes``. A page with
+        extra references (GUP, pins) is put back unmigrated, as ``folio_migrate_mapping``
+        refuses it. CPU and GUP accesses meanwhile wait. Returns the number of pages
+        migrated.
+
+        ``owner`` is refused: the reverse-map walk names no owner (6.8 mm/rmap.c
+        ``try_to_migrate_one``: ``mmu_notifier_range_init(&range, MMU_NOTIFY_CLEAR, 0, ...)``);
+        only a driver's own ``migrate_vma_setup`` sends ``MMU_NOTIFY_MIGRATE`` with its
+        ``pgmap_owner`` (``migrate_vma_collect``), and that driver re-points its mirror
+        itself (``dmirror_migrate_finalize_and_map``). A device that skipped an owned range
+        without doing so would keep translations of the freed pages."""
+        if owner is not None:
+            raise UsageError(
+                f"migrate(owner={getattr(owner, 'name', owner)!r}): the reverse-map migration "
+                "sends MMU_NOTIFY_CLEAR with no owner (try_to_migrate_one); a MIGRATE range "
+                "with an owner is the owner's own migrate_vma, which updates its mirror: call "
+                "the driver's migrate_to_device (or sim.memory.migrate_vma_setup with "
+                "pgmap_owner), or drop owner=")
         self._check_mm(mm, "migrate")
         pages = self._range_pages(mm, addr, length, "migrate")
         frames = self.frames
         done = 0
         for pfn in pages:
             yield
-            if frames.refcount[pfn] <= 0 or frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO) or \
+            if frames.refcount[pfn] <= 0 or \
+                    frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO | FRAME_DEVICE_PRIVATE) or \
                     not frames.flags[pfn] & (FRAME_ANON | FRAME_FILE):
-                continue
+                continue                       # device pages are not on the LRU
             # take the reference before lock_page may sleep, as isolation does with
             # folio_try_get (mm/migrate.c): a page freed while we slept must not be touched
             frames.get(pfn)                                # isolate
@@ -39,7 +56,7 @@ class Migrate:
                 # it may have become a KSM page while we slept on the page lock
                 if frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO):
                     continue
-                if (yield from self._migrate_page(pfn, owner)):
+                if (yield from self._migrate_page(pfn)):
                     done += 1
             finally:
                 self.unlock_page(pfn)
@@ -47,7 +64,7 @@ class Migrate:
         self.sched.stats["migrated"] += done
         return done
 
-    def _migrate_page(self, old, owner):
+    def _migrate_page(self, old):
         frames = self.frames
         swap = self.swap
         mapping, index = self.page_mapping(old)
@@ -56,8 +73,7 @@ class Migrate:
         keep = int(frames.flags[old]) & ~FRAME_LOCKED & ~FRAME_SWAPCACHE
         new = frames.alloc_one(owner=int(frames.owner[old]), flags=keep, zero=False)
         yield from self._try_to_unmap(old, mapping, index,
-                                      lambda vma, p: mk_pte(old, PTE_MIGRATION),
-                                      Event.MIGRATE, owner=owner)
+                                      lambda vma, p: migration_entry(old, p), Event.CLEAR)
         file = getattr(mapping, "file", None)
         slot = swap.slot_of.get(old)
         expected = 1 + (file is not None and file.cache.get(index) == old) + (slot is not None)

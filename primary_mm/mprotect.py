@@ -47,9 +47,9 @@ class Mprotect:
         v0, v1 = vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT
         yield self.page_table_lock
         try:
-            changed = 0
+            changed = self._readonly_nonpresent(v0, v1)
             if new == "none":
-                changed = self.pt.protect_range(v0, v1, PTE_PRESENT | PTE_WRITE, PTE_PROTNONE)
+                changed += self.pt.protect_range(v0, v1, PTE_PRESENT | PTE_WRITE, PTE_PROTNONE)
             else:
                 if old == "none":
                     vpns = np.arange(v0, v1, dtype=np.int64)
@@ -59,10 +59,22 @@ class Mprotect:
                         cur[pn] = (cur[pn] & ~_U(PTE_PROTNONE)) | _U(PTE_PRESENT)
                         self.pt.map_range(v0, cur)
                 if "w" not in new:
-                    changed = self.pt.protect_range(v0, v1, PTE_WRITE, 0)
+                    changed += self.pt.protect_range(v0, v1, PTE_WRITE, 0)
             if changed:
                 self.sched.charge("pte_update", changed)
                 yield from self._flush_tlb_range(vma.start, vma.end)
         finally:
             self.page_table_lock.release()
         yield from subs.mmu_notifier_invalidate_range_end(rng)
+
+    def _readonly_nonpresent(self, v0, v1) -> int:
+        """``change_pte_range`` on non-present entries (PT lock held): every writable
+        migration, device-private or device-exclusive entry becomes readable, whatever the
+        new protection ("A protection check is difficult so just be safe and disable
+        write", 6.8 mm/mprotect.c). Returns how many changed; usually none, so the loop runs
+        over the few entries found."""
+        vpns, ptes = self.pt.iter_present(v0, v1)
+        hit = ((ptes & _U(PTE_PRESENT)) == 0) & ((ptes & _U(PTE_WRITE)) != 0)
+        for vpn, pte in zip(vpns[hit].tolist(), ptes[hit].tolist()):
+            self.pt.set(vpn, pte & ~PTE_WRITE)
+        return int(hit.sum())

@@ -296,7 +296,8 @@ class PageTable:
         self, dst: PageTable, vpn0: int, vpn1: int, cow: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """Fork: copy every non-zero entry of [vpn0, vpn1) into dst (same pool). With cow,
-        present writable PTEs lose PTE_WRITE on both sides. Returns (vpns, entries as written
+        writable entries (present, migration, device-private) lose PTE_WRITE on both
+        sides. Returns (vpns, entries as written
         to dst)."""
         vpn0, vpn1 = _check_range(vpn0, vpn1)
         if dst.pool is not self.pool:

@@ -22,12 +22,21 @@ from __future__ import annotations
 
 import itertools
 
-from primary_mm.frames import FRAME_DIRTY, FRAME_FILE
+from primary_mm.frames import FRAME_DEVICE_PRIVATE, FRAME_DIRTY, FRAME_FILE
 from smmu.base.constants import PAGE_SHIFT
-from smmu.base.pte import (PTE_DIRTY, PTE_MAPPED, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE,
-                           PTE_SPECIAL, PTE_SWAP, PTE_YOUNG, mk_pte, pte_pfn)
+from smmu.base.pte import (PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_MAPPED, PTE_MIGRATION,
+                           PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP, PTE_WRITE,
+                           PTE_YOUNG, mk_pte, pte_pfn)
 
 _ids = itertools.count(1)
+
+
+def migration_entry(pfn: int, pte: int) -> int:
+    """The migration entry replacing ``pte`` for page ``pfn``: writable if the PTE was
+    (6.8 mm/rmap.c ``try_to_migrate_one``: ``if (pte_write(pteval)) entry =
+    make_writable_migration_entry(page_to_pfn(subpage))``), so that
+    ``remove_migration_ptes`` gives the write permission back."""
+    return mk_pte(pfn, PTE_MIGRATION | (int(pte) & PTE_WRITE))
 
 
 class RmapLock:
@@ -264,19 +273,29 @@ class RmapWalk:
         return (yield from self._walk_mappings(pfn, mapping, index, one))
 
     def _remove_migration_ptes(self, old, new, mapping, index):
-        """``remove_migration_ptes``: migration entries for ``old`` become present PTEs of
-        ``new`` (read-only: a write fault restores write access)."""
+        """``remove_migration_ptes``: migration entries for ``old`` become PTEs of ``new``
+        (``remove_migration_pte``): writable again if the entry was
+        (``is_writable_migration_entry``) and the VMA allows it; a device-private ``new``
+        gets a device-private entry (``make_writable/readable_device_private_entry``)."""
         frames = self.frames
         entry = mk_pte(old, PTE_MIGRATION)
+        device = bool(frames.flags[new] & FRAME_DEVICE_PRIVATE)
 
         def one(vma, va):
             mm = vma.mm
             vpn = va >> PAGE_SHIFT
             yield mm.page_table_lock
             try:
-                if mm.pt.lookup(vpn) != entry:
+                pte = mm.pt.lookup(vpn)
+                if pte & ~PTE_WRITE != entry:
                     return False
-                bits = (PTE_PRESENT | PTE_YOUNG) if vma.readable else PTE_PROTNONE
+                write = bool(pte & PTE_WRITE) and vma.writable
+                if device:
+                    bits = PTE_DEVICE_PRIVATE | (PTE_WRITE if write else 0)
+                elif not vma.readable:
+                    bits = PTE_PROTNONE
+                else:
+                    bits = PTE_PRESENT | PTE_YOUNG | (PTE_WRITE | PTE_DIRTY if write else 0)
                 mm.pt.set(vpn, mk_pte(new, bits))
                 frames.get(new)
                 frames.inc_mapcount(new)

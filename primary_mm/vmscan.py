@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from primary_mm.frames import (FRAME_ANON, FRAME_DIRTY, FRAME_FILE, FRAME_KSM, FRAME_LAZYFREE,
-                               FRAME_ZERO)
+from primary_mm.frames import (FRAME_ANON, FRAME_DEVICE_PRIVATE, FRAME_DIRTY, FRAME_FILE,
+                               FRAME_KSM, FRAME_LAZYFREE, FRAME_ZERO)
 from smmu.base.pte import PTE_DIRTY, PTE_SWAP, mk_pte
 from smmu.notifier import Event
 
@@ -20,14 +20,15 @@ class Vmscan:
         (anonymous pages get swap entries; file pages are dropped, written back first if
         dirty), then the page is written out and freed if nothing else holds it (a page
         with extra references stays in the swap cache / page cache). Returns the number of
-        pages freed. KSM and zero pages are skipped."""
+        pages freed. KSM, zero and device-private pages (not on the LRU) are skipped."""
         self._check_mm(mm, "reclaim")
         pages = self._range_pages(mm, addr, length, "reclaim")
         freed = 0
         frames = self.frames
         for pfn in pages:
             yield
-            if frames.refcount[pfn] <= 0 or frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO) or \
+            if frames.refcount[pfn] <= 0 or \
+                    frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO | FRAME_DEVICE_PRIVATE) or \
                     not frames.flags[pfn] & (FRAME_ANON | FRAME_FILE):
                 continue
             if not self.trylock_page(pfn):                 # trylock_page: skip busy pages

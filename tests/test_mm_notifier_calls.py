@@ -4,6 +4,8 @@ import pytest
 
 from smmu import MMUNotifier, PAGE_SIZE, Simulator
 from smmu.base.errors import UsageError
+from smmu.base.pte import PTE_WRITE
+from smmu.notifier import Event
 
 APIS = ("v2008", "range_only", "modern")
 P = PAGE_SIZE
@@ -352,34 +354,65 @@ def test_truncate_sequence(api):
 
 @pytest.mark.parametrize("api", APIS)
 def test_migrate_sequence(api):
+    """Reverse-map migration (try_to_migrate_one) sends a one-page CLEAR, not MIGRATE."""
     sim, mm, rec, arch = setup(api)
     a = sim.do(mm.mmap(P))
     sim.do(mm.write(a, 77))
     old = mm.pte_pfn(mm.lookup_pte(a))
-    owner = object()
     clear(rec, arch)
-    assert sim.do(sim.migrate(mm, a, P, owner=owner)) == 1
+    assert sim.do(sim.migrate(mm, a, P)) == 1
     if api == "v2008":
         assert rec.log == [("page", a)]
     else:
-        assert rec.log == pair(api, a, a + P, "MIGRATE")
+        assert rec.log == pair(api, a, a + P, "CLEAR")
     assert mm.pte_pfn(mm.lookup_pte(a)) != old
     assert sim.do(mm.read(a)) == 77
 
 
-def test_migrate_owner_passed():
+def test_rmap_migration_names_no_owner():
+    """6.8 try_to_migrate_one: mmu_notifier_range_init(&range, MMU_NOTIFY_CLEAR, 0, ...): no
+    owner, so no mirror may skip it."""
     sim = Simulator(notifier_api="modern", check=False)
     mm = sim.new_process()
-    owners = []
+    seen = []
 
     class Owner(MMUNotifier):
         def invalidate_range_start(self, r):
-            owners.append(r.owner)
+            seen.append((r.event, r.owner))
     sim.attach(Owner, mm)
     a = sim.do(mm.mmap(P, populate=True))
-    tag = object()
-    sim.do(sim.migrate(mm, a, P, owner=tag))
-    assert owners == [tag]
+    sim.do(sim.migrate(mm, a, P))
+    assert seen == [(Event.CLEAR, None)]
+
+
+def test_migrate_with_an_owner_is_refused_and_changes_nothing():
+    """A MIGRATE range with an owner is the owner's own migrate_vma; sim.migrate(owner=...)
+    would let the owner skip a migration nobody re-points its mirror for."""
+    sim = Simulator(notifier_api="modern", check=False)
+    mm = sim.new_process()
+    a = sim.do(mm.mmap(2 * P, populate=True))
+    before = mm.snapshot()
+    with pytest.raises(UsageError, match="migrate_vma"):
+        sim.do(sim.migrate(mm, a, 2 * P, owner=object()))
+    assert mm.snapshot() == before and not sim.memory.check_invariants()
+
+
+def test_migration_keeps_write_permission():
+    """A writable PTE becomes a writable migration entry and comes back writable
+    (remove_migration_pte: is_writable_migration_entry -> pte_mkwrite); a COW-shared one
+    comes back read-only."""
+    sim = Simulator(notifier_api="modern", check=False)
+    mm = sim.new_process()
+    a = sim.do(mm.mmap(2 * P))
+    sim.do(mm.write(a, 1))
+    sim.do(mm.write(a + P, 2))
+    child = sim.do(mm.fork())
+    sim.do(mm.write(a, 3))                         # COW break: a is exclusive again
+    assert sim.do(sim.migrate(mm, a, 2 * P)) == 2
+    assert mm.lookup_pte(a) & PTE_WRITE
+    assert not mm.lookup_pte(a + P) & PTE_WRITE    # still shared with the child
+    assert sim.do(child.read(a + P)) == 2 and sim.do(mm.read(a)) == 3
+    assert not sim.memory.check_invariants()
 
 
 @pytest.mark.parametrize("api", APIS)

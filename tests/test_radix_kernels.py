@@ -13,8 +13,8 @@ from smmu.base import radix as K
 from smmu.base import radix_ref as R
 from smmu.base.radix import M_ENOMEM, M_NFREE, M_USED, META_SIZE, VPN_LIMIT, nodes_needed
 from smmu.base.constants import MAX_VPN
-from smmu.base.pte import (PFN_SHIFT, PTE_DIRTY, PTE_MIGRATION, PTE_PRESENT, PTE_SPECIAL, PTE_SWAP,
-                           PTE_WRITE, PTE_YOUNG)
+from smmu.base.pte import (PFN_SHIFT, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_MIGRATION,
+                           PTE_PRESENT, PTE_SPECIAL, PTE_SWAP, PTE_WRITE, PTE_YOUNG)
 
 P, W, Y, D = PTE_PRESENT, PTE_WRITE, PTE_YOUNG, PTE_DIRTY
 
@@ -264,7 +264,7 @@ def apply_model(tables, models, op):
         want = []
         for v in inside:
             e = m[v]
-            if cow and e & P and e & W:
+            if cow and e & W:
                 e &= ~W
                 m[v] = e
             mo[v] = e
@@ -404,22 +404,26 @@ def test_free_empty_keeps_tables_in_use_and_frees_upper_levels():
     assert pool.check_invariants([pt.root]) == []
 
 
-def test_copy_range_cow_write_protects_only_writable_present_ptes():
+def test_copy_range_cow_write_protects_only_writable_entries():
     pool = PageTablePool()
     parent, child = PageTable(pool), PageTable(pool)
     entries = {
         10: pte(1, P | W | D | Y),  # private writable: write-protected on both sides
         11: pte(2, P),  # read-only: untouched
         12: pte(3, PTE_SWAP),  # swap entry: copied as is
-        13: pte(4, PTE_MIGRATION),
+        13: pte(4, PTE_MIGRATION),  # readable migration entry: as is
         14: pte(5, P | PTE_SPECIAL),  # zero page
-        15: pte(6, PTE_SWAP | W),  # not present: the write bit is not a PTE write bit
+        # copy_nonpresent_pte: writable migration and device-private entries become
+        # readable on both sides in a COW mapping
+        15: pte(6, PTE_MIGRATION | W),
+        16: pte(7, PTE_DEVICE_PRIVATE | W),
     }
     for v, e in entries.items():
         parent.set(v, e)
     vs, es = parent.copy_range(child, 0, 100, cow=True)
     expect = dict(entries)
-    expect[10] = entries[10] & ~W
+    for v in (10, 15, 16):
+        expect[v] = entries[v] & ~W
     assert dict(zip(vs.tolist(), es.tolist(), strict=True)) == expect
     assert {v: parent.lookup(v) for v in entries} == expect
     assert {v: child.lookup(v) for v in entries} == expect

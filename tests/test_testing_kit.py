@@ -99,5 +99,5 @@ def test_coherence_machine_passes_the_reference_kvm():
 
 def test_coherence_machine_catches_kvm_without_the_sequence_check():   # the negative twin
     with pytest.raises(CoherenceFailure) as ei:
-        _run_machine(drivers.BUGGY["kvm_no_seq"], "modern", 300)
+        _run_machine(drivers.BUGGY["kvm_no_seq"], "modern", 500)
     assert ei.value.violation.kind in drivers.BUGGY["kvm_no_seq"].expected

@@ -14,7 +14,21 @@ A PTE is one unsigned 64-bit word laid out like x86's, trimmed to what the model
     bit 7   PTE_PROTNONE   software bit: a PROT_NONE entry (x86's _PAGE_PROTNONE): not
                            present for hardware walkers (drivers, IOMMUs), but it still maps
                            its page
+    bit 8   PTE_DEVICE_PRIVATE   not present: a device-private entry (``make_writable_/
+                           readable_device_private_entry``), the PFN field holds the
+                           ZONE_DEVICE page; like a present PTE it holds a reference and a
+                           mapcount (``copy_nonpresent_pte``, ``zap_pte_range``)
+    bit 9   PTE_DEVICE_EXCLUSIVE not present: a device-exclusive entry
+                           (``make_device_exclusive_range``), the PFN field holds the system
+                           page; it holds the page's reference but no mapcount
+                           (``page_make_device_exclusive_one``: "There is a reference on the
+                           page for the swap entry which has been removed, so shouldn't take
+                           another", then ``folio_remove_rmap_pte``)
     bits 12..51            PFN (or swap slot)
+
+``PTE_WRITE`` on a non-present entry is the entry's write permission: a writable migration
+entry (``make_writable_migration_entry``), a writable device-private or device-exclusive
+entry. fork clears it in COW mappings, mprotect when it removes write, as for present PTEs.
 """
 
 from __future__ import annotations
@@ -29,8 +43,13 @@ PTE_SWAP = 1 << 4
 PTE_MIGRATION = 1 << 5
 PTE_SPECIAL = 1 << 6
 PTE_PROTNONE = 1 << 7
+PTE_DEVICE_PRIVATE = 1 << 8
+PTE_DEVICE_EXCLUSIVE = 1 << 9
 #: entries that hold a page reference and a mapcount (unless PTE_SPECIAL)
-PTE_MAPPED = PTE_PRESENT | PTE_PROTNONE
+PTE_MAPPED = PTE_PRESENT | PTE_PROTNONE | PTE_DEVICE_PRIVATE
+#: entries a device may translate through although the CPU cannot: the owner's
+#: device-private page, a page the device holds exclusively
+PTE_DEVICE = PTE_DEVICE_PRIVATE | PTE_DEVICE_EXCLUSIVE
 PTE_FLAGS_MASK = (1 << 12) - 1
 PFN_SHIFT = 12
 PFN_MASK = ((1 << 40) - 1) << PFN_SHIFT
@@ -42,6 +61,7 @@ _BITS_MAPPED = _U(PTE_MAPPED)
 _BITS_SPECIAL = _U(PTE_SPECIAL)
 _BITS_NONPRESENT = _U(PTE_SWAP | PTE_MIGRATION)
 _BITS_SWAP = _U(PTE_SWAP)
+_BITS_EXCLUSIVE = _U(PTE_DEVICE_EXCLUSIVE)
 
 
 def pte_pfn(pte) -> int:
@@ -60,8 +80,8 @@ def pte_pfns(ptes: np.ndarray) -> np.ndarray:
 
 
 def mapped_mask(ptes: np.ndarray) -> np.ndarray:
-    """Which entries hold a page reference and a mapcount: present or PROT_NONE, not the
-    zero page, not swap/migration entries."""
+    """Which entries hold a page reference and a mapcount: present, PROT_NONE or
+    device-private, not the zero page, not swap/migration entries."""
     return ((ptes & _BITS_MAPPED) != 0) & ((ptes & (_BITS_SPECIAL | _BITS_NONPRESENT)) == 0)
 
 
@@ -79,3 +99,9 @@ def swap_mask(ptes: np.ndarray) -> np.ndarray:
 def swap_slots(ptes: np.ndarray) -> np.ndarray:
     """Swap slots (int64) of the swap entries among ``ptes``."""
     return pte_pfns(ptes[swap_mask(ptes)])
+
+
+def exclusive_pfns(ptes: np.ndarray) -> np.ndarray:
+    """pfns (int64) of the device-exclusive entries among ``ptes``: each holds a reference
+    to its page but no mapcount."""
+    return pte_pfns(ptes[(ptes & _BITS_EXCLUSIVE) != 0])

@@ -374,9 +374,11 @@ def pt_protect_range(nodes, root, vpn0, vpn1, clear_bits, set_bits, out_vpns, ou
 def pt_copy_range(nodes, free, meta, src_root, dst_root, vpn0, vpn1, cow, out_vpns, out_ptes):
     """Fork: copy every non-zero entry of [vpn0, vpn1) from src to dst (overwriting dst).
 
-    If cow and the entry is present and writable, PTE_WRITE is cleared in both source and
-    destination. Reports (vpn, entry as written to dst); returns the count. Destination tables
-    are allocated at the first entry a leaf needs. Stops when the out arrays are full, or
+    If cow and the entry is writable (a present PTE, or a writable migration or
+    device-private entry: ``copy_nonpresent_pte`` makes those readable in COW mappings too),
+    PTE_WRITE is cleared in both source and destination. Reports (vpn, entry as written to
+    dst); returns the count. Destination tables are allocated at the first entry a leaf
+    needs. Stops when the out arrays are full, or
     (meta[M_ENOMEM] = 1) when out of nodes.
     """
     vpn0 = max(vpn0, 0)
@@ -400,7 +402,7 @@ def pt_copy_range(nodes, free, meta, src_root, dst_root, vpn0, vpn1, cow, out_vp
             pte = nodes[leaf, d]
             if pte == _U0:
                 continue
-            if cow and (pte & _P) != _U0 and (pte & _W) != _U0:
+            if cow and (pte & _W) != _U0:
                 pte = pte & _NOT_W
                 nodes[leaf, d] = pte
             nodes[dleaf, d] = pte

@@ -184,7 +184,7 @@ def pt_copy_range(nodes, free, meta, src_root, dst_root, vpn0, vpn1, cow, out_vp
         dleaf = _leaf(nodes, dst_root, vpn, (free, meta))
         if dleaf == 0:
             return cnt
-        if cow and pte & PTE_PRESENT and pte & PTE_WRITE:
+        if cow and pte & PTE_WRITE:
             pte &= ~PTE_WRITE
             nodes[leaf][i] = pte
         nodes[dleaf][i] = pte
