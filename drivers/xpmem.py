@@ -121,7 +121,6 @@ class XPMEM(MMUNotifier):
     def fault(self, va, write):
         """``xpmem_fault_handler``: pin the source page, then map it under ``att->mutex``
         unless an invalidation completed meanwhile."""
-        mm = self.mm
         vpn = vpn_of(va)
         self.faults += 1
         self.sim.charge("device_fault")
@@ -129,7 +128,7 @@ class XPMEM(MMUNotifier):
             if self.n_recall_pfns:   # xpmem_block_recall_PFNs(tg, 1): no pin during a fork
                 yield self.allow_fault_wq.wait_until(lambda: not self.n_recall_pfns)
             gen = self.invalidations
-            pfn = yield from mm.pin_user_pages(page_of(va), write=write, longterm=False)
+            pfn = yield from self.pin(va, write)
             yield                                    # pinned; att->mutex not yet taken
             old = None
             with (yield self.att_mutex):
@@ -142,9 +141,9 @@ class XPMEM(MMUNotifier):
                     self.att_pt.map(vpn, pfn, bool(write))   # remap_pfn_range
             if not stale:
                 if old is not None:
-                    yield from mm.unpin_user_page(old)
+                    yield from self.unpin(old)
                 return
-            yield from mm.unpin_user_page(pfn)
+            yield from self.unpin(pfn)
             if self.dead:
                 raise device_gone(self, "the segment was torn down during a fault")
             self.retries += 1
@@ -173,7 +172,16 @@ class XPMEM(MMUNotifier):
         finally:
             self.att_mutex.release()
         for pfn in pfns:
-            yield from self.mm.unpin_user_page(pfn)
+            yield from self.unpin(pfn)
+
+    def pin(self, va, write):
+        """``get_user_pages_remote`` of the source page for the attachment: pinned
+        (``pin_user_pages``), the pin kept for as long as the attacher maps the page."""
+        return (yield from self.mm.pin_user_pages(page_of(va), write=write, longterm=False))
+
+    def unpin(self, pfn):
+        """Drop the pin :meth:`pin` took (the attacher no longer maps the page)."""
+        yield from self.mm.unpin_user_page(pfn)
 
     def recall(self):
         """``xpmem_recall_PFNs_of_tg``: recall (zap and unpin) every PFN of the segment."""

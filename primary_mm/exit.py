@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from primary_mm.pagetable import VPN_LIMIT
+from smmu.base.constants import PAGE_SHIFT
 
 
 class Exit:
@@ -35,15 +36,10 @@ class Exit:
         ranges = [(v.start, v.end) for v in self.vmas]
         vmas = list(self.vmas)
         self.vmas = []
-        yield self.page_table_lock
-        try:
-            _vpns, ptes = self.pt.clear_range(0, VPN_LIMIT)
-            for s, e in ranges:
-                self.sched.observer.discard(self, s, e)
-            self.sched.charge("tlb_shootdown")
-        finally:
-            self.page_table_lock.release()
-        mem.release_entries(ptes)
+        # unmap_vmas under tlb_gather_mmu_fullmm: full batches are freed on the way
+        ptes = yield from self._unmap_page_range(0, VPN_LIMIT << PAGE_SHIFT, ranges,
+                                                 fullmm=True)
+        mem.release_entries(ptes)                  # tlb_finish_mmu
         for v in vmas:
             yield from self._unlink_vma(v)
         self.pt.destroy()

@@ -17,6 +17,10 @@ Options (keywords):
                                  without end
 ``cow_reuse``                    ``"page_count"`` (modern, CVE-2020-29374 fix) or
                                  ``"mapcount"`` (the older rule)
+``mmu_gather``                   when a zap frees pages relative to ``invalidate_range_end``:
+                                 ``"batch_limit"`` (3.7+), ``"zap_block"`` (2.6.27) or
+                                 ``"unbounded"`` (3.0-3.6); see :mod:`primary_mm.mmu_gather`
+``gather_batch``                 override the era's gather size (pages), None: the real one
 
 The Simulator passes them all (``Simulator(fork_enomem_bug=True, ...)``).
 
@@ -37,6 +41,7 @@ from primary_mm.frames import (FRAME_DIRTY, FRAME_FILE, FRAME_LOCKED, FRAME_ZERO
 from primary_mm.ksm import Ksm
 from primary_mm.migrate import Migrate
 from primary_mm.mm import MM
+from primary_mm.mmu_gather import MmuGather
 from primary_mm.oom import OomReaper
 from primary_mm.pagetable import PageTable, PageTablePool
 from primary_mm.rmap import RmapWalk
@@ -46,7 +51,7 @@ from primary_mm.vmscan import Vmscan
 from primary_mm.writeback import Writeback
 from smmu.base.constants import PAGE_SHIFT
 from smmu.base.errors import InvalidArgument, UsageError
-from smmu.base.pte import PTE_DIRTY, mapped_mask, mapped_pfns, swap_slots
+from smmu.base.pte import PTE_DIRTY, expand_huge, mapped_mask, mapped_pfns, swap_slots
 
 COW_REUSE = ("page_count", "mapcount")
 
@@ -63,9 +68,11 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, Ksm, OomReaper):
     def __init__(self, sched, notifier_api: str = "modern", rmap_locks: str = "rwsem",
                  nframes: int = 4096, invalidate_page_outside_ptl: bool = False,
                  fork_copies_pinned: bool = False, nonblock_fail_calls_end: bool = True,
-                 fork_enomem_bug: bool = False, cow_reuse: str = "page_count"):
+                 fork_enomem_bug: bool = False, cow_reuse: str = "page_count",
+                 mmu_gather: str = "batch_limit", gather_batch: int | None = None):
         if cow_reuse not in COW_REUSE:
             raise UsageError(f"unknown cow_reuse {cow_reuse!r}: use one of {list(COW_REUSE)}")
+        self.gather = MmuGather(mmu_gather, gather_batch)
         self.sched = sched
         self.api = notifier_api
         self.rmap_locks = rmap_locks
@@ -209,6 +216,7 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, Ksm, OomReaper):
         marked dirty first), the swap count of each swap entry."""
         if not len(ptes):
             return
+        ptes = expand_huge(ptes)
         f = self.frames
         pfns = mapped_pfns(ptes)
         if len(pfns):

@@ -210,10 +210,12 @@ class Mmap:
                 self.memory.release_shmem(v.file)      # the last reference to the shmem file
 
     def _zap(self, start, end, event, discard=(), nonblock=False):
-        """``unmap_vmas`` / ``zap_page_range``: notifier start, clear the PTEs under the PT
-        lock (telling the checker which private contents are gone, at that step), flush the
-        TLB, notifier end, and only then free the pages (``tlb_finish_mmu``). With
-        ``nonblock`` (the OOM reaper) a refused start skips the range: returns False."""
+        """``unmap_vmas`` / ``zap_page_range``: notifier start, :meth:`_unmap_page_range`
+        (clear the PTEs under the PT lock, telling the checker which private contents are
+        gone at that step; every full mmu_gather batch is flushed and freed on the way, inside
+        the window), notifier end, and only then the pages of the last batch are freed
+        (``tlb_finish_mmu``). With ``nonblock`` (the OOM reaper) a refused start skips the
+        range: returns False."""
         subs = self.notifier_subscriptions
         rng = self._range(start, end, event, blockable=not nonblock)
         if nonblock:
@@ -221,18 +223,57 @@ class Mmap:
                 return False
         else:
             yield from subs.mmu_notifier_invalidate_range_start(rng)
-        yield self.page_table_lock
-        try:
-            _vpns, ptes = self.pt.clear_range(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
-            for s, e in discard:
-                self.sched.observer.discard(self, s, e)
-            self.sched.charge("pte_update", len(ptes))
-            yield from self._flush_tlb_range(start, end)
-        finally:
-            self.page_table_lock.release()
+        ptes = yield from self._unmap_page_range(start, end, discard)
         yield from subs.mmu_notifier_invalidate_range_end(rng)
-        self.memory.release_entries(ptes)          # tlb_finish_mmu: free after end
+        self.memory.release_entries(ptes)          # tlb_finish_mmu: the last batch
         return True
+
+    def _unmap_page_range(self, start, end, discard=(), fullmm=False):
+        """``unmap_page_range`` under an mmu_gather (:mod:`primary_mm.mmu_gather`): clear the
+        entries of ``[start, end)`` under the PT lock, report the private contents of the
+        ``discard`` ranges gone as they are cleared, and free the pages of every full batch
+        on the way (TLB flushed first, then a preemption point: ``cond_resched``), as
+        ``zap_pte_range`` does. Returns the entries gathered since the last free, which the
+        caller frees after ``invalidate_range_end`` (``tlb_finish_mmu``). ``fullmm``:
+        ``exit_mmap``'s gather (one flush of the whole mm, no notifier left to call).
+
+        Simplification: the TLB flush of the last batch is made here, before ``end``, where
+        Linux makes it in ``tlb_finish_mmu`` after ``end`` (the pages are freed after it in
+        both)."""
+        mem = self.memory
+        v0, v1 = start >> PAGE_SHIFT, end >> PAGE_SHIFT
+        if mem.gather.may_free_early(v1 - v0):
+            vpns, ptes = self.pt.iter_present(v0, v1)
+            plan = mem.gather.plan(v0, v1, vpns, ptes)
+        else:
+            plan = [(v0, v1, False)]
+        pending = []
+        flushed = v0
+        for lo, hi, free in plan:
+            yield self.page_table_lock
+            try:
+                _vpns, ptes = self.pt.clear_range(lo, hi)
+                a, b = lo << PAGE_SHIFT, hi << PAGE_SHIFT
+                for s, e in discard:
+                    if s < b and a < e:
+                        self.sched.observer.discard(self, max(s, a), min(e, b))
+                self.sched.charge("pte_update", len(ptes))
+                if (free or hi == v1) and hi > flushed:
+                    if fullmm:
+                        self.sched.charge("tlb_shootdown")
+                    else:
+                        yield from self._flush_tlb_range(flushed << PAGE_SHIFT, b)
+                    flushed = hi
+            finally:
+                self.page_table_lock.release()
+            pending.append(ptes)
+            if free:                               # tlb_flush_mmu: the gather is full
+                self.sched.stats["gather_flush"] += 1
+                for part in mem.gather.free_slices(np.concatenate(pending)):
+                    mem.release_entries(part)      # tlb_batch_pages_flush, batch by batch
+                    yield                          # cond_resched
+                pending = []
+        return pending[0] if len(pending) == 1 else np.concatenate(pending)
 
     def _do_munmap(self, start, end):
         """``do_munmap`` (mmap_lock held for write): split, detach, ``unmap_region``

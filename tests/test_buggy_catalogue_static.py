@@ -17,7 +17,8 @@ SCENARIO_NAMES = {
     "cow-after-fork", "reclaim-while-device-reads", "writeback-device-writes", "migration",
     "ksm-merge", "munmap-during-device-fault", "mprotect-downgrade", "mremap", "truncate",
     "exit-while-device-active", "oom-reap", "fork-after-pin", "overlapping-invalidations",
-    "attach-detach-during-invalidation", "apic-page-remap"}
+    "attach-detach-during-invalidation", "apic-page-remap", "munmap-gather-batch",
+    "dontneed-gather-batch"}
 
 
 def test_catalogue_is_big_enough_and_covers_the_required_bugs():

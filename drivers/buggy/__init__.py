@@ -27,6 +27,7 @@ from drivers.buggy.iommu_sva import SVASleepInFlush
 from drivers.buggy.kvm import (KVMApicRemap, KVMCowWritable, KVMNoInProgressCheck,
                                KVMNoSeqCheck, KVMSeqAfterUnlock, KVMSeqInStart)
 from drivers.buggy.pinned import PinnedEarlyPut
+from drivers.buggy.xpmem import XPMEMNoPin
 
 BUGGY = {
     "kvm_no_in_progress": KVMNoInProgressCheck,
@@ -44,6 +45,7 @@ BUGGY = {
     "hmm_fail_blockable": HMMFailBlockable,
     "sva_sleep_in_flush": SVASleepInFlush,
     "pinned_early_put": PinnedEarlyPut,
+    "xpmem_no_pin": XPMEMNoPin,
 }
 
 for _name, _cls in BUGGY.items():

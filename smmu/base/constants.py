@@ -13,6 +13,11 @@ PTRS_PER_TABLE = 1 << LEVEL_BITS
 VA_BITS = PAGE_SHIFT + LEVELS * LEVEL_BITS          # 48
 TASK_SIZE = 1 << (VA_BITS - 1)                      # user half of the canonical space
 MAX_VPN = TASK_SIZE >> PAGE_SHIFT
+#: a transparent huge page: one PMD entry maps 512 pages (2 MiB)
+HPAGE_PMD_SHIFT = PAGE_SHIFT + LEVEL_BITS                 # 21
+HPAGE_PMD_SIZE = 1 << HPAGE_PMD_SHIFT
+HPAGE_PMD_MASK = ~(HPAGE_PMD_SIZE - 1)
+HPAGE_PMD_NR = 1 << LEVEL_BITS                            # 512
 
 EAGAIN = 11
 ENOMEM = 12

@@ -25,6 +25,11 @@ A PTE is one unsigned 64-bit word laid out like x86's, trimmed to what the model
                            page for the swap entry which has been removed, so shouldn't take
                            another", then ``folio_remove_rmap_pte``)
     bits 12..51            PFN (or swap slot)
+    bit 52  PTE_HUGE       a PMD-level entry mapping a 2 MiB page (x86's _PAGE_PSE; bit 7
+                           is PTE_PROTNONE here). In a PMD table it is the leaf itself (its
+                           PFN is the first of 512 contiguous frames); a lookup of one page
+                           under it returns the PMD word with that page's PFN (first + the
+                           page's index) and PTE_HUGE kept, so a walker sees 4 KiB entries
 
 ``PTE_WRITE`` on a non-present entry is the entry's write permission: a writable migration
 entry (``make_writable_migration_entry``), a writable device-private or device-exclusive
@@ -34,6 +39,8 @@ entry. fork clears it in COW mappings, mprotect when it removes write, as for pr
 from __future__ import annotations
 
 import numpy as np
+
+from smmu.base.constants import HPAGE_PMD_NR
 
 PTE_PRESENT = 1 << 0
 PTE_WRITE = 1 << 1
@@ -45,6 +52,7 @@ PTE_SPECIAL = 1 << 6
 PTE_PROTNONE = 1 << 7
 PTE_DEVICE_PRIVATE = 1 << 8
 PTE_DEVICE_EXCLUSIVE = 1 << 9
+PTE_HUGE = 1 << 52
 #: entries that hold a page reference and a mapcount (unless PTE_SPECIAL)
 PTE_MAPPED = PTE_PRESENT | PTE_PROTNONE | PTE_DEVICE_PRIVATE
 #: entries a device may translate through although the CPU cannot: the owner's
@@ -62,6 +70,8 @@ _BITS_SPECIAL = _U(PTE_SPECIAL)
 _BITS_NONPRESENT = _U(PTE_SWAP | PTE_MIGRATION)
 _BITS_SWAP = _U(PTE_SWAP)
 _BITS_EXCLUSIVE = _U(PTE_DEVICE_EXCLUSIVE)
+_BITS_HUGE = _U(PTE_HUGE)
+_SUBPAGES = np.arange(HPAGE_PMD_NR, dtype=np.uint64) << _U(PFN_SHIFT)
 
 
 def pte_pfn(pte) -> int:
@@ -105,3 +115,17 @@ def exclusive_pfns(ptes: np.ndarray) -> np.ndarray:
     """pfns (int64) of the device-exclusive entries among ``ptes``: each holds a reference
     to its page but no mapcount."""
     return pte_pfns(ptes[(ptes & _BITS_EXCLUSIVE) != 0])
+def huge_mask(ptes: np.ndarray) -> np.ndarray:
+    """Which entries are PMD-level (huge) entries."""
+    return (ptes & _BITS_HUGE) != 0
+
+
+def expand_huge(ptes: np.ndarray) -> np.ndarray:
+    """``ptes`` with every huge entry replaced by the 512 entries of its pages (the PMD word
+    with each page's PFN), small entries first: what the entries map page by page (freeing,
+    mapcounts). The same array when there is no huge entry."""
+    huge = huge_mask(ptes)
+    if not huge.any():
+        return ptes
+    sub = (ptes[huge][:, None] + _SUBPAGES[None, :]).ravel()
+    return np.concatenate([ptes[~huge], sub])

@@ -264,7 +264,11 @@ class Oracle(ProtocolChecker):
                 return
             if (not mapped_here and key not in table and self._in_window(drv, va)
                     and ((mm.id, vpn) in self._ghost or self._being_discarded(drv, vpn))):
-                return   # lands in a page being discarded by the operation it races: gone
+                # lands in a page being discarded by the operation it races: gone for the
+                # primary, but the old page holds it, and a read of it still in the window
+                # is ordered before the discard as well (a large zap has many steps)
+                self._ghost[(mm.id, vpn)] = Cell(value, drv.name, task, step, pfn, True)
+                return
             table[key] = Cell(value, drv.name, task, step, pfn, True)
             return
         got = int(frames.contents[pfn])

@@ -38,7 +38,10 @@ class Simulator(Scheduler):
     ``fork_copies_pinned`` (5.9+), ``nonblock_fail_calls_end`` (the 2021 fix; default True),
     ``fork_enomem_bug`` (copy_page_range's ENOMEM path as first posted in 2008: no end),
     ``cow_reuse`` (``"page_count"``, today's do_wp_page reuse rule, or ``"mapcount"``, the
-    rule before the CVE-2020-29374 fix).
+    rule before the CVE-2020-29374 fix), ``mmu_gather`` (when a zap frees the pages of a
+    range: ``"batch_limit"``, 3.7+, every 9698 pages inside the window; ``"zap_block"``,
+    2.6.27, every 506; ``"unbounded"``, 3.0-3.6, after ``end``) and ``gather_batch`` (its
+    size in pages instead of the era's).
     ``check``: run the coherence oracle (default True); without it only the notifier
     protocol rules are judged (``MapInWindow``, ``BadReturn``, an end without its start) and
     the runtime's own (``SleepInAtomic``, ``Deadlock``...). ``trace``: record
@@ -54,7 +57,8 @@ class Simulator(Scheduler):
                  schedule="round_robin", seed: int | None = 0, *,
                  invalidate_page_outside_ptl: bool = False, fork_copies_pinned: bool = False,
                  nonblock_fail_calls_end: bool = True, fork_enomem_bug: bool = False,
-                 cow_reuse: str = "page_count", check: bool = True,
+                 cow_reuse: str = "page_count", mmu_gather: str = "batch_limit",
+                 gather_batch: int | None = None, check: bool = True,
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
                  task_step_budget: int = 200_000, nframes: int = 4096):
@@ -74,7 +78,8 @@ class Simulator(Scheduler):
         self.options = {"invalidate_page_outside_ptl": invalidate_page_outside_ptl,
                         "fork_copies_pinned": fork_copies_pinned,
                         "nonblock_fail_calls_end": nonblock_fail_calls_end,
-                        "fork_enomem_bug": fork_enomem_bug, "cow_reuse": cow_reuse}
+                        "fork_enomem_bug": fork_enomem_bug, "cow_reuse": cow_reuse,
+                        "mmu_gather": mmu_gather, "gather_batch": gather_batch}
         self.oracle = Oracle(self) if check else ProtocolChecker(self)
         self.observer = FanOut(self.oracle, TraceRecorder(self)) if trace else self.oracle
         self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,
