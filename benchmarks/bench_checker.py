@@ -173,6 +173,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small budgets")
     a = ap.parse_args(argv)
     doc = run(quick=a.quick)
+    from smmu.runtime.costs import cost_table
+    doc["costs"] = cost_table()          # the simulated cost model the runs used
     from rich.console import Console
     render(doc, Console())
     if a.json:

@@ -29,14 +29,12 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -49,7 +47,9 @@ from smmu.base import radix as K  # noqa: E402
 from smmu.base import radix_ref as R  # noqa: E402
 from smmu.base.radix import M_NFREE, META_SIZE, VPN_LIMIT, nodes_needed  # noqa: E402
 from smmu.base.constants import MAX_VPN  # noqa: E402
-from smmu.base.pte import PFN_SHIFT, PTE_PRESENT, PTE_WRITE
+from smmu.base.pte import PFN_SHIFT, PTE_PRESENT, PTE_WRITE  # noqa: E402
+
+from cprog import run_c  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PW = PTE_PRESENT | PTE_WRITE
@@ -373,24 +373,7 @@ def memory_per_page(n_dense, n_sparse):
 
 def c_faults_per_second(npages, rounds=5):
     """Compile benchmarks/cfault.c with cc in a temp dir, run it, return its JSON (or why not)."""
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        return {"error": "no C compiler (cc) on PATH: host fault rate not measured"}
-    with tempfile.TemporaryDirectory(prefix="smmu-cfault-") as tmp:
-        exe = Path(tmp) / "cfault"
-        build = subprocess.run(
-            [cc, "-O2", "-o", str(exe), str(HERE / "cfault.c")], capture_output=True, text=True
-        )
-        if build.returncode:
-            return {"error": f"{cc} failed: {build.stderr.strip()[:500]}"}
-        run = subprocess.run(
-            [str(exe), str(npages), str(rounds)], capture_output=True, text=True, timeout=300
-        )
-        if run.returncode:
-            return {"error": f"cfault exited {run.returncode}: {run.stderr.strip()[:500]}"}
-        result = json.loads(run.stdout)
-    result["compiler"] = cc
-    return result
+    return run_c("cfault.c", (npages, rounds))
 
 
 def emulator_faults_per_second(npages=2048, rounds=5):
@@ -487,8 +470,10 @@ def main(argv=None):
     if emu and "faults_per_second" in emu and "faults_per_second" in c:
         faults["emulator_vs_c"] = round(emu["faults_per_second"] / c["faults_per_second"], 6)
 
+    from smmu.runtime.costs import cost_table
     result = {
         "benchmark": "primary_mm",
+        "costs": cost_table(),
         "quick": args.quick,
         "machine": {
             "python": platform.python_version(),

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from smmu.notifier import MMUNotifier, NotifierSubscriptions, Range  # noqa: E402
+from smmu.runtime.costs import cost_table  # noqa: E402
 from smmu.runtime.scheduler import Scheduler  # noqa: E402
 
 
@@ -127,7 +128,7 @@ def main(argv=None):
     disp = dispatch_bench(20_000)
     out = {"benchmark": "runtime", "python": platform.python_version(),
            "machine": platform.machine(), "cpus": os.cpu_count(), "steps": steps,
-           "dispatch": disp}
+           "dispatch": disp, "costs": cost_table()}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))

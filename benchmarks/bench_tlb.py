@@ -188,8 +188,10 @@ def main(argv=None):
     for g in goals.values():
         g["met"] = g["speedup"] >= g["goal"]
     crossover = next((r["pages"] for r in flush if r["faster"] == "scan"), None)
+    from smmu.runtime.costs import cost_table
     result = {
         "benchmark": "tlb",
+        "costs": cost_table(),       # the simulated cost model (not used by these wall timings)
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "geometry": {"sets": args.sets, "ways": args.ways, "policy": "lru"},
         "stream": {"accesses": args.accesses, "working_set_pages": ws, "seed": args.seed,

@@ -77,12 +77,16 @@ class GRU(MMUNotifier):
             yield from self.dropin(va, write)
 
     def dropin(self, va, write):
-        """``gru_try_dropin`` plus the user-level retry loop around it."""
-        self.sim.charge("device_fault")
+        """``gru_try_dropin`` plus the user-level retry loop around it. Each attempt is a TLB
+        miss the chip raises again, charged a ``device_fault``; ``gru_dropin_wait`` counts
+        the waits for ``ms_range_active`` to drop to zero, ``gru_hw_guard_drop`` the dropins
+        the chip dropped because an invalidate raced them."""
         while True:
+            self.sim.charge("device_fault")
             guard = self.tlb.flushes                 # the chip notes invalidates from here
             yield                                    # read the TFH, rmb()
             if self.range_active_busy():
+                self.sim.stats["gru_dropin_wait"] += 1
                 yield self.ms_wait_queue.wait_until(lambda: self.ms_range_active == 0)
                 continue
             hit = walk_pte(self.mm, va, write)   # atomic_pte_lookup
@@ -94,6 +98,7 @@ class GRU(MMUNotifier):
                 raise device_gone(self, "gru_release ran during a dropin")
             if self.hw_dropin_guard and self.tlb.flushes != guard:
                 self.dropped += 1                    # raced by an invalidate: dropped
+                self.sim.stats["gru_hw_guard_drop"] += 1
                 continue
             pfn, _ = hit
             self.dropins += 1

@@ -84,12 +84,14 @@ class KVM(MMUNotifier):
             yield from self.page_fault(va, write)
 
     def page_fault(self, va, write):
-        """``direct_page_fault``: snapshot, GUP, lock, stale check, install, unlock, put."""
+        """``direct_page_fault``: snapshot, GUP, lock, stale check, install, unlock, put.
+        Each attempt is charged a ``device_fault``: a retry (``RET_PF_RETRY``) re-enters the
+        guest, which takes the EPT violation again."""
         mm = self.mm
         vpn = vpn_of(va)
         self.faults += 1
-        self.sim.charge("device_fault")
         while True:
+            self.sim.charge("device_fault")
             mmu_seq = self.mmu_invalidate_seq
             yield                              # smp_rmb(): the snapshot precedes the GUP
             pfn = yield from self.faultin_pfn(va, write)

@@ -25,6 +25,7 @@ class Faults:
         """A CPU load from ``va``: returns the page's value (faulting it in as needed)."""
         self._alive()
         va = as_int(va, "read: address")
+        self.switch_mm()              # the load runs on the task's CPU, in this mm
         vpn = va >> PAGE_SHIFT
         frames = self.memory.frames
         while True:
@@ -42,6 +43,7 @@ class Faults:
         self._alive()
         va = as_int(va, "write: address")
         value = as_int(value, "write: value") & ULONG_MAX
+        self.switch_mm()
         vpn = va >> PAGE_SHIFT
         frames = self.memory.frames
         while True:
@@ -266,7 +268,7 @@ class Faults:
         if fresh:
             pfn = frames.alloc_one(owner=self.id, flags=FRAME_ANON, zero=False)
             frames.contents[pfn] = swap.contents[slot]
-            self.sched.charge("swap_io")
+            self.sched.wait_io("swap_io")
             swap.reads += 1
             yield   # swap I/O
         else:

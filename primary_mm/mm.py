@@ -42,7 +42,9 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
     (``_range``, ``_flush_tlb_range``, ``_young_under_ptl``, ``_pte_replace``).
 
     Attributes: ``id``, ``name``, ``memory``, ``notifier_subscriptions``, ``mmap_lock``,
-    ``page_table_lock``, ``pt``, ``vmas`` (sorted by start), ``brk_start`` / ``brk_end``.
+    ``page_table_lock``, ``pt``, ``vmas`` (sorted by start), ``brk_start`` / ``brk_end``,
+    ``cpu_vm_mask`` (the CPUs whose tasks have run in this mm: they may cache its
+    translations, so a TLB flush must reach them).
     """
 
     def __init__(self, memory, mm_id: int, name: str | None = None):
@@ -61,6 +63,9 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
         self.brk_start = BRK_START
         self.brk_end = BRK_START
         self.pt_pages: list[int] = []   # frames standing for page-table pages (pte_alloc)
+        # mm->cpu_vm_mask (2.6.27; mm_cpumask today): set by switch_mm when a CPU starts
+        # running the mm and, on x86, not cleared when it stops (only lazily, by leave_mm)
+        self.cpu_vm_mask: set[int] = set()
         self.exited = False
         self.oom_reaped = False
         self._held_rmap_locks: list = []
@@ -184,11 +189,43 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
             return Range(self, start, end, Event.UNMAP, True, None)
         return Range(self, start, end, event, blockable, owner)
 
+    def switch_mm(self) -> None:
+        """The running task executes in this address space (its user accesses): its CPU joins
+        ``cpu_vm_mask`` as ``switch_mm`` does (``cpu_set(cpu, next->cpu_vm_mask)``, 2.6.27
+        include/asm-x86/mmu_context_64.h). Setup work outside ``run()`` runs on no CPU."""
+        cpu = self.sched.cpu_of()
+        if cpu is not None and cpu not in self.cpu_vm_mask:
+            self.cpu_vm_mask.add(cpu)
+
+    def flush_tlb_cpus(self) -> int:
+        """The CPU side of a TLB flush of this mm, as 2.6.27 arch/x86/kernel/tlb_64.c
+        ``flush_tlb_page`` / ``flush_tlb_range`` / ``flush_tlb_mm`` do: a local flush when the
+        flushing CPU runs this mm (``current->active_mm == mm``: it is in ``cpu_vm_mask``),
+        and if any other CPU of ``cpu_vm_mask`` is left, ``flush_tlb_others``: one IPI to
+        each (``send_IPI_mask``), then spin until every one has flushed
+        (``while (!cpus_empty(f->flush_cpumask)) cpu_relax()``), so the wait is one round
+        trip (``tlb_shootdown``) plus ``ipi_send`` per remote CPU past the first. Returns the
+        number of remote CPUs."""
+        sched = self.sched
+        mask = self.cpu_vm_mask
+        cpu = sched.cpu_of()
+        local = cpu in mask
+        if local:
+            sched.charge("tlb_flush_local")
+        remote = len(mask) - local
+        if remote:
+            sched.charge("tlb_shootdown")
+            if remote > 1:
+                sched.charge("ipi_send", remote - 1)
+            sched.stats["tlb_shootdown_ipis"] += remote
+        return remote
+
     def _flush_tlb_range(self, start, end):
-        """``flush_tlb_range``: the CPU TLB flush, and in modern Linux the secondary TLBs
-        that share the CPU tables (``mmu_notifier_arch_invalidate_secondary_tlbs``, called by
-        the arch flush code under the PT lock)."""
-        self.sched.charge("tlb_shootdown")
+        """``flush_tlb_range``: the CPU TLB flush (:meth:`flush_tlb_cpus`), and in modern
+        Linux the secondary TLBs that share the CPU tables
+        (``mmu_notifier_arch_invalidate_secondary_tlbs``, called by the arch flush code under
+        the PT lock)."""
+        self.flush_tlb_cpus()
         if self.api == "modern":
             yield from self.notifier_subscriptions.mmu_notifier_arch_invalidate_secondary_tlbs(
                 start, end)
@@ -197,7 +234,7 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
         """``ptep_clear_flush_young_notify`` on one page, PT lock held."""
         young = self.pt.clear_young(va >> PAGE_SHIFT)
         if young:
-            self.sched.charge("tlb_flush_local")
+            self.flush_tlb_cpus()        # ptep_clear_flush_young: flush_tlb_page if young
         young |= bool((yield from self.notifier_subscriptions.mmu_notifier_clear_flush_young(
             va, va + PAGE_SIZE)))
         return young

@@ -260,7 +260,7 @@ class Mmap:
                 self.sched.charge("pte_update", len(ptes))
                 if (free or hi == v1) and hi > flushed:
                     if fullmm:
-                        self.sched.charge("tlb_shootdown")
+                        self.flush_tlb_cpus()      # tlb_flush_mmu -> flush_tlb_mm
                     else:
                         yield from self._flush_tlb_range(flushed << PAGE_SHIFT, b)
                     flushed = hi

@@ -77,7 +77,7 @@ class Vmscan:
             elif frames.mapcount[pfn] == 0 and frames.refcount[pfn] == 2:
                 swap.contents[slot] = frames.contents[pfn]  # pageout -> swap_writepage
                 swap.writes += 1
-                self.sched.charge("swap_io")
+                self.sched.wait_io("swap_io")
                 yield
                 if frames.mapcount[pfn] == 0 and frames.refcount[pfn] == 2 and \
                         swap.page[slot] == pfn:
@@ -92,7 +92,7 @@ class Vmscan:
             file.contents[index] = frames.contents[pfn]
             frames.clear_flags(pfn, FRAME_DIRTY)
             file.writebacks += 1
-            self.sched.charge("writeback_io")
+            self.sched.wait_io("writeback_io")
             yield
             if frames.mapcount[pfn] != 0 or frames.refcount[pfn] != 2 or \
                     frames.test_flags(pfn, FRAME_DIRTY):

@@ -37,7 +37,7 @@ class Writeback:
                 frames.clear_flags(pfn, FRAME_DIRTY)
                 file.contents[pgoff] = frames.contents[pfn]
                 file.writebacks += 1
-                self.sched.charge("writeback_io")
+                self.sched.wait_io("writeback_io")
                 written += 1
                 yield
             finally:

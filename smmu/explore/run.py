@@ -41,6 +41,10 @@ class ScanEveryStep(Schedule):
     def reset(self, seed):
         self.inner.reset(seed)
 
+    @property
+    def cost_factor(self):
+        return self.inner.cost_factor
+
     def choose(self, sched, tasks):
         scan = getattr(getattr(sched, "oracle", None), "scan", None)
         if scan is not None:

@@ -9,12 +9,44 @@ lockdep-style order tracking.
 Create them through the scheduler (``sim.spinlock("mmu_lock")``...) so they know whose
 ``current`` task is acquiring; the name is the lock *class* for lock-order tracking, as in
 lockdep, so give per-instance locks of one kind the same name.
+
+Time (causal, see :mod:`smmu.runtime.costs`): every acquisition is charged ``lock``. Each
+primitive stamps the moment it was released (unlock, ``up_read``/``up_write``,
+``wake_all``, ``complete``); a task granted it resumes no earlier than that stamp, and one that
+had to wait pays for the hand-over too: ``lock_handoff`` (it spun; spinlocks) or ``wakeup``
+(it slept; mutex, rwsem, wait queue, completion).
+
+``Scheduler(fair_locks=True)``: spinlocks are FIFO ticket locks (x86 since 2.6.25) and rwsems
+hand the semaphore to the waiters at the head of their queue on release, a writer alone or
+every reader up to the next writer (``__rwsem_do_wake`` in 2.6.27 lib/rwsem.c), so a
+releaser that comes straight back queues behind them. By default a released lock goes to
+whichever task the schedule picks next (barging: a superset of Linux's orders, what the
+checker explores). Mutexes barge either way: the 2.6.2x mutex wakes its first waiter but
+hands nothing over (hand-off came in 4.10, and only for a starving waiter).
 """
 
 from __future__ import annotations
 
+from collections import deque
+
 from smmu.base.errors import UsageError
 from smmu.runtime.task import Request, Task
+
+
+def _resume(sched, task, req, at: float) -> None:
+    """``task`` is granted ``req``, released at ``at``: it resumes no earlier than that; when
+    it had to wait (``task.pending is req``) it also pays the hand-over, spinning
+    (``lock_handoff``) or sleeping (``wakeup``)."""
+    if task.pending is req:
+        kind = "wakeup" if req.sleeps else "lock_handoff"
+        task.advance_to(at + sched.cost_ns[kind], req.sleeps)
+        sched.stats[kind] += 1
+    elif at > 0.0:
+        task.advance_to(at, req.sleeps)
+
+
+def _ready(sched, req, at: float) -> float:
+    return at + sched.cost_ns["wakeup" if req.sleeps else "lock_handoff"]
 
 
 class _Lock(Request):
@@ -28,9 +60,15 @@ class _Lock(Request):
         self.owner: Task | None = None
         self.acquisitions = 0
         self.contended = 0
+        self.released_at = 0.0     # the releaser's clock at the last release
+        self.fair = sched.fair_locks and self.kind == "spinlock"
+        self.waiters: deque = deque()   # fair: blocked tasks, FIFO
+        self.handed: Task | None = None  # fair: the waiter the lock was handed to
 
     def can(self, task):
         if self.owner is None:
+            return not (self.fair and self.waiters and task.pending is not self)
+        if self.handed is task:
             return True
         if self.owner is task:
             self.sched.violation("Deadlock", f"{task.name!r} takes {self.name!r} again while "
@@ -41,10 +79,25 @@ class _Lock(Request):
         return False
 
     def grant(self, task):
+        _resume(self.sched, task, self, self.released_at)
+        if self.handed is task:
+            self.handed = None
         self.owner = task
         self.acquisitions += 1
         self.sched.note_acquire(task, self)
+        self.sched.charge("lock")
         return self
+
+    def block(self, task):
+        if self.fair:
+            self.waiters.append(task)
+
+    def cancel(self, task):
+        if task in self.waiters:
+            self.waiters.remove(task)
+
+    def ready_at(self, task):
+        return _ready(self.sched, self, self.released_at)
 
     def holders(self):
         return [self.owner] if self.owner is not None else []
@@ -52,17 +105,21 @@ class _Lock(Request):
     def trylock(self) -> bool:
         """Take the lock if free, without waiting (``spin_trylock`` / ``mutex_trylock``)."""
         task = self._current()
-        if self.owner is not None:
+        if self.owner is not None or self.waiters:   # a ticket lock with waiters is taken
             return False
         self.grant(task)
         return True
 
     def release(self) -> None:
         task = self.owner
-        if task is None:
+        if task is None or self.handed is task:
             raise UsageError(f"release of {self.name!r} which is not held")
         self.owner = None
+        self.released_at = self.sched.running.time
         self.sched.note_release(task, self)
+        if self.waiters:                       # fair: the next ticket holder has it now
+            nxt = self.waiters.popleft()
+            self.owner = self.handed = nxt
 
     unlock = release
 
@@ -131,10 +188,19 @@ class _RWSide(Request):
 
     def can(self, task):
         s = self.sem
+        if task in s.handed:
+            return True
         if s.writer is task or (self.write and task in s.readers):
             s.sched.violation("Deadlock", f"{task.name!r} takes rwsem {s.name!r} again while "
                               f"holding it (at {task.where()})", task=task.name, stop=False)
             return False
+        if s.fair:
+            # FIFO: a newcomer queues behind every waiter; waiters are handed the semaphore
+            if s.waiters and task.pending is not self:
+                return False
+            if self.write:
+                return s.writer is None and not s.readers and not s.waiters
+            return s.writer is None and not s.waiters
         if self.write:
             return s.writer is None and not s.readers
         # writers waiting get priority so readers cannot starve them (as rwsem does)
@@ -143,12 +209,30 @@ class _RWSide(Request):
 
     def grant(self, task):
         s = self.sem
-        if self.write:
+        _resume(s.sched, task, self, s.released_at)
+        if task in s.handed:
+            s.handed.discard(task)        # the hand-over already made it an owner
+        elif self.write:
             s.writer = task
         else:
             s.readers.append(task)
         s.sched.note_acquire(task, self)
+        s.sched.charge("lock")
         return self
+
+    def block(self, task):
+        s = self.sem
+        if s.fair:
+            s.waiters.append((task, self.write))
+
+    def cancel(self, task):
+        s = self.sem
+        for w in list(s.waiters):
+            if w[0] is task:
+                s.waiters.remove(w)
+
+    def ready_at(self, task):
+        return _ready(self.sem.sched, self, self.sem.released_at)
 
     def holders(self):
         s = self.sem
@@ -168,11 +252,14 @@ class _RWSide(Request):
                     raise UsageError(f"up_read on {s.name!r} which is not read-held")
                 task = s.readers[0]
             s.readers.remove(task)
+        s.released_at = max(s.released_at, s.sched.running.time)
         # lockdep bookkeeping: the held entry is the side object that was granted
         for h in list(task.held):
             if isinstance(h, _RWSide) and h.sem is s and h.write == self.write:
                 task.held.remove(h)
                 break
+        if s.waiters and s.writer is None and not s.readers:
+            s.hand_over()
 
     def __enter__(self):
         return self
@@ -194,8 +281,27 @@ class RWSem:
         self.name = name
         self.writer: Task | None = None
         self.readers: list[Task] = []
+        self.released_at = 0.0
+        self.fair = sched.fair_locks
+        self.waiters: deque = deque()   # fair: (task, write) blocked, FIFO
+        self.handed: set = set()        # fair: waiters made owners by a release, not yet run
         self._r = _RWSide(self, False)
         self._w = _RWSide(self, True)
+
+    def hand_over(self) -> None:
+        """``__rwsem_do_wake`` (2.6.27 lib/rwsem.c): the semaphore just became free with
+        waiters queued: "grant a single write lock if there's a writer at the front of the
+        queue", else "grant an infinite number of read locks to the readers at the front"."""
+        task, write = self.waiters.popleft()
+        self.handed.add(task)
+        if write:
+            self.writer = task
+            return
+        self.readers.append(task)
+        while self.waiters and not self.waiters[0][1]:
+            task, _ = self.waiters.popleft()
+            self.handed.add(task)
+            self.readers.append(task)
 
     def read(self) -> _RWSide:
         return self._r
@@ -229,6 +335,7 @@ class _Wait(Request):
         self.wq = wq
         self.pred = pred
         self.woken = False
+        self.woken_at = 0.0
         self.name = wq.name
 
     def can(self, task):
@@ -242,8 +349,13 @@ class _Wait(Request):
         return False
 
     def grant(self, task):
+        if task.pending is self:           # it slept: it runs once the wake-up reaches it
+            _resume(self.wq.sched, task, self, self.woken_at)
         if self in self.wq.waiters:
             self.wq.waiters.remove(self)
+
+    def ready_at(self, task):
+        return _ready(self.wq.sched, self, self.woken_at)
 
     def holders(self):
         return []
@@ -273,8 +385,10 @@ class WaitQueue:
 
     def wake_all(self) -> None:
         self.wakeups += 1
+        now = self.sched.running.time
         for w in self.waiters:
             w.woken = True
+            w.woken_at = now
 
     wake_up_all = wake_all
 
@@ -293,8 +407,13 @@ class _CompletionWait(Request):
         return self.c.done > 0
 
     def grant(self, task):
-        if self.c.done != Completion.ALL:
-            self.c.done -= 1
+        c = self.c
+        _resume(c.sched, task, self, c.completed_at)
+        if c.done != Completion.ALL:
+            c.done -= 1
+
+    def ready_at(self, task):
+        return _ready(self.c.sched, self, self.c.completed_at)
 
     def holders(self):
         return []
@@ -313,15 +432,18 @@ class Completion:
         self.sched = sched
         self.name = name
         self.done = 0
+        self.completed_at = 0.0     # the completer's clock at the last complete()
 
     def wait(self) -> _CompletionWait:
         return _CompletionWait(self)
 
     def complete(self):
+        self.completed_at = max(self.completed_at, self.sched.running.time)
         if self.done != self.ALL:
             self.done += 1
 
     def complete_all(self):
+        self.completed_at = max(self.completed_at, self.sched.running.time)
         self.done = self.ALL
 
     def __repr__(self):

@@ -21,8 +21,16 @@ primitive used there is a ``SleepInAtomic`` violation naming both places. Nothin
 while tasks wait is a ``Deadlock`` (with the wait-for cycle); a task past its step budget is a
 ``Livelock``. Both end the run instead of hanging the test process.
 
-Simulated time: every task has a clock advanced by :meth:`Scheduler.charge` from the cost
-table :data:`COSTS`; the ``timed`` schedule always runs the task with the earliest clock.
+Simulated time is causal. Every task has its own clock (ns), advanced by its work
+(:meth:`Scheduler.charge` from the cost table, :data:`COSTS` unless ``costs=`` overrides
+entries), by each step, by I/O it waits for (:meth:`Scheduler.wait_io`) and by waiting: a task
+woken by a release, a completion, a wake-up or the end of a sleep resumes no earlier than the
+waker's clock at that moment (plus the hand-over: :mod:`smmu.runtime.locks`). A task spawned
+starts at the clock of whoever spawned it. Tasks run on CPUs (``spawn(..., cpu=N)``; by
+default each task has a CPU of its own): tasks sharing one CPU run one at a time, and the
+primary MM uses the CPUs an mm ran on to make a TLB flush local or a shootdown. The ``timed``
+schedule runs the task that can resume earliest (ties and optional cost jitter from its
+seed); every other schedule ignores time, which only annotates their runs.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from smmu.runtime.costs import COSTS
 from smmu.runtime.locks import Completion, Mutex, NonBlock, RWSem, Spinlock, WaitQueue
 from smmu.runtime.observer import Observer
 from smmu.runtime.schedules import make_schedule
-from smmu.runtime.task import Request, Task, format_frames, user_frame
+from smmu.runtime.task import Core, Request, Task, format_frames, user_frame
 
 log = structlog.get_logger("smmu")
 
@@ -58,7 +66,11 @@ class Sleep(Request):
         return True
 
     def grant(self, task):
+        """The task leaves its CPU and resumes ``ns`` later (``schedule_timeout``)."""
+        if task.core is not None:
+            task.core.leave(task, task.time)
         task.clock += self.ns
+        task.waited += self.ns
 
     def __repr__(self):
         return f"<sleep {self.ns}ns>"
@@ -67,8 +79,10 @@ class Sleep(Request):
 class Result:
     """What a run produced: ``violations``, ``stats`` (counters; hook calls by name under
     ``hooks``), ``trace`` (events when tracing was on), ``schedule`` (the choice list),
-    ``steps`` (count), ``time_ns`` (simulated makespan), ``errors`` (tasks that ended with a
-    simulated fault such as SegmentationFault, by task name)."""
+    ``steps`` (count), ``time_ns`` (simulated makespan: the latest task clock), ``errors``
+    (tasks that ended with a simulated fault such as SegmentationFault, by task name),
+    ``times`` (per task name: ``cpu``, ``end_ns`` its clock, ``waited_ns`` off CPU,
+    ``io_ns`` of which I/O, ``spun_ns`` spinning for locks)."""
 
     def __init__(self, sched: Scheduler):
         self.violations: list[Violation] = list(sched.violations)
@@ -78,6 +92,9 @@ class Result:
         self.schedule = list(sched.choices)
         self.steps = sched.steps
         self.time_ns = max((t.time for t in sched.all_tasks), default=0.0)
+        self.times = {t.name: {"cpu": t.cpu, "end_ns": t.time, "waited_ns": t.waited,
+                               "io_ns": t.io_ns, "spun_ns": t.spun}
+                      for t in sched.all_tasks if t.tid >= 0}
         self.errors = {t.name: t.error for t in sched.all_tasks if t.error is not None}
         self.results = {t.name: t.result for t in sched.all_tasks if t.done}
 
@@ -101,13 +118,29 @@ class Scheduler:
     ``max_steps``: total step budget of one ``run``; ``task_step_budget``: steps one task may
     take before it is declared a ``Livelock``. ``stop_on_violation``: end the run at the first
     violation (exploration wants this; a plain run records all and continues).
+    ``costs``: ``{kind: ns}`` overriding entries of :data:`COSTS` for this scheduler (cost
+    sweeps); ``fair_locks``: FIFO ticket spinlocks and rwsem hand-off to waiters
+    (:mod:`smmu.runtime.locks`; default: released locks go to whoever the schedule picks).
     """
 
     def __init__(self, schedule="round_robin", seed: int | None = 0, *,
                  max_steps: int = 2_000_000, task_step_budget: int = 200_000,
                  stop_on_violation: bool = False, trace: bool = False,
-                 record_steps: bool = False):
+                 record_steps: bool = False, costs: dict | None = None,
+                 fair_locks: bool = False):
         self.seed = seed
+        self.cost_ns: dict[str, float] = {k: v[0] for k, v in COSTS.items()}
+        for k, v in (costs or {}).items():
+            if k not in self.cost_ns:
+                raise UsageError(f"unknown cost {k!r}: the kinds are {sorted(COSTS)}")
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise UsageError(f"cost {k!r} must be a number of ns, got {v!r}") from None
+            if not v >= 0.0:
+                raise UsageError(f"cost {k!r} must be >= 0 ns, got {v!r}")
+            self.cost_ns[k] = v
+        self.fair_locks = bool(fair_locks)
         self.schedule = make_schedule(schedule, seed)
         self.max_steps = max_steps
         self.task_step_budget = task_step_budget
@@ -135,16 +168,36 @@ class Scheduler:
         self._npending = 0
         self._stopped = False
         self._setup_task = Task(-1, "setup", None)
+        self._cpu_tasks: dict[int, list[Task]] = {}   # cpu -> tasks spawned on it
+        self.cores: dict[int, Core] = {}              # CPUs shared by several tasks
 
     # ----------------------------------------------------------------- tasks
-    def spawn(self, name: str, gen) -> Task:
-        """Add a task running generator ``gen``; it runs when ``run()`` is called."""
+    def spawn(self, name: str, gen, cpu: int | None = None) -> Task:
+        """Add a task running generator ``gen``; it runs when ``run()`` is called. ``cpu``:
+        the CPU it runs on (default: a CPU of its own); tasks given the same CPU run one at
+        a time. It starts at the clock of the task that spawns it (the setup clock outside
+        ``run()``)."""
         if not hasattr(gen, "send"):
             raise UsageError(
                 f"spawn({name!r}, ...) needs a generator, got {type(gen).__name__}: call the "
                 "task function, e.g. sim.spawn('cpu0', cpu()) not sim.spawn('cpu0', cpu)")
-        t = Task(self._next_tid, name, gen)
+        if cpu is None:
+            cpu = 0
+            while cpu in self._cpu_tasks:
+                cpu += 1
+        elif isinstance(cpu, bool) or not isinstance(cpu, int) or cpu < 0:
+            raise UsageError(f"spawn({name!r}, ..., cpu={cpu!r}): cpu must be a CPU number "
+                             ">= 0 (or None: a CPU of its own)")
+        t = Task(self._next_tid, name, gen, cpu=cpu, start=self.running.time)
         self._next_tid += 1
+        on_cpu = self._cpu_tasks.setdefault(cpu, [])
+        on_cpu.append(t)
+        if len(on_cpu) > 1:
+            core = self.cores.get(cpu)
+            if core is None:
+                core = self.cores[cpu] = Core(cpu)
+            for u in on_cpu:
+                u.core = core
         self.tasks.append(t)
         self.all_tasks.append(t)
         return t
@@ -161,7 +214,9 @@ class Scheduler:
             raise UsageError("do(...) needs a generator: pass the call, e.g. "
                              "sim.do(mm.mmap(4096)), not the function")
         saved_tasks, saved_stop, saved_pending = self.tasks, self.stop_on_violation, self._npending
-        t = Task(-1, "setup", gen)
+        parent = self.running
+        saved_current = self.current
+        t = Task(-1, "setup", gen, cpu=parent.cpu, start=parent.time)
         self.tasks = [t]
         self._npending = 0
         self.all_tasks.append(t)
@@ -173,6 +228,12 @@ class Scheduler:
             self.stop_on_violation = saved_stop
             self._npending = saved_pending
             self.all_tasks.remove(t)
+            self.current = saved_current
+            # the work was the caller's: its clock moves on by what the operation took
+            parent.clock += t.time - parent.time if t.time > parent.time else 0.0
+            parent.waited += t.waited
+            parent.io_ns += t.io_ns
+            parent.spun += t.spun
         if t.error is not None:
             raise t.error
         if not t.done and self._stopped:
@@ -249,6 +310,9 @@ class Scheduler:
                 self._deadlock()
                 return
             self.current = task
+            core = task.core
+            if core is not None and core.last is not task:
+                core.switch_to(task, self)
             self.steps += 1
             try:
                 req = task.pending
@@ -256,9 +320,10 @@ class Scheduler:
                     out = task.gen.send(task.value)
                     task.value = None
                 elif req is not None:
+                    val = req.grant(task)       # pending still set: granted after a wait
                     task.pending = None
                     self._npending -= 1
-                    out = task.gen.send(req.grant(task))
+                    out = task.gen.send(val)
                 else:
                     exc, task.throw = task.throw, None
                     out = task.gen.throw(exc)
@@ -312,6 +377,9 @@ class Scheduler:
             else:
                 task.pending = out
                 self._npending += 1
+                out.block(task)
+                if task.core is not None:
+                    task.core.leave(task, task.time)
             return
         self._finish(task, None, None)
         kind = "a generator (use `yield from` to call it)" if hasattr(out, "send") else repr(out)
@@ -321,8 +389,11 @@ class Scheduler:
 
     def _finish(self, task, result, error):
         if task.pending is not None:
+            task.pending.cancel(task)
             task.pending = None
             self._npending -= 1
+        if task.core is not None:
+            task.core.leave(task, task.time)
         task.done = True
         task.result = result
         task.error = error
@@ -471,10 +542,30 @@ class Scheduler:
 
     # ----------------------------------------------------------------- time, stats, trace
     def charge(self, kind: str, n: int = 1) -> None:
-        """Advance the current task's simulated clock by ``n`` units of ``COSTS[kind]``."""
+        """Advance the running task's simulated clock by ``n`` units of ``COSTS[kind]``
+        (this scheduler's ``costs``; the ``timed`` schedule may jitter it)."""
         t = self.current or self._setup_task
-        t.clock += COSTS[kind][0] * n
+        ns = self.cost_ns[kind] * n
+        jitter = self.schedule.cost_factor
+        if jitter is not None:
+            ns *= jitter()
+        t.clock += ns
         self.stats[kind] += n
+
+    def wait_io(self, kind: str, n: int = 1) -> None:
+        """The running task waits off CPU for ``n`` I/Os of ``COSTS[kind]`` (``swap_io``,
+        ``writeback_io``): its clock moves on as for :meth:`charge`, counted as waited."""
+        t = self.current or self._setup_task
+        before = t.clock
+        self.charge(kind, n)
+        d = t.clock - before
+        t.waited += d
+        t.io_ns += d
+
+    def cpu_of(self) -> int | None:
+        """The CPU the running task runs on (None for setup work outside ``run()``, which
+        builds the initial state and runs on no CPU of the simulated machine)."""
+        return self.running.cpu
 
     @property
     def running(self) -> Task:

@@ -4,7 +4,8 @@
 schedule registers its name where it is defined (:func:`register_schedule`).
 
 ``"round_robin"`` each task in turn; ``"random"`` uniformly random from a seeded generator;
-``"timed"`` earliest simulated clock first (benchmarks); ``"pct"`` probabilistic concurrency
+``"timed"`` the task that can resume earliest in simulated time first, ties broken and costs
+optionally jittered from the seed (benchmarks; :class:`Timed`); ``"pct"`` probabilistic concurrency
 testing (Burckhardt, Kothari, Musuvathi, Nagarakatte, ASPLOS 2010); ``"replay"`` an explicit
 choice list (:class:`Replay`, also what the preemption-bounded search extends prefixes with);
 :class:`HypothesisSchedule` draws each choice from hypothesis data (not registered: it needs
@@ -36,6 +37,9 @@ class Schedule:
     in a stable order) and returns an index into them. Subclass it for new strategies."""
 
     name = "schedule"
+    #: a function returning the factor each charged cost is multiplied by, or None (no
+    #: jitter); only :class:`Timed` jitters
+    cost_factor = None
 
     def reset(self, seed: int | None) -> None:
         pass
@@ -133,17 +137,53 @@ register_schedule("random", RandomSchedule)
 
 
 class Timed(Schedule):
-    """Earliest simulated clock first (ties: lowest task id). For benchmarks."""
+    """The task that can resume earliest in simulated time runs (its clock, or for a task
+    blocked on a request that can now be granted, the moment the request releases it:
+    :meth:`~smmu.runtime.task.Task.ready_at`). For benchmarks.
+
+    ``seed``: ties (candidates whose times are equal) are broken by a generator seeded with
+    it; ``jitter``: every charged cost is multiplied by a factor drawn uniformly from
+    ``[1 - jitter, 1 + jitter]`` (a second generator from the same seed), so that runs of
+    different seeds spread as real runs do. With ``jitter=0`` and no ties the seed changes
+    nothing."""
 
     name = "timed"
 
+    def __init__(self, seed: int = 0, jitter: float = 0.0):
+        try:
+            jitter = float(jitter)
+        except (TypeError, ValueError):
+            raise UsageError(f"Timed jitter must be a number in [0, 1), got {jitter!r}") from None
+        if not 0.0 <= jitter < 1.0:
+            raise UsageError(f"Timed jitter must be in [0, 1), got {jitter!r}")
+        self.seed = seed
+        self.jitter = jitter
+        self.reset(seed)
+
+    def reset(self, seed):
+        if seed is not None:
+            self.seed = seed
+        self.rng = _random.Random(self.seed)
+        if self.jitter:
+            cost_rng = _random.Random(f"cost-{self.seed}")
+            lo, span = 1.0 - self.jitter, 2.0 * self.jitter
+            self.cost_factor = lambda: lo + span * cost_rng.random()
+        else:
+            self.cost_factor = None
+
     def choose(self, sched, tasks):
-        best = 0
-        bt = tasks[0].time
+        best = [0]
+        bt = tasks[0].ready_at()
         for i in range(1, len(tasks)):
-            if tasks[i].time < bt:
-                best, bt = i, tasks[i].time
-        return best
+            t = tasks[i].ready_at()
+            if t < bt:
+                best, bt = [i], t
+            elif t == bt:
+                best.append(i)
+        return best[0] if len(best) == 1 else best[self.rng.randrange(len(best))]
+
+    def __repr__(self):
+        return f"<Timed seed={self.seed} jitter={self.jitter}>"
 
 
 register_schedule("timed", Timed)

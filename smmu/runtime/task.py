@@ -3,6 +3,11 @@
 A task is a generator (one simulated CPU or device context); what it yields tells the
 scheduler what it wants (see :mod:`smmu.runtime.scheduler`). A :class:`Request` is anything a
 task can yield to wait for (locks, rwsem sides, wait queues, completions, sleeps).
+
+Each task has its own clock (``time``, simulated ns): the work it was charged, one ``step``
+cost per step, and the time it spent waiting. A wait ends no earlier than the moment the task
+was released (:meth:`Task.advance_to`), which is what makes time causal. ``cpu`` is the CPU
+it runs on; tasks that share one CPU run one at a time (:class:`Core`).
 """
 
 from __future__ import annotations
@@ -37,21 +42,26 @@ class Task:
 
     __slots__ = (
         "atomic",
+        "clock",
+        "core",
+        "cpu",
         "done",
         "error",
         "gen",
         "held",
+        "io_ns",
         "name",
         "pending",
         "result",
+        "spun",
         "steps",
         "throw",
         "tid",
-        "clock",
         "value",
+        "waited",
     )
 
-    def __init__(self, tid: int, name: str, gen):
+    def __init__(self, tid: int, name: str, gen, cpu: int | None = None, start: float = 0.0):
         self.tid = tid
         self.name = name
         self.gen = gen
@@ -61,7 +71,12 @@ class Task:
         self.atomic: list = []     # (reason, where) per open atomic section, innermost last
         self.held: list = []       # locks held, in acquisition order
         self.steps = 0
-        self.clock = 0.0           # simulated ns charged by the work the task did
+        self.clock = start         # simulated ns: work charged and waits (steps apart)
+        self.waited = 0.0          # of which off CPU: sleeps, sleeping-lock waits, I/O
+        self.io_ns = 0.0           # of which I/O (Scheduler.wait_io)
+        self.spun = 0.0            # on CPU but spinning for a spinlock
+        self.cpu = cpu             # the CPU it runs on (None: the setup pseudo-task)
+        self.core = None           # the Core when it shares its CPU with other tasks
         self.done = False
         self.result = None
         self.error = None
@@ -70,6 +85,37 @@ class Task:
     def time(self) -> float:
         """Simulated time of this task: its charged costs plus the per-step cost."""
         return self.clock + self.steps * _STEP_NS
+
+    def advance_to(self, t: float, off_cpu: bool) -> float:
+        """The task resumes no earlier than ``t`` (the moment it was released): move its
+        clock forward to ``t`` if it is behind, counting the gap as waited (``off_cpu``: it
+        slept) or spun. Returns the gap."""
+        d = t - self.time
+        if d <= 0.0:
+            return 0.0
+        self.clock += d
+        if off_cpu:
+            self.waited += d
+        else:
+            self.spun += d
+        return d
+
+    def ready_at(self) -> float:
+        """When the task could run next: its clock, or for a task blocked on a request that
+        can now be granted, the moment the request lets it go (what the ``timed`` schedule
+        compares)."""
+        t = self.time
+        req = self.pending
+        if req is not None:
+            r = req.ready_at(self)
+            if r > t:
+                t = r
+        core = self.core
+        if core is not None and core.last is not self:
+            f = core.free_at()
+            if f > t:
+                t = f
+        return t
 
     @property
     def in_atomic(self) -> bool:
@@ -110,7 +156,45 @@ class Task:
     def __repr__(self) -> str:
         state = "done" if self.done else ("blocked on %r" % (self.pending,) if self.pending
                                           else "ready")
-        return f"<Task {self.tid} {self.name!r} {state}, {self.steps} steps, t={self.time:.0f}ns>"
+        return (f"<Task {self.tid} {self.name!r} cpu={self.cpu} {state}, {self.steps} steps, "
+                f"t={self.time:.0f}ns>")
+
+
+class Core:
+    """One CPU shared by several tasks (``spawn(..., cpu=N)`` twice with the same N): they run
+    one at a time. A task switched in starts no earlier than the CPU was free (the previous
+    task's clock, or the moment it blocked or went to sleep), and pays a ``context_switch``
+    when it takes the CPU from another runnable task."""
+
+    __slots__ = ("cpu", "last", "idle_at")
+
+    def __init__(self, cpu: int):
+        self.cpu = cpu
+        self.last: Task | None = None   # the task on the CPU now (None: idle)
+        self.idle_at = 0.0              # when it went idle
+
+    def free_at(self) -> float:
+        last = self.last
+        return self.idle_at if last is None or last.done else last.time
+
+    def switch_to(self, task: Task, sched) -> None:
+        """``task`` takes this CPU (called by the scheduler before its step, with ``task``
+        current)."""
+        prev = self.last
+        task.advance_to(self.free_at(), True)           # it waited on the run queue
+        if prev is not None and prev is not task and not prev.done:
+            sched.charge("context_switch")              # it preempts a runnable task
+        self.last = task
+
+    def leave(self, task: Task, at: float) -> None:
+        """``task`` left the CPU at ``at`` (it blocked, went to sleep or ended)."""
+        if self.last is task:
+            self.last = None
+            if at > self.idle_at:
+                self.idle_at = at
+
+    def __repr__(self):
+        return f"<Core {self.cpu} running {self.last.name if self.last else 'nothing'}>"
 
 
 class Request:
@@ -124,4 +208,18 @@ class Request:
         raise NotImplementedError
 
     def grant(self, task: Task):  # the task proceeds: take the resource; returns the value sent
+        """The task proceeds: take the resource, move its clock to when it was released
+        (``task.pending is self`` when it had to wait, None when granted at the yield), and
+        return the value sent into it."""
         return self
+
+    def ready_at(self, task: Task) -> float:
+        """When a task blocked on this request would resume if granted now (default: no
+        constraint)."""
+        return 0.0
+
+    def block(self, task: Task) -> None:
+        """``task`` could not be granted this request at its yield and now waits for it."""
+
+    def cancel(self, task: Task) -> None:
+        """``task`` ended while waiting for this request."""

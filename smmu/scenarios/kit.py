@@ -46,16 +46,16 @@ class Join:
             self.running -= 1
             self.wq.wake_all()
 
-    def spawn(self, name: str, gen):
+    def spawn(self, name: str, gen, cpu: int | None = None):
         self.running += 1
-        return self.sim.spawn(name, self._wrap(gen))
+        return self.sim.spawn(name, self._wrap(gen), cpu=cpu)
 
     def _after(self, gen):
         yield self.wq.wait_until(lambda: self.running == 0)
         return (yield from gen)
 
-    def then(self, name: str, gen):
-        return self.sim.spawn(name, self._after(gen))
+    def then(self, name: str, gen, cpu: int | None = None):
+        return self.sim.spawn(name, self._after(gen), cpu=cpu)
 
 
 def tolerant(gen):

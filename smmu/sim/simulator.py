@@ -47,6 +47,11 @@ class Simulator(Scheduler):
     the runtime's own (``SleepInAtomic``, ``Deadlock``...). ``trace``: record
     ``Result.trace`` (hook calls and violations, :class:`TraceRecorder`).
 
+    Time (:mod:`smmu.runtime.costs`): ``costs`` overrides entries of the cost table for this
+    simulator (``{kind: ns}``); ``fair_locks`` makes spinlocks FIFO ticket locks and rwsems
+    hand over to their waiters (:mod:`smmu.runtime.locks`); ``spawn(name, gen, cpu=N)`` puts
+    a task on a CPU.
+
     ``oracle`` is the observer judging the run (an :class:`~smmu.oracle.Oracle`, or a
     :class:`~smmu.oracle.ProtocolChecker` when ``check`` is False); ``observer`` is what
     the lower layers report to: the oracle, or with ``trace`` a fan-out of the oracle and
@@ -61,7 +66,8 @@ class Simulator(Scheduler):
                  gather_batch: int | None = None, check: bool = True,
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
-                 task_step_budget: int = 200_000, nframes: int = 4096):
+                 task_step_budget: int = 200_000, nframes: int = 4096,
+                 costs: dict | None = None, fair_locks: bool = False):
         if notifier_api not in API_GENERATIONS:
             raise UsageError(f"unknown notifier_api {notifier_api!r}: use one of "
                              f"{list(API_GENERATIONS)}")
@@ -72,7 +78,7 @@ class Simulator(Scheduler):
                              "(invalidate_page exists only there)")
         super().__init__(schedule, seed, max_steps=max_steps, task_step_budget=task_step_budget,
                          stop_on_violation=stop_on_violation, trace=trace,
-                         record_steps=record_steps)
+                         record_steps=record_steps, costs=costs, fair_locks=fair_locks)
         self.notifier_api = notifier_api
         self.rmap_locks = rmap_locks
         self.options = {"invalidate_page_outside_ptl": invalidate_page_outside_ptl,
