@@ -43,10 +43,14 @@ class HMM_MIRROR(MMUNotifier):
     ``mutex_trylock`` or return False (the OOM reaper then skips the range); else take the
     mutex; ``mmu_interval_set_seq``; erase the device PTEs of the range; unlock.
 
+    The interval notifier is inserted at the first device fault (:meth:`bind`), not at
+    attach: the first insert on an mm registers the interval tree under mmap_lock for
+    write, and nothing was mirrored before, so no invalidation is missed.
+
     Options: ``start`` / ``length`` of the mirrored interval. Default: the whole user
-    address space, as dmirror inserts ``[0, ULONG_MAX & PAGE_MASK)`` at open: it then
-    follows mappings created after attach too, at the cost of being called for every
-    invalidation of the mm.
+    address space, as dmirror inserts ``[0, ULONG_MAX & PAGE_MASK)``: it then follows
+    mappings created after attach too, at the cost of being called for every invalidation
+    of the mm.
     """
 
     name = "hmm_mirror"
@@ -59,14 +63,14 @@ class HMM_MIRROR(MMUNotifier):
         self.mutex = sim.mutex("dmirror->mutex")
         self.pt = ShadowPageTable(name=f"dmirror{mm.id}.pt", observer=self)
         self.notifier = _DmirrorInterval(owner=self, name=f"{self.name}.notifier")
-        mmu_interval_notifier_insert(self.notifier, mm, start, end - start)
+        self.interval = (start, end)
         self.dead = False
         self.faults = 0
         self.retries = 0
 
     def __repr__(self):
-        return (f"<{self.name} on {self.mm!r} [{self.notifier.start:#x}, "
-                f"{self.notifier.end:#x}) seq={self.notifier.invalidate_seq} "
+        return (f"<{self.name} on {self.mm!r} [{self.interval[0]:#x}, "
+                f"{self.interval[1]:#x}) seq={self.notifier.invalidate_seq} "
                 f"ptes={len(self.pt)}>")
 
     # ------------------------------------------------------------------ device side
@@ -78,18 +82,27 @@ class HMM_MIRROR(MMUNotifier):
             yield
             if self.dead:
                 raise device_gone(self, "the mirror was released")
-            if not self.notifier.start <= va < self.notifier.end:
+            if not self.interval[0] <= va < self.interval[1]:
                 raise device_gone(self, f"{va:#x} is outside the mirrored interval")
             pfn = self.pt.access(vpn, write)
             if pfn >= 0:
                 return self.dma_write(va, pfn, value) if write else self.dma_read(va, pfn)
             yield from self.fault(va, write)
 
+    def bind(self):
+        """Insert the interval notifier (``mmu_interval_notifier_insert``) if it is not yet:
+        done at the first device fault, as drivers that bind lazily do (the first insert on
+        an mm registers the interval tree under mmap_lock for write)."""
+        if not self.notifier._inserted and not self.dead:
+            start, end = self.interval
+            yield from mmu_interval_notifier_insert(self.notifier, self.mm, start, end - start)
+
     def fault(self, va, write):
         """``dmirror_fault`` -> ``dmirror_range_fault``: the collision-retry loop."""
         isub = self.notifier
         self.faults += 1
         self.sim.charge("device_fault")
+        yield from self.bind()
         while True:
             seq = yield from mmu_interval_read_begin(isub)
             pfn = yield from self.mm.hmm_range_fault(page_of(va), write)
@@ -150,7 +163,7 @@ class HMM_MIRROR(MMUNotifier):
 
     def erase(self, start, end):
         """``dmirror_do_update``: erase the device PTEs of ``[start, end)``."""
-        vpn0, vpn1 = vpn_span(start, end, self.notifier.start, self.notifier.end)
+        vpn0, vpn1 = vpn_span(start, end, *self.interval)
         if vpn0 < vpn1:
             self.pt.zap_range(vpn0, vpn1)
             self.sim.charge("secondary_flush")

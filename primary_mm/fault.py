@@ -60,16 +60,19 @@ class Faults:
         """Resolve one fault at ``va`` (``handle_mm_fault``). Takes ``mmap_lock`` for read
         unless the current task already holds it. Raises ``SegmentationFault`` for an
         access the VMA forbids (SIGBUS beyond the end of a file)."""
-        self._alive()
         va = as_int(va, "handle_mm_fault: address")
-        took = not self._mmap_lock_held()
-        if took:
-            yield self.mmap_lock.read()
+        self._mmget()
         try:
-            yield from self._handle_fault(va, bool(write))
-        finally:
+            took = not self._mmap_lock_held()
             if took:
-                self.mmap_lock.up_read()
+                yield self.mmap_lock.read()
+            try:
+                yield from self._handle_fault(va, bool(write))
+            finally:
+                if took:
+                    self.mmap_lock.up_read()
+        finally:
+            self._mmput()
 
     def _handle_fault(self, va, write, op="fault"):
         """``__handle_mm_fault`` -> ``handle_pte_fault``; mmap_lock held. One step of
@@ -343,16 +346,19 @@ class Faults:
             yield from self._handle_fault(va, write, op)
 
     def _gup(self, va, write, pin, op):
-        self._alive()
         va = as_int(va, f"{op}: address")
-        took = not self._mmap_lock_held()
-        if took:
-            yield self.mmap_lock.read()
+        self._mmget()
         try:
-            return (yield from self._follow(va, bool(write), pin, op))
-        finally:
+            took = not self._mmap_lock_held()
             if took:
-                self.mmap_lock.up_read()
+                yield self.mmap_lock.read()
+            try:
+                return (yield from self._follow(va, bool(write), pin, op))
+            finally:
+                if took:
+                    self.mmap_lock.up_read()
+        finally:
+            self._mmput()
 
     def get_user_pages(self, va, write=False):
         """``get_user_pages``: fault in ``va`` (a write breaks COW) and return its pfn with a
@@ -394,19 +400,22 @@ class Faults:
         """``hmm_range_fault`` for one page: fault it in and return its pfn, keeping no
         reference (the caller relies on its interval notifier). Takes mmap_lock for read
         unless the current task holds it."""
-        self._alive()
         va = as_int(va, "hmm_range_fault: address")
         vpn = va >> PAGE_SHIFT
-        took = not self._mmap_lock_held()
-        if took:
-            yield self.mmap_lock.read()
+        self._mmget()
         try:
-            while True:
-                self._access_vma(va, write, "hmm_range_fault")
-                pte = self.pt.lookup(vpn)
-                if pte & PTE_PRESENT and (not write or pte & PTE_WRITE):
-                    return pte_pfn(pte)
-                yield from self._handle_fault(va, bool(write), "hmm_range_fault")
-        finally:
+            took = not self._mmap_lock_held()
             if took:
-                self.mmap_lock.up_read()
+                yield self.mmap_lock.read()
+            try:
+                while True:
+                    self._access_vma(va, write, "hmm_range_fault")
+                    pte = self.pt.lookup(vpn)
+                    if pte & PTE_PRESENT and (not write or pte & PTE_WRITE):
+                        return pte_pfn(pte)
+                    yield from self._handle_fault(va, bool(write), "hmm_range_fault")
+            finally:
+                if took:
+                    self.mmap_lock.up_read()
+        finally:
+            self._mmput()

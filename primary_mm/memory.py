@@ -35,6 +35,7 @@ import itertools
 
 import numpy as np
 
+from primary_mm.exit import EXIT_MMAP_LOCKS
 from primary_mm.filemap import File
 from primary_mm.frames import (FRAME_DIRTY, FRAME_FILE, FRAME_LOCKED, FRAME_ZERO, FrameTable,
                                NO_OWNER)
@@ -52,6 +53,7 @@ from primary_mm.writeback import Writeback
 from smmu.base.constants import PAGE_SHIFT
 from smmu.base.errors import InvalidArgument, UsageError
 from smmu.base.pte import PTE_DIRTY, expand_huge, mapped_mask, mapped_pfns, swap_slots
+from smmu.notifier.chain import check_chain_options
 
 COW_REUSE = ("page_count", "mapcount")
 
@@ -69,11 +71,22 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, Ksm, OomReaper):
                  nframes: int = 4096, invalidate_page_outside_ptl: bool = False,
                  fork_copies_pinned: bool = False, nonblock_fail_calls_end: bool = True,
                  fork_enomem_bug: bool = False, cow_reuse: str = "page_count",
-                 mmu_gather: str = "batch_limit", gather_batch: int | None = None):
+                 mmu_gather: str = "batch_limit", gather_batch: int | None = None,
+                 notifier_rcu: str = "srcu", release_order: str = "release_first",
+                 exit_mmap_lock: str | None = None):
         if cow_reuse not in COW_REUSE:
             raise UsageError(f"unknown cow_reuse {cow_reuse!r}: use one of {list(COW_REUSE)}")
+        if exit_mmap_lock is None:
+            exit_mmap_lock = "read_then_write" if notifier_api == "modern" else "none"
+        if exit_mmap_lock not in EXIT_MMAP_LOCKS:
+            raise UsageError(f"unknown exit_mmap_lock {exit_mmap_lock!r}: use one of "
+                             f"{list(EXIT_MMAP_LOCKS)}")
+        check_chain_options(notifier_rcu, release_order)
         self.gather = MmuGather(mmu_gather, gather_batch)
         self.sched = sched
+        self.notifier_rcu = notifier_rcu
+        self.release_order = release_order
+        self.exit_mmap_lock = exit_mmap_lock
         self.api = notifier_api
         self.rmap_locks = rmap_locks
         self.invalidate_page_outside_ptl = invalidate_page_outside_ptl

@@ -55,7 +55,8 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
         self.name = name or f"mm{mm_id}"
         self.notifier_subscriptions = NotifierSubscriptions(
             self.sched, self, memory.api,
-            nonblock_fail_calls_end=memory.nonblock_fail_calls_end)
+            nonblock_fail_calls_end=memory.nonblock_fail_calls_end,
+            notifier_rcu=memory.notifier_rcu, release_order=memory.release_order)
         self.mmap_lock = self.sched.rwsem("mmap_lock")
         self.page_table_lock = self.sched.spinlock("ptl")
         self.pt = memory.new_page_table()
@@ -67,11 +68,14 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
         # running the mm and, on x86, not cleared when it stops (only lazily, by leave_mm)
         self.cpu_vm_mask: set[int] = set()
         self.exited = False
+        self.exiting = False            # mm_users reached 0: exit_mmap runs or ran
+        self._users = 0                 # operations in flight holding an mm_users reference
+        self._users_wq = self.sched.waitqueue("mm_users")
         self.oom_reaped = False
         self._held_rmap_locks: list = []
 
     def __repr__(self):
-        st = " exited" if self.exited else ""
+        st = " exited" if self.exited else " exiting" if self.exiting else ""
         return (f"<MM {self.id} {self.name!r}{st}: {len(self.vmas)} vmas, "
                 f"{len(self.notifier_subscriptions.subs)} notifiers>")
 
@@ -131,6 +135,21 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
     def _alive(self):
         if self.exited:
             raise UsageError(f"{self!r} has exited: make a new process with sim.new_process()")
+        if self.exiting:
+            raise SegmentationFault(f"{self!r} is exiting (mm_users is 0): its threads are "
+                                    "gone and mmget_not_zero() fails", None)
+
+    def _mmget(self):
+        """``mmget_not_zero`` for an operation on this mm (a fault, GUP, hmm_range_fault):
+        refused once the mm is exiting; ``exit_mmap`` waits for those in flight (the last
+        ``mmput`` is what runs it). Pair with :meth:`_mmput`."""
+        self._alive()
+        self._users += 1
+
+    def _mmput(self):
+        self._users -= 1
+        if not self._users and self._users_wq.waiters:
+            self._users_wq.wake_all()
 
     def _check_range(self, addr, length, op: str, round_len: bool = True) -> tuple[int, int]:
         addr = as_int(addr, f"{op}: address")
@@ -349,7 +368,8 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
 
     def mmu_notifier_register(self, sub):
         """``mmu_notifier_register``: with mmap_lock held for write (taken here unless the
-        current task holds it)."""
+        current task holds it). ``sub=None`` registers the interval tree (the first
+        ``mmu_interval_notifier_insert``)."""
         self._alive()
         took = not self._mmap_lock_held()
         if took:
@@ -361,6 +381,31 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
                 self.mmap_lock.up_write()
 
     def mmu_notifier_unregister(self, sub):
-        """``mmu_notifier_unregister``: ``release`` if it has not run, then wait until no
-        hook of ``sub`` can run."""
+        """``mmu_notifier_unregister``: ``release`` if ``sub`` is still on the chain, then
+        wait until no hook of ``sub`` can run (``synchronize_srcu``)."""
         yield from self.notifier_subscriptions.unregister(sub)
+
+    def mmu_notifier_get(self, cls, factory=None):
+        """``mmu_notifier_get``: under mmap_lock for write, the subscription of class
+        ``cls`` on this mm with one more reference, or a new one (``factory()``, else
+        ``cls.alloc_notifier(sim, mm)``) registered. Returns it."""
+        self._alive()
+        took = not self._mmap_lock_held()
+        if took:
+            yield self.mmap_lock.write()
+        try:
+            return (yield from self.notifier_subscriptions.get(cls, factory))
+        finally:
+            if took:
+                self.mmap_lock.up_write()
+
+    def mmu_notifier_put(self, sub):
+        """``mmu_notifier_put``: drop a :meth:`mmu_notifier_get` reference; the last one
+        unlinks ``sub`` and frees it (``free_notifier``) after a grace period. Returns at
+        once."""
+        yield from self.notifier_subscriptions.put(sub)
+
+    def mmu_notifier_synchronize(self):
+        """``mmu_notifier_synchronize``: wait until every subscription put so far was
+        freed."""
+        yield from self.notifier_subscriptions.mmu_notifier_synchronize()

@@ -33,16 +33,16 @@ class Mirror(MMUIntervalNotifier):
 def test_insert_rejects_empty_and_overflow():
     sim, mm, subs = setup()
     with pytest.raises(InvalidArgument, match="EOVERFLOW"):
-        mmu_interval_notifier_insert(Mirror(), mm, 0x1000, 0)
+        sim.do(mmu_interval_notifier_insert(Mirror(), mm, 0x1000, 0))
     with pytest.raises(InvalidArgument, match="EOVERFLOW"):
-        mmu_interval_notifier_insert(Mirror(), mm, 2**64 - 0x1000, 0x2000)
+        sim.do(mmu_interval_notifier_insert(Mirror(), mm, 2**64 - 0x1000, 0x2000))
     assert subs.itree == []
 
 
 def test_seq_is_odd_while_invalidating_and_read_retry_sees_it():
     sim, mm, subs = setup()
     m = Mirror()
-    mmu_interval_notifier_insert(m, mm, 0x1000, 0x2000)
+    sim.do(mmu_interval_notifier_insert(m, mm, 0x1000, 0x2000))
     seq = sim.do(mmu_interval_read_begin(m))
     assert not mmu_interval_read_retry(m, seq)
     r = Range(mm, 0x2000, 0x3000, Event.CLEAR)
@@ -57,7 +57,7 @@ def test_seq_is_odd_while_invalidating_and_read_retry_sees_it():
 def test_non_overlapping_range_leaves_seq_even():
     sim, mm, subs = setup()
     m = Mirror()
-    mmu_interval_notifier_insert(m, mm, 0x1000, 0x1000)
+    sim.do(mmu_interval_notifier_insert(m, mm, 0x1000, 0x1000))
     r = Range(mm, 0x5000, 0x6000)
     sim.do(subs.mmu_notifier_invalidate_range_start(r))
     assert subs.invalidate_seq % 2 == 0 and m.calls == []
@@ -67,7 +67,7 @@ def test_non_overlapping_range_leaves_seq_even():
 def test_read_begin_waits_while_its_interval_is_invalidated():
     sim, mm, subs = setup("modern", schedule="round_robin")
     m = Mirror()
-    mmu_interval_notifier_insert(m, mm, 0, 0x4000)
+    sim.do(mmu_interval_notifier_insert(m, mm, 0, 0x4000))
     order = []
     r = Range(mm, 0, 0x1000)
 
@@ -94,11 +94,11 @@ def test_read_begin_waits_while_its_interval_is_invalidated():
 def test_insert_during_invalidation_is_deferred_and_starts_invalidated():
     sim, mm, subs = setup()
     a = Mirror("a")
-    mmu_interval_notifier_insert(a, mm, 0, 0x1000)
+    sim.do(mmu_interval_notifier_insert(a, mm, 0, 0x1000))
     r = Range(mm, 0, 0x1000)
     sim.do(subs.mmu_notifier_invalidate_range_start(r))
     b = Mirror("b")
-    mmu_interval_notifier_insert(b, mm, 0, 0x1000)
+    sim.do(mmu_interval_notifier_insert(b, mm, 0, 0x1000))
     assert b not in subs.itree and b.invalidate_seq == subs.invalidate_seq
     sim.do(subs.mmu_notifier_invalidate_range_end(r))
     assert b in subs.itree and b.calls == []
@@ -107,7 +107,7 @@ def test_insert_during_invalidation_is_deferred_and_starts_invalidated():
 def test_remove_waits_for_invalidation_in_flight():
     sim, mm, subs = setup("modern", schedule="round_robin")
     m = Mirror()
-    mmu_interval_notifier_insert(m, mm, 0, 0x1000)
+    sim.do(mmu_interval_notifier_insert(m, mm, 0, 0x1000))
     r = Range(mm, 0, 0x1000)
     order = []
 
@@ -134,7 +134,7 @@ def test_nonblock_refusal_returns_eagain_and_keeps_seq_balanced():
     m = Mirror(refuse_nonblock=True)
     other = Recorder(sim, mm)
     sim.do(subs.register(other))
-    mmu_interval_notifier_insert(m, mm, 0, 0x1000)
+    sim.do(mmu_interval_notifier_insert(m, mm, 0, 0x1000))
     r = Range(mm, 0, 0x1000, blockable=False)
     assert sim.do(subs.mmu_notifier_invalidate_range_start_nonblock(r)) == -EAGAIN
     assert subs.active_invalidate_ranges == 0 and subs.invalidate_seq % 2 == 0
@@ -146,7 +146,7 @@ def test_refusing_a_blockable_range_is_bad_return():
     sim, mm, subs = setup()
     m = Mirror()
     m.invalidate = lambda range, cur_seq: False
-    mmu_interval_notifier_insert(m, mm, 0, 0x1000)
+    sim.do(mmu_interval_notifier_insert(m, mm, 0, 0x1000))
     r = Range(mm, 0, 0x1000)
     sim.do(subs.mmu_notifier_invalidate_range_start(r))
     sim.do(subs.mmu_notifier_invalidate_range_end(r))
@@ -156,7 +156,7 @@ def test_refusing_a_blockable_range_is_bad_return():
 def test_release_sends_release_range_to_intervals():
     sim, mm, subs = setup()
     m = Mirror()
-    mmu_interval_notifier_insert(m, mm, 0x1000, 0x1000)
+    sim.do(mmu_interval_notifier_insert(m, mm, 0x1000, 0x1000))
     sim.do(subs.mmu_notifier_release())
     assert len(m.calls) == 1 and m.calls[0][0] == 0
     assert subs.invalidate_seq % 2 == 0
@@ -259,7 +259,7 @@ def test_pairing_and_sequence_rules_match_reference_model(program):
             m = Mirror(name)
             mirrors[name] = m
             a, b = op[1] * P, (op[1] + op[2]) * P
-            mmu_interval_notifier_insert(m, mm, a, b - a)
+            sim.do(mmu_interval_notifier_insert(m, mm, a, b - a))
             model.insert(name, a, b)
         elif kind == "remove" and mirrors and not subs.is_invalidating():
             live = sorted(n for n in model.itree)
@@ -310,7 +310,7 @@ def _mirror_driver(sim, mm):
     sim.do(mm.notifier_subscriptions.register(drv))
     isub = Mirror()
     isub.owner = drv
-    mmu_interval_notifier_insert(isub, mm, 0, 0x4000)
+    sim.do(mmu_interval_notifier_insert(isub, mm, 0, 0x4000))
     return drv, isub
 
 

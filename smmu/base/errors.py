@@ -63,6 +63,12 @@ class BadDriver(UsageError):
     """A driver class cannot be used: not an MMUNotifier, wrong API generation, bad hooks."""
 
 
+class CoreBug(RuntimeError):
+    """smmu's own model broke one of its invariants (e.g. a notifier hook called after its
+    subscription was unregistered): a bug in smmu, never the driver's fault. Not a
+    ``SmmuError``: it is not a user mistake."""
+
+
 class TaskCrashed(SmmuError):
     """A task raised an exception that is not a simulated fault: a bug in that task's code.
 

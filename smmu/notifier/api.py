@@ -31,6 +31,7 @@ more). ``mm`` is the primary address space.
 from __future__ import annotations
 
 import enum
+import inspect
 from dataclasses import dataclass
 
 from smmu.base.constants import PAGE_SIZE, ULONG_MAX
@@ -154,12 +155,22 @@ class MMUNotifier:
                             "accept them")
         self.sim = sim
         self.mm = mm
-        # the chain's bookkeeping (smmu.notifier.chain): on a chain, release already called,
-        # hooks running now (unregister waits for 0), mmu_notifier_get/put references
+        # the chain's bookkeeping (smmu.notifier.chain): on the list now (!hlist_unhashed),
+        # registered and not yet unregistered / put, freed (unregister's synchronize_srcu
+        # returned, or free_notifier ran: no hook may run again), hooks running now,
+        # mmu_notifier_get/put references
+        self._hashed = False
         self._registered = False
-        self._released = False
+        self._freed = False
         self._in_flight = 0
         self._users = 1
+
+    @classmethod
+    def alloc_notifier(cls, sim, mm):
+        """``ops->alloc_notifier``: a new subscription for ``mm``, made by
+        ``mmu_notifier_get`` when the mm has none of this class yet. Default: ``cls(sim,
+        mm)``."""
+        return cls(sim, mm)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -169,10 +180,19 @@ class MMUNotifier:
     # ------------------------------------------------------------------ hooks
     def release(self, mm):
         """The address space is going away (``exit_mmap``), or this subscription is being
-        unregistered before that. Called at most once, before any page of ``mm`` is freed,
-        while every page is still mapped. The driver must stop all device access to the mm
-        and drop every secondary mapping before it returns: after it, pages are freed and
-        reused. May sleep."""
+        unregistered before that. Called before any page of ``mm`` is freed, while every
+        page is still mapped. The driver must stop all device access to the mm and drop every
+        secondary mapping before it returns: after it, pages are freed and reused. May
+        sleep. After exit's release the subscription is off the list: no other hook of it
+        runs again (a start that ran before may get no end). It can run twice when
+        ``mmu_notifier_unregister`` races ``exit_mmap`` (Linux 3.10+, d34883d4e35c: "it is
+        really rare ... the later call of multiple ->release should be fast"): the second
+        call must be harmless."""
+
+    def free_notifier(self):
+        """``ops->free_notifier`` (the get/put API): the last ``mmu_notifier_put`` was
+        followed by a grace period; no hook is running and none will run. "It is called
+        from a SRCU callback and cannot sleep": a plain method."""
 
     def clear_flush_young(self, mm, start, end):
         """Reclaim asks whether the pages in ``[start, end)`` were accessed through the
@@ -267,11 +287,13 @@ class MMUNotifier:
 
     @property
     def registered(self) -> bool:
-        """Is this subscription on its mm's chain now?"""
-        return self._registered
+        """Is this subscription on its mm's chain now (linked: not yet unregistered, put,
+        or unlinked by the mm's release)?"""
+        return self._hashed
 
     def __repr__(self) -> str:
-        st = "registered" if self._registered else "unregistered"
+        st = ("registered" if self._hashed else
+              "unlinked" if self._registered else "unregistered")
         return f"<{self.name} on {self.mm!r} {st}>"
 
 
@@ -305,6 +327,9 @@ def check_driver_class(cls, api: str) -> None:
         attr = getattr(cls, hook, None)
         if attr is not None and not callable(attr):
             raise BadDriver(f"{cls.__name__}.{hook} must be a method, got {type(attr).__name__}")
+    if inspect.isgeneratorfunction(getattr(cls, "free_notifier", None)):
+        raise BadDriver(f"{cls.__name__}.free_notifier is a generator: it runs from an SRCU "
+                        "callback and cannot sleep; make it a plain method")
     if api == "modern" and cls.arch_invalidate_secondary_tlbs is not \
             MMUNotifier.arch_invalidate_secondary_tlbs and (
             cls.invalidate_range_start is not MMUNotifier.invalidate_range_start or

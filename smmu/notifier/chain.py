@@ -1,20 +1,54 @@
 """The per-mm subscription chain (``struct mmu_notifier_subscriptions``, ``mm/mmu_notifier.c``):
-registration, and the dispatch of every hook to list subscriptions and interval notifiers.
+registration, the lifetime rules (unregister, get/put, release) and the dispatch of every
+hook to list subscriptions and interval notifiers.
 
 The primary MM calls the ``mmu_notifier_*`` methods of ``mm.notifier_subscriptions`` at the
 Linux call sites. Every hook, of a list subscription or an interval notifier, runs through
 one helper (:meth:`NotifierSubscriptions._call`).
+
+Lifetime, as Linux has it (6.6 ``mm/mmu_notifier.c``): every walk of the list (each
+``invalidate_range_start``, each ``invalidate_range_end``, each young / change_pte /
+invalidate_page / arch_invalidate_secondary_tlbs call, the release pass) is one read-side
+section of the global SRCU domain (classic RCU before 3.7, ``notifier_rcu="rcu"``) and
+follows the live list: a subscription unlinked before the walk reaches it is not called.
+``mmu_notifier_unregister`` calls ``release`` (if the subscription is still linked), unlinks
+it, then ``synchronize_srcu``: once it returns no hook of that subscription runs again, in any
+walk. ``mmu_notifier_put`` unlinks at once and frees asynchronously (``call_srcu``, then
+``free_notifier``). ``__mmu_notifier_release`` calls every ``release`` and unlinks every list
+subscription (interval notifiers stay in the tree until removed). A hook of a subscription
+called after it was unlinked would be a bug of this module: :meth:`_call` raises
+:class:`~smmu.base.errors.CoreBug`.
 """
 
 from __future__ import annotations
 
 import types
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from smmu.base.constants import EAGAIN, PAGE_SIZE, ULONG_MAX
-from smmu.base.errors import UsageError
+from smmu.base.errors import BadDriver, CoreBug, UsageError
 from smmu.notifier.api import (API_GENERATIONS, API_HOOKS, HOOKS, Event, Range,
                                check_driver_class, failed, overrides)
+
+#: ``notifier_rcu``: how list walks are protected. "srcu": the global SRCU domain (3.7+,
+#: 21a92735f660: hooks may sleep); "rcu": ``rcu_read_lock`` (2.6.27..3.6: a walk is atomic)
+NOTIFIER_RCU = ("srcu", "rcu")
+#: ``release_order``: "release_first" (3.10+, d34883d4e35c; also 3.6..3.8): ``release`` of
+#: every subscription, then unlink them all; "unlink_first" (2.6.27..3.5, and 3.9's
+#: 751efd8610d3): unlink each subscription, then call its ``release``
+RELEASE_ORDERS = ("release_first", "unlink_first")
+
+
+def check_chain_options(notifier_rcu: str, release_order: str) -> None:
+    """``UsageError`` saying what to use for a bad ``notifier_rcu`` or ``release_order``."""
+    if notifier_rcu not in NOTIFIER_RCU:
+        raise UsageError(f"unknown notifier_rcu {notifier_rcu!r}: use one of "
+                         f"{list(NOTIFIER_RCU)}")
+    if release_order not in RELEASE_ORDERS:
+        raise UsageError(f"unknown release_order {release_order!r}: use one of "
+                         f"{list(RELEASE_ORDERS)}")
 
 
 def _page_span(address: int) -> tuple:
@@ -29,15 +63,19 @@ class NotifierSubscriptions:
     notifiers, and the dispatch of every hook. The MM calls the ``mmu_notifier_*`` methods at
     the Linux call sites; all are generators (``yield from``) because hooks may block.
 
+    ``subs`` is the list (``hlist``) as it is now, newest first: linked subscriptions only.
     ``nonblock_fail_calls_end``: model commit c2655835fd8c (2021). When False, a failed
     non-blockable start returns without calling ``end`` on the notifiers whose start had
-    succeeded: the historical bug.
+    succeeded: the historical bug. ``notifier_rcu``, ``release_order``: see
+    :data:`NOTIFIER_RCU`, :data:`RELEASE_ORDERS`.
     """
 
     sched: object
     mm: object
     api: str = "modern"
     nonblock_fail_calls_end: bool = True
+    notifier_rcu: str = "srcu"
+    release_order: str = "release_first"
     subs: list = field(default_factory=list)          # newest first (hlist_add_head)
     # interval notifier state (mm/mmu_notifier.c)
     itree: list = field(default_factory=list)
@@ -51,34 +89,87 @@ class NotifierSubscriptions:
         if self.api not in API_GENERATIONS:
             raise UsageError(f"unknown notifier_api {self.api!r}: use one of "
                              f"{list(API_GENERATIONS)}")
+        check_chain_options(self.notifier_rcu, self.release_order)
         self._wq = self.sched.waitqueue("mmu_notifier_wq")
         self._hooks = API_HOOKS[self.api]
         self._lists = {h: [] for h in HOOKS}
+        # the one global domain of mm/mmu_notifier.c (DEFINE_STATIC_SRCU(srcu))
+        srcu = self.notifier_rcu == "srcu"
+        self.srcu = self.sched.rcu_domain(f"mmu_notifier {self.notifier_rcu}", sleepable=srcu)
+        self._itree_counted: Counter = Counter()   # ranges whose start counted the itree
 
     def __repr__(self):
         return (f"<NotifierSubscriptions {self.api} {len(self.subs)} subs, {len(self.itree)} "
                 f"intervals, seq={self.invalidate_seq}>")
 
-    # ------------------------------------------------------------------ registration
+    # ------------------------------------------------------------------ the list
     def _rebuild(self):
         for h in HOOKS:
             self._lists[h] = [s for s in self.subs if h in self._hooks and overrides(s, h)]
 
+    def _link(self, sub):
+        # hlist_add_head_rcu, under subscriptions->lock
+        self.subs.insert(0, sub)
+        sub._hashed = True
+        self._rebuild()
+        self.sched.observer.notifier_register(self.mm, sub)
+
+    def _unlink(self, sub) -> bool:
+        """``hlist_del_init_rcu``: take ``sub`` off the list (a walk that reaches its place
+        later skips it). False if it was not linked (already unlinked by release)."""
+        if not sub._hashed:
+            return False
+        self.subs.remove(sub)
+        sub._hashed = False
+        self._rebuild()
+        self.sched.observer.notifier_unregister(self.mm, sub)
+        return True
+
+    def _reach(self, hook):
+        """``hlist_for_each_entry_rcu`` over the subscriptions implementing ``hook``: each
+        is returned when the walk reaches it, if it is still linked then (one unlinked
+        meanwhile is skipped; one linked meanwhile is at the head, behind the walk)."""
+        for sub in list(self._lists[hook]):
+            if sub._hashed:
+                yield sub
+
+    @contextmanager
+    def _section(self):
+        """One read-side section of the notifier SRCU (or RCU) domain: a walk."""
+        tok = self.srcu.read_lock()
+        try:
+            yield
+        finally:
+            self.srcu.read_unlock(tok)
+
+    # ------------------------------------------------------------------ registration
+    def _mm_exiting(self) -> bool:
+        return bool(getattr(self.mm, "exiting", False))
 
     def register(self, sub):
-        """``mmu_notifier_register``: with mmap_lock held for write and all rmap locks taken
+        """``__mmu_notifier_register``: the caller holds mmap_lock for write
+        (``MM.mmu_notifier_register``); all rmap locks are taken here
         (``mm_take_all_locks``), so that no invalidation is in flight while the chain
-        changes. A generator."""
-        check_driver_class(type(sub), self.api)
-        if sub._registered:
-            raise UsageError(f"{sub!r} is already registered")
+        changes. ``sub=None`` is the interval tree's registration
+        (``mmu_notifier_register(NULL, mm)`` from the first interval insert): it sets
+        ``has_itree``. A generator."""
+        if self._mm_exiting():
+            # BUG_ON(atomic_read(&mm->mm_users) <= 0)
+            raise UsageError(f"{self.mm!r} is exiting (mm_users is 0): a notifier can only be "
+                             "registered on a live address space")
+        if sub is not None:
+            check_driver_class(type(sub), self.api)
+            if sub._hashed or sub._registered:
+                raise UsageError(f"{sub!r} is already registered")
         yield from self._take_all_locks()
         try:
-            self.subs.insert(0, sub)
-            sub._registered = True
-            sub._released = False
-            self._rebuild()
-            self.sched.observer.notifier_register(self.mm, sub)
+            if sub is None:
+                self.has_itree = True
+            else:
+                sub._registered = True
+                sub._freed = False
+                sub._users = 1
+                self._link(sub)
         finally:
             self._drop_all_locks()
 
@@ -92,53 +183,97 @@ class NotifierSubscriptions:
         if drop is not None:
             drop()
 
-    def get(self, cls, factory):
-        """``mmu_notifier_get``: the subscription of class ``cls`` on this mm, made by
-        ``factory()`` and registered if there is none yet; reference counted."""
+    def get(self, cls, factory=None):
+        """``mmu_notifier_get_locked``: the linked subscription of class ``cls`` on this mm
+        with one more reference, or a new one (``factory()``, else ``cls.alloc_notifier``)
+        registered. Pair every get with a :meth:`put`."""
         for s in self.subs:
-            if type(s) is cls:
+            if type(s) is cls and s._registered:
                 s._users += 1
                 return s
-        sub = factory()
+        sub = factory() if factory is not None else cls.alloc_notifier(self.sched, self.mm)
         yield from self.register(sub)
         return sub
 
     def put(self, sub):
-        """``mmu_notifier_put``: drop a reference from :meth:`get`; the last one unregisters
-        (without calling ``release``, as Linux's put does) once no hook can still run."""
+        """``mmu_notifier_put``: drop a reference from :meth:`get`. The last one unlinks the
+        subscription at once (walks that reach it later skip it) and frees it
+        asynchronously: after a grace period its ``free_notifier`` runs (``call_srcu`` ->
+        ``mmu_notifier_free_rcu``). ``release`` is not called ("the get/put flow only calls
+        ops->release when the mm_struct is destroyed"). Returns at once."""
+        if not sub._registered or sub._users <= 0:
+            raise UsageError(f"put of {sub!r} without a matching get (WARN_ON(!users))")
         sub._users -= 1
-        if sub._users > 0:
+        if sub._users:
             return
-        yield from self._unlink(sub)
+        sub._registered = False
+        self._unlink(sub)
+        self.srcu.call(lambda: self._free(sub))
+        return
+        yield  # pragma: no cover - a generator like every chain operation
+
+    def _free(self, sub):
+        # mmu_notifier_free_rcu: "free_notifier() is only called after the mmu_notifier has
+        # been fully put, calls to any ops callback are prevented and no ops callbacks are
+        # currently running. It is called from a SRCU callback and cannot sleep."
+        self._retire(sub)
+        fn = getattr(sub, "free_notifier", None)
+        if fn is not None:
+            ret = fn()
+            if isinstance(ret, types.GeneratorType):
+                raise BadDriver(f"{type(sub).__name__}.free_notifier runs from an SRCU "
+                                "callback and cannot sleep: make it a plain method")
+
+    def _retire(self, sub):
+        if sub._in_flight:
+            raise CoreBug(f"{sub!r}: a hook is still running after its grace period ended")
+        sub._freed = True
+
+    def mmu_notifier_synchronize(self):
+        """``mmu_notifier_synchronize`` (``srcu_barrier``): wait until every subscription
+        put so far has been freed."""
+        yield self.srcu.barrier()
 
     def unregister(self, sub):
-        """``mmu_notifier_unregister``: calls ``release`` if it has not run, then waits until
-        no hook of this subscription can still run (``synchronize_srcu``)."""
+        """``mmu_notifier_unregister``: ``release`` if the subscription is still linked
+        (exit_mmap's release pass may have unlinked it already), unlink it, then
+        ``synchronize_srcu``: when this returns no hook of ``sub`` is running and none will
+        run. With ``release_order="unlink_first"`` (2.6.27) it unlinks before ``release``."""
         if not sub._registered:
             raise UsageError(f"{sub!r} is not registered on this mm")
-        if not sub._released and overrides(sub, "release"):
-            sub._released = True
-            yield from self._call(sub, "release", (self.mm,))
-        yield from self._unlink(sub)
-
-    def _unlink(self, sub):
-        self.subs.remove(sub)
         sub._registered = False
-        self._rebuild()
-        self.sched.observer.notifier_unregister(self.mm, sub)
-        if sub._in_flight:
-            yield self.wait_idle(sub)
+        if self.release_order == "unlink_first":
+            # 2.6.27: hlist_del_rcu under the lock, then ->release under rcu_read_lock
+            if self._unlink(sub) and overrides(sub, "release"):
+                with self._section():
+                    yield from self._call(sub, "release", (self.mm,), unlinked_ok=True)
+        elif sub._hashed:
+            with self._section():
+                if overrides(sub, "release"):
+                    yield from self._call(sub, "release", (self.mm,))
+            # "Can not use list_del_rcu() since __mmu_notifier_release can delete it before
+            # we hold the lock": hlist_del_init_rcu, a no-op if release already did
+            self._unlink(sub)
+        # "Wait for any running method to finish, of course including ->release if it was
+        # run by mmu_notifier_release instead of us."
+        yield self.srcu.synchronize()
+        self._retire(sub)
 
     # ------------------------------------------------------------------ calling hooks
-    def _call(self, sub, hook, args, reason=None, span=None, *, interval=False):
+    def _call(self, sub, hook, args, reason=None, span=None, *, interval=False,
+              unlinked_ok=False):
         """Run one hook: ``sub.<hook>(*args)`` of a list subscription, or with ``interval``
         the ``invalidate`` of an interval notifier (counted as ``interval_invalidate``). A
         plain method runs as one step, a generator method is run with ``yield from``.
         ``reason``: run it atomic (a non-blockable range, under the PT lock). A list hook's
         call is reported to the observer (``hook_enter`` / ``hook_exit``, with ``span``: the
-        ``(start, end)`` that invalidate_page, change_pte and range start notify about), and
-        unregister waits for a list subscription's in-flight count to drop to 0."""
+        ``(start, end)`` that invalidate_page, change_pte and range start notify about).
+        A list hook starts only while its subscription is linked (``unlinked_ok``: 2.6.27's
+        ``release`` after the unlink) and never after its unregister or free returned."""
         sched = self.sched
+        if not interval and (sub._freed or not (sub._hashed or unlinked_ok)):
+            raise CoreBug(f"{hook} of {sub!r} called after it was "
+                          f"{'freed' if sub._freed else 'unlinked'}: the chain must skip it")
         task = sched.running
         sched.hook_calls["interval_invalidate" if interval else hook] += 1
         sched.charge("notifier_call")
@@ -160,17 +295,18 @@ class NotifierSubscriptions:
                 obs.hook_exit(sub, hook, args, span)
             if reason:
                 sched.atomic_end(reason, task)
-            if not interval and sub._in_flight == 0 and self._wq.waiters:
+            if interval and sub._in_flight == 0 and self._wq.waiters:
                 self._wq.wake_all()
         return ret
 
-    def _snapshot(self, hook):
-        # SRCU: a subscription unlinked during the walk is still called if the walk saw it
-        return list(self._lists[hook])
-
     def mmu_notifier_release(self):
         """``__mmu_notifier_release`` from ``exit_mmap``: interval notifiers get a RELEASE
-        range over everything, then every subscription's ``release``, newest first."""
+        range over everything (``mn_itree_release``; they stay in the tree), then
+        ``mn_hlist_release``: in one read-side section every subscription's ``release``,
+        newest first, then every subscription is unlinked (so truncate, reclaim, writeback
+        or migration of the exiting mm's pages call none of their hooks again), then
+        ``synchronize_srcu``. ``release_order="unlink_first"``: 2.6.27's loop (unlink one,
+        call its release, next)."""
         if self.has_itree:
             rng = Range(self.mm, 0, ULONG_MAX + 1, Event.RELEASE, True)
             seq = self._itree_inv_start(rng)
@@ -178,31 +314,51 @@ class NotifierSubscriptions:
                 ret = yield from self._call(isub, "invalidate", (rng, seq), interval=True)
                 self.sched.observer.interval_release(isub, rng, ret)
             self._itree_inv_end()
-        for sub in list(self.subs):
-            if not sub._released:
-                sub._released = True
+        if not self.subs:
+            return
+        if self.release_order == "unlink_first":
+            while self.subs:
+                sub = self.subs[0]
+                self._unlink(sub)
                 if overrides(sub, "release"):
+                    with self._section():
+                        yield from self._call(sub, "release", (self.mm,), unlinked_ok=True)
+        else:
+            with self._section():
+                for sub in self._reach("release"):
                     yield from self._call(sub, "release", (self.mm,))
+                for sub in list(self.subs):
+                    self._unlink(sub)
+        yield self.srcu.synchronize()
 
     def mmu_notifier_clear_flush_young(self, start, end):
         young = False
-        for sub in self._snapshot("clear_flush_young"):
-            young |= bool((yield from self._call(sub, "clear_flush_young", (self.mm, start, end))))
+        with self._section():
+            for sub in self._reach("clear_flush_young"):
+                young |= bool((yield from self._call(sub, "clear_flush_young",
+                                                     (self.mm, start, end))))
         return young
 
     def mmu_notifier_clear_young(self, start, end):
         if "clear_young" not in self._hooks:
             return (yield from self.mmu_notifier_clear_flush_young(start, end))
         young = False
-        for sub in self._snapshot("clear_young"):
-            young |= bool((yield from self._call(sub, "clear_young", (self.mm, start, end))))
+        with self._section():
+            for sub in self._reach("clear_young"):
+                young |= bool((yield from self._call(sub, "clear_young", (self.mm, start, end))))
         return young
 
     def mmu_notifier_test_young(self, address):
-        for sub in self._snapshot("test_young"):
-            if (yield from self._call(sub, "test_young", (self.mm, address))):
-                return True
+        with self._section():
+            for sub in self._reach("test_young"):
+                if (yield from self._call(sub, "test_young", (self.mm, address))):
+                    return True
         return False
+
+    def _reach_all(self):
+        for sub in list(self.subs):
+            if sub._hashed:
+                yield sub
 
     def mmu_notifier_change_pte(self, address, pte):
         """v2008 ``__mmu_notifier_change_pte`` (2.6.32): ``change_pte``, or ``invalidate_page``
@@ -211,11 +367,12 @@ class NotifierSubscriptions:
         if self.api != "v2008":
             raise UsageError(f"change_pte does not exist in notifier_api {self.api!r}")
         span = _page_span(address)
-        for sub in list(self.subs):
-            if overrides(sub, "change_pte"):
-                yield from self._call(sub, "change_pte", (self.mm, address, pte), span=span)
-            elif overrides(sub, "invalidate_page"):
-                yield from self._call(sub, "invalidate_page", (self.mm, address), span=span)
+        with self._section():
+            for sub in self._reach_all():
+                if overrides(sub, "change_pte"):
+                    yield from self._call(sub, "change_pte", (self.mm, address, pte), span=span)
+                elif overrides(sub, "invalidate_page"):
+                    yield from self._call(sub, "invalidate_page", (self.mm, address), span=span)
 
     def mmu_notifier_invalidate_page(self, address):
         """v2008 ``__mmu_notifier_invalidate_page``."""
@@ -223,16 +380,19 @@ class NotifierSubscriptions:
             raise UsageError(f"invalidate_page does not exist in notifier_api {self.api!r}: "
                              "bracket the change with invalidate_range_start/end")
         span = _page_span(address)
-        for sub in self._snapshot("invalidate_page"):
-            yield from self._call(sub, "invalidate_page", (self.mm, address), span=span)
+        with self._section():
+            for sub in self._reach("invalidate_page"):
+                yield from self._call(sub, "invalidate_page", (self.mm, address), span=span)
 
     def mmu_notifier_arch_invalidate_secondary_tlbs(self, start, end):
         """Modern: from the TLB flush, under the PT lock (atomic)."""
         if self.api != "modern":
             return
-        for sub in self._snapshot("arch_invalidate_secondary_tlbs"):
-            yield from self._call(sub, "arch_invalidate_secondary_tlbs", (self.mm, start, end),
-                                  "arch_invalidate_secondary_tlbs under the PT lock")
+        with self._section():
+            for sub in self._reach("arch_invalidate_secondary_tlbs"):
+                yield from self._call(sub, "arch_invalidate_secondary_tlbs",
+                                      (self.mm, start, end),
+                                      "arch_invalidate_secondary_tlbs under the PT lock")
 
     def mmu_notifier_invalidate_range_start(self, rng):
         """``mmu_notifier_invalidate_range_start``: blockable. Returns 0."""
@@ -267,41 +427,55 @@ class NotifierSubscriptions:
                 obs.range_start_failed(self.mm, rng)
                 return ret
         ret = 0
-        for sub in self._snapshot("invalidate_range_start"):
-            r = yield from self._call(sub, "invalidate_range_start", (rng,), reason,
-                                      (rng.start, rng.end))
-            obs.range_start_returned(sub, rng, r)
-            # only a non-blockable start may fail, and only in the modern API; any other
-            # failure is a BadReturn the observer reports, and dispatch goes on
-            if failed(r) and self.api == "modern" and not rng.blockable:
-                ret = -EAGAIN
-        if ret:
-            # mn_hlist_invalidate_range_start: "any that succeeded start are expecting their
-            # end to be called. Do so now." (c2655835fd8c, 2021); before it they never were.
-            obs.range_start_failed(self.mm, rng)
-            if self.nonblock_fail_calls_end:
-                for sub in self._snapshot("invalidate_range_end"):
-                    obs.range_start_unwind(sub, rng)
-                    yield from self._call(sub, "invalidate_range_end", (rng,), reason)
+        with self._section():                  # mn_hlist_invalidate_range_start
+            for sub in self._reach("invalidate_range_start"):
+                r = yield from self._call(sub, "invalidate_range_start", (rng,), reason,
+                                          (rng.start, rng.end))
+                obs.range_start_returned(sub, rng, r)
+                # only a non-blockable start may fail, and only in the modern API; any other
+                # failure is a BadReturn the observer reports, and dispatch goes on
+                if failed(r) and self.api == "modern" and not rng.blockable:
+                    ret = -EAGAIN
+            if ret:
+                # "any that succeeded start are expecting their end to be called. Do so
+                # now." (c2655835fd8c, 2021); before it they never were.
+                obs.range_start_failed(self.mm, rng)
+                if self.nonblock_fail_calls_end:
+                    for sub in self._reach("invalidate_range_end"):
+                        obs.range_start_unwind(sub, rng)
+                        yield from self._call(sub, "invalidate_range_end", (rng,), reason)
         return ret
 
     def mmu_notifier_invalidate_range_end(self, rng):
-        """``mmu_notifier_invalidate_range_end``: after the PTEs are cleared and flushed."""
+        """``mmu_notifier_invalidate_range_end``: after the PTEs are cleared and flushed: the
+        interval tree's ``mn_itree_inv_end`` (if this range's start counted it), then, in a
+        read-side section of its own, every linked subscription's end."""
         obs = self.sched.observer
-        ending = self._snapshot("invalidate_range_end")
-        obs.range_end(self.mm, rng, ending)
         reason = None if rng.blockable else "non-blockable invalidate_range_end"
-        if self.has_itree:
+        ending = [s for s in self._lists["invalidate_range_end"] if s._hashed]
+        obs.range_end(self.mm, rng, ending)
+        if self._itree_counted[rng]:
+            self._itree_counted[rng] -= 1
+            if not self._itree_counted[rng]:
+                del self._itree_counted[rng]
             self._itree_inv_end()
+        elif self.has_itree:
+            # Linux tests has_itree unlocked at start and at end and relies on its never
+            # flipping in between: the first insert registers under mmap_lock write and
+            # mm_take_all_locks, which every start..end caller's locks exclude
+            raise CoreBug(f"the interval tree appeared between the start and the end of "
+                          f"{rng!r}: a range caller runs without the locks register takes")
         done = 0
-        try:
-            for sub in ending:
-                yield from self._call(sub, "invalidate_range_end", (rng,), reason)
-                obs.range_end_over(sub, rng)
-                done += 1
-        finally:
-            for sub in ending[done:]:      # a hook raised: the rest are not called either
-                obs.range_end_over(sub, rng)
+        with self._section():
+            try:
+                for sub in ending:
+                    if sub._hashed:            # reached while still linked
+                        yield from self._call(sub, "invalidate_range_end", (rng,), reason)
+                    obs.range_end_over(sub, rng)
+                    done += 1
+            finally:
+                for sub in ending[done:]:      # a hook raised: the rest are not called either
+                    obs.range_end_over(sub, rng)
 
     # ------------------------------------------------------------------ interval notifiers
     def _itree_overlapping(self, rng):
@@ -335,11 +509,17 @@ class NotifierSubscriptions:
     def _itree_invalidate(self, rng, reason):
         # mn_itree_invalidate
         seq = self._itree_inv_start(rng)
+        self._itree_counted[rng] += 1          # this range's end must call mn_itree_inv_end
         for isub in self._itree_overlapping(rng):
             ret = yield from self._call(isub, "invalidate", (rng, seq), reason, interval=True)
             self.sched.observer.interval_invalidate(isub, rng, ret)
             # a blockable range may not be refused (BadReturn, reported by the observer)
             if not ret and not rng.blockable:
+                # "On -EAGAIN the non-blocking caller is not allowed to call
+                # invalidate_range_end()": mn_itree_inv_end here instead
+                self._itree_counted[rng] -= 1
+                if not self._itree_counted[rng]:
+                    del self._itree_counted[rng]
                 self._itree_inv_end()
                 return -EAGAIN
         return 0
@@ -350,8 +530,8 @@ class NotifierSubscriptions:
         invalidation the insert is deferred to the last ``end`` and the new interval starts
         out "being invalidated"."""
         if not self.has_itree:
-            # the first insert: Linux takes mmap_lock write here, so no range is in flight
-            self.has_itree = True
+            raise CoreBug("interval_notifier_insert before the interval tree was registered "
+                          "(mmu_interval_notifier_insert registers it first)")
         if self.active_invalidate_ranges:
             if self.is_invalidating():
                 self.deferred.append((isub, "insert"))

@@ -1,7 +1,8 @@
 """Interval notifiers (Linux 5.5+, ``mm/mmu_notifier.c``): the collision-retry protocol.
 
-A driver that mirrors ``[start, start + length)`` inserts an :class:`MMUIntervalNotifier` and
-uses the sequence protocol instead of counting ranges itself::
+A driver that mirrors ``[start, start + length)`` inserts an :class:`MMUIntervalNotifier`
+(``yield from mmu_interval_notifier_insert(sub, mm, start, length)``) and uses the sequence
+protocol instead of counting ranges itself::
 
     while True:
         seq = yield from mmu_interval_read_begin(sub)     # waits while invalidating
@@ -81,8 +82,12 @@ def _subs(mm):
 
 
 def mmu_interval_notifier_insert(sub: MMUIntervalNotifier, mm, start: int, length: int):
-    """Insert ``sub`` over ``[start, start + length)``. ``length == 0`` or an overflowing
-    range is ``InvalidArgument`` (Linux: -EOVERFLOW). During an invalidation the insert is
+    """Insert ``sub`` over ``[start, start + length)`` (a generator: run it with
+    ``yield from`` or ``sim.do``). ``length == 0`` or an overflowing range is
+    ``InvalidArgument`` (Linux: -EOVERFLOW). The first insert on an mm registers the
+    interval tree with ``mmu_notifier_register(NULL, mm)``, taking mmap_lock for write and
+    ``mm_take_all_locks``, so that no invalidation is in flight when the tree appears (the
+    caller must not hold mmap_lock: ``might_lock``). During an invalidation the insert is
     deferred to the last ``end`` and the new interval starts out "being invalidated"."""
     if not isinstance(sub, MMUIntervalNotifier):
         raise UsageError(f"{sub!r} is not an MMUIntervalNotifier")
@@ -94,6 +99,16 @@ def mmu_interval_notifier_insert(sub: MMUIntervalNotifier, mm, start: int, lengt
         e.errno = EOVERFLOW
         raise e
     subs = _subs(mm)
+    if getattr(mm, "exiting", False):
+        # "Must call with a mmget() held": WARN_ON(mm_users <= 0) -> -EINVAL
+        raise InvalidArgument(f"{mm!r} is exiting (mm_users is 0): insert interval notifiers "
+                              "on a live address space")
+    if not subs.has_itree:
+        # mmu_interval_notifier_insert: mmu_notifier_register(NULL, mm)
+        register = getattr(mm, "mmu_notifier_register", None)
+        yield from (register(None) if register is not None else subs.register(None))
+    if sub._inserted:
+        raise UsageError(f"{sub!r} was inserted meanwhile by another task")
     sub.mm, sub.start, sub.end = mm, start, start + length
     sub._inserted = True
     subs.interval_notifier_insert(sub)

@@ -255,6 +255,11 @@ class Oracle(ProtocolChecker):
                 "is read-only (write-protected for COW, mprotect or page_mkclean): the driver "
                 "must write-protect or drop its mapping when the range is invalidated and "
                 "fault again for write", address=page, frames=(pfn,), driver=drv.name)
+        if getattr(mm, "exiting", False):
+            # exit_mmap is tearing the mm down: its threads are gone, nobody can read what
+            # a device reads or writes there now (a pinned page keeps its old contents);
+            # the frame checks above still apply
+            return
         # the data model
         table, key, cell = self._expected(mm, va, write)
         if write:

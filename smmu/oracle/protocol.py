@@ -123,6 +123,15 @@ class ProtocolChecker(Observer):
         return st.ending if st is not None else []
 
     # ------------------------------------------------------------------ events
+    def notifier_unregister(self, mm, sub):
+        """``sub`` left the chain (unregister, the last put, or exit's release): a start of
+        it that ran before gets no end and that is not unpaired ("A start that ran before
+        the unlink may legitimately get no end": the driver was told by ``release``, or asked
+        to leave). Its windows close."""
+        st = self._subs.get(id(sub))
+        if st is not None:
+            st.windows.clear()
+
     def hook_enter(self, sub, hook, args, span):
         st = self._sub(sub)
         st.in_flight += 1

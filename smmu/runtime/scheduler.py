@@ -43,6 +43,7 @@ from smmu.base.errors import SmmuError, TaskCrashed, UsageError, Violation
 from smmu.runtime.costs import COSTS
 from smmu.runtime.locks import Completion, Mutex, NonBlock, RWSem, Spinlock, WaitQueue
 from smmu.runtime.observer import Observer
+from smmu.runtime.rcu import RCUDomain
 from smmu.runtime.schedules import make_schedule
 from smmu.runtime.task import Core, Request, Task, format_frames, user_frame
 
@@ -170,6 +171,7 @@ class Scheduler:
         self._setup_task = Task(-1, "setup", None)
         self._cpu_tasks: dict[int, list[Task]] = {}   # cpu -> tasks spawned on it
         self.cores: dict[int, Core] = {}              # CPUs shared by several tasks
+        self._rcu_domains: dict = {}
 
     # ----------------------------------------------------------------- tasks
     def spawn(self, name: str, gen, cpu: int | None = None) -> Task:
@@ -536,6 +538,19 @@ class Scheduler:
 
     def completion(self, name: str):
         return Completion(self, name)
+
+    def rcu_domain(self, name: str, sleepable: bool = True):
+        """The machine's RCU domain ``name`` (one per name, like the kernel's static
+        ``srcu_struct``s): :class:`~smmu.runtime.rcu.RCUDomain`, SRCU or with
+        ``sleepable=False`` classic RCU. Asking for an existing name with the other kind is a
+        UsageError."""
+        d = self._rcu_domains.get(name)
+        if d is None:
+            d = self._rcu_domains[name] = RCUDomain(self, name, sleepable)
+        elif d.sleepable != bool(sleepable):
+            raise UsageError(f"RCU domain {name!r} exists as "
+                             f"{'SRCU' if d.sleepable else 'classic RCU'}")
+        return d
 
     def non_block(self, reason: str = "non-blockable section"):
         return NonBlock(self, reason)

@@ -63,7 +63,9 @@ class Simulator(Scheduler):
                  invalidate_page_outside_ptl: bool = False, fork_copies_pinned: bool = False,
                  nonblock_fail_calls_end: bool = True, fork_enomem_bug: bool = False,
                  cow_reuse: str = "page_count", mmu_gather: str = "batch_limit",
-                 gather_batch: int | None = None, check: bool = True,
+                 gather_batch: int | None = None, notifier_rcu: str = "srcu",
+                 release_order: str = "release_first", exit_mmap_lock: str | None = None,
+                 check: bool = True,
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
                  task_step_budget: int = 200_000, nframes: int = 4096,
@@ -85,7 +87,9 @@ class Simulator(Scheduler):
                         "fork_copies_pinned": fork_copies_pinned,
                         "nonblock_fail_calls_end": nonblock_fail_calls_end,
                         "fork_enomem_bug": fork_enomem_bug, "cow_reuse": cow_reuse,
-                        "mmu_gather": mmu_gather, "gather_batch": gather_batch}
+                        "mmu_gather": mmu_gather, "gather_batch": gather_batch,
+                        "notifier_rcu": notifier_rcu, "release_order": release_order,
+                        "exit_mmap_lock": exit_mmap_lock}
         self.oracle = Oracle(self) if check else ProtocolChecker(self)
         self.observer = FanOut(self.oracle, TraceRecorder(self)) if trace else self.oracle
         self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,

@@ -1,0 +1,105 @@
+"""Read-copy-update for tasks: an SRCU domain (``struct srcu_struct``, kernel/rcu/srcutree.c)
+or, with ``sleepable=False``, classic RCU (``rcu_read_lock``: a non-preemptible read side).
+
+A reader brackets its walk with ``tok = d.read_lock()`` / ``d.read_unlock(tok)``;
+``yield d.synchronize()`` (``synchronize_srcu`` / ``synchronize_rcu``) sleeps until every
+read-side section that began before it has ended (sections begun later are not waited for);
+``d.call(fn)`` (``call_srcu``) runs ``fn()`` once such a grace period has elapsed, in the
+context of whichever task ends it, atomic (an RCU callback cannot sleep); ``yield
+d.barrier()`` (``srcu_barrier``) sleeps until every queued callback has run. Under classic
+RCU the read side is atomic: sleeping in it is ``SleepInAtomic`` (why 2.6.27..3.6 notifier
+callbacks could not sleep, 21a92735f660).
+"""
+
+from __future__ import annotations
+
+from smmu.base.errors import UsageError
+
+
+class RCUDomain:
+    """One RCU or SRCU domain (``DEFINE_STATIC_SRCU``). Make it with
+    ``sched.rcu_domain(name, sleepable=...)``: one per name per machine, as the kernel's
+    static domains are."""
+
+    def __init__(self, sched, name: str, sleepable: bool = True):
+        self.sched = sched
+        self.name = name
+        self.sleepable = bool(sleepable)
+        self.readers: dict[int, object] = {}     # token -> task in a read-side section
+        self._next = 1
+        self._callbacks: list = []                # (token snapshot, fn), in call order
+        self.wq = sched.waitqueue(f"{name} grace period")
+        self.grace_periods = 0
+        self._reason = (f"srcu_read_lock({name})" if self.sleepable
+                        else f"rcu_read_lock ({name}: classic RCU, no sleeping)")
+
+    def __repr__(self):
+        kind = "SRCU" if self.sleepable else "RCU"
+        return (f"<{kind} {self.name!r} {len(self.readers)} readers, "
+                f"{len(self._callbacks)} callbacks pending>")
+
+    # ------------------------------------------------------------------ read side
+    def read_lock(self) -> int:
+        """``srcu_read_lock`` / ``rcu_read_lock``: begin a read-side section; returns its
+        token for :meth:`read_unlock`."""
+        tok = self._next
+        self._next += 1
+        task = self.sched.running
+        self.readers[tok] = task
+        if not self.sleepable:
+            self.sched.atomic_begin(self._reason, task)
+        return tok
+
+    def read_unlock(self, tok: int) -> None:
+        """End the section ``tok``; run the callbacks whose grace period it completes."""
+        task = self.readers.pop(tok, None)
+        if task is None:
+            raise UsageError(f"{self.name}: read_unlock({tok}) of a section that is not held")
+        if not self.sleepable:
+            self.sched.atomic_end(self._reason, task)
+        if self._callbacks:
+            self._run_callbacks()
+        if self.wq.waiters:
+            self.wq.wake_all()
+
+    def held(self) -> bool:
+        """Is the running task inside a read-side section of this domain?"""
+        task = self.sched.running
+        return any(t is task for t in self.readers.values())
+
+    # ------------------------------------------------------------------ grace periods
+    def _elapsed(self, snap: int) -> bool:
+        """Has every section begun before ``snap`` ended?"""
+        return all(tok >= snap for tok in self.readers)
+
+    def synchronize(self):
+        """What to yield for ``synchronize_srcu`` / ``synchronize_rcu``: sleep until every
+        section begun before now has ended. (Called inside a section of the same domain it
+        waits for itself: a Deadlock, as in the kernel.)"""
+        self.sched.might_sleep(f"synchronize_srcu({self.name})")
+        snap = self._next
+        self.grace_periods += 1
+        return self.wq.wait_until(lambda: self._elapsed(snap))
+
+    def call(self, fn) -> None:
+        """``call_srcu``: run ``fn()`` once the sections begun before now have ended (at
+        once if there are none), atomic, in the task that ends the grace period."""
+        self._callbacks.append((self._next, fn))
+        self._run_callbacks()
+
+    def _run_callbacks(self) -> None:
+        while self._callbacks and self._elapsed(self._callbacks[0][0]):
+            _snap, fn = self._callbacks.pop(0)
+            reason = f"{self.name} RCU callback"
+            self.sched.atomic_begin(reason)
+            try:
+                fn()
+            finally:
+                self.sched.atomic_end(reason)
+        if not self._callbacks and self.wq.waiters:
+            self.wq.wake_all()
+
+    def barrier(self):
+        """What to yield for ``srcu_barrier``: sleep until every queued callback has run."""
+        self.sched.might_sleep(f"srcu_barrier({self.name})")
+        return self.wq.wait_until(lambda: not self._callbacks)
