@@ -1,6 +1,7 @@
 """Faults and page access, from ``mm/memory.c`` (CPU loads and stores, ``handle_mm_fault``,
 ``do_anonymous_page``, ``do_fault``, ``do_wp_page``, ``do_swap_page``) and ``mm/gup.c``
-(``get_user_pages``, ``pin_user_pages``, ``hmm_range_fault``).
+(``get_user_pages``, ``pin_user_pages``); the CPU fault on device-private and device-exclusive
+entries (``do_swap_page``: ``migrate_to_ram``, ``remove_device_exclusive_entry``).
 
 :class:`Faults` is mixed into :class:`primary_mm.mm.MM`; its methods use the address space's
 state (``self.pt``, ``self.vmas``, ``self.memory``, the locks) and helpers defined there.
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 from primary_mm.frames import FRAME_ANON, FRAME_DIRTY, FRAME_KSM
 from primary_mm.layout import as_int
+from primary_mm.memremap import VM_FAULT_SIGBUS, Vmf
 from primary_mm.rmap import AnonVma
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MAX
 from smmu.base.errors import InvalidArgument, SegmentationFault
-from smmu.base.pte import (PTE_DIRTY, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL,
-                           PTE_SWAP, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
+from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_MIGRATION,
+                           PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP, PTE_WRITE,
+                           PTE_YOUNG, mk_pte, pte_pfn)
 from smmu.notifier import Event
 
 
@@ -86,7 +89,11 @@ class Faults:
             if write and not pte & PTE_WRITE:
                 yield from self._do_wp_page(vma, va, pte)
             return
-        if pte & PTE_SWAP:
+        if pte & PTE_DEVICE_PRIVATE:
+            yield from self._do_device_private_fault(vma, va, pte)
+        elif pte & PTE_DEVICE_EXCLUSIVE:
+            yield from self._remove_device_exclusive_entry(vma, va, pte)
+        elif pte & PTE_SWAP:
             yield from self._do_swap_page(vma, va, pte, write)
         elif pte & PTE_MIGRATION:
             # migration_entry_wait: sleep until the migration entry is gone
@@ -396,26 +403,66 @@ class Faults:
         return None
         yield  # pragma: no cover
 
-    def hmm_range_fault(self, va, write=False):
-        """``hmm_range_fault`` for one page: fault it in and return its pfn, keeping no
-        reference (the caller relies on its interval notifier). Takes mmap_lock for read
-        unless the current task holds it."""
-        va = as_int(va, "hmm_range_fault: address")
+    # ------------------------------------------------------------------ device entries
+    def _do_device_private_fault(self, vma, va, pte):
+        """``do_swap_page`` on a device-private entry: under the PT lock check the entry is
+        still there and take a page reference, drop the lock, and call the pagemap's
+        ``migrate_to_ram`` (the driver migrates the page back with ``migrate_vma``); the
+        caller then faults again. ``VM_FAULT_SIGBUS`` from the driver is a SIGBUS."""
+        mem = self.memory
+        pfn = pte_pfn(pte)
         vpn = va >> PAGE_SHIFT
-        self._mmget()
+        yield self.page_table_lock
         try:
-            took = not self._mmap_lock_held()
-            if took:
-                yield self.mmap_lock.read()
-            try:
-                while True:
-                    self._access_vma(va, write, "hmm_range_fault")
-                    pte = self.pt.lookup(vpn)
-                    if pte & PTE_PRESENT and (not write or pte & PTE_WRITE):
-                        return pte_pfn(pte)
-                    yield from self._handle_fault(va, bool(write), "hmm_range_fault")
-            finally:
-                if took:
-                    self.mmap_lock.up_read()
+            if self.pt.lookup(vpn) != pte:
+                return
+            pgmap = mem.page_pgmap(pfn)
+            mem.frames.get(pfn)          # "Get a page reference while we know the page can't
+        finally:                         # be freed"
+            self.page_table_lock.release()
+        try:
+            if pgmap is None:
+                raise SegmentationFault(f"fault at {va:#x}: device-private page {pfn} has no "
+                                        "pagemap (SIGBUS)", address=va)
+            ret = yield from pgmap.fault(Vmf(self, vma, va, pfn))
         finally:
-            self._mmput()
+            mem.frames.put(pfn)
+        if ret == VM_FAULT_SIGBUS:
+            raise SegmentationFault(f"fault at {va:#x}: {pgmap.name} could not migrate device "
+                                    "page back to system memory (VM_FAULT_SIGBUS)", address=va)
+
+    def _remove_device_exclusive_entry(self, vma, va, pte):
+        """``remove_device_exclusive_entry`` (6.8 mm/memory.c): lock the page, then an
+        ``MMU_NOTIFY_EXCLUSIVE`` range of one page with no owner (the device loses its
+        exclusive access), and under the PT lock ``restore_exclusive_pte``: the original
+        PTE, writable if the entry was, not young; the entry's reference becomes the
+        mapping's (``folio_add_anon_rmap_pte``)."""
+        mem = self.memory
+        frames = mem.frames
+        pfn = pte_pfn(pte)
+        vpn = va >> PAGE_SHIFT
+        if frames.refcount[pfn] <= 0:                  # folio_try_get
+            return
+        frames.get(pfn)
+        try:
+            yield from mem.lock_page(pfn)              # folio_lock_or_retry
+            try:
+                rng = self._range(va, va + PAGE_SIZE, Event.EXCLUSIVE)
+                subs = self.notifier_subscriptions
+                yield from subs.mmu_notifier_invalidate_range_start(rng)
+                yield self.page_table_lock
+                try:
+                    if self.pt.lookup(vpn) == pte:
+                        bits = PTE_PRESENT
+                        if pte & PTE_WRITE and vma.writable:
+                            bits |= PTE_WRITE | PTE_DIRTY
+                        self.pt.set(vpn, mk_pte(pfn, bits))
+                        frames.inc_mapcount(pfn)
+                finally:
+                    self.page_table_lock.release()
+            finally:
+                mem.unlock_page(pfn)
+        finally:
+            frames.put(pfn)
+        yield from subs.mmu_notifier_invalidate_range_end(rng)
+

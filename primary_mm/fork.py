@@ -11,8 +11,8 @@ from primary_mm.frames import FRAME_ANON, NO_OWNER
 from primary_mm.vma import VMA
 from smmu.base.constants import PAGE_SHIFT
 from smmu.base.errors import OutOfMemory
-from smmu.base.pte import (PTE_DIRTY, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, mapped_mask, mapped_pfns,
-                           mk_pte, pte_pfns, swap_slots)
+from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, PTE_YOUNG,
+                           mapped_mask, mapped_pfns, mk_pte, pte_pfn, pte_pfns, swap_slots)
 from smmu.notifier import Event
 
 
@@ -97,9 +97,11 @@ class Fork:
                 yield from subs.mmu_notifier_invalidate_range_end(rng)
             # fork_enomem_bug: "return -ENOMEM" straight out of the loop, end never called
             raise
+        excl = yield from self._lock_exclusive_pages(v0, v1)
         yield child.page_table_lock                 # dst_ptl = pte_alloc_map_lock
         yield self.page_table_lock                  # spin_lock_nested(src_ptl)
         try:
+            self._restore_exclusive_ptes(vma, excl)
             vpns, ptes = self.pt.copy_range(child.pt, v0, v1, cow)
             self.sched.observer.fork_copy(self, child, vma.start, vma.end)
             pfns_all = pte_pfns(ptes)
@@ -141,5 +143,34 @@ class Fork:
         finally:
             self.page_table_lock.release()
             child.page_table_lock.release()
+            for _vpn, _pte, pfn in excl:
+                mem.unlock_page(pfn)
         if cow:
             yield from subs.mmu_notifier_invalidate_range_end(rng)
+
+    def _lock_exclusive_pages(self, v0, v1):
+        """The device-exclusive entries of ``[v0, v1)`` and their pages, locked
+        (``try_restore_exclusive_pte`` needs the page lock; Linux trylocks and fails the
+        fork with -EBUSY when it is taken; here fork waits for it)."""
+        vpns, ptes = self.pt.iter_present(v0, v1)
+        hit = (ptes & np.uint64(PTE_DEVICE_EXCLUSIVE)) != 0
+        out = []
+        for vpn, pte in zip(vpns[hit].tolist(), ptes[hit].tolist()):
+            pfn = pte_pfn(pte)
+            yield from self.memory.lock_page(pfn)
+            out.append((vpn, pte, pfn))
+        return out
+
+    def _restore_exclusive_ptes(self, vma, excl):
+        """``copy_nonpresent_pte`` on a device-exclusive entry: "Make device exclusive
+        entries present by restoring the original entry then copying as for a present pte"
+        (``restore_exclusive_pte``: writable if the entry was, not young; the entry's
+        reference becomes the mapping's). PT lock held."""
+        frames = self.memory.frames
+        for vpn, pte, pfn in excl:
+            if self.pt.lookup(vpn) != pte:
+                continue
+            bits = PTE_PRESENT | (PTE_WRITE | PTE_DIRTY if pte & PTE_WRITE and vma.writable
+                                  else 0)
+            self.pt.set(vpn, mk_pte(pfn, bits))
+            frames.inc_mapcount(pfn)

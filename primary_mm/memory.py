@@ -40,7 +40,9 @@ from primary_mm.filemap import File
 from primary_mm.frames import (FRAME_DIRTY, FRAME_FILE, FRAME_LOCKED, FRAME_ZERO, FrameTable,
                                NO_OWNER)
 from primary_mm.ksm import Ksm
+from primary_mm.memremap import Memremap
 from primary_mm.migrate import Migrate
+from primary_mm.migrate_device import MigrateDevice
 from primary_mm.mm import MM
 from primary_mm.mmu_gather import MmuGather
 from primary_mm.oom import OomReaper
@@ -52,18 +54,21 @@ from primary_mm.vmscan import Vmscan
 from primary_mm.writeback import Writeback
 from smmu.base.constants import PAGE_SHIFT
 from smmu.base.errors import InvalidArgument, UsageError
-from smmu.base.pte import PTE_DIRTY, expand_huge, mapped_mask, mapped_pfns, swap_slots
+from smmu.base.pte import (PTE_DIRTY, exclusive_pfns, expand_huge, mapped_mask, mapped_pfns,
+                           swap_slots)
 from smmu.notifier.chain import check_chain_options
 
 COW_REUSE = ("page_count", "mapcount")
 
 
-class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, Ksm, OomReaper):
+class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, MigrateDevice, Memremap, Ksm,
+             OomReaper):
     """System-wide primary-MM state. ``sim.memory``; built by :class:`smmu.Simulator`.
 
     The system-wide operations come from one class per Linux file they model:
     :class:`RmapWalk` (``mm/rmap.c``), :class:`Vmscan`, :class:`Writeback`,
-    :class:`Truncate`, :class:`Migrate`, :class:`Ksm` and :class:`OomReaper`; this class holds
+    :class:`Truncate`, :class:`Migrate`, :class:`MigrateDevice` (``mm/migrate_device.c``),
+    :class:`Memremap` (``mm/memremap.c``), :class:`Ksm` and :class:`OomReaper`; this class holds
     the state, the page cache and page lock, freeing, and the invariant checks.
     """
 
@@ -107,6 +112,8 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, Ksm, OomReaper):
         self.migration_wq = sched.waitqueue("migration_wq")
         self.page_wq = sched.waitqueue("page_lock_wq")
         self.ksm_stable: dict[int, tuple[int, int]] = {}   # value -> (pfn, generation)
+        self.pgmaps: list = []                             # memremap_pages
+        self.device_pages: dict = {}                       # pfn -> DevPagemap (page->pgmap)
         # the shared zero page: never freed, never written
         self.zero_pfn = self.frames.alloc_one(owner=NO_OWNER, flags=FRAME_ZERO, zero=True)
 
@@ -225,8 +232,9 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, Ksm, OomReaper):
     # ================================================================== freeing
     def release_entries(self, ptes: np.ndarray) -> None:
         """Drop what cleared entries held, in batches (``zap_pte_range`` bookkeeping +
-        ``tlb_finish_mmu``): mapcount and reference of each mapped page (dirty file pages
-        marked dirty first), the swap count of each swap entry."""
+        ``tlb_finish_mmu``): mapcount and reference of each mapped page (device-private
+        ones included; dirty file pages marked dirty first), the swap count of each swap
+        entry, the reference of each device-exclusive entry."""
         if not len(ptes):
             return
         ptes = expand_huge(ptes)
@@ -244,6 +252,9 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, Ksm, OomReaper):
         slots = swap_slots(ptes)
         if len(slots):
             self.swap.free(slots)                          # free_swap_and_cache
+        excl = exclusive_pfns(ptes)
+        if len(excl):
+            f.put(excl)                   # a device-exclusive entry holds the reference only
 
     def _range_pages(self, mm, addr, length, op):
         start, end = mm._check_range(addr, length, op)
@@ -269,6 +280,7 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, Ksm, OomReaper):
             problems.append(f"mapcount of pfn {p} is {int(f.mapcount[p])} but the page tables "
                             f"map it {int(mapc[p])} times ({len(bad)} frames differ)")
         held = mapc + f.pincount.astype(np.int64)
+        held += np.bincount(exclusive_pfns(ptes), minlength=n)[:n]
         for file in self.files:
             for pfn in file.cache.values():
                 held[pfn] += 1

@@ -66,7 +66,6 @@ class Migrate:
 
     def _migrate_page(self, old):
         frames = self.frames
-        swap = self.swap
         mapping, index = self.page_mapping(old)
         if mapping is None:
             return False
@@ -74,11 +73,8 @@ class Migrate:
         new = frames.alloc_one(owner=int(frames.owner[old]), flags=keep, zero=False)
         yield from self._try_to_unmap(old, mapping, index,
                                       lambda vma, p: migration_entry(old, p), Event.CLEAR)
-        file = getattr(mapping, "file", None)
-        slot = swap.slot_of.get(old)
-        expected = 1 + (file is not None and file.cache.get(index) == old) + (slot is not None)
-        if frames.mapcount[old] != 0 or frames.refcount[old] != expected:
-            # migrate_page_move_mapping: -EAGAIN; put the old page back
+        if not self.migrate_refs_ok(old, mapping, index):
+            # folio_migrate_mapping: -EAGAIN; put the old page back
             yield from self._remove_migration_ptes(old, old, mapping, index)
             frames.put(new)
             return False
@@ -86,10 +82,33 @@ class Migrate:
         self.sched.charge("page_copy")
         yield
         frames.contents[new] = frames.contents[old]
+        self.migrate_mapping(old, new, mapping, index)
+        yield from self._remove_migration_ptes(old, new, mapping, index)
+        frames.put(new)                                    # drop the allocation reference
+        return True
+
+    def migrate_refs_ok(self, old, mapping, index, extra: int = 0) -> bool:
+        """``folio_migrate_mapping``'s reference check: ``old`` is mapped nowhere and only
+        the migrator (``1 + extra``: dmirror's fault page holds one more), the page cache
+        and the swap cache hold it; a GUP reference or a pin makes it -EAGAIN."""
+        frames = self.frames
+        file = getattr(mapping, "file", None)
+        expected = 1 + extra + (file is not None and file.cache.get(index) == old) + \
+            (self.swap.slot_of.get(old) is not None)
+        return frames.mapcount[old] == 0 and frames.refcount[old] == expected
+
+    def migrate_mapping(self, old, new, mapping, index) -> None:
+        """The rest of ``folio_migrate_mapping`` / ``folio_migrate_flags``: the page-cache
+        slot or swap-cache slot and ``page->mapping`` / ``index`` move from ``old`` to
+        ``new`` (the contents were copied by the caller)."""
+        frames = self.frames
+        swap = self.swap
+        file = getattr(mapping, "file", None)
         if file is not None and file.cache.get(index) == old:
             file.cache[index] = new
             frames.get(new)
             frames.put(old)
+        slot = swap.slot_of.get(old)
         if slot is not None:
             swap.page[slot] = new
             del swap.slot_of[old]
@@ -99,6 +118,3 @@ class Migrate:
             frames.get(new)
             frames.put(old)
         self.set_page_mapping(new, mapping, index)
-        yield from self._remove_migration_ptes(old, new, mapping, index)
-        frames.put(new)                                    # drop the allocation reference
-        return True

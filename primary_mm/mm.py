@@ -20,25 +20,29 @@ import bisect
 from primary_mm.exit import Exit
 from primary_mm.fault import Faults
 from primary_mm.fork import Fork
+from primary_mm.hmm import Hmm
 from primary_mm.layout import BRK_START, as_int
 from primary_mm.madvise import Madvise
 from primary_mm.mmap import Mmap
 from primary_mm.mprotect import Mprotect
 from primary_mm.mremap import Mremap
+from primary_mm.rmap import DeviceExclusive
 from primary_mm.vma import VMA, vma_start
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MAX
 from smmu.base.errors import InvalidArgument, SegmentationFault, UsageError
-from smmu.base.pte import PTE_MAPPED, PTE_MIGRATION, PTE_SWAP, pte_pfn
+from smmu.base.pte import PTE_DEVICE, PTE_MAPPED, PTE_MIGRATION, PTE_SWAP, pte_pfn
 from smmu.notifier import Event, NotifierSubscriptions, Range
 
 
-class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
+class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusive):
     """One process address space (``struct mm_struct``). Make it with ``sim.new_process()``.
 
     Its operations are assembled from one class per Linux file they model: :class:`Faults`
-    (``mm/memory.c``, ``mm/gup.c``), :class:`Mmap`, :class:`Mprotect`, :class:`Madvise`,
-    :class:`Mremap`, :class:`Fork` and :class:`Exit`; this class holds the state, the plain
-    helpers, argument validation, and the notifier helpers those operations share
+    (``mm/memory.c``, ``mm/gup.c``), :class:`Hmm` (``mm/hmm.c``), :class:`Mmap`,
+    :class:`Mprotect`, :class:`Madvise`, :class:`Mremap`, :class:`Fork`, :class:`Exit` and
+    :class:`DeviceExclusive` (``make_device_exclusive_range``, ``mm/rmap.c``); this class
+    holds the state, the plain helpers, argument validation, and the notifier helpers those
+    operations share
     (``_range``, ``_flush_tlb_range``, ``_young_under_ptl``, ``_pte_replace``).
 
     Attributes: ``id``, ``name``, ``memory``, ``notifier_subscriptions``, ``mmap_lock``,
@@ -114,7 +118,7 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
             return None
         pte = self.pt.lookup(va >> PAGE_SHIFT)
         frames = self.memory.frames
-        if pte & PTE_MAPPED:
+        if pte & (PTE_MAPPED | PTE_DEVICE):   # device pages: what migrate_to_ram brings back
             return int(frames.contents[pte_pfn(pte)])
         if pte & PTE_SWAP:
             return self.memory.swap.value(pte_pfn(pte))
@@ -150,6 +154,19 @@ class MM(Faults, Mmap, Mprotect, Madvise, Mremap, Fork, Exit):
         self._users -= 1
         if not self._users and self._users_wq.waiters:
             self._users_wq.wake_all()
+
+    def mmget_not_zero(self) -> bool:
+        """``mmget_not_zero`` for a driver working on this mm from outside its threads
+        (dmirror's ioctls: "Since the mm is for the mirrored process, get a reference
+        first"): False once the mm is exiting. Drop the reference with :meth:`mmput`."""
+        if self.exited or self.exiting:
+            return False
+        self._users += 1
+        return True
+
+    def mmput(self) -> None:
+        """``mmput``: drop a reference :meth:`mmget_not_zero` took."""
+        self._mmput()
 
     def _check_range(self, addr, length, op: str, round_len: bool = True) -> tuple[int, int]:
         addr = as_int(addr, f"{op}: address")

@@ -18,11 +18,16 @@ class Mremap:
     """Resizing and moving a mapping (``mm/mremap.c``)."""
 
     # ------------------------------------------------------------------ mremap
-    def mremap(self, old_addr, old_len, new_len, new_addr=None):
+    def mremap(self, old_addr, old_len, new_len, new_addr=None, *, dontunmap=False):
         """``mremap``: resize a mapping, moving it if needed (MREMAP_MAYMOVE) or to
         ``new_addr`` (MREMAP_FIXED). The old range must lie in one VMA. Returns the address.
         A move runs ``move_page_tables`` (start/end UNMAP on the old range) and then
-        ``do_munmap`` of the old range."""
+        ``do_munmap`` of the old range.
+
+        ``dontunmap`` (``MREMAP_DONTUNMAP``, 5.7; any mapping since 5.13): always a move,
+        without resizing, and the old range stays mapped but empty: its page tables moved
+        away, so a later touch faults in fresh pages (zero pages or the file's), and an
+        anonymous old VMA loses its anon_vma (``unlink_anon_vmas``)."""
         self._alive()
         start, old_end = self._check_range(old_addr, old_len, "mremap")
         new_len = as_int(new_len, "mremap: new length")
@@ -30,6 +35,11 @@ class Mremap:
             raise InvalidArgument(f"mremap: new length {new_len} is empty or negative")
         new_len = (new_len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         old_len = old_end - start
+        if dontunmap and new_len != old_len:
+            # "MREMAP_DONTUNMAP is always a move and it does not allow resizing in the
+            # process" (6.8 mm/mremap.c)
+            raise InvalidArgument(f"mremap: MREMAP_DONTUNMAP moves without resizing: new "
+                                  f"length {new_len:#x} must equal the old {old_len:#x}")
         if new_addr is not None:
             new_addr, _ = self._check_range(new_addr, new_len, "mremap(new_addr)")
             if new_addr < MMAP_MIN_ADDR:
@@ -44,11 +54,11 @@ class Mremap:
             if vma is None or vma.end < old_end:
                 raise SegmentationFault(f"mremap: [{start:#x}, {old_end:#x}) is not inside "
                                         "one mapping (Linux: EFAULT)", address=start)
-            if new_addr is None and new_len <= old_len:
+            if not dontunmap and new_addr is None and new_len <= old_len:
                 if new_len < old_len:
                     yield from self._do_munmap(start + new_len, old_end)
                 return start
-            if new_addr is None and old_end == vma.end and \
+            if not dontunmap and new_addr is None and old_end == vma.end and \
                     not self.vmas_in(old_end, start + new_len) and \
                     start + new_len <= TASK_SIZE and (vma.file is None or vma.shared):
                 # vma_expandable: grow in place
@@ -61,13 +71,15 @@ class Mremap:
             else:
                 dest = new_addr
                 yield from self._do_munmap(dest, dest + new_len)
-            yield from self._move_vma(vma, start, old_end, dest, new_len)
+            yield from self._move_vma(vma, start, old_end, dest, new_len, dontunmap)
             return dest
         finally:
             self.mmap_lock.up_write()
 
-    def _move_vma(self, vma, start, old_end, dest, new_len):
-        """``move_vma``: new VMA, ``move_page_tables``, then unmap the old range."""
+    def _move_vma(self, vma, start, old_end, dest, new_len, dontunmap=False):
+        """``move_vma``: new VMA, ``move_page_tables``, then unmap the old range (with
+        ``dontunmap`` keep it, empty: an anonymous one is split off and unlinked from its
+        anon_vma, ``unlink_anon_vmas``)."""
         old_len = old_end - start
         moved = min(old_len, new_len)
         new = VMA(self, dest, dest + new_len, vma.prot, vma.shared, vma.file,
@@ -106,4 +118,10 @@ class Mremap:
             for lk in reversed(rmap):
                 lk.unlock_write()                  # drop_rmap_locks
         yield from subs.mmu_notifier_invalidate_range_end(rng)
-        yield from self._do_munmap(start, old_end)
+        if not dontunmap:
+            yield from self._do_munmap(start, old_end)
+        elif av is not None:
+            (old,) = self._split_at(start, old_end)
+            yield from av.lock.lock_write()
+            av.unlink(old)
+            av.lock.unlock_write()

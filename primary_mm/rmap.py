@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import itertools
 
-from primary_mm.frames import FRAME_DEVICE_PRIVATE, FRAME_DIRTY, FRAME_FILE
-from smmu.base.constants import PAGE_SHIFT
-from smmu.base.pte import (PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_MAPPED, PTE_MIGRATION,
-                           PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP, PTE_WRITE,
-                           PTE_YOUNG, mk_pte, pte_pfn)
+from primary_mm.frames import FRAME_ANON, FRAME_DEVICE_PRIVATE, FRAME_DIRTY, FRAME_FILE
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
+from smmu.base.errors import InvalidArgument, SegmentationFault, UsageError
+from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_MAPPED,
+                           PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP,
+                           PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
+from smmu.notifier import Event
 
 _ids = itertools.count(1)
 
@@ -305,3 +307,97 @@ class RmapWalk:
         n = yield from self._walk_mappings(old, mapping, index, one)
         self.migration_wq.wake_all()
         return n
+
+    def _folio_make_device_exclusive(self, pfn, mm, address, owner):
+        """``folio_make_device_exclusive`` -> ``page_make_device_exclusive_one`` on every
+        mapping (6.8 mm/rmap.c): an ``MMU_NOTIFY_EXCLUSIVE`` range of the page with
+        ``owner`` (the caller of ``make_device_exclusive_range``), and under the PT lock the
+        present PTE is cleared and flushed and becomes a device-exclusive entry (writable if
+        the PTE was); the mapcount drops, the reference stays with the entry. True if the
+        page ended up mapped nowhere and ``mm`` had it writable at ``address``. Anonymous
+        pages only ("to avoid potential writeback issues")."""
+        frames = self.frames
+        if not frames.flags[pfn] & FRAME_ANON or frames.flags[pfn] & FRAME_DEVICE_PRIVATE:
+            return False
+        mapping, index = self.page_mapping(pfn)
+        if mapping is None:
+            return False
+        valid = []
+
+        def one(vma, va):
+            vmm = vma.mm
+            vpn = va >> PAGE_SHIFT
+            subs = vmm.notifier_subscriptions
+            rng = vmm._range(va, va + PAGE_SIZE, Event.EXCLUSIVE, owner=owner)
+            yield from subs.mmu_notifier_invalidate_range_start(rng)
+            done = False
+            yield vmm.page_table_lock
+            try:
+                pte = vmm.pt.lookup(vpn)
+                if self._maps(pte, pfn) and pte & PTE_PRESENT:
+                    vmm.pt.clear(vpn)                          # ptep_clear_flush
+                    yield from vmm._flush_tlb_range(va, va + PAGE_SIZE)
+                    if pte & PTE_DIRTY:
+                        frames.set_flags(pfn, FRAME_DIRTY)     # folio_mark_dirty
+                    if vmm is mm and va == address and pte & PTE_WRITE:
+                        valid.append(True)
+                    vmm.pt.set(vpn, mk_pte(pfn, PTE_DEVICE_EXCLUSIVE | (pte & PTE_WRITE)))
+                    frames.dec_mapcount(pfn)                   # folio_remove_rmap_pte
+                    done = True
+            finally:
+                vmm.page_table_lock.release()
+            yield from subs.mmu_notifier_invalidate_range_end(rng)
+            return done
+        yield from self._walk_mappings(pfn, mapping, index, one)
+        return bool(valid) and int(frames.mapcount[pfn]) == 0
+
+
+class DeviceExclusive:
+    """``make_device_exclusive_range`` (6.8 mm/rmap.c), mixed into
+    :class:`primary_mm.mm.MM`."""
+
+    def make_device_exclusive_range(self, start, end, owner=None):
+        """``make_device_exclusive_range(mm, start, end, pages, owner)``: fault the pages
+        in for write and take a reference (``get_user_pages_remote(FOLL_GET|FOLL_WRITE)``),
+        then make each one the device's exclusively: every CPU mapping becomes a
+        device-exclusive entry (an ``MMU_NOTIFY_EXCLUSIVE`` range naming ``owner``), so a
+        CPU access faults and takes it back (``remove_device_exclusive_entry``: EXCLUSIVE,
+        no owner). Returns the pages, one per page GUP reached (it stops at the first
+        inaccessible page): a pfn, **locked and referenced** (the caller maps it, then
+        ``unlock_page`` and ``put_page``), or 0 where the page could not be made exclusive.
+        The caller holds mmap_lock."""
+        self._alive()
+        if self.api != "modern":
+            raise UsageError("make_device_exclusive_range needs notifier_api='modern' "
+                             "(MMU_NOTIFY_EXCLUSIVE: Linux 5.14+)")
+        if not self._mmap_lock_held():
+            raise UsageError("make_device_exclusive_range: hold mmap_lock (yield "
+                             "mm.mmap_lock.read()) around it")
+        start, end = int(start), int(end)
+        if start % PAGE_SIZE or end % PAGE_SIZE or end <= start:
+            raise InvalidArgument(f"make_device_exclusive_range: [{start:#x}, {end:#x}) "
+                                  "must be page aligned and non-empty")
+        mem = self.memory
+        frames = mem.frames
+        pages = []
+        self._mmget()
+        try:
+            for va in range(start, end, PAGE_SIZE):
+                try:
+                    pages.append((yield from self._follow(va, True, False,
+                                                          "make_device_exclusive_range")))
+                except SegmentationFault:
+                    break                  # get_user_pages_remote: the pages so far
+        finally:
+            self._mmput()
+        for i, pfn in enumerate(pages):
+            va = start + i * PAGE_SIZE
+            if not mem.trylock_page(pfn):
+                frames.put(pfn)
+                pages[i] = 0
+                continue
+            if not (yield from mem._folio_make_device_exclusive(pfn, self, va, owner)):
+                mem.unlock_page(pfn)
+                frames.put(pfn)
+                pages[i] = 0
+        return pages

@@ -22,7 +22,7 @@ scenarios use).
 
 from drivers.buggy.gru import (GRUFlushInEnd, GRUIgnoreInvalidatePage, GRUNoDropinGuard,
                                GRUNoRangeActiveCheck, GRUReleaseLeavesTLB)
-from drivers.buggy.hmm import HMMFailBlockable, HMMNoSetSeq
+from drivers.buggy.hmm import HMMFailBlockable, HMMNoFinalize, HMMNoSetSeq, HMMSkipAllMigrate
 from drivers.buggy.iommu_sva import SVASleepInFlush
 from drivers.buggy.kvm import (KVMApicRemap, KVMCowWritable, KVMNoInProgressCheck,
                                KVMNoSeqCheck, KVMSeqAfterUnlock, KVMSeqInStart)
@@ -43,6 +43,8 @@ BUGGY = {
     "gru_release_leaves_tlb": GRUReleaseLeavesTLB,
     "hmm_no_set_seq": HMMNoSetSeq,
     "hmm_fail_blockable": HMMFailBlockable,
+    "hmm_no_finalize": HMMNoFinalize,
+    "hmm_skip_all_migrate": HMMSkipAllMigrate,
     "sva_sleep_in_flush": SVASleepInFlush,
     "pinned_early_put": PinnedEarlyPut,
     "xpmem_no_pin": XPMEMNoPin,

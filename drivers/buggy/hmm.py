@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from drivers.buggy._kinds import STALE
 from drivers.hmm_mirror import HMM_MIRROR
+from smmu.notifier import Event
 
 
 class HMMNoSetSeq(HMM_MIRROR):
@@ -41,3 +42,42 @@ class HMMFailBlockable(HMM_MIRROR):
     def lock_mutex(self, range):
         return self.mutex.trylock()                  # even for a blockable range
         yield
+
+
+class HMMNoFinalize(HMM_MIRROR):
+    """Migrates pages into its device memory and skips its own MIGRATE range (as dmirror
+    does) but never re-points its device PTEs at the new pages
+    (``dmirror_migrate_finalize_and_map`` left out): the device keeps translating through
+    the system pages the migration freed."""
+
+    breaks = ("a driver that skips the MIGRATE range it owns must update its own mirror to "
+              "the migrated pages (the skip only says 'I handle this myself')")
+    mirrors = ("issue 10: the owner skip as a trap; lib/test_hmm.c relies on "
+               "dmirror_migrate_finalize_and_map after migrate_vma_pages")
+    expected = STALE
+    scenarios = ("device-migration",)
+    apis = ("modern",)
+
+    def _migrate_finalize_and_map(self, args):
+        return None
+        yield  # pragma: no cover - the step it leaves out
+
+
+class HMMSkipAllMigrate(HMM_MIRROR):
+    """Skips every ``MMU_NOTIFY_MIGRATE`` range, whoever migrates: the owner check of
+    ``dmirror_interval_invalidate`` (``range->owner == dmirror->mdevice``) left out, so a
+    peer device moving the pages into its memory leaves this one on the freed pages."""
+
+    breaks = ("only the owner of a MIGRATE range (range->owner) may skip it; every other "
+              "secondary MMU must invalidate")
+    mirrors = ("the owner field of MMU_NOTIFY_MIGRATE (5.9, 'mm/notifier: add migration "
+               "invalidation type'): before it, a driver could not tell its own migration "
+               "from another device's")
+    expected = STALE | {"MapInWindow"}
+    scenarios = ("peer-device-migration",)
+    apis = ("modern",)
+
+    def interval_invalidate(self, range, cur_seq):
+        if range.event is Event.MIGRATE:
+            return True                        # no owner check
+        return (yield from super().interval_invalidate(range, cur_seq))

@@ -115,6 +115,8 @@ def exclusive_pfns(ptes: np.ndarray) -> np.ndarray:
     """pfns (int64) of the device-exclusive entries among ``ptes``: each holds a reference
     to its page but no mapcount."""
     return pte_pfns(ptes[(ptes & _BITS_EXCLUSIVE) != 0])
+
+
 def huge_mask(ptes: np.ndarray) -> np.ndarray:
     """Which entries are PMD-level (huge) entries."""
     return (ptes & _BITS_HUGE) != 0

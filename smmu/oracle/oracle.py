@@ -39,7 +39,7 @@ import numpy as np
 import structlog
 
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
-from smmu.base.pte import PTE_PRESENT, PTE_WRITE, pte_pfn, pte_pfns
+from smmu.base.pte import PTE_DEVICE, PTE_PRESENT, PTE_WRITE, pte_pfn, pte_pfns
 from smmu.oracle.cells import Cell
 from smmu.oracle.protocol import ProtocolChecker
 from smmu.oracle.scan import STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary
@@ -212,7 +212,9 @@ class Oracle(ProtocolChecker):
         pfn = int(pfn)
         what = "write" if write else "read"
         pte = int(mm.lookup_pte(va))
-        mapped_here = bool(pte & PTE_PRESENT) and pte_pfn(pte) == pfn
+        # a device may translate through the primary's device-private entry of its own page
+        # and a device-exclusive entry of the page it holds, which the CPU cannot use
+        mapped_here = bool(pte & (PTE_PRESENT | PTE_DEVICE)) and pte_pfn(pte) == pfn
         if not mapped_here:
             self._unmapped_seen.setdefault((mm.id, vpn, pfn), step)
         gen = int(frames.generation[pfn])

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from smmu.base.pte import PFN_MASK, PFN_SHIFT, PTE_PRESENT, PTE_WRITE
+from smmu.base.pte import PFN_MASK, PFN_SHIFT, PTE_DEVICE, PTE_PRESENT, PTE_WRITE
 from smmu.base.radix import pt_walk
 
 #: why a secondary mapping is stale (codes returned by :func:`scan_secondary`)
-STALE_ABSENT = 1      #: the primary PTE is not present
+STALE_ABSENT = 1      #: the primary PTE is not present (nor a device entry of the frame)
 STALE_OTHER_PFN = 2   #: the primary maps another frame
 STALE_FREED = 3       #: the frame was freed (and maybe reused) since the mapping was made
 STALE_WRITABLE = 4    #: the secondary allows writes the primary PTE does not
@@ -24,7 +24,9 @@ STALE_REASONS = {
     STALE_WRITABLE: "the secondary is writable but the primary PTE is read-only",
 }
 
-_UP = np.uint64(PTE_PRESENT)
+#: entries through which a device may still legitimately translate: present PTEs, and the
+#: device-private / device-exclusive entries of the page it maps
+_UMAP = np.uint64(PTE_PRESENT | PTE_DEVICE)
 _UW = np.uint64(PTE_WRITE)
 _UPFN = np.uint64(PFN_MASK)
 _USHIFT = np.uint64(PFN_SHIFT)
@@ -49,7 +51,7 @@ def scan_secondary(nodes, root, vpns, pfns, gens, writable, n, generation, ptes,
         why = 0
         if pfn >= ngen or np.int64(generation[pfn]) != gens[i]:
             why = STALE_FREED
-        elif (pte & _UP) == 0:
+        elif (pte & _UMAP) == 0:
             why = STALE_ABSENT
         elif np.int64((pte & _UPFN) >> _USHIFT) != pfn:
             why = STALE_OTHER_PFN
@@ -73,7 +75,7 @@ def scan_secondary_ref(lookup, vpns, pfns, gens, writable, n, generation):
         pte = int(lookup(int(vpns[i])))
         if pfn >= len(generation) or int(generation[pfn]) != int(gens[i]):
             why = STALE_FREED
-        elif not pte & PTE_PRESENT:
+        elif not pte & (PTE_PRESENT | PTE_DEVICE):
             why = STALE_ABSENT
         elif (pte & PFN_MASK) >> PFN_SHIFT != pfn:
             why = STALE_OTHER_PFN

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from smmu.base.constants import PAGE_SIZE
 from smmu.scenarios.kit import (Join, anon_process, any_driver, cpu_reads, cpu_writes, device_loop,
-                                exporter_fork, ops, pages, register_builder, reuse_frames, reused,
-                                seq, tolerant)
+                                exporter_fork, has_device_memory, ops, pages, register_builder,
+                                reuse_frames, reused, seq, tolerant)
 from smmu.scenarios.registry import attach_driver, driver_options
 
 
@@ -276,6 +276,49 @@ def build_attach_detach(sim, driver_cls):
     j.then("check", cpu_reads(mm, vas))
 
 
+def build_device_migration(sim, driver_cls):
+    """The device reads two pages, moves them into its own memory (``migrate_vma``: a
+    MIGRATE range naming it as owner, which it skips, so it must re-point its own PTEs at
+    the device pages) and goes on reading and writing them there, while the CPU writes one
+    (the CPU fault migrates it back, ``migrate_to_ram``). A device left on the system pages
+    that migration freed reads and writes freed frames."""
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2)
+    j = Join(sim)
+
+    def dev():
+        yield from device_loop(drv, vas, rounds=1, write=False)
+        yield from tolerant(drv.migrate_to_device(buf, 2))
+        yield from device_loop(drv, vas, rounds=2, write="alt", base=15000)
+
+    j.spawn("dev0", dev())
+    j.spawn("cpu0", seq(cpu_writes(mm, vas[1:], 1500), cpu_reads(mm, vas)))
+    j.then("check", cpu_reads(mm, vas))
+
+
+def build_peer_device_migration(sim, driver_cls):
+    """Two devices mirror the same pages; the second moves them into its memory. Its
+    MIGRATE range names it as owner, so only it may skip that range: the first must drop
+    its translations like on any invalidation, and fault the pages back (``migrate_to_ram``
+    of the peer) before using them again."""
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2)
+    peer = attach_driver(sim, driver_cls, mm)
+    j = Join(sim)
+    mapped = sim.completion("dev0_mapped")
+
+    def dev0():
+        yield from device_loop(drv, vas, rounds=1, write=False)
+        mapped.complete()
+        yield from device_loop(drv, vas, rounds=2, write="alt", base=16000)
+
+    def dev1():
+        yield mapped.wait()
+        yield from tolerant(peer.migrate_to_device(buf, 2))
+
+    j.spawn("dev0", dev0())
+    j.spawn("dev1", dev1())
+    j.then("check", cpu_reads(mm, vas))
+
+
 register_builder("cow-after-fork", build_cow_after_fork)
 register_builder("reclaim-while-device-reads", build_reclaim)
 register_builder("writeback-device-writes", build_writeback)
@@ -291,3 +334,7 @@ register_builder("fork-after-pin", build_fork_after_pin, applies=any_driver,
      sim_options={"fork_copies_pinned": True})
 register_builder("overlapping-invalidations", build_overlapping)
 register_builder("attach-detach-during-invalidation", build_attach_detach)
+register_builder("device-migration", build_device_migration, apis=("modern",),
+                 applies=has_device_memory)
+register_builder("peer-device-migration", build_peer_device_migration, apis=("modern",),
+                 applies=has_device_memory)

@@ -29,6 +29,12 @@ def any_driver(cls) -> bool:
     return True
 
 
+def has_device_memory(cls) -> bool:
+    """Does the driver have device-private memory it migrates pages to (an HMM-style driver
+    with ``migrate_to_device``, dmirror's ``HMM_DMIRROR_MIGRATE_TO_DEV``)?"""
+    return callable(getattr(cls, "migrate_to_device", None))
+
+
 class Join:
     """Runs the final checking task once every worker task has ended (normally or with a
     simulated fault): ``j.spawn(name, gen)`` for workers, ``j.then(name, gen)`` for the
