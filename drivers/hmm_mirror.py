@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 from drivers._common import device_gone, page_of, user_window, vpn_of, vpn_span
 from primary_mm.hmm import (HMM_PFN_ERROR, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, HMM_PFN_VALID,
-                            HMM_PFN_WRITE, HmmRange, hmm_pfn_to_pfn)
+                            HMM_PFN_WRITE, HmmRange, hmm_pfn_to_map_order, hmm_pfn_to_pfn)
 from primary_mm.memremap import VM_FAULT_SIGBUS
 from primary_mm.migrate_device import (MIGRATE_CHUNK, MIGRATE_PFN_MIGRATE, MIGRATE_PFN_VALID,
                                        MIGRATE_PFN_WRITE, MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
                                        MIGRATE_VMA_SELECT_SYSTEM, MigrateVma, migrate_pfn,
                                        migrate_pfn_to_page)
-from smmu.base.constants import EBUSY, EINVAL, ENOENT, EPERM, PAGE_SHIFT, PAGE_SIZE
+from smmu.base.constants import EBUSY, EINVAL, ENOENT, EPERM, HPAGE_PMD_ORDER, PAGE_SHIFT, \
+    PAGE_SIZE
 from smmu.base.errors import SegmentationFault
 from smmu.notifier import (MMUIntervalNotifier, mmu_interval_notifier_insert,
                            mmu_interval_notifier_remove, mmu_interval_read_begin,
@@ -615,8 +616,10 @@ class HMM_MIRROR(MMUNotifier):
             perm = HMM_DMIRROR_PROT_ZERO
         else:
             perm = HMM_DMIRROR_PROT_NONE
-        return perm | (HMM_DMIRROR_PROT_WRITE if word & HMM_PFN_WRITE
-                       else HMM_DMIRROR_PROT_READ)
+        perm |= HMM_DMIRROR_PROT_WRITE if word & HMM_PFN_WRITE else HMM_DMIRROR_PROT_READ
+        if hmm_pfn_to_map_order(word) == HPAGE_PMD_ORDER:
+            perm |= HMM_DMIRROR_PROT_PMD
+        return perm
 
     def release_devmem(self):
         """``HMM_DMIRROR_RELEASE`` (``dmirror_device_remove_chunks`` ->

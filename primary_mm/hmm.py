@@ -27,8 +27,9 @@ import numpy as np
 from primary_mm.layout import as_int
 from smmu.base.constants import EBUSY, EFAULT, ENOMEM, EPERM, PAGE_SHIFT, PAGE_SIZE
 from smmu.base.errors import InvalidArgument, OutOfMemory, SegmentationFault, UsageError
-from smmu.base.pte import (PTE_DEVICE_PRIVATE, PTE_MIGRATION, PTE_PRESENT, PTE_WRITE, pte_pfn,
-                           pte_pfns)
+from smmu.base.constants import HPAGE_PMD_ORDER
+from smmu.base.pte import (PTE_DEVICE_PRIVATE, PTE_HUGE, PTE_MIGRATION, PTE_PRESENT, PTE_WRITE,
+                           pte_pfn, pte_pfns)
 
 HMM_PFN_VALID = 1 << 63
 HMM_PFN_WRITE = 1 << 62
@@ -45,6 +46,11 @@ _U = np.uint64
 def hmm_pfn_to_pfn(entry) -> int:
     """``hmm_pfn_to_page``'s pfn: the entry without its flags."""
     return int(entry) & ~HMM_PFN_FLAGS
+
+
+def hmm_pfn_to_map_order(entry) -> int:
+    """``hmm_pfn_to_map_order``: 0 for a PTE mapping, ``HPAGE_PMD_ORDER`` for a PMD one."""
+    return (int(entry) >> HMM_PFN_ORDER_SHIFT) & 0x1F
 
 
 @dataclass
@@ -167,6 +173,9 @@ class Hmm:
             cpu[own] = _U(HMM_PFN_VALID) | np.where((ptes[own] & _U(PTE_WRITE)) != 0,
                                                     _U(HMM_PFN_WRITE), _U(0))
             need = self._hmm_need_fault(range, out[j0:j1], cpu) & ~own
+            # a page of a PMD mapping carries the map order (pmd_to_hmm_pfn_flags)
+            cpu |= np.where(present & ((ptes & _U(PTE_HUGE)) != 0),
+                            _U(HPAGE_PMD_ORDER << HMM_PFN_ORDER_SHIFT), _U(0))
             words = np.where((cpu & _U(HMM_PFN_VALID)) != 0, pte_pfns(ptes).astype(np.uint64)
                              | cpu, _U(0))
             if need.any():

@@ -31,8 +31,8 @@ from primary_mm.frames import FRAME_ANON, FRAME_DEVICE_PRIVATE, FRAME_DIRTY, FRA
 from primary_mm.rmap import migration_entry
 from smmu.base.constants import EINVAL, PAGE_SHIFT, PAGE_SIZE
 from smmu.base.errors import UsageError
-from smmu.base.pte import (PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_MAPPED, PTE_PRESENT, PTE_SPECIAL,
-                           PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
+from smmu.base.pte import (PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_HUGE, PTE_MAPPED, PTE_PRESENT,
+                           PTE_SPECIAL, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
 from smmu.notifier import Event
 
 MIGRATE_PFN_VALID = 1 << 0
@@ -171,9 +171,9 @@ class MigrateDevice:
                             (MIGRATE_PFN_WRITE if pte & PTE_WRITE else 0)
                 # swap, migration and device-exclusive entries are not migrated
                 if page and mpfn:
-                    if frames.flags[page] & FRAME_KSM or \
+                    if pte & PTE_HUGE or frames.flags[page] & FRAME_KSM or \
                             not frames.flags[page] & (FRAME_ANON | FRAME_FILE):
-                        mpfn = 0                        # "FIXME support THP", !page->mapping
+                        mpfn = 0    # "FIXME support THP" (Linux splits first), !page->mapping
                     else:
                         frames.get(page)                # "pin it ... freezes the pte"
                         if self.trylock_page(page):

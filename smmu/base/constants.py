@@ -18,6 +18,7 @@ HPAGE_PMD_SHIFT = PAGE_SHIFT + LEVEL_BITS                 # 21
 HPAGE_PMD_SIZE = 1 << HPAGE_PMD_SHIFT
 HPAGE_PMD_MASK = ~(HPAGE_PMD_SIZE - 1)
 HPAGE_PMD_NR = 1 << LEVEL_BITS                            # 512
+HPAGE_PMD_ORDER = LEVEL_BITS                               # 9
 
 EPERM = 1
 ENOENT = 2
