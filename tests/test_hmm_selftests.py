@@ -99,6 +99,7 @@ def hmm2():
 def test_open_close(hmm):
     """The fixture's open (an interval notifier over the whole address space) and close
     (``dmirror_fops_release``: the notifier is removed)."""
+    hmm.do(hmm.dev.bind())          # the insert dmirror_fops_open makes (smmu binds lazily)
     assert hmm.dev.notifier._inserted and hmm.dev.notifier.start == 0
     hmm.sim.detach(hmm.dev)
     assert not hmm.dev.notifier._inserted
