@@ -5,6 +5,7 @@
     smmu demo                                   # the checker over built-in and buggy drivers
     smmu drivers                                # built-in, buggy and entry-point drivers
     smmu check DRIVER [--scenario NAME|all] [--api v2008|range_only|modern]
+                      [--kernel VERSION[,VERSION...]|all]...
                       [--strategy pct|random|exhaustive] [--schedules N] [--seed S]
                       [--json FILE] [--trace DIR]
     smmu bench NAME [--json FILE] [--plot FILE]  # smmu bench list: the names
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--scenario", default=None, help="a scenario name or all (default: all)")
     c.add_argument("--api", default=None, choices=API_GENERATIONS,
                    help="one notifier generation (default: every one the driver supports)")
+    c.add_argument("--kernel", action="append", default=None, metavar="VERSION",
+                   help="Linux release(s) to check under, as presets (e.g. 2.6.27, 5.10, "
+                   "a comma-separated list, or all; repeatable): a row per kernel")
     c.add_argument("--strategy", default="pct", choices=tuple(STRATEGIES))
     c.add_argument("--schedules", type=_pos_int, default=200,
                    help="schedules per scenario and api (default 200)")

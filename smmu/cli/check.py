@@ -19,6 +19,7 @@ from smmu.notifier import API_GENERATIONS
 from smmu.report import check_json, finding_text
 from smmu.report.trace import write_trace
 from smmu.scenarios import SCENARIOS, default_names, known_window
+from smmu.sim import KERNELS, kernel_preset, kernels
 
 
 def select_scenarios(cls, name: str | None):
@@ -57,21 +58,57 @@ def plan(cls, scenario_name, api):
     return pairs
 
 
+def plan_kernels(cls, scenario_name, api, spec):
+    """``--kernel``: ``(scenario, api, kernel)`` triples for every kernel ``spec`` names
+    (each under its preset's generation unless ``--api`` overrides it), and the rows of the
+    kernels the driver cannot run under (its ``apis`` exclude the generation)."""
+    try:
+        versions = kernels(spec)
+    except UsageError as e:
+        raise CLIError(str(e)) from None
+    supported = tuple(getattr(cls, "apis", API_GENERATIONS))
+    scs = select_scenarios(cls, scenario_name)
+    triples, skipped = [], []
+    for k in versions:
+        kapi = api or kernel_preset(k).options["notifier_api"]
+        if kapi not in supported:
+            skipped.append({"kernel": k, "api": kapi, "scenario": None, "schedules_run": 0,
+                            "violations": [], "skipped": f"{cls.__name__} supports "
+                            f"{', '.join(supported)}, not {kapi}"})
+            continue
+        mine = [(sc, kapi, k) for sc in scs if kapi in tuple(sc.apis)]
+        if not mine:
+            skipped.append({"kernel": k, "api": kapi, "scenario": None, "schedules_run": 0,
+                            "violations": [], "skipped": f"no selected scenario runs "
+                            f"under {kapi}"})
+        triples.extend(mine)
+    if not triples:
+        raise CLIError(f"nothing to run: {cls.__name__} runs under none of the kernels "
+                       f"{', '.join(versions)} ({'; '.join(r['skipped'] for r in skipped)})")
+    return triples, skipped
+
+
 def run_check(cls, pairs, *, strategy="pct", schedules=200, seed=0, progress=None,
               stop_at_first=True):
-    """Explore every pair; returns (findings, schedules_run, rows)."""
+    """Explore every ``(scenario, api)`` pair, or ``(scenario, api, kernel)`` triple (the
+    kernel preset goes to the simulator); returns (findings, schedules_run, rows)."""
     findings, rows, total = [], [], 0
-    for sc, api in pairs:
+    for sc, api, *kern in pairs:
+        kern = kern[0] if kern else None
         if progress is not None:
-            progress.label(f"{sc.name} [{api}]")
+            progress.label(f"{sc.name} [{api}{' ' + kern if kern else ''}]")
         cb = (lambda done, total: progress.advance(1)) if progress is not None else None
         ex = explore(sc, cls, api, strategy=strategy, schedules=schedules, seed=seed,
-                             stop_at_first=stop_at_first, progress=cb)
+                     stop_at_first=stop_at_first, progress=cb,
+                     sim_options={"kernel": kern} if kern else None)
         total += ex.schedules_run
         if progress is not None:
             progress.advance(max(0, schedules - ex.schedules_run))
-        rows.append({"scenario": sc.name, "api": api, "schedules_run": ex.schedules_run,
-                     "violations": sorted({f.violation.kind for f in ex.findings})})
+        row = {"scenario": sc.name, "api": api, "schedules_run": ex.schedules_run,
+               "violations": sorted({f.violation.kind for f in ex.findings})}
+        if kern:
+            row["kernel"] = kern
+        rows.append(row)
         findings.extend(ex.findings)
     return findings, total, rows
 
@@ -99,7 +136,11 @@ def cmd_check(args) -> int:
         raise CLIError(f"--schedules must be at least 1, got {args.schedules}")
     cls = resolve_driver(args.driver)
     label = driver_label(cls, args.driver)
-    pairs = plan(cls, args.scenario, args.api)
+    skipped = []
+    if getattr(args, "kernel", None):
+        pairs, skipped = plan_kernels(cls, args.scenario, args.api, args.kernel)
+    else:
+        pairs = plan(cls, args.scenario, args.api)
     t0 = time.perf_counter()
     with ProgressBar(len(pairs) * args.schedules, f"checking {label}") as prog:
         findings, total, rows = run_check(cls, pairs, strategy=args.strategy,
@@ -123,9 +164,13 @@ def cmd_check(args) -> int:
                                   "seed": f.seed})
             out.print(f"trace: {path} (open it in https://ui.perfetto.dev)", markup=False)
     summary(out, label, rows, total, elapsed)
+    if getattr(args, "kernel", None):
+        kernel_summary(out, label, rows + skipped)
     if args.json:
-        doc = check_json(label, total, findings, runs=rows, elapsed=elapsed, seed=args.seed,
-                         strategy=args.strategy)
+        doc = check_json(label, total, findings, runs=rows + skipped, elapsed=elapsed,
+                         seed=args.seed, strategy=args.strategy)
+        if getattr(args, "kernel", None):
+            doc["kernels"] = kernel_verdicts(rows + skipped)
         for v in doc["violations"]:
             v["driver"] = label
         write_json(args.json, doc)
@@ -135,6 +180,9 @@ def cmd_check(args) -> int:
 def summary(out, label, rows, total, elapsed):
     """The table of what ``smmu check`` ran and found."""
     t = Table(title=f"smmu check {label}: {total} schedules in {elapsed:.1f} s")
+    by_kernel = any("kernel" in r for r in rows)
+    if by_kernel:
+        t.add_column("kernel")
     t.add_column("scenario")
     t.add_column("api")
     t.add_column("schedules", justify="right")
@@ -142,7 +190,48 @@ def summary(out, label, rows, total, elapsed):
     for r in rows:
         res = ("[red]" + ", ".join(r["violations"]) + "[/red]") if r["violations"] \
             else "[green]clean[/green]"
-        t.add_row(r["scenario"], r["api"], str(r["schedules_run"]), res)
+        cells = (r["scenario"], r["api"], str(r["schedules_run"]), res)
+        t.add_row(*(((r.get("kernel", ""),) if by_kernel else ()) + cells))
+    out.print(t)
+
+
+def kernel_verdicts(rows) -> list[dict]:
+    """One verdict per kernel from the check rows: ``{"kernel", "api", "scenarios",
+    "schedules", "violations", "verdict"}`` (``"clean"``, ``"violations"`` or
+    ``"not run: ..."``), in the order the kernels ran."""
+    out: dict = {}
+    for r in rows:
+        k = r.get("kernel")
+        if k is None:
+            continue
+        v = out.setdefault(k, {"kernel": k, "api": r["api"], "scenarios": 0, "schedules": 0,
+                               "violations": set(), "skipped": r.get("skipped")})
+        if r.get("scenario"):
+            v["scenarios"] += 1
+            v["schedules"] += r["schedules_run"]
+            v["violations"] |= set(r["violations"])
+    result = []
+    order = list(KERNELS)
+    for v in sorted(out.values(), key=lambda v: order.index(v["kernel"])):
+        kinds = sorted(v.pop("violations"))
+        skipped = v.pop("skipped")
+        v["violations"] = kinds
+        v["verdict"] = ("violations" if kinds else
+                        f"not run: {skipped}" if skipped and not v["scenarios"] else "clean")
+        result.append(v)
+    return result
+
+
+def kernel_summary(out, label, rows):
+    """``--kernel``: a row per kernel, the answer to "which kernels is my driver correct
+    on?"."""
+    t = Table(title=f"{label} by kernel")
+    for col in ("kernel", "api", "scenarios", "schedules", "verdict"):
+        t.add_column(col, justify="right" if col in ("scenarios", "schedules") else "left")
+    for v in kernel_verdicts(rows):
+        verdict = ("[red]" + ", ".join(v["violations"]) + "[/red]" if v["violations"] else
+                   "[green]clean[/green]" if v["verdict"] == "clean" else v["verdict"])
+        t.add_row(v["kernel"], v["api"], str(v["scenarios"]), str(v["schedules"]), verdict)
     out.print(t)
 
 

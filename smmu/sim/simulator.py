@@ -20,13 +20,20 @@ from smmu.notifier import API_GENERATIONS, MMUNotifier, check_driver_class
 from smmu.oracle import Oracle, ProtocolChecker
 from smmu.runtime.observer import FanOut
 from smmu.runtime.scheduler import Scheduler
+from smmu.sim.presets import PresetCall
 from smmu.sim.trace_recorder import TraceRecorder
 
 RMAP_LOCKS = ("spinlock", "rwsem")
 
 
-class Simulator(Scheduler):
+class Simulator(Scheduler, metaclass=PresetCall):
     """One simulated machine.
+
+    ``kernel``: a Linux release (``"2.6.27"``, ``"3.6"``, ``"4.12"``, ``"5.10"``, ``"6.6"``...,
+    see :mod:`smmu.sim.presets` and docs/kernels.md): every era-dependent option below
+    (the API generation, rmap locks, RCU or SRCU callbacks, the ``invalidate_page``
+    placement, the mmu_gather, the release order, COW and pin rules, nonblock pairing, the
+    exit lock) as that release had it; options passed explicitly override the preset.
 
     ``notifier_api``: ``"v2008"``, ``"range_only"`` or ``"modern"`` (see :mod:`smmu.notifier`).
     ``rmap_locks``: ``"spinlock"`` (2.6.25: anon_vma->lock, i_mmap_lock; hooks called from
@@ -69,7 +76,8 @@ class Simulator(Scheduler):
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
                  task_step_budget: int = 200_000, nframes: int = 4096,
-                 costs: dict | None = None, fair_locks: bool = False):
+                 costs: dict | None = None, fair_locks: bool = False,
+                 kernel: str | None = None):
         if notifier_api not in API_GENERATIONS:
             raise UsageError(f"unknown notifier_api {notifier_api!r}: use one of "
                              f"{list(API_GENERATIONS)}")
@@ -83,6 +91,7 @@ class Simulator(Scheduler):
                          record_steps=record_steps, costs=costs, fair_locks=fair_locks)
         self.notifier_api = notifier_api
         self.rmap_locks = rmap_locks
+        self.kernel = kernel            # the preset's version (PresetCall resolved it)
         self.options = {"invalidate_page_outside_ptl": invalidate_page_outside_ptl,
                         "fork_copies_pinned": fork_copies_pinned,
                         "nonblock_fail_calls_end": nonblock_fail_calls_end,
@@ -97,7 +106,8 @@ class Simulator(Scheduler):
         self.drivers: list[MMUNotifier] = []
 
     def __repr__(self):
-        return (f"<Simulator api={self.notifier_api} rmap_locks={self.rmap_locks} "
+        kern = f"kernel={self.kernel} " if self.kernel else ""
+        return (f"<Simulator {kern}api={self.notifier_api} rmap_locks={self.rmap_locks} "
                 f"schedule={self.schedule.name} seed={self.seed} "
                 f"processes={len(self.memory.mms)} drivers={len(self.drivers)} "
                 f"steps={self.steps} violations={len(self.violations)}>")
