@@ -22,8 +22,8 @@ class XPMEM(MMUNotifier):
     side (:meth:`access`) is another process touching its attachment of the segment
     ``[start, start + length)`` (default: the whole user space), at the source's addresses.
 
-    * attach fault (:meth:`fault`): pin the source page (``pin_user_pages``, as
-      ``get_user_pages_remote`` did; the pin is kept) and, under the attachment's mutex, map
+    * attach fault (:meth:`fault`): pin the source page (``get_user_pages_remote``, a page
+      reference; the "pin" is kept) and, under the attachment's mutex, map
       it in the attacher's table — unless an invalidation completed since the pin was taken
       (then unpin and retry);
     * ``invalidate_range_end`` and, in v2008, ``invalidate_page`` (no ``start``): take the
@@ -175,13 +175,16 @@ class XPMEM(MMUNotifier):
             yield from self.unpin(pfn)
 
     def pin(self, va, write):
-        """``get_user_pages_remote`` of the source page for the attachment: pinned
-        (``pin_user_pages``), the pin kept for as long as the attacher maps the page."""
-        return (yield from self.mm.pin_user_pages(page_of(va), write=write, longterm=False))
+        """``xpmem_pin_page``: ``get_user_pages_remote`` of the source page (a ``FOLL_GET``
+        reference, what XPMEM calls a pin: not ``FOLL_PIN``, so the kernel's rules for
+        maybe-DMA-pinned pages do not apply: fork shares it, reclaim may unmap it), kept
+        for as long as the attacher maps the page."""
+        return (yield from self.mm.get_user_pages(page_of(va), write=write))
 
     def unpin(self, pfn):
-        """Drop the pin :meth:`pin` took (the attacher no longer maps the page)."""
-        yield from self.mm.unpin_user_page(pfn)
+        """``xpmem_unpin_pages``: ``put_page`` of the reference :meth:`pin` took (the
+        attacher no longer maps the page)."""
+        yield from self.mm.put_page(pfn)
 
     def recall(self):
         """``xpmem_recall_PFNs_of_tg``: recall (zap and unpin) every PFN of the segment."""

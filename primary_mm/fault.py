@@ -9,15 +9,15 @@ state (``self.pt``, ``self.vmas``, ``self.memory``, the locks) and helpers defin
 
 from __future__ import annotations
 
-from primary_mm.frames import FRAME_ANON, FRAME_DIRTY, FRAME_KSM
+from primary_mm.frames import FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DIRTY, FRAME_KSM
 from primary_mm.layout import as_int
 from primary_mm.memremap import VM_FAULT_SIGBUS, Vmf
 from primary_mm.rmap import AnonVma
-from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MAX
+from smmu.base.constants import EMLINK, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MAX
 from smmu.base.errors import InvalidArgument, SegmentationFault
 from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_MIGRATION,
-                           PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP, PTE_WRITE,
-                           PTE_YOUNG, mk_pte, pte_pfn)
+                           PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP, PTE_SWP_EXCLUSIVE,
+                           PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
 from smmu.notifier import Event
 
 
@@ -77,17 +77,18 @@ class Faults:
         finally:
             self._mmput()
 
-    def _handle_fault(self, va, write, op="fault"):
+    def _handle_fault(self, va, write, op="fault", unshare=False):
         """``__handle_mm_fault`` -> ``handle_pte_fault``; mmap_lock held. One step of
-        progress: the caller re-checks the PTE and calls again if needed."""
+        progress: the caller re-checks the PTE and calls again if needed. ``unshare``:
+        ``FAULT_FLAG_UNSHARE`` (GUP's R/O pin of a possibly shared page, 5.19+)."""
         vma = self._access_vma(va, write, op)
         va &= ~(PAGE_SIZE - 1)
         self.sched.charge("page_fault")
         vpn = va >> PAGE_SHIFT
         pte = self.pt.lookup(vpn)
         if pte & PTE_PRESENT:
-            if write and not pte & PTE_WRITE:
-                yield from self._do_wp_page(vma, va, pte)
+            if (write or unshare) and not pte & PTE_WRITE:
+                yield from self._do_wp_page(vma, va, pte, unshare=unshare and not write)
             return
         if pte & PTE_DEVICE_PRIVATE:
             yield from self._do_device_private_fault(vma, va, pte)
@@ -128,7 +129,7 @@ class Faults:
             finally:
                 self.page_table_lock.release()
             return
-        pfn = mem.frames.alloc_one(owner=self.id, flags=FRAME_ANON, zero=True)
+        pfn = mem.frames.alloc_one(owner=self.id, flags=mem.new_anon_flags, zero=True)
         self.sched.charge("page_zero")
         yield   # preemptible between the allocation and the PT lock
         yield self.page_table_lock
@@ -155,7 +156,7 @@ class Faults:
         new = 0
         if cow:
             self._anon_vma_prepare(vma)
-            new = mem.frames.alloc_one(owner=self.id, flags=FRAME_ANON, zero=False)
+            new = mem.frames.alloc_one(owner=self.id, flags=mem.new_anon_flags, zero=False)
             mem.frames.contents[new] = mem.frames.contents[pfn]
             self.sched.charge("page_copy")
         locked = False
@@ -191,26 +192,40 @@ class Faults:
         if not ok and new:
             mem.frames.put(new)
 
-    def _can_reuse(self, pfn: int) -> bool:
-        """May ``do_wp_page`` reuse this page in place? Anonymous, not KSM, and exclusively
-        ours: modern rule ``page_count == 1`` (the CVE-2020-29374 fix, 5.8/5.9), or the old
-        rule ``page_mapcount == 1`` with ``cow_reuse="mapcount"``."""
-        f = self.memory.frames
+    def _wp_can_reuse(self, pfn: int) -> bool:
+        """May ``do_wp_page`` reuse this page in place? An anonymous page that is not KSM
+        ("KSM doesn't necessarily raise the folio refcount": never reused) and is ours:
+        with ``anon_exclusive`` (5.19+) PageAnonExclusive ("If the page is exclusive to this
+        process we must reuse the page without further checks"), else the refcount test
+        that ``wp_can_reuse_anon_folio`` makes (6.8; inline in 6.6): ``page_count == 1``
+        (5.9, 09854ba94c6a, the CVE-2020-29374 fix), or ``page_mapcount == 1`` with
+        ``cow_reuse="mapcount"`` (the rule before it)."""
+        mem = self.memory
+        f = mem.frames
         fl = int(f.flags[pfn])
         if not fl & FRAME_ANON or fl & FRAME_KSM:
             return False
-        if self.memory.cow_reuse == "mapcount":
+        if mem.anon_exclusive and fl & FRAME_ANON_EXCLUSIVE:
+            return True
+        if mem.cow_reuse == "mapcount":
             return int(f.mapcount[pfn]) == 1
         return int(f.refcount[pfn]) == 1
 
-    def _do_wp_page(self, vma, va, pte):
-        """``do_wp_page``: a write to a present read-only PTE in a writable VMA."""
+    def _do_wp_page(self, vma, va, pte, unshare=False):
+        """``do_wp_page``: a write to a present read-only PTE in a writable VMA, or with
+        ``unshare`` GUP's ``FAULT_FLAG_UNSHARE`` (an R/O pin of a page that may be shared):
+        the same decision, but the PTE stays read-only ("if (unlikely(unshare)) ... return
+        0" on reuse; ``wp_page_copy`` maps the copy R/O: "BUG_ON(unshare &&
+        pte_write(entry))"). A reused or new anonymous page is PageAnonExclusive
+        (``page_move_anon_rmap`` / ``folio_add_new_anon_rmap``) with ``anon_exclusive``."""
         mem = self.memory
         frames = mem.frames
         vpn = va >> PAGE_SHIFT
         pfn = pte_pfn(pte)
         special = bool(pte & PTE_SPECIAL)
         if vma.shared and not special:
+            if unshare:
+                return                  # gup_must_unshare: nothing to unshare in MAP_SHARED
             # wp_page_shared -> wp_page_reuse: make the shared page writable and dirty
             yield from mem.lock_page(pfn)
             try:
@@ -224,27 +239,31 @@ class Faults:
             finally:
                 mem.unlock_page(pfn)
             return
-        if not special and self._can_reuse(pfn):
+        if not special and self._wp_can_reuse(pfn):
             # wp_page_reuse: no notifier (the mapping only gains rights)
             yield self.page_table_lock
             try:
-                if self.pt.lookup(vpn) == pte and self._can_reuse(pfn):
-                    self.pt.set(vpn, pte | PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+                if self.pt.lookup(vpn) == pte and self._wp_can_reuse(pfn):
+                    if mem.anon_exclusive:
+                        frames.set_flags(pfn, FRAME_ANON_EXCLUSIVE)   # page_move_anon_rmap
                     frames.owner[pfn] = self.id
+                    if not unshare:
+                        self.pt.set(vpn, pte | PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
                     return
             finally:
                 self.page_table_lock.release()
             return
         # wp_page_copy: allocate and copy, then replace the PTE
         self._anon_vma_prepare(vma)
-        new = frames.alloc_one(owner=self.id, flags=FRAME_ANON, zero=special)
+        new = frames.alloc_one(owner=self.id, flags=mem.new_anon_flags, zero=special)
         if special:
             self.sched.charge("page_zero")
         else:
             frames.contents[new] = frames.contents[pfn]
             self.sched.charge("page_copy")
         yield   # between the copy and the PTE update
-        new_pte = mk_pte(new, PTE_PRESENT | PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
+        bits = PTE_PRESENT | PTE_YOUNG | (0 if unshare else PTE_WRITE | PTE_DIRTY)
+        new_pte = mk_pte(new, bits)
         index = vma.linear_page_index(va)
 
         def after(old, _new):
@@ -295,16 +314,24 @@ class Faults:
                 if ok:
                     frames.inc_mapcount(pfn)
                     swap.count[slot] -= 1                      # swap_free(entry)
-                    if swap.count[slot] == 0:
+                    last = swap.count[slot] == 0
+                    if last:
                         if fresh:
                             swap._release_slot(slot)
                         else:
                             swap.delete_from_swap_cache(slot)  # folio_free_swap (locked)
-                        exclusive = int(frames.mapcount[pfn]) == 1
-                    else:
-                        if fresh:
-                            swap.add_to_swap_cache(slot, pfn)
-                        exclusive = False
+                    elif fresh:
+                        swap.add_to_swap_cache(slot, pfn)
+                    if mem.anon_exclusive:
+                        # 6.6: exclusive if the swap PTE says so (pte_swp_exclusive), if the
+                        # page is a fresh one nobody else can see, or "folio_ref_count(folio)
+                        # == 1" once the swap cache let go of it
+                        exclusive = bool(pte & PTE_SWP_EXCLUSIVE) or (last and (
+                            fresh or int(frames.refcount[pfn]) == 1))
+                        if exclusive:
+                            frames.set_flags(pfn, FRAME_ANON_EXCLUSIVE)    # RMAP_EXCLUSIVE
+                    else:   # reuse_swap_page: the mapcount (and swap count) rule
+                        exclusive = last and int(frames.mapcount[pfn]) == 1
                     if fresh:
                         mem.set_page_mapping(pfn, vma.anon_vma, vma.linear_page_index(va))
                     bits = PTE_PRESENT | PTE_YOUNG
@@ -320,12 +347,13 @@ class Faults:
         if not ok:
             frames.put(pfn)     # the fresh page, or the swap cache lookup's reference
 
-    def follow_page(self, va, write=False, pin=False):
+    def follow_page(self, va, write=False, pin=False, longterm=False):
         """``follow_page_pte`` (``FOLL_GET``, or ``FOLL_PIN`` with ``pin``): under the PT
         lock, the page mapped at ``va`` with a reference (or a pin) taken there, or None if
-        no present PTE allows the access (no fault is taken). The caller drops the
-        reference (``put_page`` / ``unpin_user_page``). mmap_lock held (KSM's
-        ``scan_get_next_rmap_item``, GUP)."""
+        no present PTE allows the access (no fault is taken), or ``-EMLINK`` when an R/O pin
+        must unshare the page first (``gup_must_unshare``; the caller faults with
+        ``FAULT_FLAG_UNSHARE`` and retries). The caller drops the reference (``put_page`` /
+        ``unpin_user_page``). mmap_lock held (KSM's ``scan_get_next_rmap_item``, GUP)."""
         frames = self.memory.frames
         vpn = va >> PAGE_SHIFT
         yield self.page_table_lock
@@ -334,6 +362,9 @@ class Faults:
             if not pte & PTE_PRESENT or (write and not pte & PTE_WRITE):
                 return None
             pfn = pte_pfn(pte)
+            if pin and not write and not pte & PTE_WRITE and \
+                    self._gup_must_unshare(va, pfn, longterm):
+                return -EMLINK                 # "page = ERR_PTR(-EMLINK)"
             if pin:
                 frames.pin(pfn)
             else:
@@ -342,17 +373,36 @@ class Faults:
         finally:
             self.page_table_lock.release()
 
-    def _follow(self, va, write, pin, op):
+    def _gup_must_unshare(self, va, pfn, longterm) -> bool:
+        """``gup_must_unshare`` (6.6 mm/internal.h) for an R/O ``FOLL_PIN`` (``FOLL_WRITE``
+        "is implicitly handled correctly as the page table entry has to be writable"): an
+        anonymous page must be unshared unless PageAnonExclusive (``anon_exclusive``, 5.19,
+        a7f226604170; "PageKsm() pages cannot be exclusive, and consequently, cannot get
+        pinned"); any other page only for a ``FOLL_LONGTERM`` pin in a COW mapping ("We
+        only care about R/O long-term pining", ``unshare_longterm_ro_pins``, 6.2,
+        84209e87c696)."""
+        mem = self.memory
+        if not mem.anon_exclusive:
+            return False
+        fl = int(mem.frames.flags[pfn])
+        if not fl & FRAME_ANON:
+            vma = self.vma_at(va)
+            return bool(mem.unshare_longterm_ro_pins and longterm and vma is not None
+                        and vma.is_cow)
+        return not fl & FRAME_ANON_EXCLUSIVE
+
+    def _follow(self, va, write, pin, op, longterm=False):
         """``__get_user_pages``: ``follow_page`` under the PT lock (taking the reference
-        there), else ``handle_mm_fault`` and retry. mmap_lock held."""
+        there), else ``handle_mm_fault`` (with ``FAULT_FLAG_UNSHARE`` when the pin must
+        unshare) and retry. mmap_lock held."""
         while True:
             self._access_vma(va, write, op)
-            pfn = yield from self.follow_page(va, write, pin)
-            if pfn is not None:
+            pfn = yield from self.follow_page(va, write, pin, longterm)
+            if pfn is not None and pfn > 0:
                 return pfn
-            yield from self._handle_fault(va, write, op)
+            yield from self._handle_fault(va, write, op, unshare=pfn == -EMLINK)
 
-    def _gup(self, va, write, pin, op):
+    def _gup(self, va, write, pin, op, longterm=False):
         va = as_int(va, f"{op}: address")
         self._mmget()
         try:
@@ -360,7 +410,7 @@ class Faults:
             if took:
                 yield self.mmap_lock.read()
             try:
-                return (yield from self._follow(va, bool(write), pin, op))
+                return (yield from self._follow(va, bool(write), pin, op, longterm))
             finally:
                 if took:
                     self.mmap_lock.up_read()
@@ -376,7 +426,7 @@ class Faults:
         """``pin_user_pages`` (FOLL_PIN; ``longterm``: FOLL_LONGTERM): like get_user_pages
         but the page's pincount rises too (``page_maybe_dma_pinned``); undo with
         :meth:`unpin_user_page`."""
-        pfn = yield from self._gup(va, write, True, "pin_user_pages")
+        pfn = yield from self._gup(va, write, True, "pin_user_pages", bool(longterm))
         self.sched.stats["pin_longterm" if longterm else "pin"] += 1
         return pfn
 

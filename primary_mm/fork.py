@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from primary_mm.frames import FRAME_ANON, NO_OWNER
+from primary_mm.frames import FRAME_ANON, FRAME_ANON_EXCLUSIVE, NO_OWNER
 from primary_mm.vma import VMA
 from smmu.base.constants import PAGE_SHIFT
 from smmu.base.errors import OutOfMemory
@@ -89,7 +89,7 @@ class Fork:
                 npin = int(((frames.pincount[pfns] > 0)
                             & ((frames.flags[pfns] & FRAME_ANON) != 0)).sum())
                 if npin:
-                    pinned_new = frames.alloc(npin, owner=child.id, flags=FRAME_ANON,
+                    pinned_new = frames.alloc(npin, owner=child.id, flags=mem.new_anon_flags,
                                               zero=False)
         except OutOfMemory:
             if cow and not mem.fork_enomem_bug:
@@ -136,6 +136,12 @@ class Fork:
             frames.inc_mapcount(shared)
             anon = shared[(frames.flags[shared] & FRAME_ANON) != 0]
             frames.owner[anon] = NO_OWNER        # COW-shared between parent and child
+            if mem.anon_exclusive:
+                # page_try_dup_anon_rmap: "It's okay to share the anon page between both
+                # processes, mapping the page R/O into both processes":
+                # ClearPageAnonExclusive (copy_range cleared the exclusive bit of swap and
+                # migration entries, as copy_nonpresent_pte does)
+                frames.clear_flags(anon, FRAME_ANON_EXCLUSIVE)
             mem.swap.dup(swap_slots(ptes))
             self.sched.charge("pte_update", len(ptes))
             if cow and self.api == "modern" and len(ptes):

@@ -49,6 +49,10 @@ FRAME_MLOCKED = 1 << 9  #: mlocked: reclaim must skip it
 #: CPU cannot address, mapped by device-private entries; never on the LRU, so reclaim, NUMA
 #: migration and KSM pass it by
 FRAME_DEVICE_PRIVATE = 1 << 12
+#: PG_anon_exclusive (5.19, 6c287605fd56): this anonymous page is mapped by one process
+#: only and may be mapped writable (reused on a write fault, pinned read-only) without
+#: further checks; cleared when fork or KSM shares it, or when it is unmapped for swap
+FRAME_ANON_EXCLUSIVE = 1 << 14
 #: PG_lazyfree (MADV_FREE): clean anonymous page that reclaim may drop instead of swapping
 FRAME_LAZYFREE = 1 << 16
 
@@ -64,6 +68,7 @@ FRAME_FLAG_NAMES = {
     FRAME_WRITEBACK: "writeback",
     FRAME_MLOCKED: "mlocked",
     FRAME_DEVICE_PRIVATE: "device_private",
+    FRAME_ANON_EXCLUSIVE: "anon_exclusive",
 }
 
 NO_OWNER = -1

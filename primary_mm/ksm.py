@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from primary_mm.frames import (FRAME_ANON, FRAME_KSM, FRAME_LOCKED, FRAME_SWAPCACHE, FRAME_ZERO,
-                               NO_OWNER)
+from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_KSM, FRAME_LOCKED,
+                               FRAME_SWAPCACHE, FRAME_ZERO, NO_OWNER)
 from primary_mm.rmap import KsmStable
 from smmu.base.constants import PAGE_SHIFT
 from smmu.base.pte import PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn, pte_pfns
@@ -123,8 +123,12 @@ class Ksm:
             extra = 1 if frames.test_flags(pfn, FRAME_SWAPCACHE) else 0
             return bool(p & PTE_PRESENT) and pte_pfn(p) == pfn and \
                 int(frames.mapcount[pfn]) + 1 + extra == int(frames.refcount[pfn])
+        def after(old, new):
+            # "See page_try_share_anon_rmap(): clear PTE first": a KSM candidate is not
+            # exclusive any more (a pinned one was refused by the count check above)
+            frames.clear_flags(pfn, FRAME_ANON_EXCLUSIVE)
         old = yield from mm._pte_replace(va, check, lambda p: p & ~PTE_WRITE, Event.CLEAR,
-                                         notify="change_pte", outside_ok=False)
+                                         notify="change_pte", outside_ok=False, after=after)
         return old
 
     def _ksm_promote(self, mm, va, pfn, value):

@@ -6,23 +6,12 @@ numpy arrays beside the frame table). The system-wide operations (reclaim, write
 migrate, ksm_merge, truncate, oom_reap) are generators like the per-process ones; each calls
 the notifier hooks at the Linux call sites for the selected ``notifier_api``.
 
-Options (keywords):
-
-``invalidate_page_outside_ptl``  v2008: call ``invalidate_page`` after dropping the PT lock in
-                                 ``do_wp_page``, ``try_to_unmap_one`` and ``page_mkclean_one``
-                                 (the pre-2017 window, fixed by c7ab0d2fdc84)
-``fork_copies_pinned``           5.9+: fork gives the child a copy of maybe-DMA-pinned pages
-``nonblock_fail_calls_end``      the 2021 fix c2655835fd8c (passed to the notifier chain)
-``fork_enomem_bug``              the unfixed 2008 ``copy_page_range``: -ENOMEM after start,
-                                 without end
-``cow_reuse``                    ``"page_count"`` (modern, CVE-2020-29374 fix) or
-                                 ``"mapcount"`` (the older rule)
-``mmu_gather``                   when a zap frees pages relative to ``invalidate_range_end``:
-                                 ``"batch_limit"`` (3.7+), ``"zap_block"`` (2.6.27) or
-                                 ``"unbounded"`` (3.0-3.6); see :mod:`primary_mm.mmu_gather`
-``gather_batch``                 override the era's gather size (pages), None: the real one
-
-The Simulator passes them all (``Simulator(fork_enomem_bug=True, ...)``).
+Options (keywords): every one, with its values, the kernel versions that behave so and the
+commit, is in ONE table, ``docs/kernel-options.md``. ``None`` for ``fork_copies_pinned``,
+``anon_exclusive``, ``reclaim_skips_pinned``, ``mprotect_writable_exclusive``,
+``unshare_longterm_ro_pins`` and ``exit_mmap_lock`` means "as the generation's era":
+today's rules for ``"modern"``, the 2008 ones otherwise. The Simulator passes them all
+(``Simulator(fork_enomem_bug=True, ...)``).
 
 Known simplifications: KSM and zero pages are never reclaimed or migrated; migration entries
 and swap-ins come back read-only (a write fault restores write access); truncate's zap uses
@@ -37,7 +26,8 @@ import numpy as np
 
 from primary_mm.exit import EXIT_MMAP_LOCKS
 from primary_mm.filemap import File
-from primary_mm.frames import (FRAME_DIRTY, FRAME_FILE, FRAME_LOCKED, FRAME_ZERO, FrameTable,
+from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DIRTY, FRAME_FILE,
+                               FRAME_LOCKED, FRAME_ZERO, FrameTable,
                                NO_OWNER)
 from primary_mm.ksm import Ksm
 from primary_mm.memremap import Memremap
@@ -54,8 +44,8 @@ from primary_mm.vmscan import Vmscan
 from primary_mm.writeback import Writeback
 from smmu.base.constants import PAGE_SHIFT
 from smmu.base.errors import InvalidArgument, UsageError
-from smmu.base.pte import (PTE_DIRTY, exclusive_pfns, expand_huge, mapped_mask, mapped_pfns,
-                           swap_slots)
+from smmu.base.pte import (PTE_DIRTY, PTE_WRITE, exclusive_pfns, expand_huge, mapped_mask,
+                           mapped_pfns, pte_pfns, swap_slots)
 from smmu.notifier.chain import check_chain_options
 
 COW_REUSE = ("page_count", "mapcount")
@@ -74,11 +64,28 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, MigrateDevice, Memr
 
     def __init__(self, sched, notifier_api: str = "modern", rmap_locks: str = "rwsem",
                  nframes: int = 4096, invalidate_page_outside_ptl: bool = False,
-                 fork_copies_pinned: bool = False, nonblock_fail_calls_end: bool = True,
+                 fork_copies_pinned: bool | None = None, nonblock_fail_calls_end: bool = True,
                  fork_enomem_bug: bool = False, cow_reuse: str = "page_count",
                  mmu_gather: str = "batch_limit", gather_batch: int | None = None,
                  notifier_rcu: str = "srcu", release_order: str = "release_first",
-                 exit_mmap_lock: str | None = None):
+                 exit_mmap_lock: str | None = None, anon_exclusive: bool | None = None,
+                 reclaim_skips_pinned: bool | None = None,
+                 mprotect_writable_exclusive: bool | None = None,
+                 unshare_longterm_ro_pins: bool | None = None):
+        modern = notifier_api == "modern"
+        self.fork_copies_pinned = modern if fork_copies_pinned is None else bool(fork_copies_pinned)
+        self.anon_exclusive = modern if anon_exclusive is None else bool(anon_exclusive)
+        self.reclaim_skips_pinned = (modern if reclaim_skips_pinned is None
+                                     else bool(reclaim_skips_pinned))
+        self.mprotect_writable_exclusive = (
+            modern if mprotect_writable_exclusive is None else bool(mprotect_writable_exclusive))
+        self.unshare_longterm_ro_pins = (
+            modern if unshare_longterm_ro_pins is None else bool(unshare_longterm_ro_pins))
+        if (self.mprotect_writable_exclusive or self.unshare_longterm_ro_pins) and \
+                not self.anon_exclusive:
+            raise UsageError("mprotect_writable_exclusive and unshare_longterm_ro_pins (6.0, "
+                             "6.2) build on PageAnonExclusive (5.19): set anon_exclusive=True, "
+                             "or turn them off too")
         if cow_reuse not in COW_REUSE:
             raise UsageError(f"unknown cow_reuse {cow_reuse!r}: use one of {list(COW_REUSE)}")
         if exit_mmap_lock is None:
@@ -95,7 +102,6 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, MigrateDevice, Memr
         self.api = notifier_api
         self.rmap_locks = rmap_locks
         self.invalidate_page_outside_ptl = invalidate_page_outside_ptl
-        self.fork_copies_pinned = fork_copies_pinned
         self.nonblock_fail_calls_end = nonblock_fail_calls_end
         self.fork_enomem_bug = fork_enomem_bug
         self.cow_reuse = cow_reuse
@@ -263,6 +269,19 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, MigrateDevice, Memr
         _u, first = np.unique(pfns, return_index=True)
         return pfns[np.sort(first)].tolist()
 
+    @property
+    def new_anon_flags(self) -> int:
+        """Frame flags of a new anonymous page (``folio_add_new_anon_rmap``): FRAME_ANON,
+        and PageAnonExclusive with ``anon_exclusive`` ("exclusive = 1")."""
+        return FRAME_ANON | (FRAME_ANON_EXCLUSIVE if self.anon_exclusive else 0)
+
+    def maybe_pinned_exclusive(self, pfn: int) -> bool:
+        """``anon_exclusive && page_maybe_dma_pinned``: ``page_try_share_anon_rmap`` (and
+        fork's ``page_try_dup_anon_rmap``) refuse to share such a page (-EBUSY)."""
+        f = self.frames
+        return bool(self.anon_exclusive and int(f.flags[pfn]) & FRAME_ANON_EXCLUSIVE
+                    and int(f.pincount[pfn]) > 0)
+
     # ================================================================== checking
     def check_invariants(self) -> list[str]:
         """Cross-checks, as readable strings (empty: all good): the frame table's own
@@ -274,6 +293,15 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, MigrateDevice, Memr
         all_ptes = [mm.pt.iter_present()[1] for mm in self.mms if not mm.exited]
         ptes = np.concatenate(all_ptes) if all_ptes else np.zeros(0, dtype=np.uint64)
         mapc = np.bincount(mapped_pfns(ptes), minlength=n)[:n]
+        if self.anon_exclusive:
+            # "Only exclusive anon pages may be mapped writable" (PageAnonExclusive, 5.19)
+            w = mapped_mask(ptes) & ((ptes & np.uint64(PTE_WRITE)) != 0)
+            wp = pte_pfns(ptes[w])
+            wfl = f.flags[wp]
+            shared = wp[((wfl & FRAME_ANON) != 0) & ((wfl & FRAME_ANON_EXCLUSIVE) == 0)]
+            if len(shared):
+                problems.append(f"pfn {int(shared[0])} is an anonymous page mapped writable "
+                                f"but not PageAnonExclusive ({len(shared)} such PTEs)")
         bad = np.nonzero(mapc != f.mapcount)[0]
         if len(bad):
             p = int(bad[0])

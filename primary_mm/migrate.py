@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
-from primary_mm.frames import (FRAME_ANON, FRAME_DEVICE_PRIVATE, FRAME_FILE, FRAME_KSM,
-                               FRAME_LOCKED, FRAME_SWAPCACHE, FRAME_ZERO)
+from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DEVICE_PRIVATE, FRAME_FILE,
+                               FRAME_KSM, FRAME_LOCKED, FRAME_SWAPCACHE, FRAME_ZERO)
 from primary_mm.rmap import migration_entry
+from smmu.base.pte import PTE_SWP_EXCLUSIVE
 from smmu.base.errors import UsageError
 from smmu.notifier import Event
 
@@ -69,10 +70,19 @@ class Migrate:
         mapping, index = self.page_mapping(old)
         if mapping is None:
             return False
-        keep = int(frames.flags[old]) & ~FRAME_LOCKED & ~FRAME_SWAPCACHE
+        # PageAnonExclusive travels in the migration entries (remove_migration_pte restores
+        # it from them), not in the new page's flags
+        keep = int(frames.flags[old]) & ~(FRAME_LOCKED | FRAME_SWAPCACHE | FRAME_ANON_EXCLUSIVE)
         new = frames.alloc_one(owner=int(frames.owner[old]), flags=keep, zero=False)
-        yield from self._try_to_unmap(old, mapping, index,
-                                      lambda vma, p: migration_entry(old, p), Event.CLEAR)
+        anon = bool(keep & FRAME_ANON)
+
+        def make(vma, p):
+            # try_to_migrate_one: "else if (anon_exclusive) entry =
+            # make_readable_exclusive_migration_entry(...)"
+            excl = PTE_SWP_EXCLUSIVE if self.anon_exclusive and \
+                frames.test_flags(old, FRAME_ANON_EXCLUSIVE) else 0
+            return migration_entry(old, p) | excl
+        yield from self._try_to_unmap(old, mapping, index, make, Event.CLEAR, share=anon)
         if not self.migrate_refs_ok(old, mapping, index):
             # folio_migrate_mapping: -EAGAIN; put the old page back
             yield from self._remove_migration_ptes(old, old, mapping, index)

@@ -276,7 +276,7 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
         return young
 
     def _pte_replace(self, va, check, make, event, *, owner=None, notify="invalidate_page",
-                     after=None, outside_ok=True, young_fails=False):
+                     after=None, outside_ok=True, young_fails=False, why=None):
         """Replace one PTE with the notifier calls of the selected generation.
 
         v2008: PT lock; ``ptep_clear_flush_notify`` (clear, flush, ``invalidate_page`` under
@@ -289,7 +289,8 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
 
         ``check(old) -> bool`` runs under the PT lock first (``pte_same`` and friends);
         ``young_fails``: then, as the 2.6.2x ``try_to_unmap_one`` did, a page found young by
-        ``ptep_clear_flush_young_notify`` is kept (SWAP_FAIL: returns None);
+        ``ptep_clear_flush_young_notify`` is kept (SWAP_FAIL: returns None, and
+        ``why["young"]`` is set when a ``why`` dict is given);
         ``make(old) -> new`` (0 clears); ``after(old, new)`` under the lock once set.
         Returns the old entry, or None if ``check`` refused (nothing changed).
         """
@@ -305,6 +306,8 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
                 if not check(old):
                     return None
                 if young_fails and (yield from self._young_under_ptl(va)):
+                    if why is not None:
+                        why["young"] = True
                     return None
                 new = make(old)
                 pt.clear(vpn)                                    # ptep_clear_flush
@@ -331,6 +334,8 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
             ok = check(old)
             if ok and young_fails and (yield from self._young_under_ptl(va)):
                 ok = False
+                if why is not None:
+                    why["young"] = True
             if ok:
                 new = make(old)
                 pt.clear(vpn)                                    # ptep_clear_flush

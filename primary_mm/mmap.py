@@ -12,7 +12,6 @@ import numpy as np
 import structlog
 
 from primary_mm.filemap import File
-from primary_mm.frames import FRAME_ANON
 from primary_mm.layout import MMAP_BASE, MMAP_MIN_ADDR, as_int
 from primary_mm.vma import VMA, parse_prot, vma_start
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
@@ -141,7 +140,8 @@ class Mmap:
                 new = cur.copy()
                 if write:
                     try:
-                        pfns = mem.frames.alloc(n, owner=self.id, flags=FRAME_ANON, zero=True)
+                        pfns = mem.frames.alloc(n, owner=self.id, flags=mem.new_anon_flags,
+                                                zero=True)
                     except OutOfMemory:
                         log.debug("populate: out of memory", mm=self.name)
                         return

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from primary_mm.frames import FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_KSM
 from primary_mm.vma import parse_prot
 from smmu.base.constants import PAGE_SHIFT
-from smmu.base.pte import PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SWAP, PTE_WRITE
+from smmu.base.pte import (PTE_DIRTY, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL,
+                           PTE_SWAP, PTE_WRITE, pte_pfns)
 from smmu.notifier import Event
 
 _U = np.uint64
@@ -60,12 +62,36 @@ class Mprotect:
                         self.pt.map_range(v0, cur)
                 if "w" not in new:
                     changed += self.pt.protect_range(v0, v1, PTE_WRITE, 0)
+                elif "w" not in old and self.memory.mprotect_writable_exclusive:
+                    self._try_change_writable(vma, v0, v1)
             if changed:
                 self.sched.charge("pte_update", changed)
                 yield from self._flush_tlb_range(vma.start, vma.end)
         finally:
             self.page_table_lock.release()
         yield from subs.mmu_notifier_invalidate_range_end(rng)
+
+    def _try_change_writable(self, vma, v0, v1) -> None:
+        """``MM_CP_TRY_CHANGE_WRITABLE`` (6.0+, 64fe24a3e05e ``can_change_pte_writable``), PT
+        lock held: a read-only PTE becomes writable at once where the write fault would make
+        it writable without further checks: in a private mapping an exclusive anonymous page
+        ("We can only special-case on exclusive anonymous pages, because we know that our
+        write-fault handler similarly would map them writable"), in a shared one a dirty
+        PTE ("the FS was already notified"). One batch over the range."""
+        cur = self.pt.walk(np.arange(v0, v1, dtype=np.int64))
+        cand = ((cur & _U(PTE_PRESENT)) != 0) & ((cur & _U(PTE_WRITE | PTE_SPECIAL)) == 0)
+        if not cand.any():
+            return
+        if vma.shared:
+            cand &= (cur & _U(PTE_DIRTY)) != 0
+        else:
+            fl = self.memory.frames.flags[pte_pfns(cur)]
+            cand &= ((fl & FRAME_ANON_EXCLUSIVE) != 0) & ((fl & FRAME_KSM) == 0) & \
+                ((fl & FRAME_ANON) != 0)
+        if cand.any():
+            cur[cand] |= _U(PTE_WRITE)
+            self.pt.map_range(v0, cur)
+            self.sched.charge("pte_update", int(cand.sum()))
 
     def _readonly_nonpresent(self, v0, v1) -> int:
         """``change_pte_range`` on non-present entries (PT lock held): every writable

@@ -22,15 +22,21 @@ from __future__ import annotations
 
 import itertools
 
-from primary_mm.frames import FRAME_ANON, FRAME_DEVICE_PRIVATE, FRAME_DIRTY, FRAME_FILE
+from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DEVICE_PRIVATE, FRAME_DIRTY,
+                               FRAME_FILE)
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.base.errors import InvalidArgument, SegmentationFault, UsageError
 from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_MAPPED,
                            PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP,
-                           PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
+                           PTE_SWP_EXCLUSIVE, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
 from smmu.notifier import Event
 
 _ids = itertools.count(1)
+
+
+#: what a reverse-map ``one(vma, va)`` returns to end the walk (``rmap_one`` returning false:
+#: modern ``rmap_walk`` breaks; 2.6.27's ``try_to_unmap_anon`` stops at ``SWAP_FAIL``)
+RMAP_STOP = "stop"
 
 
 def migration_entry(pfn: int, pte: int) -> int:
@@ -204,7 +210,8 @@ class RmapWalk:
 
     def _walk_mappings(self, pfn, mapping, index, one):
         """``rmap_walk``: under the mapping's lock (read side), call generator ``one(vma, va)``
-        for every VMA where page ``index`` may be mapped. Returns how many returned True."""
+        for every VMA where page ``index`` may be mapped, until one returns
+        :data:`RMAP_STOP`. Returns how many returned True."""
         grabbed = None
         if isinstance(mapping, AnonVma):
             grabbed = grab_anon_vma(mapping)           # seed patch 09
@@ -217,7 +224,10 @@ class RmapWalk:
                 yield from lk.lock_read()
             try:
                 for vma, va in mapping.mappings(index):
-                    if (yield from one(vma, va)):
+                    done = yield from one(vma, va)
+                    if done is RMAP_STOP:
+                        break
+                    if done:
                         n += 1
             finally:
                 if lk is not None:
@@ -248,28 +258,47 @@ class RmapWalk:
         return (yield from self._walk_mappings(pfn, mapping, index, one)) > 0
 
     def _try_to_unmap(self, pfn, mapping, index, make, event, owner=None, outside_ok=True,
-                      young_fails=False):
+                      young_fails=False, share=False):
         """``try_to_unmap`` -> ``try_to_unmap_one`` for each mapping: the entry becomes
-        ``make(old)``; v2008 ``invalidate_page`` (via ``ptep_clear_flush_notify``), else a
-        one-page start/end. The mapping's reference is dropped after the notifier."""
+        ``make(vma, old)``; v2008 ``invalidate_page`` (via ``ptep_clear_flush_notify``), else a
+        one-page start/end. The mapping's reference is dropped after the notifier.
+
+        The walk stops (the page stays mapped where it was not unmapped yet) when 2.6.27's
+        young check fails (``young_fails``: "If it's recently referenced ... SWAP_FAIL",
+        ``try_to_unmap_anon``: "if (ret == SWAP_FAIL ...) break") or, with ``share`` and
+        ``anon_exclusive`` (5.19+, the swap-out and migration of an anonymous page),
+        when ``page_try_share_anon_rmap`` refuses a maybe-DMA-pinned exclusive page ("ret =
+        false; page_vma_mapped_walk_done(&pvmw); break"); otherwise ``share`` clears
+        PageAnonExclusive as the page is unmapped (its swap or migration entry says whether
+        it was, see the callers' ``make``)."""
         frames = self.frames
 
         def one(vma, va):
             mm = vma.mm
+            why = {}
+
+            def check(p):
+                if not self._maps(p, pfn):
+                    return False
+                if share and self.maybe_pinned_exclusive(pfn):
+                    why["pinned"] = True                   # page_try_share_anon_rmap: -EBUSY
+                    return False
+                return True
 
             def after(old, new):
                 frames.dec_mapcount(pfn)                   # page_remove_rmap
+                if share and self.anon_exclusive:
+                    frames.clear_flags(pfn, FRAME_ANON_EXCLUSIVE)
                 if new & PTE_SWAP:
                     self.swap.count[pte_pfn(new)] += 1     # swap_duplicate
                 if old & PTE_DIRTY and frames.test_flags(pfn, FRAME_FILE):
                     frames.set_flags(pfn, FRAME_DIRTY)
 
-            old = yield from mm._pte_replace(va, lambda p: self._maps(p, pfn),
-                                             lambda p: make(vma, p), event, owner=owner,
-                                             after=after, outside_ok=outside_ok,
-                                             young_fails=young_fails)
+            old = yield from mm._pte_replace(va, check, lambda p: make(vma, p), event,
+                                             owner=owner, after=after, outside_ok=outside_ok,
+                                             young_fails=young_fails, why=why)
             if old is None:
-                return False
+                return RMAP_STOP if why else False
             frames.put(pfn)                                # page_cache_release(page)
             return True
         return (yield from self._walk_mappings(pfn, mapping, index, one))
@@ -289,9 +318,14 @@ class RmapWalk:
             yield mm.page_table_lock
             try:
                 pte = mm.pt.lookup(vpn)
-                if pte & ~PTE_WRITE != entry:
+                if pte & ~(PTE_WRITE | PTE_SWP_EXCLUSIVE) != entry:
                     return False
                 write = bool(pte & PTE_WRITE) and vma.writable
+                if self.anon_exclusive and pte & (PTE_WRITE | PTE_SWP_EXCLUSIVE) and \
+                        frames.test_flags(new, FRAME_ANON):
+                    # "if (folio_test_anon(folio) && !is_readable_migration_entry(entry))
+                    # rmap_flags |= RMAP_EXCLUSIVE"
+                    frames.set_flags(new, FRAME_ANON_EXCLUSIVE)
                 if device:
                     bits = PTE_DEVICE_PRIVATE | (PTE_WRITE if write else 0)
                 elif not vma.readable:

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-from primary_mm.frames import (FRAME_ANON, FRAME_DEVICE_PRIVATE, FRAME_DIRTY, FRAME_FILE,
-                               FRAME_KSM, FRAME_LAZYFREE, FRAME_ZERO)
-from smmu.base.pte import PTE_DIRTY, PTE_SWAP, mk_pte
+from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DEVICE_PRIVATE,
+                               FRAME_DIRTY, FRAME_FILE, FRAME_KSM, FRAME_LAZYFREE, FRAME_ZERO)
+from smmu.base.pte import PTE_DIRTY, PTE_SWAP, PTE_SWP_EXCLUSIVE, mk_pte
 from smmu.notifier import Event
 
 
@@ -54,23 +54,31 @@ class Vmscan:
         anon = frames.test_flags(pfn, FRAME_ANON)
         if anon:
             slot = swap.slot_of.get(pfn)
-            if slot is None:                               # add_to_swap
-                slot = swap.alloc()
+            if slot is None:
+                if self.reclaim_skips_pinned and int(frames.pincount[pfn]) > 0:
+                    # 5.11 feb889fb40fa shrink_folio_list: "if (folio_maybe_dma_pinned(folio))
+                    # goto keep_locked": a pinned page is not added to the swap cache
+                    return False
+                slot = swap.alloc()                        # add_to_swap
                 swap.add_to_swap_cache(slot, pfn)
 
             def make(vma, old):
                 if frames.test_flags(pfn, FRAME_LAZYFREE) and not old & PTE_DIRTY:
                     return 0                               # MADV_FREE page still clean: drop
                 frames.clear_flags(pfn, FRAME_LAZYFREE)
-                return mk_pte(slot, PTE_SWAP)
+                # "if (anon_exclusive) swp_pte = pte_swp_mkexclusive(swp_pte)"
+                excl = PTE_SWP_EXCLUSIVE if self.anon_exclusive and \
+                    frames.test_flags(pfn, FRAME_ANON_EXCLUSIVE) else 0
+                return mk_pte(slot, PTE_SWAP | excl)
         else:
             def make(vma, old):
                 return 0
         # 2.6.27 try_to_unmap_one re-checked the young bit (ptep_clear_flush_young_notify)
-        # and kept a page referenced meanwhile; modern try_to_unmap_one does not
+        # and kept a page referenced meanwhile (SWAP_FAIL: the walk stops there); modern
+        # try_to_unmap_one does not
         young_fails = not force and self.api != "modern"
         yield from self._try_to_unmap(pfn, mapping, index, make, Event.CLEAR,
-                                      young_fails=young_fails)
+                                      young_fails=young_fails, share=anon)
         if anon:
             if swap.count[slot] == 0:
                 swap.delete_from_swap_cache(slot)          # nothing refers to the slot

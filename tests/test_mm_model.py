@@ -217,8 +217,8 @@ def test_model_catches_a_broken_mm():
     """Negative twin: an MM whose COW does not copy (both sides keep writing one page) must
     be caught by the model comparison."""
     from primary_mm import mm as mmmod
-    orig = mmmod.MM._can_reuse
-    mmmod.MM._can_reuse = lambda self, pfn: True       # reuse shared pages in place
+    orig = mmmod.MM._wp_can_reuse
+    mmmod.MM._wp_can_reuse = lambda self, pfn: True       # reuse shared pages in place
     try:
         try:
             run("modern", [(0, ("mmap", 0, 1, "anon", False)), (0, ("write", 0, 5)),
@@ -228,7 +228,7 @@ def test_model_catches_a_broken_mm():
             return
         raise AssertionError("the model did not notice a COW that does not copy")
     finally:
-        mmmod.MM._can_reuse = orig
+        mmmod.MM._wp_can_reuse = orig
 
 
 def test_unknown_input_is_rejected_by_the_model_run():

@@ -24,6 +24,12 @@ A PTE is one unsigned 64-bit word laid out like x86's, trimmed to what the model
                            (``page_make_device_exclusive_one``: "There is a reference on the
                            page for the swap entry which has been removed, so shouldn't take
                            another", then ``folio_remove_rmap_pte``)
+    bit 10  PTE_SWP_EXCLUSIVE    software bit of a swap or migration entry: the page was
+                           PageAnonExclusive when it was unmapped (``pte_swp_mkexclusive``,
+                           5.19 1493a1913e34; ``make_readable_exclusive_migration_entry``),
+                           so the swap-in or the migration restore makes it exclusive again;
+                           fork clears it (``copy_nonpresent_pte``: "Mark the swap entry as
+                           shared")
     bits 12..51            PFN (or swap slot)
     bit 52  PTE_HUGE       a PMD-level entry mapping a 2 MiB page (x86's _PAGE_PSE; bit 7
                            is PTE_PROTNONE here). In a PMD table it is the leaf itself (its
@@ -52,6 +58,7 @@ PTE_SPECIAL = 1 << 6
 PTE_PROTNONE = 1 << 7
 PTE_DEVICE_PRIVATE = 1 << 8
 PTE_DEVICE_EXCLUSIVE = 1 << 9
+PTE_SWP_EXCLUSIVE = 1 << 10
 PTE_HUGE = 1 << 52
 #: entries that hold a page reference and a mapcount (unless PTE_SPECIAL)
 PTE_MAPPED = PTE_PRESENT | PTE_PROTNONE | PTE_DEVICE_PRIVATE

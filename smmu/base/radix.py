@@ -46,7 +46,8 @@ import numba
 import numpy as np
 
 from smmu.base.constants import LEVEL_BITS, LEVELS, PTRS_PER_TABLE
-from smmu.base.pte import PTE_PRESENT, PTE_WRITE, PTE_YOUNG
+from smmu.base.pte import (PTE_MIGRATION, PTE_PRESENT, PTE_SWAP, PTE_SWP_EXCLUSIVE, PTE_WRITE,
+                           PTE_YOUNG)
 
 #: first vpn beyond the 48-bit address space covered by a 4-level table
 VPN_LIMIT = 1 << (LEVELS * LEVEL_BITS)
@@ -72,6 +73,9 @@ _W = np.uint64(PTE_WRITE)
 _Y = np.uint64(PTE_YOUNG)
 _NOT_W = np.uint64(~PTE_WRITE & 0xFFFFFFFFFFFFFFFF)
 _NOT_Y = np.uint64(~PTE_YOUNG & 0xFFFFFFFFFFFFFFFF)
+_SWP = np.uint64(PTE_SWAP | PTE_MIGRATION)
+_SWPX = np.uint64(PTE_SWP_EXCLUSIVE)
+_NOT_SWPX = np.uint64(~PTE_SWP_EXCLUSIVE & 0xFFFFFFFFFFFFFFFF)
 _FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -376,9 +380,11 @@ def pt_copy_range(nodes, free, meta, src_root, dst_root, vpn0, vpn1, cow, out_vp
 
     If cow and the entry is writable (a present PTE, or a writable migration or
     device-private entry: ``copy_nonpresent_pte`` makes those readable in COW mappings too),
-    PTE_WRITE is cleared in both source and destination. Reports (vpn, entry as written to
-    dst); returns the count. Destination tables are allocated at the first entry a leaf
-    needs. Stops when the out arrays are full, or
+    PTE_WRITE is cleared in both source and destination. A swap or migration entry loses
+    PTE_SWP_EXCLUSIVE in both (``copy_nonpresent_pte``: "Mark the swap entry as shared";
+    an exclusive migration entry becomes a readable one).
+    Reports (vpn, entry as written to dst); returns the count. Destination tables are
+    allocated at the first entry a leaf needs. Stops when the out arrays are full, or
     (meta[M_ENOMEM] = 1) when out of nodes.
     """
     vpn0 = max(vpn0, 0)
@@ -404,6 +410,9 @@ def pt_copy_range(nodes, free, meta, src_root, dst_root, vpn0, vpn1, cow, out_vp
                 continue
             if cow and (pte & _W) != _U0:
                 pte = pte & _NOT_W
+                nodes[leaf, d] = pte
+            if (pte & _SWP) != _U0 and (pte & _SWPX) != _U0:
+                pte = pte & _NOT_SWPX
                 nodes[leaf, d] = pte
             nodes[dleaf, d] = pte
             out_vpns[cnt] = base0 | d

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from smmu.base.radix import M_ENOMEM, M_NFREE, M_USED, VPN_LIMIT
 from smmu.base.constants import LEVEL_BITS, PTRS_PER_TABLE
-from smmu.base.pte import PTE_PRESENT, PTE_WRITE, PTE_YOUNG
+from smmu.base.pte import (PTE_MIGRATION, PTE_PRESENT, PTE_SWAP, PTE_SWP_EXCLUSIVE, PTE_WRITE,
+                           PTE_YOUNG)
 
 _IDX = PTRS_PER_TABLE - 1
 _MASK64 = (1 << 64) - 1
@@ -186,6 +187,9 @@ def pt_copy_range(nodes, free, meta, src_root, dst_root, vpn0, vpn1, cow, out_vp
             return cnt
         if cow and pte & PTE_WRITE:
             pte &= ~PTE_WRITE
+            nodes[leaf][i] = pte
+        if pte & (PTE_SWAP | PTE_MIGRATION) and pte & PTE_SWP_EXCLUSIVE:
+            pte &= ~PTE_SWP_EXCLUSIVE
             nodes[leaf][i] = pte
         nodes[dleaf][i] = pte
         out_vpns[cnt] = vpn

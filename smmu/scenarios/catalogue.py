@@ -202,10 +202,11 @@ def build_oom_reap(sim, driver_cls):
 
 
 def build_fork_after_pin(sim, driver_cls):
-    """The device maps (and may pin) a page first; then the CPU forks and writes it. Since
-    5.9 fork gives the child a copy of a page that may be DMA-pinned
-    (``page_maybe_dma_pinned`` in ``copy_present_page``), so the parent keeps the pinned one
-    and the device's writes stay visible to it."""
+    """The device maps (and may pin) a page first; then the CPU forks (as an exporter
+    following its drivers' fork protocol: XPMEM's fork ioctls) and writes it. Since 5.9 fork
+    gives the child a copy of a page that may be DMA-pinned (``page_maybe_dma_pinned`` in
+    ``copy_present_page``), so the parent keeps the pinned one and the device's writes stay
+    visible to it."""
     mm, buf, vas, drv = anon_process(sim, driver_cls, 1, "parent")
     j = Join(sim)
     mapped = sim.completion("device_mapped")
@@ -218,7 +219,7 @@ def build_fork_after_pin(sim, driver_cls):
 
     def cpu():
         yield mapped.wait()
-        box["child"] = yield from mm.fork()
+        box["child"] = yield from exporter_fork(mm, [drv])
         yield from cpu_writes(mm, vas, 1200)
 
     j.spawn("cpu0", cpu())

@@ -123,6 +123,13 @@ def _apic_remap(sim, driver_cls):
     j.then("check", cpu_reads(mm, vas))
 
 
+#: the COW and pin rules before 5.9 (docs/kernel-options.md): do_wp_page reuses by mapcount,
+#: no PageAnonExclusive and nothing that builds on it, reclaim swaps pinned pages out
+PRE_5_9_RULES = {"cow_reuse": "mapcount", "anon_exclusive": False,
+                 "reclaim_skips_pinned": False, "mprotect_writable_exclusive": False,
+                 "unshare_longterm_ro_pins": False}
+
+
 @dataclass(frozen=True)
 class Historical:
     """A real bug as a pair of scenarios: ``name`` (broken) and ``name + "-fixed"``.
@@ -177,9 +184,10 @@ _historical(
     build=build_fork_after_pin, applies=any_driver,
     broken=dict(description="fork-after-pin without the 5.9 fix: the parent's COW gives it a "
                 "new page while the device keeps DMAing into the pinned one",
-                sim_options={"fork_copies_pinned": False}),
+                sim_options={**PRE_5_9_RULES, "fork_copies_pinned": False}),
     fixed=dict(description="fork-after-pin with fork copying maybe-DMA-pinned pages (5.9+)",
-               sim_options={"fork_copies_pinned": True}))
+               sim_options={**PRE_5_9_RULES, "fork_copies_pinned": True,
+                            "cow_reuse": "page_count"}))
 _historical(
     Historical("nonblock-start-end", "kvm", "kvm", "modern", ("UnpairedRange", "Livelock"),
                "c2655835fd8c (2021): end not called after a failed non-blockable start"),

@@ -41,14 +41,10 @@ class Simulator(Scheduler, metaclass=PresetCall):
     ``schedule``: a name registered in :mod:`smmu.runtime.schedules` (``"round_robin"``,
     ``"random"``, ``"timed"``, ``"pct"``, ``"replay"``) or a
     :class:`~smmu.runtime.schedules.Schedule`.
-    MM options: ``invalidate_page_outside_ptl`` (the pre-2017 ordering),
-    ``fork_copies_pinned`` (5.9+), ``nonblock_fail_calls_end`` (the 2021 fix; default True),
-    ``fork_enomem_bug`` (copy_page_range's ENOMEM path as first posted in 2008: no end),
-    ``cow_reuse`` (``"page_count"``, today's do_wp_page reuse rule, or ``"mapcount"``, the
-    rule before the CVE-2020-29374 fix), ``mmu_gather`` (when a zap frees the pages of a
-    range: ``"batch_limit"``, 3.7+, every 9698 pages inside the window; ``"zap_block"``,
-    2.6.27, every 506; ``"unbounded"``, 3.0-3.6, after ``end``) and ``gather_batch`` (its
-    size in pages instead of the era's).
+    MM options (``invalidate_page_outside_ptl``, ``fork_copies_pinned``, ``anon_exclusive``,
+    ``cow_reuse``, ``mmu_gather``, ``notifier_rcu``, ``exit_mmap_lock``...): one table,
+    ``docs/kernel-options.md``, gives each its values, the kernel versions that behave so
+    and the commit; ``None`` means the generation's era (today's rules for ``"modern"``).
     ``check``: run the coherence oracle (default True); without it only the notifier
     protocol rules are judged (``MapInWindow``, ``BadReturn``, an end without its start) and
     the runtime's own (``SleepInAtomic``, ``Deadlock``...). ``trace``: record
@@ -67,12 +63,14 @@ class Simulator(Scheduler, metaclass=PresetCall):
 
     def __init__(self, notifier_api: str = "modern", rmap_locks: str = "rwsem",
                  schedule="round_robin", seed: int | None = 0, *,
-                 invalidate_page_outside_ptl: bool = False, fork_copies_pinned: bool = False,
+                 invalidate_page_outside_ptl: bool = False, fork_copies_pinned: bool | None = None,
                  nonblock_fail_calls_end: bool = True, fork_enomem_bug: bool = False,
                  cow_reuse: str = "page_count", mmu_gather: str = "batch_limit",
                  gather_batch: int | None = None, notifier_rcu: str = "srcu",
                  release_order: str = "release_first", exit_mmap_lock: str | None = None,
-                 check: bool = True,
+                 anon_exclusive: bool | None = None, reclaim_skips_pinned: bool | None = None,
+                 mprotect_writable_exclusive: bool | None = None,
+                 unshare_longterm_ro_pins: bool | None = None, check: bool = True,
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
                  task_step_budget: int = 200_000, nframes: int = 4096,
@@ -98,7 +96,10 @@ class Simulator(Scheduler, metaclass=PresetCall):
                         "fork_enomem_bug": fork_enomem_bug, "cow_reuse": cow_reuse,
                         "mmu_gather": mmu_gather, "gather_batch": gather_batch,
                         "notifier_rcu": notifier_rcu, "release_order": release_order,
-                        "exit_mmap_lock": exit_mmap_lock}
+                        "exit_mmap_lock": exit_mmap_lock, "anon_exclusive": anon_exclusive,
+                        "reclaim_skips_pinned": reclaim_skips_pinned,
+                        "mprotect_writable_exclusive": mprotect_writable_exclusive,
+                        "unshare_longterm_ro_pins": unshare_longterm_ro_pins}
         self.oracle = Oracle(self) if check else ProtocolChecker(self)
         self.observer = FanOut(self.oracle, TraceRecorder(self)) if trace else self.oracle
         self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,
