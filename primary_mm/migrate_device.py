@@ -340,7 +340,7 @@ class MigrateDevice:
                 yield from mm._flush_tlb_range(addr, addr + PAGE_SIZE)
             frames.inc_mapcount(new)                     # folio_add_new_anon_rmap
             self.set_page_mapping(new, vma.anon_vma, vma.linear_page_index(addr))
-            frames.set_flags(new, FRAME_ANON)
+            frames.set_flags(new, self.new_anon_flags)  # "exclusive = 1" with anon_exclusive
             frames.owner[new] = mm.id
             frames.get(new)                              # the mapping's reference
             mm.pt.set(vpn, entry)
