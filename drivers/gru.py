@@ -78,24 +78,28 @@ class GRU(MMUNotifier):
 
     def dropin(self, va, write):
         """``gru_try_dropin`` plus the user-level retry loop around it. Each attempt is a TLB
-        miss the chip raises again, charged a ``device_fault``; ``gru_dropin_wait`` counts
-        the waits for ``ms_range_active`` to drop to zero, ``gru_hw_guard_drop`` the dropins
-        the chip dropped because an invalidate raced them."""
+        miss the chip raises again, charged a ``device_fault`` (interrupt, handler, return)
+        once it is over; ``gru_dropin_wait`` counts the waits for ``ms_range_active`` to
+        drop to zero, ``gru_hw_guard_drop`` the dropins the chip dropped because an
+        invalidate raced them."""
+        charge = self.sim.charge
         while True:
-            self.sim.charge("device_fault")
             guard = self.tlb.flushes                 # the chip notes invalidates from here
             yield                                    # read the TFH, rmb()
             if self.range_active_busy():
                 self.sim.stats["gru_dropin_wait"] += 1
+                charge("device_fault")
                 yield self.ms_wait_queue.wait_until(lambda: self.ms_range_active == 0)
                 continue
             hit = walk_pte(self.mm, va, write)   # atomic_pte_lookup
             yield                                    # the walk and the TLB write are apart
             if hit is None:
+                charge("device_fault")
                 yield from self.mm.handle_mm_fault(va, write)     # user path, then retry
                 continue
             if self.ms_released:
                 raise device_gone(self, "gru_release ran during a dropin")
+            charge("device_fault")
             if self.hw_dropin_guard and self.tlb.flushes != guard:
                 self.dropped += 1                    # raced by an invalidate: dropped
                 self.sim.stats["gru_hw_guard_drop"] += 1

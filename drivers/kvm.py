@@ -85,13 +85,14 @@ class KVM(MMUNotifier):
 
     def page_fault(self, va, write):
         """``direct_page_fault``: snapshot, GUP, lock, stale check, install, unlock, put.
-        Each attempt is charged a ``device_fault``: a retry (``RET_PF_RETRY``) re-enters the
-        guest, which takes the EPT violation again."""
+        Each attempt is charged a ``device_fault`` (the exit, the handler's entry and the
+        return to the guest) once it is over, so that its sequence snapshot is as close to
+        its check as the handler makes it: a retry (``RET_PF_RETRY``) re-enters the guest,
+        which takes the EPT violation again."""
         mm = self.mm
         vpn = vpn_of(va)
         self.faults += 1
         while True:
-            self.sim.charge("device_fault")
             mmu_seq = self.mmu_invalidate_seq
             yield                              # smp_rmb(): the snapshot precedes the GUP
             pfn = yield from self.faultin_pfn(va, write)
@@ -101,6 +102,7 @@ class KVM(MMUNotifier):
                 if not stale:
                     self.install_spte(va, pfn, write)
             yield from mm.put_page(pfn)        # kvm_release_pfn_clean, after unlock
+            self.sim.charge("device_fault")    # the round trip of this attempt
             if not stale:
                 return
             if self.dead:

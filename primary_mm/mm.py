@@ -311,6 +311,7 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
                     return None
                 new = make(old)
                 pt.clear(vpn)                                    # ptep_clear_flush
+                self.sched.observer.pte_cleared(self, va, notify)
                 yield from self._flush_tlb_range(va, va + PAGE_SIZE)
                 if notify == "invalidate_page" and not outside:
                     yield from subs.mmu_notifier_invalidate_page(va)   # under the PT lock
@@ -339,6 +340,7 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
             if ok:
                 new = make(old)
                 pt.clear(vpn)                                    # ptep_clear_flush
+                self.sched.observer.pte_cleared(self, va, None)
                 yield from self._flush_tlb_range(va, va + PAGE_SIZE)
                 if new:
                     pt.set(vpn, new)

@@ -301,7 +301,16 @@ class Mmap:
 
     def brk(self, new_end=None):
         """``brk``: move the end of the heap; returns the new break (the current one for
-        ``None``). Shrinking unmaps (start/end UNMAP) and discards the contents."""
+        ``None``). Shrinking unmaps (start/end UNMAP) and discards the contents.
+
+        The heap VMA's anon_vma lock is taken for write where the 2008 tree took it (the
+        tree the seed's patch 09 turned the lock into an rwsem in, and measured Aim9 brk
+        on): growing is ``vma_merge`` -> ``vma_adjust``, which then locked the anon_vma of
+        any VMA that had one; shrinking splits the heap's tail off (``split_vma`` ->
+        ``vma_adjust`` with an insert) before ``do_munmap`` unlinks it
+        (``anon_vma_unlink``). 2.6.27's ``vma_adjust`` no longer locks when only
+        ``vm_end`` changes ("we don't really need anon_vma lock"), so there a grow does not
+        take it."""
         self._alive()
         if new_end is None:
             return self.brk_end
@@ -314,15 +323,27 @@ class Mmap:
             yield
             old_top = (self.brk_end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
             new_top = (new_end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+            heap = self.vma_at(old_top - 1) if old_top > self.brk_start else None
+            if heap is not None and "heap" not in heap.flags:
+                heap = None
             if new_top < old_top:
+                if heap is not None and heap.anon_vma is not None and heap.start < new_top:
+                    # split_vma -> vma_adjust(insert): anon_vma->lock around the split
+                    lk = heap.anon_vma.lock
+                    yield from lk.lock_write()
+                    lk.unlock_write()
                 yield from self._do_munmap(new_top, old_top)
             elif new_top > old_top:
                 if self.vmas_in(old_top, new_top):
                     raise OutOfMemory(f"brk: growing the heap to {new_end:#x} would overlap "
                                       "a mapping (Linux: brk fails, ENOMEM)")
-                heap = self.vma_at(old_top - 1) if old_top > self.brk_start else None
-                if heap is not None and "heap" in heap.flags:
+                if heap is not None:
+                    av = heap.anon_vma
+                    if av is not None:                       # vma_adjust (2008 tree)
+                        yield from av.lock.lock_write()
                     heap.end = new_top                       # vma_adjust / do_brk_flags
+                    if av is not None:
+                        av.lock.unlock_write()
                 else:
                     self._insert_vma(VMA(self, old_top, new_top, "rw", flags=("heap",)))
             self.brk_end = new_end

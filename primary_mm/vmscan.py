@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DEVICE_PRIVATE,
                                FRAME_DIRTY, FRAME_FILE, FRAME_KSM, FRAME_LAZYFREE, FRAME_ZERO)
+from smmu.base.constants import PAGE_SIZE
+from smmu.base.errors import InvalidArgument
 from smmu.base.pte import PTE_DIRTY, PTE_SWAP, PTE_SWP_EXCLUSIVE, mk_pte
 from smmu.notifier import Event
 
@@ -42,6 +44,28 @@ class Vmscan:
                 frames.put(pfn)
         self.sched.stats["reclaimed"] += freed
         return freed
+
+    def page_referenced(self, mm, va):
+        """``page_referenced`` on the page mapped at ``va`` of ``mm``: the reverse-map walk
+        reclaim's aging makes (``shrink_active_list`` / ``shrink_page_list``), under the
+        page's anon_vma or i_mmap lock (read side with rwsem rmap locks): each mapping's
+        young bit is tested and cleared, with ``mmu_notifier_clear_flush_young``. Returns
+        whether any mapping (or secondary MMU) had used the page. Nothing mapped at ``va``:
+        ``InvalidArgument``."""
+        self._check_mm(mm, "page_referenced")
+        pages = self._range_pages(mm, va - va % PAGE_SIZE, PAGE_SIZE, "page_referenced")
+        if not pages:
+            raise InvalidArgument(f"page_referenced: nothing is mapped at {va:#x}: fault the "
+                                  "page in first")
+        pfn = pages[0]
+        mapping, index = self.page_mapping(pfn)
+        if mapping is None or self.frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO):
+            return False
+        self.frames.get(pfn)                               # the caller's reference
+        try:
+            return (yield from self._page_referenced(pfn, mapping, index))
+        finally:
+            self.frames.put(pfn)
 
     def _shrink_page(self, pfn, force):
         frames = self.frames

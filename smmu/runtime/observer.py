@@ -36,6 +36,12 @@ class Observer:
         """Driver ``drv`` is about to read or write frame ``pfn`` through its mapping of
         ``va`` (``MMUNotifier.dma_read`` / ``dma_write``); the frame is touched right after."""
 
+    def pte_cleared(self, mm, va, hook):
+        """A single-page path (``do_wp_page``, ``try_to_unmap_one``, ``page_mkclean_one``,
+        KSM, migration) cleared the PTE of ``va`` (``ptep_clear_flush``), before its TLB
+        flush. ``hook``: the v2008 hook the VM calls for it next (``"invalidate_page"``,
+        ``"change_pte"``), or None (a range start/end brackets it, or no hook)."""
+
     def fork_copy(self, parent, child, start, end):
         """``copy_page_range`` copied ``[start, end)`` of ``parent`` into ``child``, now."""
 

@@ -155,6 +155,11 @@ class Simulator(Scheduler, metaclass=PresetCall):
         """Reclaim the pages of ``[addr, addr+length)``: page_referenced, try_to_unmap, swap."""
         return self.memory.reclaim(mm, addr, length, force=force)
 
+    def page_referenced(self, mm, va):
+        """The reverse-map aging walk of the page at ``va`` (young bits and
+        ``clear_flush_young``); returns whether it was referenced."""
+        return self.memory.page_referenced(mm, va)
+
     def writeback(self, file):
         """page_mkclean every dirty page of ``file`` and write it to the backing store."""
         return self.memory.writeback(file)
