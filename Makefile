@@ -1,11 +1,12 @@
 # make demo: set up .venv and run the main job.   make test: set up .venv, check the import
-# layers (lint-imports, contracts in pyproject.toml) and run the tests.
+# layers (lint-imports, contracts in pyproject.toml) and run the tests.   make study: the
+# invalidate_page study, written to docs/study-invalidate-page.md.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench lint clean setup
+.PHONY: demo test bench study lint clean setup
 
 setup: $(STAMP)
 
@@ -26,6 +27,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
 	$(BIN)/python benchmarks/run_all.py
+
+# the invalidate_page study (10 seeds, every workload, sweeps, verdicts: several minutes):
+# regenerates docs/study-invalidate-page.md and its plots; the JSON of every run goes to
+# bench-results/ (not committed: several MB)
+study: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,plot]'
+	$(BIN)/python benchmarks/bench_notifier_api.py --json bench-results/study-invalidate-page.json \
+		--plot docs/study --markdown docs/study-invalidate-page.md > bench-results/study.txt
+	@tail -n 40 bench-results/study.txt
 
 lint: $(STAMP)
 	$(BIN)/ruff check smmu primary_mm drivers tests benchmarks

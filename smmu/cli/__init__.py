@@ -8,8 +8,9 @@
                       [--kernel VERSION[,VERSION...]|all]...
                       [--strategy pct|random|exhaustive] [--schedules N] [--seed S]
                       [--json FILE] [--trace DIR]
-    smmu bench NAME [--json FILE] [--plot FILE]  # smmu bench list: the names
+    smmu bench NAME [--seeds N] [--json FILE] [--plot PATH] [--quick]   # smmu bench list
     smmu replay FILE [--index I] [--trace FILE]  # re-run one reported violation
+    smmu replay-strace FILE.strace [--json F] [--api A,B] [--drivers kvm,gru]
 
 DRIVER is one of
 
@@ -30,11 +31,13 @@ import argparse
 import sys
 
 from smmu.base.errors import SmmuError, UsageError
-from smmu.cli.catalogue import BENCHES, cmd_bench, cmd_drivers, load_bench
+from smmu.cli.bench import BENCHES, cmd_bench, load_bench
+from smmu.cli.catalogue import cmd_drivers
 from smmu.cli.check import cmd_check, cmd_replay, plan, run_check
 from smmu.cli.common import (EXIT_CLEAN, EXIT_USAGE, EXIT_VIOLATIONS, CLIError, configure_logging,
                              resolve_driver)
 from smmu.cli.demo import DEMO_BUGGY, DEMO_SCENARIOS, DEMO_SCHEDULES, cmd_demo, demo_plan
+from smmu.cli.strace import cmd_replay_strace
 from smmu.explore import STRATEGIES
 from smmu.notifier import API_GENERATIONS
 
@@ -95,8 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run a benchmark (smmu bench list)")
     b.add_argument("name", metavar="NAME")
     b.add_argument("--json", metavar="FILE", default=None)
-    b.add_argument("--plot", metavar="FILE", default=None)
+    b.add_argument("--plot", metavar="PATH", default=None,
+                   help="write plots (invalidate-page-vs-range: a directory of PNGs)")
+    b.add_argument("--seeds", type=_pos_int, default=None,
+                   help="runs per configuration, each its own seed (default: the benchmark's)")
     b.add_argument("--quick", action="store_true", help="a small run (seconds)")
+    t = sub.add_parser("replay-strace", help="replay a program's strace -f -e trace=memory,"
+                       "process output as a workload; print notifier traffic per API")
+    t.add_argument("file", metavar="FILE.strace")
+    t.add_argument("--json", metavar="FILE", default=None)
+    t.add_argument("--api", default=None,
+                   help="comma-separated: v2008, v2008-outside-ptl, range_only, modern "
+                        "(default: v2008,range_only,modern)")
+    t.add_argument("--drivers", default="kvm,gru",
+                   help="drivers on every address space: kvm, gru, xpmem (default kvm,gru)")
+    t.add_argument("--seed", type=_nonneg_int, default=0)
     r = sub.add_parser("replay", help="re-run one reported violation from a JSON report")
     r.add_argument("file", metavar="FILE")
     r.add_argument("--index", type=_nonneg_int, default=0,
@@ -106,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"demo": cmd_demo, "drivers": cmd_drivers, "check": cmd_check, "bench": cmd_bench,
-            "replay": cmd_replay}
+            "replay": cmd_replay, "replay-strace": cmd_replay_strace}
 
 
 def main(argv=None) -> int:
