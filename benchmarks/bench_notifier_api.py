@@ -59,10 +59,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--plot", default=None, metavar="DIR")
     ap.add_argument("--markdown", default=None, metavar="FILE")
+    ap.add_argument("--from-json", default=None, metavar="FILE",
+                    help="render a study already run (its --json) instead of running it")
     a = ap.parse_args(argv)
-    doc = run(quick=a.quick, seeds=a.seeds)
+    if a.from_json:
+        doc = json.loads(Path(a.from_json).read_text())
+    else:
+        doc = run(quick=a.quick, seeds=a.seeds)
     print(study_render.text(doc))
-    if a.json:
+    if a.json and not a.from_json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(doc, indent=1, default=repr) + "\n")
     figures = plot(doc, a.plot) if a.plot else {}

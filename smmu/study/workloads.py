@@ -64,7 +64,7 @@ class XPMEM2008(XPMEM):
     ``invalidate_page`` is ``SleepInAtomic`` (the study shows it rather than skipping it);
     with ``invalidate_page_outside_ptl`` it may sleep."""
 
-    name = "xpmem"
+    name = "xpmem-2008"
     apis = ("v2008", "range_only", "modern")
 
 
@@ -221,6 +221,16 @@ def _anon(ctx: Ctx, values=None):
     return buf, vas
 
 
+def _setup_anon(ctx: Ctx, values=None) -> list[int]:
+    """The workload's anonymous pages, written, with the drivers attached and every device
+    mapping every page."""
+    _buf, vas = _anon(ctx, values)
+    ctx.device_pages = vas
+    _attach(ctx)
+    _premap(ctx)
+    return vas
+
+
 def _run_on(ctx: Ctx, mm, va):
     """The process has run on this task's CPU (its CPU joins ``cpu_vm_mask``)."""
     yield from mm.read(va)
@@ -233,10 +243,7 @@ def wl_cow(ctx: Ctx):
     """COW storm after fork: the parent writes every page once (one COW fault each, a
     single-page invalidation in ``do_wp_page``); ``threads`` CPUs share the pages."""
     sim = ctx.sim
-    _buf, vas = _anon(ctx)
-    ctx.device_pages = vas
-    _attach(ctx)
-    _premap(ctx)
+    vas = _setup_anon(ctx)
     xp = [d for d in ctx.drivers if isinstance(d, XPMEM)]
     for d in xp:                                     # XPMEM users recall PFNs around fork
         sim.do(d.fork_begin())
@@ -261,29 +268,33 @@ def wl_cow(ctx: Ctx):
     return [(f"thread{k}", thread(k), k) for k in range(nthreads)]
 
 
-def wl_reclaim(ctx: Ctx):
-    """Reclaim of device-mapped anonymous pages, one page per operation, from kswapd on
-    another CPU than the process (``page_referenced`` is skipped: forced; ``try_to_unmap``
-    then swap-out)."""
-    sim = ctx.sim
-    buf, vas = _anon(ctx)
-    ctx.device_pages = vas
-    _attach(ctx)
-    _premap(ctx)
+def _daemon_per_page(ctx: Ctx, daemon: str, count: str, op_of, values=None, step=1):
+    """Device-mapped anonymous pages worked on ``step`` pages at a time by ``daemon`` on CPU
+    1 (``op_of(mm, va, npages)``, its result added to ``work[count]``), while the process
+    has run on CPU 0: the daemon's TLB flushes are shootdowns."""
+    vas = _setup_anon(ctx, values)
     mm = ctx.mm
-
     ctx.cpu_left = 1
 
-    def kswapd():
-        for va in vas:
-            ctx.work["reclaimed"] += yield from ctx.op(
-                sim.reclaim(mm, va, PAGE_SIZE, force=True), (va,))
+    def worker():
+        for j in range(0, len(vas) - step + 1, step):
+            ctx.work[count] += yield from ctx.op(op_of(mm, vas[j], step),
+                                                 tuple(vas[j:j + step]))
         ctx.cpu_done()
 
     def process():
         yield from _run_on(ctx, mm, vas[0])
 
-    return [("process", process(), 0), ("kswapd", kswapd(), 1)]
+    return [("process", process(), 0), (daemon, worker(), 1)]
+
+
+def wl_reclaim(ctx: Ctx):
+    """Reclaim of device-mapped anonymous pages, one page per operation, from kswapd on
+    another CPU than the process (``page_referenced`` is skipped: forced; ``try_to_unmap``
+    then swap-out)."""
+    sim = ctx.sim
+    return _daemon_per_page(ctx, "kswapd", "reclaimed", lambda mm, va, n: sim.reclaim(
+        mm, va, n * PAGE_SIZE, force=True))
 
 
 def wl_writeback(ctx: Ctx):
@@ -316,55 +327,21 @@ def wl_writeback(ctx: Ctx):
 def wl_migrate(ctx: Ctx):
     """Migration of device-mapped anonymous pages, page by page, from another CPU."""
     sim = ctx.sim
-    _buf, vas = _anon(ctx)
-    ctx.device_pages = vas
-    _attach(ctx)
-    _premap(ctx)
-    mm = ctx.mm
-
-    ctx.cpu_left = 1
-
-    def migrator():
-        for va in vas:
-            ctx.work["migrated"] += yield from ctx.op(sim.migrate(mm, va, PAGE_SIZE), (va,))
-        ctx.cpu_done()
-
-    def process():
-        yield from _run_on(ctx, mm, vas[0])
-
-    return [("process", process(), 0), ("kcompactd", migrator(), 1)]
+    return _daemon_per_page(ctx, "kcompactd", "migrated",
+                            lambda mm, va, n: sim.migrate(mm, va, n * PAGE_SIZE))
 
 
 def wl_ksm(ctx: Ctx):
     """KSM merges pairs of identical pages (``write_protect_page`` + ``replace_page``:
     v2008 ``change_pte``, range_only start/end), from ksmd on another CPU."""
     sim = ctx.sim
-    _buf, vas = _anon(ctx, values=lambda i: 5000 + i // 2)
-    ctx.device_pages = vas
-    _attach(ctx)
-    _premap(ctx)
-    mm = ctx.mm
-
-    ctx.cpu_left = 1
-
-    def ksmd():
-        for j in range(0, len(vas) - 1, 2):
-            pair = (vas[j], vas[j + 1])
-            ctx.work["merged"] += yield from ctx.op(
-                sim.ksm_merge(mm, vas[j], 2 * PAGE_SIZE), pair)
-        ctx.cpu_done()
-
-    def process():
-        yield from _run_on(ctx, mm, vas[0])
-
-    return [("process", process(), 0), ("ksmd", ksmd(), 1)]
+    return _daemon_per_page(ctx, "ksmd", "merged",
+                            lambda mm, va, n: sim.ksm_merge(mm, va, n * PAGE_SIZE),
+                            values=lambda i: 5000 + i // 2, step=2)
 
 
 def _ranges(ctx: Ctx, op_of):
-    _buf, vas = _anon(ctx)
-    ctx.device_pages = vas
-    _attach(ctx)
-    _premap(ctx)
+    vas = _setup_anon(ctx)
     mm = ctx.mm
     step = 8
     ctx.cpu_left = 1
