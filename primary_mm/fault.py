@@ -273,7 +273,7 @@ class Faults:
                 frames.dec_mapcount(pfn)           # page_remove_rmap(old_page)
 
         old = yield from self._pte_replace(va, lambda p: p == pte, lambda p: new_pte,
-                                           Event.CLEAR, after=after)
+                                           Event.CLEAR, notify="cow", after=after)
         if old is None:
             frames.put(new)
             return

@@ -128,7 +128,7 @@ class Ksm:
             # exclusive any more (a pinned one was refused by the count check above)
             frames.clear_flags(pfn, FRAME_ANON_EXCLUSIVE)
         old = yield from mm._pte_replace(va, check, lambda p: p & ~PTE_WRITE, Event.CLEAR,
-                                         notify="change_pte", outside_ok=False, after=after)
+                                         notify="set_pte_at_notify", after=after)
         return old
 
     def _ksm_promote(self, mm, va, pfn, value):
@@ -184,7 +184,7 @@ class Ksm:
             old = yield from mm._pte_replace(
                 va, lambda p: p == wp and not frames.test_flags(kpage, FRAME_LOCKED),
                 lambda p: mk_pte(kpage, PTE_PRESENT | PTE_YOUNG),
-                Event.CLEAR, notify="change_pte", after=after, outside_ok=False)
+                Event.CLEAR, notify="set_pte_at_notify", after=after)
             if old is None:
                 return False
             frames.put(pfn)                                # replace_page: put_page(page)

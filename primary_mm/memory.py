@@ -7,9 +7,11 @@ migrate, ksm_merge, truncate, oom_reap) are generators like the per-process ones
 the notifier hooks at the Linux call sites for the selected ``notifier_api``.
 
 Options (keywords): every one, with its values, the kernel versions that behave so and the
-commit, is in ONE table, ``docs/kernel-options.md``. ``None`` for ``fork_copies_pinned``,
+commit, is in ONE table, ``docs/kernels.md`` (generated from ``smmu.sim.presets``, whose
+kernel presets set them all). ``None`` for ``fork_copies_pinned``,
 ``anon_exclusive``, ``reclaim_skips_pinned``, ``mprotect_writable_exclusive``,
-``unshare_longterm_ro_pins`` and ``exit_mmap_lock`` means "as the generation's era":
+``unshare_longterm_ro_pins``, ``exit_mmap_lock`` and ``cow_notify`` means "as the
+generation's era":
 today's rules for ``"modern"``, the 2008 ones otherwise. The Simulator passes them all
 (``Simulator(fork_enomem_bug=True, ...)``).
 
@@ -49,6 +51,9 @@ from smmu.base.pte import (PTE_DIRTY, PTE_WRITE, exclusive_pfns, expand_huge, ma
 from smmu.notifier.chain import check_chain_options
 
 COW_REUSE = ("page_count", "mapcount")
+#: how a PTE replaced by COW or KSM is notified (v2008 eras): "clear_flush_notify" (2.6.27),
+#: "set_pte_at_notify" (2.6.32..3.6), "range" (3.7+, and every range_only / modern run)
+COW_NOTIFY = ("clear_flush_notify", "set_pte_at_notify", "range")
 
 
 class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, MigrateDevice, Memremap, Ksm,
@@ -71,8 +76,18 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, MigrateDevice, Memr
                  exit_mmap_lock: str | None = None, anon_exclusive: bool | None = None,
                  reclaim_skips_pinned: bool | None = None,
                  mprotect_writable_exclusive: bool | None = None,
-                 unshare_longterm_ro_pins: bool | None = None):
+                 unshare_longterm_ro_pins: bool | None = None, cow_notify: str | None = None):
         modern = notifier_api == "modern"
+        if cow_notify is None:
+            cow_notify = "clear_flush_notify" if notifier_api == "v2008" and \
+                not invalidate_page_outside_ptl else "range"
+        if cow_notify not in COW_NOTIFY:
+            raise UsageError(f"unknown cow_notify {cow_notify!r}: use one of {list(COW_NOTIFY)}")
+        if cow_notify != "range" and notifier_api != "v2008":
+            raise UsageError(f"cow_notify={cow_notify!r} is a v2008 era (invalidate_page, "
+                             "change_pte); range_only and modern bracket COW with start/end: "
+                             "use cow_notify='range' or notifier_api='v2008'")
+        self.cow_notify = cow_notify
         self.fork_copies_pinned = modern if fork_copies_pinned is None else bool(fork_copies_pinned)
         self.anon_exclusive = modern if anon_exclusive is None else bool(anon_exclusive)
         self.reclaim_skips_pinned = (modern if reclaim_skips_pinned is None

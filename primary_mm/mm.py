@@ -276,16 +276,31 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
         return young
 
     def _pte_replace(self, va, check, make, event, *, owner=None, notify="invalidate_page",
-                     after=None, outside_ok=True, young_fails=False, why=None):
-        """Replace one PTE with the notifier calls of the selected generation.
+                     after=None, young_fails=False, why=None):
+        """Replace one PTE with the notifier calls of the selected generation and era.
 
-        v2008: PT lock; ``ptep_clear_flush_notify`` (clear, flush, ``invalidate_page`` under
-        the PT lock) then set the new entry; or with ``invalidate_page_outside_ptl`` the
-        pre-2017 order (set, unlock, *yield*, invalidate_page); with ``notify="change_pte"``
-        ``ptep_clear_flush`` + ``set_pte_at_notify`` (KSM); ``notify=None``: no hook.
-        range_only / modern: ``invalidate_range_start`` (one page) before the PT lock,
-        clear + flush (modern: ``arch_invalidate_secondary_tlbs`` under the lock), set,
-        unlock, ``invalidate_range_end``.
+        ``notify="invalidate_page"``: the reverse-map callers (``try_to_unmap_one``,
+        ``page_mkclean_one``). v2008: PT lock; ``ptep_clear_flush_notify`` (clear, flush,
+        ``invalidate_page`` under the PT lock) then set the new entry; with
+        ``invalidate_page_outside_ptl`` (3.7..4.10, 2ec74c3ef2d8) the call comes after the
+        PT lock is dropped (set, unlock, *yield*, invalidate_page).
+
+        ``notify="cow"`` (``wp_page_copy``) and ``notify="set_pte_at_notify"`` (KSM's
+        ``write_protect_page`` and ``replace_page``): a PTE pointed at a new page or
+        write-protected in place. v2008 per ``cow_notify`` era: "clear_flush_notify" (2.6.27:
+        a COW is ``ptep_clear_flush_notify`` under the PT lock, then ``set_pte_at``; KSM, from
+        2.6.32, as in the next era), "set_pte_at_notify" (2.6.32..3.6:
+        ``ptep_clear_flush``, then ``set_pte_at_notify``, which sets the PTE and then calls
+        ``change_pte``, or ``invalidate_page`` for a driver without it; no start/end), "range"
+        (3.7+, 6bdb913f0a70: ``invalidate_range_start`` before the PT lock, and under it
+        ``ptep_clear_flush`` then ``set_pte_at_notify``, which notifies first: "Updating the
+        secondary MMUs first is required when we change both the protection of the mapping
+        from read-only to read-write and the pfn"; ``invalidate_range_end`` after). No kernel
+        called ``invalidate_page`` for a COW after dropping the PT lock.
+
+        ``notify=None``: no hook (v2008). range_only / modern: ``invalidate_range_start``
+        (one page) before the PT lock, clear + flush (modern: ``arch_invalidate_secondary_tlbs``
+        under the lock), set, unlock, ``invalidate_range_end``.
 
         ``check(old) -> bool`` runs under the PT lock first (``pte_same`` and friends);
         ``young_fails``: then, as the 2.6.2x ``try_to_unmap_one`` did, a page found young by
@@ -298,8 +313,13 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
         pt = self.pt
         ptl = self.page_table_lock
         subs = self.notifier_subscriptions
-        if self.api == "v2008":
-            outside = outside_ok and self.memory.invalidate_page_outside_ptl
+        v2008 = self.api == "v2008"
+        era = self.memory.cow_notify
+        setnotify = notify in ("cow", "set_pte_at_notify")
+        if v2008 and not (setnotify and era == "range"):
+            outside = notify == "invalidate_page" and self.memory.invalidate_page_outside_ptl
+            clear_notify = notify == "invalidate_page" or (notify == "cow" and
+                                                           era == "clear_flush_notify")
             yield ptl
             try:
                 old = pt.lookup(vpn)
@@ -313,18 +333,19 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
                 pt.clear(vpn)                                    # ptep_clear_flush
                 self.sched.observer.pte_cleared(self, va, notify)
                 yield from self._flush_tlb_range(va, va + PAGE_SIZE)
-                if notify == "invalidate_page" and not outside:
+                if clear_notify and not outside:
                     yield from subs.mmu_notifier_invalidate_page(va)   # under the PT lock
                 if new:
                     pt.set(vpn, new)
-                if notify == "change_pte" and new:
-                    yield from subs.mmu_notifier_change_pte(va, new)   # set_pte_at_notify
+                if setnotify and not clear_notify and new:
+                    # 2.6.32..3.6 set_pte_at_notify: set_pte_at, then change_pte
+                    yield from subs.mmu_notifier_change_pte(va, new)
                 if after is not None:
                     after(old, new)
             finally:
                 ptl.release()
-            if notify == "invalidate_page" and outside:
-                yield   # the pre-2017 window: the new PTE is visible, the old page not yet
+            if outside:
+                yield   # the 3.7..4.10 window: the PTE changed, the old page still held
                 yield from subs.mmu_notifier_invalidate_page(va)
             return old
         rng = self._range(va, va + PAGE_SIZE, event, owner)
@@ -342,6 +363,10 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
                 pt.clear(vpn)                                    # ptep_clear_flush
                 self.sched.observer.pte_cleared(self, va, None)
                 yield from self._flush_tlb_range(va, va + PAGE_SIZE)
+                if v2008 and setnotify and new:
+                    # 3.7+ set_pte_at_notify: change_pte first, then set_pte_at (no
+                    # invalidate_page fallback any more: the range already zapped)
+                    yield from subs.mmu_notifier_change_pte(va, new, fallback=False)
                 if new:
                     pt.set(vpn, new)
                 if after is not None:

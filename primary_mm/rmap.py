@@ -257,8 +257,8 @@ class RmapWalk:
                 mm.page_table_lock.release()
         return (yield from self._walk_mappings(pfn, mapping, index, one)) > 0
 
-    def _try_to_unmap(self, pfn, mapping, index, make, event, owner=None, outside_ok=True,
-                      young_fails=False, share=False):
+    def _try_to_unmap(self, pfn, mapping, index, make, event, owner=None, young_fails=False,
+                      share=False):
         """``try_to_unmap`` -> ``try_to_unmap_one`` for each mapping: the entry becomes
         ``make(vma, old)``; v2008 ``invalidate_page`` (via ``ptep_clear_flush_notify``), else a
         one-page start/end. The mapping's reference is dropped after the notifier.
@@ -295,7 +295,7 @@ class RmapWalk:
                     frames.set_flags(pfn, FRAME_DIRTY)
 
             old = yield from mm._pte_replace(va, check, lambda p: make(vma, p), event,
-                                             owner=owner, after=after, outside_ok=outside_ok,
+                                             owner=owner, after=after,
                                              young_fails=young_fails, why=why)
             if old is None:
                 return RMAP_STOP if why else False

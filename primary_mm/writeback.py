@@ -52,12 +52,13 @@ class Writeback:
             if not vma.shared:
                 return False
             mm = vma.mm
-            if mm.api == "v2008":
-                def check(p):   # 2.6.27 page_mkclean_one: only if dirty or writable
-                    return self._maps(p, pfn) and bool(p & (PTE_DIRTY | PTE_WRITE))
-            else:
-                def check(p):
-                    return self._maps(p, pfn)
+
+            def check(p):
+                # only a dirty or writable PTE changes: 2.6.27 page_mkclean_one "if
+                # (pte_dirty(*pte) || pte_write(*pte))"; 6.6 page_vma_mkclean_one "if
+                # (!pte_dirty(entry) && !pte_write(entry)) continue" (the start/end of the
+                # folio's extent are issued whether or not a PTE changes)
+                return self._maps(p, pfn) and bool(p & (PTE_DIRTY | PTE_WRITE))
 
             def after(old, new):
                 if old & PTE_DIRTY:

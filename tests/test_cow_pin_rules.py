@@ -1,5 +1,5 @@
 """Today's COW and pin rules under ``notifier_api="modern"`` (issue 9, item 4), and the
-older ones kept selectable (docs/kernel-options.md): PageAnonExclusive (5.19), GUP unshare
+older ones kept selectable (docs/kernels.md): PageAnonExclusive (5.19), GUP unshare
 of R/O pins, reclaim keeping pinned pages (5.11, 5.19), mprotect mapping exclusive pages
 writable (6.0), R/O long-term pins of non-anonymous pages in COW mappings (6.2), fork
 copying maybe-DMA-pinned pages (5.9).

@@ -12,8 +12,8 @@ import pytest
 from smmu import MMUNotifier, PAGE_SIZE, Simulator, cli
 from smmu.base.errors import UsageError
 from smmu.scenarios import RefusingNotifier
-from smmu.sim.presets import CHANGES, KERNELS, PRESET_OPTIONS, kernel_preset, kernels, \
-    markdown_table
+from smmu.sim.presets import CHANGES, GENERATION_BOUND, KERNELS, PRESET_OPTIONS, kernel_preset, \
+    kernels, markdown_table
 
 P = PAGE_SIZE
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "kernels.md"
@@ -26,8 +26,8 @@ def test_every_preset_builds_a_simulator_with_its_options():
         assert sim.notifier_api == k.options["notifier_api"]
         assert sim.rmap_locks == k.options["rmap_locks"]
         for opt in PRESET_OPTIONS:
-            if opt in sim.options and not (opt == "invalidate_page_outside_ptl"
-                                           and sim.notifier_api != "v2008"):
+            if opt in sim.options and GENERATION_BOUND.get(opt, sim.notifier_api) == \
+                    sim.notifier_api:
                 assert sim.options[opt] == k.options[opt], (version, opt)
 
 

@@ -13,7 +13,7 @@ REQUIRED = ["cow-after-fork", "reclaim-while-device-reads", "writeback-device-wr
             "mremap", "truncate", "exit-while-device-active", "oom-reap", "fork-after-pin",
             "overlapping-invalidations", "attach-detach-during-invalidation", "load-small",
             "load"]
-HISTORICAL = ["fork-enomem-unpaired", "invalidate-page-outside-ptl", "fork-pin-cow",
+HISTORICAL = ["fork-enomem-unpaired", "invalidate-page-under-ptl", "fork-pin-cow",
               "nonblock-start-end", "apic-page-remap", "writeback-device-write"]
 
 

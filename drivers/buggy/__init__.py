@@ -25,7 +25,8 @@ from drivers.buggy.gru import (GRUFlushInEnd, GRUIgnoreInvalidatePage, GRUNoDrop
 from drivers.buggy.hmm import HMMFailBlockable, HMMNoFinalize, HMMNoSetSeq, HMMSkipAllMigrate
 from drivers.buggy.iommu_sva import SVASleepInFlush
 from drivers.buggy.kvm import (KVMApicRemap, KVMCowWritable, KVMNoInProgressCheck,
-                               KVMNoSeqCheck, KVMSeqAfterUnlock, KVMSeqInStart)
+                               KVMNoSeqCheck, KVMSeqAfterUnlock, KVMSeqInStart,
+                               KVMSleepsInInvalidatePage)
 from drivers.buggy.pinned import PinnedEarlyPut
 from drivers.buggy.xpmem import XPMEMNoPin
 
@@ -48,6 +49,7 @@ BUGGY = {
     "sva_sleep_in_flush": SVASleepInFlush,
     "pinned_early_put": PinnedEarlyPut,
     "xpmem_no_pin": XPMEMNoPin,
+    "kvm_sleeps_in_invalidate_page": KVMSleepsInInvalidatePage,
 }
 
 for _name, _cls in BUGGY.items():

@@ -159,3 +159,29 @@ class KVMApicRemap(KVM):
                 if hit is not None:
                     self.spt.map(vpn, hit[0], hit[1])
         return 0
+
+
+class KVMSleepsInInvalidatePage(KVM):
+    """``invalidate_page`` takes a mutex (it sleeps) before doing KVM's work under
+    ``mmu_lock``, as amdgpu's MMU notifier did: legal only where the kernel calls it after
+    dropping the PT lock (3.7..4.10, ``invalidate_page_outside_ptl=True``, 2ec74c3ef2d8
+    "move all mmu notifier invocations to be done outside the PT lock"). Under the PT lock
+    (2.6.27..3.6, and 4.11..4.12 after c7ab0d2fdc84) the sleep is ``SleepInAtomic``."""
+
+    breaks = ("invalidate_page must not sleep where the kernel calls it under the page table "
+              "lock (ptep_clear_flush_notify, 2.6.27..3.6; page_vma_mapped_walk, 4.11..4.12)")
+    mirrors = ("c7ab0d2fdc84 (4.11) called invalidate_page under the PT lock again: "
+               "amdgpu_mn_invalidate_page's mutex_lock gave 'BUG: sleeping function called "
+               "from invalid context' (A. Xie to akpm, 2017-08-03); the callback was removed "
+               "in 4.13")
+    expected = {"SleepInAtomic"}
+    scenarios = ("reclaim-while-device-reads",)
+    apis = ("v2008",)
+
+    def __init__(self, sim, mm, **options):
+        super().__init__(sim, mm, **options)
+        self.mn_lock = sim.mutex("amdgpu_mn->lock")
+
+    def invalidate_page(self, mm, address):
+        with (yield self.mn_lock):                # mutex_lock(&rmn->lock): may sleep
+            yield from super().invalidate_page(mm, address)

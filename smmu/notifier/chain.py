@@ -360,10 +360,11 @@ class NotifierSubscriptions:
             if sub._hashed:
                 yield sub
 
-    def mmu_notifier_change_pte(self, address, pte):
-        """v2008 ``__mmu_notifier_change_pte`` (2.6.32): ``change_pte``, or ``invalidate_page``
-        for a notifier that has none ("Some drivers don't have change_pte, so we must call
-        invalidate_page in that case")."""
+    def mmu_notifier_change_pte(self, address, pte, fallback=True):
+        """v2008 ``__mmu_notifier_change_pte`` (2.6.32): ``change_pte``, or with
+        ``fallback`` ``invalidate_page`` for a notifier that has none ("Some drivers don't
+        have change_pte, so we must call invalidate_page in that case"; 3.7's 6bdb913f0a70
+        dropped that, since start/end now bracket every call)."""
         if self.api != "v2008":
             raise UsageError(f"change_pte does not exist in notifier_api {self.api!r}")
         span = _page_span(address)
@@ -371,7 +372,7 @@ class NotifierSubscriptions:
             for sub in self._reach_all():
                 if overrides(sub, "change_pte"):
                     yield from self._call(sub, "change_pte", (self.mm, address, pte), span=span)
-                elif overrides(sub, "invalidate_page"):
+                elif fallback and overrides(sub, "invalidate_page"):
                     yield from self._call(sub, "invalidate_page", (self.mm, address), span=span)
 
     def mmu_notifier_invalidate_page(self, address):

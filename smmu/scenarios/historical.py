@@ -9,40 +9,10 @@ from dataclasses import dataclass
 
 from smmu.base.constants import PAGE_SIZE
 from smmu.notifier import MMUNotifier
-from smmu.scenarios.catalogue import build_fork_after_pin, build_writeback
+from smmu.scenarios.catalogue import build_fork_after_pin, build_reclaim, build_writeback
 from smmu.scenarios.kit import (Join, anon_process, any_driver, cpu_reads, cpu_writes, device_loop,
                                 has_notifier, notifier_only, pages, seq, setup_anon, tolerant)
 from smmu.scenarios.registry import Scenario, attach_driver, register
-
-
-def build_cow_two_cpus(sim, driver_cls):
-    """The parent forks; one CPU breaks COW on a page (``do_wp_page``) while a second CPU of
-    the same process writes it as soon as the new PTE is visible, and the device reads it.
-    If the secondary MMU learns of the replacement only after the PT lock is dropped
-    (``invalidate_page`` outside the PTL, pre-2017), the device still reads the old page
-    while the CPU already writes the new one."""
-    mm, buf, vas, drv = anon_process(sim, driver_cls, 1, "parent")
-    j = Join(sim)
-    forked = sim.completion("forked")
-
-    def cpu0():
-        yield from mm.fork()
-        forked.complete_all()
-        yield from cpu_writes(mm, vas, 1700)
-
-    def cpu1():
-        yield forked.wait()
-        for k in range(3):
-            yield from cpu_writes(mm, vas, 1800 + 10 * k)
-
-    def dev():
-        yield forked.wait()
-        yield from device_loop(drv, vas, rounds=4, write=False)
-
-    j.spawn("cpu0", cpu0())
-    j.spawn("cpu1", cpu1())
-    j.spawn("dev0", dev())
-    j.then("check", cpu_reads(mm, vas))
 
 
 class RefusingNotifier(MMUNotifier):
@@ -123,7 +93,7 @@ def _apic_remap(sim, driver_cls):
     j.then("check", cpu_reads(mm, vas))
 
 
-#: the COW and pin rules before 5.9 (docs/kernel-options.md): do_wp_page reuses by mapcount,
+#: the COW and pin rules before 5.9 (docs/kernels.md): do_wp_page reuses by mapcount,
 #: no PageAnonExclusive and nothing that builds on it, reclaim swaps pinned pages out
 PRE_5_9_RULES = {"cow_reuse": "mapcount", "anon_exclusive": False,
                  "reclaim_skips_pinned": False, "mprotect_writable_exclusive": False,
@@ -168,15 +138,17 @@ _historical(
                "2008 mmu-notifier review: copy_page_range -ENOMEM after start without end"),
     broken=dict(build=_fork_enomem(True)), fixed=dict(build=_fork_enomem(False)))
 _historical(
-    Historical("invalidate-page-outside-ptl", "kvm", "kvm", "v2008",
-               ("LostWrite", "StaleRead", "UseAfterFree", "MapInWindow"),
-               "v4.13 (2017, J. Glisse): invalidate_page called after the PT lock was dropped"),
-    build=build_cow_two_cpus, apis=("v2008",),
-    broken=dict(description="cow with two CPUs, invalidate_page called after the PT lock is "
-                "dropped (the pre-2017 ordering): a new page can be mapped at the address "
-                "before the call", sim_options={"invalidate_page_outside_ptl": True}),
-    fixed=dict(description="cow with two CPUs, invalidate_page under the PT lock "
-               "(c7ab0d2fdc84)", sim_options={"invalidate_page_outside_ptl": False}))
+    Historical("invalidate-page-under-ptl", "kvm_sleeps_in_invalidate_page",
+               "kvm_sleeps_in_invalidate_page", "v2008", ("SleepInAtomic",),
+               "c7ab0d2fdc84 (4.11) called invalidate_page under the PT lock again; 2ec74c3ef2d8 "
+               "(3.7..4.10) had called it after dropping the lock, where a sleeping driver was "
+               "legal (the amdgpu report of 2017; the callback went in 4.13)"),
+    build=build_reclaim, apis=("v2008",),
+    broken=dict(description="reclaim with a driver whose invalidate_page sleeps, called "
+                "under the PT lock (2.6.27..3.6, 4.11..4.12)",
+                sim_options={"invalidate_page_outside_ptl": False}),
+    fixed=dict(description="the same, invalidate_page called after the PT lock is dropped "
+               "(3.7..4.10)", sim_options={"invalidate_page_outside_ptl": True}))
 _historical(
     Historical("fork-pin-cow", "pinned", "pinned", "modern",
                ("LostWrite", "StaleRead", "CrossMmAccess"),

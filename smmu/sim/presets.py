@@ -80,11 +80,26 @@ CHANGES = (
           "effect before 4.19)", "-"),
         C("exit_mmap_lock", "none", "exit_mmap takes no mmap_lock after "
           "mmu_notifier_release (until 5.18)", "tree as of 2.6.27"),
+        C("cow_notify", "clear_flush_notify", "do_wp_page replaces the PTE with "
+          "ptep_clear_flush_notify (invalidate_page under the PT lock), then set_pte_at",
+          "tree as of 2.6.27"),
+        C("anon_exclusive", False, "no PageAnonExclusive: do_wp_page, GUP, reclaim and "
+          "migration decide from page counts alone", "tree as of 2.6.27"),
+        C("reclaim_skips_pinned", False, "reclaim swaps a pinned anonymous page out like any "
+          "other (the pin keeps the page in the swap cache)", "tree as of 2.6.27"),
+        C("mprotect_writable_exclusive", False, "mprotect adds write permission lazily: the "
+          "next write fault does it", "tree as of 2.6.27"),
+        C("unshare_longterm_ro_pins", False, "an R/O long-term pin of a non-anonymous page "
+          "(the zero page, a page-cache page) in a COW mapping pins it as it is",
+          "tree as of 2.6.27"),
     )),
     ChangePoint("2.6.32", 2009, (
         C(None, None, "change_pte and KSM: set_pte_at_notify calls change_pte, or "
           "invalidate_page for a notifier without it (the v2008 generation has both; 2.6.27 "
           "had neither, so a KSM scenario is not a 2.6.27 workload)", "828502d30073"),
+        C("cow_notify", "set_pte_at_notify", "do_wp_page: ptep_clear_flush, then "
+          "set_pte_at_notify, which sets the PTE first and then calls change_pte (or "
+          "invalidate_page), all under the PT lock, no start/end", "828502d30073"),
     )),
     ChangePoint("3.0", 2011, (
         C("rmap_locks", "rwsem", "anon_vma->mutex and i_mmap_mutex: hooks from reverse-map "
@@ -103,6 +118,10 @@ CHANGES = (
           "the issue says: 3.6.5 still walks under rcu_read_lock)", "21a92735f660"),
         C("invalidate_page_outside_ptl", True, "try_to_unmap_one and page_mkclean_one call "
           "invalidate_page after pte_unmap_unlock", "2ec74c3ef2d8?"),
+        C("cow_notify", "range", "do_wp_page and KSM bracket the PT-locked update with "
+          "invalidate_range_start/end; set_pte_at_notify calls change_pte before it sets the "
+          "PTE, with no invalidate_page fallback (no COW ever called invalidate_page after "
+          "the PT lock was dropped)", "6bdb913f0a70"),
         C("mmu_gather", "batch_limit", "MAX_GATHER_BATCH_COUNT: a full gather (9698 pages) is "
           "freed inside the window", "53a59fc67f97?"),
     )),
@@ -145,6 +164,10 @@ CHANGES = (
         C(None, None, "MMU_NOTIFY_MIGRATE with the migrating driver as owner", "6b49bf6ddb70?"),
     )),
     ChangePoint("5.10", 2020, ()),
+    ChangePoint("5.11", 2021, (
+        C("reclaim_skips_pinned", True, "shrink_page_list keeps a maybe-DMA-pinned anonymous "
+          "page ('if (page_maybe_dma_pinned(page)) goto keep_locked')", "feb889fb40fa"),
+    )),
     ChangePoint("5.12", 2021, (
         C("nonblock_fail_calls_end", True, "a failed non-blockable start calls end on every "
           "notifier that has one (present in 5.12.9, absent in 5.10.7)", "c2655835fd8c"),
@@ -152,10 +175,23 @@ CHANGES = (
     ChangePoint("5.19", 2022, (
         C("exit_mmap_lock", "write", "exit_mmap takes mmap_lock for write after "
           "mmu_notifier_release", "64591e8605d6"),
+        C("anon_exclusive", True, "PageAnonExclusive: set on new anonymous pages, cleared when "
+          "fork or KSM shares one, kept in swap and migration entries; do_wp_page reuses an "
+          "exclusive page, an R/O FOLL_PIN of a shared one unshares first "
+          "(FAULT_FLAG_UNSHARE), reclaim and migration refuse a pinned exclusive one",
+          "6c287605fd56, a7f226604170, 1493a1913e34"),
+    )),
+    ChangePoint("6.0", 2022, (
+        C("mprotect_writable_exclusive", True, "mprotect maps an exclusive anonymous page (and "
+          "a dirty shared one) writable at once (can_change_pte_writable)", "64fe24a3e05e?"),
     )),
     ChangePoint("6.1", 2022, (
         C("exit_mmap_lock", "read_then_write", "exit_mmap: mmap_read_lock around unmap_vmas, "
           "mmap_write_lock for free_pgtables (seen in 6.6 and 6.12)", "tree as of 6.1"),
+    )),
+    ChangePoint("6.2", 2022, (
+        C("unshare_longterm_ro_pins", True, "gup_must_unshare: an R/O long-term pin of a "
+          "non-anonymous page in a COW mapping unshares it first", "84209e87c696"),
     )),
     ChangePoint("6.6", 2023, (
         C(None, None, "invalidate_range is renamed arch_invalidate_secondary_tlbs and called "
@@ -253,7 +289,7 @@ def kernels(spec) -> list[str]:
 #: preset options that exist only in one notifier generation: dropped when the caller
 #: overrides the generation (``Simulator(kernel="3.7", notifier_api="modern")`` has no
 #: invalidate_page to call outside the PT lock)
-GENERATION_BOUND = {"invalidate_page_outside_ptl": "v2008"}
+GENERATION_BOUND = {"invalidate_page_outside_ptl": "v2008", "cow_notify": "v2008"}
 
 
 def apply_preset(version, explicit: dict) -> dict:

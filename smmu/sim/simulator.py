@@ -43,7 +43,7 @@ class Simulator(Scheduler, metaclass=PresetCall):
     :class:`~smmu.runtime.schedules.Schedule`.
     MM options (``invalidate_page_outside_ptl``, ``fork_copies_pinned``, ``anon_exclusive``,
     ``cow_reuse``, ``mmu_gather``, ``notifier_rcu``, ``exit_mmap_lock``...): one table,
-    ``docs/kernel-options.md``, gives each its values, the kernel versions that behave so
+    ``docs/kernels.md``, gives each its values, the kernel versions that behave so
     and the commit; ``None`` means the generation's era (today's rules for ``"modern"``).
     ``check``: run the coherence oracle (default True); without it only the notifier
     protocol rules are judged (``MapInWindow``, ``BadReturn``, an end without its start) and
@@ -70,7 +70,8 @@ class Simulator(Scheduler, metaclass=PresetCall):
                  release_order: str = "release_first", exit_mmap_lock: str | None = None,
                  anon_exclusive: bool | None = None, reclaim_skips_pinned: bool | None = None,
                  mprotect_writable_exclusive: bool | None = None,
-                 unshare_longterm_ro_pins: bool | None = None, check: bool = True,
+                 unshare_longterm_ro_pins: bool | None = None, cow_notify: str | None = None,
+                 check: bool = True,
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
                  task_step_budget: int = 200_000, nframes: int = 4096,
@@ -99,7 +100,8 @@ class Simulator(Scheduler, metaclass=PresetCall):
                         "exit_mmap_lock": exit_mmap_lock, "anon_exclusive": anon_exclusive,
                         "reclaim_skips_pinned": reclaim_skips_pinned,
                         "mprotect_writable_exclusive": mprotect_writable_exclusive,
-                        "unshare_longterm_ro_pins": unshare_longterm_ro_pins}
+                        "unshare_longterm_ro_pins": unshare_longterm_ro_pins,
+                        "cow_notify": cow_notify}
         self.oracle = Oracle(self) if check else ProtocolChecker(self)
         self.observer = FanOut(self.oracle, TraceRecorder(self)) if trace else self.oracle
         self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,
