@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 from smmu.study import plots as study_plots  # noqa: E402
 from smmu.study import render as study_render  # noqa: E402
-from smmu.study.study import run_study  # noqa: E402
+from smmu.study.study import answer, judge, run_study  # noqa: E402
 
 
 def run(quick: bool = False, seeds: int | None = None, progress=None) -> dict:
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.from_json:
         doc = json.loads(Path(a.from_json).read_text())
+        doc["claims"] = judge(doc)           # the verdicts, from the data as it stands
+        doc["answer"] = answer(doc)
     else:
         doc = run(quick=a.quick, seeds=a.seeds)
     print(study_render.text(doc))
