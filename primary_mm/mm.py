@@ -331,7 +331,9 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
                     return None
                 new = make(old)
                 pt.clear(vpn)                                    # ptep_clear_flush
-                self.sched.observer.pte_cleared(self, va, notify)
+                self.sched.observer.pte_cleared(
+                    self, va, "invalidate_page" if clear_notify else
+                    "change_pte" if setnotify else None)
                 yield from self._flush_tlb_range(va, va + PAGE_SIZE)
                 if clear_notify and not outside:
                     yield from subs.mmu_notifier_invalidate_page(va)   # under the PT lock
