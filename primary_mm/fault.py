@@ -15,8 +15,9 @@ from primary_mm.memremap import VM_FAULT_SIGBUS, Vmf
 from primary_mm.rmap import AnonVma
 from smmu.base.constants import EMLINK, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MAX
 from smmu.base.errors import InvalidArgument, SegmentationFault
-from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_MIGRATION,
-                           PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP, PTE_SWP_EXCLUSIVE,
+from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_HUGE,
+                           PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP,
+                           PTE_SWP_EXCLUSIVE,
                            PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
 from smmu.notifier import Event
 
@@ -35,7 +36,7 @@ class Faults:
             pte = self.pt.lookup(vpn) if 0 <= va < TASK_SIZE else 0
             if pte & PTE_PRESENT:
                 if not pte & PTE_YOUNG:
-                    self.pt.set(vpn, pte | PTE_YOUNG)       # the hardware sets the A bit
+                    self.pt.touch(vpn, PTE_YOUNG)           # the hardware sets the A bit
                 value = int(frames.contents[pte_pfn(pte)])
                 self.sched.observer.cpu_access(self, va, False, value)
                 return value
@@ -53,7 +54,7 @@ class Faults:
             pte = self.pt.lookup(vpn) if 0 <= va < TASK_SIZE else 0
             if pte & PTE_PRESENT and pte & PTE_WRITE:
                 if (pte & (PTE_YOUNG | PTE_DIRTY)) != (PTE_YOUNG | PTE_DIRTY):
-                    self.pt.set(vpn, pte | PTE_YOUNG | PTE_DIRTY)   # A and D bits
+                    self.pt.touch(vpn, PTE_YOUNG | PTE_DIRTY)       # A and D bits
                 frames.contents[pte_pfn(pte)] = value
                 self.sched.observer.cpu_access(self, va, True, value)
                 return value
@@ -86,6 +87,9 @@ class Faults:
         self.sched.charge("page_fault")
         vpn = va >> PAGE_SHIFT
         pte = self.pt.lookup(vpn)
+        if pte & PTE_HUGE:
+            yield from self._huge_pmd_fault(vma, va, pte, write, op)
+            return
         if pte & PTE_PRESENT:
             if (write or unshare) and not pte & PTE_WRITE:
                 yield from self._do_wp_page(vma, va, pte, unshare=unshare and not write)
@@ -105,7 +109,8 @@ class Faults:
             raise SegmentationFault(f"{op}: {va:#x} is PROT_NONE (SIGSEGV)", address=va)
         elif vma.file is not None:
             yield from self._do_fault(vma, va, write)
-        else:
+        elif not (pte == 0 and self.thp_allowed(vma, va) and self._pmd_none(vpn)
+                  and (yield from self._do_huge_pmd_anonymous_page(vma, va, write))):
             yield from self._do_anonymous_page(vma, va, write)
 
     def _anon_vma_prepare(self, vma):

@@ -12,7 +12,8 @@ from primary_mm.vma import VMA
 from smmu.base.constants import PAGE_SHIFT
 from smmu.base.errors import OutOfMemory
 from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, PTE_YOUNG,
-                           mapped_mask, mapped_pfns, mk_pte, pte_pfn, pte_pfns, swap_slots)
+                           expand_huge, mapped_mask, mapped_pfns, mk_pte, pte_pfn, pte_pfns,
+                           swap_slots)
 from smmu.notifier import Event
 
 
@@ -77,6 +78,8 @@ class Fork:
         rng = self._range(vma.start, vma.end, Event.PROTECTION_PAGE)
         if cow:
             yield from subs.mmu_notifier_invalidate_range_start(rng)
+        if mem.fork_copies_pinned:
+            yield from self._split_pinned_huge(vma.start, vma.end)
         try:
             self._pte_alloc(child)
             v0, v1 = vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT
@@ -131,7 +134,8 @@ class Fork:
                 if len(idx) < len(pinned_new):     # unpinned meanwhile: not needed
                     frames.put(pinned_new[len(idx):])
                 mapped[idx] = False
-            shared = pfns_all[mapped]
+            # copy_huge_pmd: a huge PMD maps (and now shares) each of its 512 frames
+            shared = mapped_pfns(expand_huge(ptes[mapped]))
             frames.get(shared)
             frames.inc_mapcount(shared)
             anon = shared[(frames.flags[shared] & FRAME_ANON) != 0]

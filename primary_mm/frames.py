@@ -32,6 +32,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from smmu.base.constants import HPAGE_PMD_NR
 from smmu.base.errors import OutOfMemory
 
 # ----------------------------------------------------------------------------- flags
@@ -49,6 +50,11 @@ FRAME_MLOCKED = 1 << 9  #: mlocked: reclaim must skip it
 #: CPU cannot address, mapped by device-private entries; never on the LRU, so reclaim, NUMA
 #: migration and KSM pass it by
 FRAME_DEVICE_PRIVATE = 1 << 12
+#: a frame of a transparent huge page: 512 contiguous frames whose first pfn is a multiple
+#: of 512 (the head, ``pfn & ~511``), allocated together by ``alloc_huge``. Each frame keeps
+#: its own counts (see ``FrameTable.alloc_huge``); the flag stays while the folio is whole
+#: and goes when it is split (``split_huge_page``) or the frame is freed.
+FRAME_COMPOUND = 1 << 13
 #: PG_anon_exclusive (5.19, 6c287605fd56): this anonymous page is mapped by one process
 #: only and may be mapped writable (reused on a write fault, pinned read-only) without
 #: further checks; cleared when fork or KSM shares it, or when it is unmapped for swap
@@ -67,6 +73,7 @@ FRAME_FLAG_NAMES = {
     FRAME_REFERENCED: "referenced",
     FRAME_WRITEBACK: "writeback",
     FRAME_MLOCKED: "mlocked",
+    FRAME_COMPOUND: "compound",
     FRAME_DEVICE_PRIVATE: "device_private",
     FRAME_ANON_EXCLUSIVE: "anon_exclusive",
 }
@@ -99,6 +106,16 @@ ERROR_NAMES = {
 
 _U32_1 = np.uint32(1)
 _U32_0 = np.uint32(0)
+
+
+def compound_head(pfn: int) -> int:
+    """The head of the huge page (``FRAME_COMPOUND`` block) holding ``pfn``."""
+    return int(pfn) & ~(HPAGE_PMD_NR - 1)
+
+
+def compound_block(head: int) -> np.ndarray:
+    """The 512 pfns of the huge page whose head is ``head``."""
+    return np.arange(head, head + HPAGE_PMD_NR, dtype=np.int64)
 
 
 class FrameStateError(RuntimeError):
@@ -245,7 +262,52 @@ def frames_mapcount_add(meta, refcount, mapcount, pfns, delta):
     return errors
 
 
-KERNELS = ("frames_alloc", "frames_get", "frames_put", "frames_mapcount_add")
+@numba.njit(cache=True)
+def frames_alloc_huge(
+    free_stack, meta, refcount, mapcount, pincount, flags, owner, contents, nr, owner_id,
+    flag_bits, zero,
+):
+    """Allocate ``nr`` contiguous frames whose first pfn is a nonzero multiple of ``nr``
+    (the lowest such free block): refcount 1 each, no mappings or pins, flags = flag_bits,
+    owner = owner_id, contents zeroed if zero. They leave the free stack (which keeps the
+    order of the others). Returns the first pfn, or 0 (nothing changed) when no block is
+    free."""
+    n = refcount.shape[0]
+    head = 0
+    b = nr
+    while b + nr <= n:
+        k = 0
+        while k < nr and refcount[b + k] == 0:
+            k += 1
+        if k == nr:
+            head = b
+            break
+        b += nr
+    if head == 0:
+        return 0
+    nfree = meta[F_NFREE]
+    j = 0
+    for i in range(nfree):
+        p = free_stack[i]
+        if p >= head and p < head + nr:
+            continue
+        free_stack[j] = p
+        j += 1
+    meta[F_NFREE] = j
+    for k in range(nr):
+        pfn = head + k
+        refcount[pfn] = 1
+        mapcount[pfn] = 0
+        pincount[pfn] = 0
+        flags[pfn] = flag_bits
+        owner[pfn] = owner_id
+        if zero:
+            contents[pfn] = 0
+    return head
+
+
+KERNELS = ("frames_alloc", "frames_alloc_huge", "frames_get", "frames_put",
+           "frames_mapcount_add")
 
 
 # ----------------------------------------------------------------------------- FrameTable
@@ -438,6 +500,37 @@ class FrameTable:
 
     def alloc_one(self, owner: int = NO_OWNER, flags: int = 0, zero: bool = True) -> int:
         return int(self.alloc(1, owner, flags, zero, self._one_out)[0])
+
+    def alloc_huge(self, owner: int = NO_OWNER, flags: int = 0, zero: bool = True,
+                   nr: int = HPAGE_PMD_NR) -> int:
+        """Allocate a transparent huge page: ``nr`` contiguous frames from a pfn that is a
+        multiple of ``nr`` (the head), each with refcount 1 and ``flags | FRAME_COMPOUND``;
+        returns the head pfn. The table grows when no aligned block is free.
+
+        Accounting, a simplification of Linux's folio: every frame keeps its own counts, as
+        if each subpage were mapped and referenced by itself (a PMD mapping holds one
+        mapcount and one reference on each of the 512 frames; splitting the PMD into PTEs
+        changes no count). Linux counts the references on the folio and the PMD mappings in
+        its entire mapcount, so a reference on one subpage keeps all 512 allocated; here it
+        keeps its own frame. A frame is still free exactly when nothing maps or references
+        it, which is what the checker's use-after-free rule reads."""
+        nr = int(nr)
+        if self._fail_budget is not None:
+            if nr > self._fail_budget:
+                self._fail_budget = None
+                self.failures_injected += 1
+                raise OutOfMemory(f"injected allocation failure (a huge page, {nr} frames)")
+            self._fail_budget -= nr
+        for _attempt in range(4):
+            head = frames_alloc_huge(
+                self.free_stack, self.meta, self.refcount, self.mapcount, self.pincount,
+                self.flags, self.owner, self.contents, nr, int(owner),
+                np.uint32(flags | FRAME_COMPOUND), bool(zero))
+            if head:
+                self.allocations += nr
+                return int(head)
+            self._grow(self.nfree + nr)     # doubling appends aligned free blocks
+        raise AssertionError("frames_alloc_huge found no block after the table grew")
 
     def get(self, pfns) -> None:
         """Take one reference on each pfn (get_page)."""

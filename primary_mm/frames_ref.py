@@ -27,6 +27,30 @@ def _error(meta, pfn, code):
     meta[F_NERR] += 1
 
 
+def frames_alloc_huge(
+    free_stack, meta, refcount, mapcount, pincount, flags, owner, contents, nr, owner_id,
+    flag_bits, zero,
+):
+    n = len(refcount)
+    head = next((b for b in range(nr, n - nr + 1, nr)
+                 if all(int(refcount[b + k]) == 0 for k in range(nr))), 0)
+    if head == 0:
+        return 0
+    keep = [int(p) for p in free_stack[: int(meta[F_NFREE])] if not head <= int(p) < head + nr]
+    for i, p in enumerate(keep):
+        free_stack[i] = p
+    meta[F_NFREE] = len(keep)
+    for pfn in range(head, head + nr):
+        refcount[pfn] = 1
+        mapcount[pfn] = 0
+        pincount[pfn] = 0
+        flags[pfn] = int(flag_bits)
+        owner[pfn] = owner_id
+        if zero:
+            contents[pfn] = 0
+    return head
+
+
 def frames_alloc(
     free_stack,
     meta,

@@ -11,13 +11,32 @@ import numpy as np
 from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_KSM, FRAME_LOCKED,
                                FRAME_SWAPCACHE, FRAME_ZERO, NO_OWNER)
 from primary_mm.rmap import KsmStable
-from smmu.base.constants import PAGE_SHIFT
-from smmu.base.pte import PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn, pte_pfns
+from smmu.base.constants import HPAGE_PMD_NR, PAGE_SHIFT
+from smmu.base.pte import (PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, PTE_YOUNG, expand_huge, huge_mask,
+                           mk_pte, pte_pfn, pte_pfns)
 from smmu.notifier import Event
 
 
 class Ksm:
     """Merging identical anonymous pages (``mm/ksm.c``)."""
+
+    def _ksm_split_huge(self, mm, start, end):
+        """``try_to_merge_one_page``: "if (PageTransCompound(page)) { if (split_huge_page(page))
+        goto out_unlock; }": a huge page with a page that has a twin in the range (or in the
+        stable tree) is split before its pages are merged; the others stay huge."""
+        frames = self.frames
+        vpns, ptes = mm.pt.iter_present(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+        h = huge_mask(ptes) & ((ptes & np.uint64(PTE_SPECIAL)) == 0) & \
+            ((ptes & np.uint64(PTE_PRESENT)) != 0)
+        if not h.any():
+            return
+        x = expand_huge(ptes[((ptes & np.uint64(PTE_PRESENT)) != 0) &
+                             ((ptes & np.uint64(PTE_SPECIAL)) == 0)])
+        values, counts = np.unique(frames.contents[pte_pfns(x)], return_counts=True)
+        twins = set(values[counts > 1].tolist()) | set(self.ksm_stable)
+        for head in pte_pfns(ptes[h]).tolist():
+            if twins & set(frames.contents[head:head + HPAGE_PMD_NR].tolist()):
+                yield from self.split_huge_page(head)
 
     def ksm_merge(self, mm, addr, length):
         """Merge identical anonymous pages of the range (and with existing KSM pages):
@@ -40,6 +59,7 @@ class Ksm:
         merged = 0
         yield mm.mmap_lock.read()
         try:
+            yield from self._ksm_split_huge(mm, start, end)
             vpns, ptes = mm.pt.iter_present(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
             present = ((ptes & np.uint64(PTE_PRESENT)) != 0) & \
                 ((ptes & np.uint64(PTE_SPECIAL)) == 0)

@@ -1,4 +1,5 @@
-"""``mm/madvise.c``: ``MADV_DONTNEED``, ``MADV_FREE``, ``MADV_DONTFORK`` / ``MADV_DOFORK``.
+"""``mm/madvise.c``: ``MADV_DONTNEED``, ``MADV_FREE``, ``MADV_DONTFORK`` / ``MADV_DOFORK``,
+``MADV_HUGEPAGE`` / ``MADV_NOHUGEPAGE`` (``hugepage_madvise``, mm/khugepaged.c).
 
 :class:`Madvise` is mixed into :class:`primary_mm.mm.MM`.
 """
@@ -8,15 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 from primary_mm.frames import FRAME_KSM, FRAME_LAZYFREE
-from smmu.base.constants import PAGE_SHIFT
+from smmu.base.constants import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT
 from smmu.base.errors import InvalidArgument
-from smmu.base.pte import (PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG, pte_pfns, swap_mask,
-                           swap_slots)
+from smmu.base.pte import (PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG, huge_mask, pte_pfns,
+                           swap_mask, swap_slots)
 from smmu.notifier import Event
 
 _U = np.uint64
 
-ADVICE = ("dontneed", "free", "dontfork", "dofork")
+ADVICE = ("dontneed", "free", "dontfork", "dofork", "hugepage", "nohugepage")
+#: advice that changes VMA flags (split_vma, mmap_lock held for write)
+_VMA_FLAGS = {"dontfork": ("dontfork", None), "dofork": (None, "dontfork"),
+              "hugepage": ("hugepage", "nohugepage"), "nohugepage": ("nohugepage", "hugepage")}
 
 
 class Madvise:
@@ -26,14 +30,18 @@ class Madvise:
     def madvise(self, addr, length, advice):
         """``madvise``: ``"dontneed"`` (zap: start/end CLEAR; private contents are gone),
         ``"free"`` (MADV_FREE: private anonymous pages become lazily freeable until written
-        again), ``"dontfork"`` / ``"dofork"``."""
+        again), ``"dontfork"`` / ``"dofork"``, ``"hugepage"`` / ``"nohugepage"``
+        (``VM_HUGEPAGE`` / ``VM_NOHUGEPAGE``: whether faults and khugepaged may map huge
+        pages there; existing huge pages stay, 6.8 ``hugepage_madvise``; with
+        ``Memory(thp="madvise")`` only ``"hugepage"`` VMAs get them). Huge PMDs across the
+        range's edges are split (``__split_huge_pmd``)."""
         self._alive()
         if not isinstance(advice, str) or advice.lower() not in ADVICE:
             raise InvalidArgument(f"madvise: unknown advice {advice!r}: use one of "
                                   f"{list(ADVICE)}")
         advice = advice.lower()
         start, end = self._check_range(addr, length, "madvise")
-        write_lock = advice in ("dontfork", "dofork")
+        write_lock = advice in _VMA_FLAGS
         yield self.mmap_lock.write() if write_lock else self.mmap_lock.read()
         try:
             yield
@@ -45,11 +53,12 @@ class Madvise:
                             f"madvise(free): {v.describe()} is not private anonymous memory "
                             "(Linux: EINVAL); MADV_FREE works on private anonymous mappings")
             if write_lock:
-                for v in self._split_at(start, end):
-                    if advice == "dontfork":
-                        v.flags.add("dontfork")
-                    else:
-                        v.flags.discard("dontfork")
+                add, drop = _VMA_FLAGS[advice]
+                for v in (yield from self._split_vmas(start, end)):
+                    if drop is not None:
+                        v.flags.discard(drop)
+                    if add is not None:
+                        v.flags.add(add)
                 return
             for v in self.vmas_in(start, end):
                 s, e = max(start, v.start), min(end, v.end)
@@ -68,12 +77,18 @@ class Madvise:
     def _madvise_free(self, vma, start, end):
         """``madvise_free_single_vma`` (4.5+): start/end CLEAR; exclusively mapped pages get
         clean, old PTEs and become lazily freeable (reclaim drops them if still clean); swap
-        entries are freed."""
+        entries are freed. A huge PMD the range covers whole is one page
+        (``madvise_free_huge_pmd``: mkold, mkclean, lazyfree if mapped once); one it covers
+        in part is split and left alone in this pass ("if (next - addr != HPAGE_PMD_SIZE)
+        ... split_folio(folio) ... goto out_unlocked")."""
         mem = self.memory
         subs = self.notifier_subscriptions
         rng = self._range(start, end, Event.CLEAR)
         yield from subs.mmu_notifier_invalidate_range_start(rng)
         v0, v1 = start >> PAGE_SHIFT, end >> PAGE_SHIFT
+        split = [a for a in (start, end) if a % HPAGE_PMD_SIZE
+                 and self.pt.lookup_pmd(a >> PAGE_SHIFT)]
+        yield from self._split_huge_edges(start, end)
         yield self.page_table_lock
         try:
             vpns = np.arange(v0, v1, dtype=np.int64)
@@ -83,13 +98,24 @@ class Madvise:
             slots = swap_slots(cur)
             new[sw] = 0
             present = ((cur & _U(PTE_PRESENT)) != 0) & ((cur & _U(PTE_SPECIAL)) == 0)
+            for a in split:                        # the folios just split: skipped
+                h = (a >> PAGE_SHIFT) & ~(HPAGE_PMD_NR - 1)
+                present[max(h - v0, 0):max(h + HPAGE_PMD_NR - v0, 0)] = False
             pfns = pte_pfns(cur)
             f = mem.frames
             excl = present.copy()
             excl[present] = ((f.mapcount[pfns[present]] == 1)
                              & ((f.flags[pfns[present]] & FRAME_KSM) == 0))
-            new[excl] &= ~_U(PTE_DIRTY | PTE_YOUNG)
-            self.pt.map_range(v0, new)
+            hm = huge_mask(cur)
+            for vpn, word in self.huge_pmds(start, end):   # whole huge PMDs
+                i = vpn - v0
+                if excl[i:i + HPAGE_PMD_NR].all():
+                    self.pt.set_pmd(vpn, word & ~(PTE_DIRTY | PTE_YOUNG))
+                else:
+                    excl[i:i + HPAGE_PMD_NR] = False
+            small = excl & ~hm
+            new[small] &= ~_U(PTE_DIRTY | PTE_YOUNG)
+            self._map_small(v0, new)
             self.sched.observer.discard(self, start, end)
             f.set_flags(pfns[excl], FRAME_LAZYFREE)
             yield from self._flush_tlb_range(start, end)

@@ -31,6 +31,8 @@ from primary_mm.filemap import File
 from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DIRTY, FRAME_FILE,
                                FRAME_LOCKED, FRAME_ZERO, FrameTable,
                                NO_OWNER)
+from primary_mm.huge_memory import HugePages, check_thp_options
+from primary_mm.khugepaged import Khugepaged
 from primary_mm.ksm import Ksm
 from primary_mm.memremap import Memremap
 from primary_mm.migrate import Migrate
@@ -39,7 +41,7 @@ from primary_mm.mm import MM
 from primary_mm.mmu_gather import MmuGather
 from primary_mm.oom import OomReaper
 from primary_mm.pagetable import PageTable, PageTablePool
-from primary_mm.rmap import RmapWalk
+from primary_mm.rmap import LRU_GEN, RmapWalk
 from primary_mm.swap import SwapSpace
 from primary_mm.truncate import Truncate
 from primary_mm.vmscan import Vmscan
@@ -56,8 +58,8 @@ COW_REUSE = ("page_count", "mapcount")
 COW_NOTIFY = ("clear_flush_notify", "set_pte_at_notify", "range")
 
 
-class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, MigrateDevice, Memremap, Ksm,
-             OomReaper):
+class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migrate,
+             MigrateDevice, Memremap, Ksm, OomReaper):
     """System-wide primary-MM state. ``sim.memory``; built by :class:`smmu.Simulator`.
 
     The system-wide operations come from one class per Linux file they model:
@@ -76,7 +78,13 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, MigrateDevice, Memr
                  exit_mmap_lock: str | None = None, anon_exclusive: bool | None = None,
                  reclaim_skips_pinned: bool | None = None,
                  mprotect_writable_exclusive: bool | None = None,
-                 unshare_longterm_ro_pins: bool | None = None, cow_notify: str | None = None):
+                 unshare_longterm_ro_pins: bool | None = None, cow_notify: str | None = None,
+                 thp: str = "madvise", thp_cow: str = "split", huge_zero_page: bool = True,
+                 thp_migration: bool = True, thp_swap: bool = True, lru_gen: str = "off"):
+        check_thp_options(thp, thp_cow)
+        if lru_gen not in LRU_GEN:
+            raise UsageError(f"unknown lru_gen {lru_gen!r}: use one of {list(LRU_GEN)}")
+        self.lru_gen = lru_gen
         modern = notifier_api == "modern"
         if cow_notify is None:
             cow_notify = "clear_flush_notify" if notifier_api == "v2008" and \
@@ -110,6 +118,12 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, MigrateDevice, Memr
                              f"{list(EXIT_MMAP_LOCKS)}")
         check_chain_options(notifier_rcu, release_order)
         self.gather = MmuGather(mmu_gather, gather_batch)
+        self.thp = thp
+        self.thp_cow = thp_cow
+        self.huge_zero_page = bool(huge_zero_page)
+        self.thp_migration = bool(thp_migration)
+        self.thp_swap = bool(thp_swap)
+        self._huge_zero_pfn = None
         self.sched = sched
         self.notifier_rcu = notifier_rcu
         self.release_order = release_order
@@ -305,7 +319,7 @@ class Memory(RmapWalk, Vmscan, Writeback, Truncate, Migrate, MigrateDevice, Memr
         problems = list(self.frames.check_invariants(strict=True))
         f = self.frames
         n = f.nframes
-        all_ptes = [mm.pt.iter_present()[1] for mm in self.mms if not mm.exited]
+        all_ptes = [expand_huge(mm.pt.iter_present()[1]) for mm in self.mms if not mm.exited]
         ptes = np.concatenate(all_ptes) if all_ptes else np.zeros(0, dtype=np.uint64)
         mapc = np.bincount(mapped_pfns(ptes), minlength=n)[:n]
         if self.anon_exclusive:

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DEVICE_PRIVATE, FRAME_FILE,
+from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_COMPOUND,
+                               FRAME_DEVICE_PRIVATE, FRAME_FILE,
                                FRAME_KSM, FRAME_LOCKED, FRAME_SWAPCACHE, FRAME_ZERO)
 from primary_mm.rmap import migration_entry
 from smmu.base.pte import PTE_SWP_EXCLUSIVE
@@ -40,10 +41,15 @@ class Migrate:
                 "the driver's migrate_to_device (or sim.memory.migrate_vma_setup with "
                 "pgmap_owner), or drop owner=")
         self._check_mm(mm, "migrate")
-        pages = self._range_pages(mm, addr, length, "migrate")
+        work = list(reversed(self._range_pages(mm, addr, length, "migrate")))
         frames = self.frames
         done = 0
-        for pfn in pages:
+        seen = set()
+        while work:
+            pfn = work.pop()
+            if pfn in seen:
+                continue
+            seen.add(pfn)
             yield
             if frames.refcount[pfn] <= 0 or \
                     frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO | FRAME_DEVICE_PRIVATE) or \
@@ -53,15 +59,25 @@ class Migrate:
             # folio_try_get (mm/migrate.c): a page freed while we slept must not be touched
             frames.get(pfn)                                # isolate
             yield from self.lock_page(pfn)
+            split = None
             try:
                 # it may have become a KSM page while we slept on the page lock
                 if frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO):
                     continue
-                if (yield from self._migrate_page(pfn)):
+                if frames.flags[pfn] & FRAME_COMPOUND:     # a huge page: whole or split
+                    moved = yield from self._migrate_huge(pfn)
+                    if isinstance(moved, list):
+                        split = moved
+                    else:
+                        done += moved
+                elif (yield from self._migrate_page(pfn)):
                     done += 1
             finally:
                 self.unlock_page(pfn)
                 frames.put(pfn)
+            if split:
+                seen.discard(pfn)                          # itself a small page now
+                work.extend(reversed(split))               # its pages, one by one
         self.sched.stats["migrated"] += done
         return done
 

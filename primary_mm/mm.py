@@ -21,6 +21,7 @@ from primary_mm.exit import Exit
 from primary_mm.fault import Faults
 from primary_mm.fork import Fork
 from primary_mm.hmm import Hmm
+from primary_mm.huge_memory import HugeMemory
 from primary_mm.layout import BRK_START, as_int
 from primary_mm.madvise import Madvise
 from primary_mm.mmap import Mmap
@@ -34,15 +35,15 @@ from smmu.base.pte import PTE_DEVICE, PTE_MAPPED, PTE_MIGRATION, PTE_SWAP, pte_p
 from smmu.notifier import Event, NotifierSubscriptions, Range
 
 
-class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusive):
+class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusive):
     """One process address space (``struct mm_struct``). Make it with ``sim.new_process()``.
 
     Its operations are assembled from one class per Linux file they model: :class:`Faults`
-    (``mm/memory.c``, ``mm/gup.c``), :class:`Hmm` (``mm/hmm.c``), :class:`Mmap`,
-    :class:`Mprotect`, :class:`Madvise`, :class:`Mremap`, :class:`Fork`, :class:`Exit` and
-    :class:`DeviceExclusive` (``make_device_exclusive_range``, ``mm/rmap.c``); this class
-    holds the state, the plain helpers, argument validation, and the notifier helpers those
-    operations share
+    (``mm/memory.c``, ``mm/gup.c``), :class:`Hmm` (``mm/hmm.c``), :class:`HugeMemory`
+    (``mm/huge_memory.c``), :class:`Mmap`, :class:`Mprotect`, :class:`Madvise`,
+    :class:`Mremap`, :class:`Fork`, :class:`Exit` and :class:`DeviceExclusive`
+    (``make_device_exclusive_range``, ``mm/rmap.c``); this class holds the state, the plain
+    helpers, argument validation, and the notifier helpers those operations share
     (``_range``, ``_flush_tlb_range``, ``_young_under_ptl``, ``_pte_replace``).
 
     Attributes: ``id``, ``name``, ``memory``, ``notifier_subscriptions``, ``mmap_lock``,
@@ -266,13 +267,18 @@ class MM(Faults, Hmm, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusi
             yield from self.notifier_subscriptions.mmu_notifier_arch_invalidate_secondary_tlbs(
                 start, end)
 
-    def _young_under_ptl(self, va):
-        """``ptep_clear_flush_young_notify`` on one page, PT lock held."""
+    def _young_under_ptl(self, va, size=PAGE_SIZE, flush=True):
+        """``ptep_clear_flush_young_notify`` on the page of ``va`` (``size=HPAGE_PMD_SIZE``:
+        ``pmdp_clear_flush_young_notify`` on the huge PMD), PT lock held: the accessed bit of
+        the entry and ``mmu_notifier_clear_flush_young`` over ``[va, va + size)``. With
+        ``flush=False``, ``ptep_clear_young_notify`` / ``pmdp_clear_young_notify`` (no TLB
+        flush, ``mmu_notifier_clear_young``: page_idle, MGLRU). True if either was young."""
         young = self.pt.clear_young(va >> PAGE_SHIFT)
-        if young:
+        if young and flush:
             self.flush_tlb_cpus()        # ptep_clear_flush_young: flush_tlb_page if young
-        young |= bool((yield from self.notifier_subscriptions.mmu_notifier_clear_flush_young(
-            va, va + PAGE_SIZE)))
+        subs = self.notifier_subscriptions
+        hook = subs.mmu_notifier_clear_flush_young if flush else subs.mmu_notifier_clear_young
+        young |= bool((yield from hook(va, va + size)))
         return young
 
     def _pte_replace(self, va, check, make, event, *, owner=None, notify="invalidate_page",

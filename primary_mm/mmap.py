@@ -223,6 +223,8 @@ class Mmap:
                 return False
         else:
             yield from subs.mmu_notifier_invalidate_range_start(rng)
+        # zap_pmd_range: a huge PMD the range covers in part is split (nested CLEAR)
+        yield from self._split_huge_edges(start, end)
         ptes = yield from self._unmap_page_range(start, end, discard)
         yield from subs.mmu_notifier_invalidate_range_end(rng)
         self.memory.release_entries(ptes)          # tlb_finish_mmu: the last batch
@@ -280,7 +282,7 @@ class Mmap:
         (start/end UNMAP around the zap, 2.6.27 ``unmap_vmas``), free page tables."""
         if not self.vmas_in(start, end):
             return
-        vmas = self._split_at(start, end)
+        vmas = yield from self._split_vmas(start, end)
         for v in vmas:                              # detach_vmas_to_be_unmapped
             self.vmas.remove(v)
         yield from self._zap(start, end, Event.UNMAP, [(v.start, v.end) for v in vmas])

@@ -10,8 +10,8 @@ import numpy as np
 from primary_mm.frames import FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_KSM
 from primary_mm.vma import parse_prot
 from smmu.base.constants import PAGE_SHIFT
-from smmu.base.pte import (PTE_DIRTY, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL,
-                           PTE_SWAP, PTE_WRITE, pte_pfns)
+from smmu.base.pte import (PTE_DIRTY, PTE_HUGE, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE,
+                           PTE_SPECIAL, PTE_SWAP, PTE_WRITE, pte_pfns)
 from smmu.notifier import Event
 
 _U = np.uint64
@@ -32,7 +32,7 @@ class Mprotect:
         try:
             yield
             self._check_mapped(start, end, "mprotect")
-            for vma in self._split_at(start, end):
+            for vma in (yield from self._split_vmas(start, end)):
                 old = vma.prot
                 vma.prot = prot
                 yield from self._change_protection(vma, old, prot)
@@ -59,7 +59,10 @@ class Mprotect:
                     pn = (cur & _U(PTE_PROTNONE | PTE_SWAP | PTE_MIGRATION)) == _U(PTE_PROTNONE)
                     if pn.any():
                         cur[pn] = (cur[pn] & ~_U(PTE_PROTNONE)) | _U(PTE_PRESENT)
-                        self.pt.map_range(v0, cur)
+                        self._map_small(v0, cur)
+                    for vpn, word in self.huge_pmds(vma.start, vma.end):   # change_huge_pmd
+                        if word & PTE_PROTNONE:
+                            self.pt.set_pmd(vpn, (word & ~PTE_PROTNONE) | PTE_PRESENT)
                 if "w" not in new:
                     changed += self.pt.protect_range(v0, v1, PTE_WRITE, 0)
                 elif "w" not in old and self.memory.mprotect_writable_exclusive:
@@ -102,5 +105,8 @@ class Mprotect:
         vpns, ptes = self.pt.iter_present(v0, v1)
         hit = ((ptes & _U(PTE_PRESENT)) == 0) & ((ptes & _U(PTE_WRITE)) != 0)
         for vpn, pte in zip(vpns[hit].tolist(), ptes[hit].tolist()):
-            self.pt.set(vpn, pte & ~PTE_WRITE)
+            if pte & PTE_HUGE:                     # a PMD migration entry
+                self.pt.set_pmd(vpn, pte & ~PTE_WRITE)
+            else:
+                self.pt.set(vpn, pte & ~PTE_WRITE)
         return int(hit.sum())

@@ -9,9 +9,13 @@ import numpy as np
 
 from primary_mm.layout import MMAP_MIN_ADDR, as_int
 from primary_mm.vma import VMA
-from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
+from smmu.base.constants import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
 from smmu.base.errors import InvalidArgument, SegmentationFault
+from smmu.base.pte import PFN_SHIFT, huge_mask
 from smmu.notifier import Event
+
+_U = np.uint64
+_SUB = np.arange(HPAGE_PMD_NR, dtype=np.uint64) << _U(PFN_SHIFT)
 
 
 class Mremap:
@@ -97,6 +101,14 @@ class Mremap:
         # move_page_tables: start/end (UNMAP) over the old range
         rng = self._range(start, start + moved, Event.UNMAP)
         yield from subs.mmu_notifier_invalidate_range_start(rng)
+        # move_page_tables moves a huge PMD whole only when both addresses are PMD aligned
+        # ("if (extent == HPAGE_PMD_SIZE && move_pgt_entry(HPAGE_PMD, ...)) continue;
+        # split_huge_pmd(vma, old_pmd, old_addr);"): split the others (nested CLEAR)
+        if (dest - start) % HPAGE_PMD_SIZE:
+            for vpn, _word in self.huge_pmds(start, start + moved):
+                yield from self._split_huge_pmd(vpn << PAGE_SHIFT)
+        else:
+            yield from self._split_huge_edges(start, start + moved)
         # take_rmap_locks: an rmap walk (remove_migration_ptes, try_to_unmap) must see each
         # PTE either at the old or at the new address, never miss it in flight
         rmap = [lk for lk in ((vma.file.mapping.lock if vma.file is not None else None),
@@ -108,9 +120,15 @@ class Mremap:
             v0 = start >> PAGE_SHIFT
             vpns, ptes = self.pt.clear_range(v0, (start + moved) >> PAGE_SHIFT)
             if len(vpns):
-                arr = np.zeros(int(vpns[-1] - v0) + 1, dtype=np.uint64)
+                d = (dest - start) >> PAGE_SHIFT
+                arr = np.zeros(int(vpns[-1] - v0) + HPAGE_PMD_NR, dtype=np.uint64)
                 arr[vpns - v0] = ptes
-                self.pt.map_range(dest >> PAGE_SHIFT, arr)
+                for vpn, word in zip(vpns[huge_mask(ptes)].tolist(),
+                                     ptes[huge_mask(ptes)].tolist()):
+                    self.pt.set_pmd(vpn + d, word)          # move_huge_pmd
+                    i = vpn - v0                            # mark its pages: not PTEs
+                    arr[i:i + HPAGE_PMD_NR] = _U(word) + _SUB
+                self._map_small(dest >> PAGE_SHIFT, arr[: int(vpns[-1] - v0) + 1])
             self.sched.observer.move(self, start, dest, moved)
             yield from self._flush_tlb_range(start, start + moved)
         finally:

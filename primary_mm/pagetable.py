@@ -10,6 +10,13 @@ Values: vpn = va >> PAGE_SHIFT, ``0 <= vpn < VPN_LIMIT``; entries are PTE words 
 ``smmu.base.pte`` (Python ints in and out for single entries; numpy ``int64`` vpns and
 ``uint64`` PTEs for ranges).
 
+Huge PMDs (transparent huge pages, see :mod:`smmu.base.radix`): ``lookup`` / ``walk`` of a
+page under one return its 4 KiB view (``PTE_HUGE`` set); ``set`` / ``clear`` / ``map_range``
+there, and a ``clear_range`` / ``protect_range`` / ``copy_range`` that covers one only in part,
+raise ``RuntimeError`` (a bug in the caller: Linux splits the PMD first); the range methods
+report a huge PMD as one entry at its first vpn. ``lookup_pmd``, ``set_pmd``, ``split_pmd`` and
+``touch`` work on PMDs.
+
 Always read ``pool.nodes`` at call time: growing the pool replaces the arrays.
 """
 
@@ -18,9 +25,10 @@ from __future__ import annotations
 import numpy as np
 
 from smmu.base import radix as K
-from smmu.base.radix import M_ENOMEM, M_NFREE, M_USED, META_SIZE, VPN_LIMIT, nodes_needed
-from smmu.base.constants import PTRS_PER_TABLE
-from smmu.base.pte import PTE_PRESENT, PTE_YOUNG
+from smmu.base.radix import (M_ENOMEM, M_HUGE, M_NFREE, M_USED, META_SIZE, VPN_LIMIT,
+                             nodes_needed)
+from smmu.base.constants import HPAGE_PMD_NR, PTRS_PER_TABLE
+from smmu.base.pte import PTE_HUGE, PTE_PRESENT, PTE_YOUNG, pte_pfn
 
 __all__ = ["SCRATCH", "VPN_LIMIT", "PageTable", "PageTablePool", "nodes_needed"]
 
@@ -111,6 +119,13 @@ class PageTablePool:
                 f"{self!r}: a radix kernel ran out of nodes although capacity was reserved "
                 "(bug in the reservation bound)"
             )
+        if self.meta[M_HUGE]:
+            self.meta[M_HUGE] = 0
+            raise RuntimeError(
+                "a radix kernel found a huge PMD where it needed a PTE table, or a PTE table "
+                "with entries where a huge PMD was to go (bug in the caller: split the PMD "
+                "first, or empty the PTE table)"
+            )
 
     # -- checking --------------------------------------------------------------------------
     def check_invariants(self, roots=None) -> list[str]:
@@ -148,10 +163,14 @@ class PageTablePool:
                 continue
             seen[root] += 1
             frontier = [root]
-            for _level in (3, 2, 1):
+            for level in (3, 2, 1):
                 nxt = []
                 for n in frontier:
-                    kids = self.nodes[n][self.nodes[n] != 0].astype(np.int64)
+                    row = self.nodes[n]
+                    keep = row != 0
+                    if level == 1:                 # huge PMDs are leaves, not tables
+                        keep &= (row & np.uint64(PTE_HUGE)) == 0
+                    kids = row[keep].astype(np.int64)
                     bad = kids[(kids <= 0) | (kids >= cap)]
                     if len(bad):
                         problems.append(f"node {n} points outside the pool: {bad[:4].tolist()}")
@@ -179,6 +198,32 @@ def _check_vpn(vpn: int) -> int:
     if not 0 <= vpn < VPN_LIMIT:
         raise ValueError(f"vpn {vpn:#x} outside [0, {VPN_LIMIT:#x})")
     return vpn
+
+
+def _under_huge(vpn: int, old: int) -> int:
+    if old & PTE_HUGE:
+        raise RuntimeError(f"vpn {vpn:#x} is mapped by a huge PMD: split it (split_pmd) "
+                           "before changing one of its pages (bug in the caller)")
+    return old
+
+
+def _whole_huge(vpns: np.ndarray, ptes: np.ndarray, vpn0: int, vpn1: int) -> None:
+    """Raise if a huge PMD among the reported entries is only partly inside [vpn0, vpn1).
+    Only the first and the last entry can be (every other one lies inside the range)."""
+    n = len(ptes)
+    for i in ((0, n - 1) if n else ()):
+        if int(ptes[i]) & PTE_HUGE:
+            v = int(vpns[i])
+            if v < vpn0 or v + HPAGE_PMD_NR > vpn1:
+                raise RuntimeError(f"[{vpn0:#x}, {vpn1:#x}) covers the huge PMD at vpn {v:#x} "
+                                   "only in part: split it first (bug in the caller; Linux's "
+                                   "zap_pmd_range / change_pmd_range split it)")
+
+
+def _resume(vpns, ptes, cnt) -> int:
+    """Where a range kernel that filled its out arrays resumes: after the last entry (all of
+    it when that is a huge PMD)."""
+    return int(vpns[cnt - 1]) + (HPAGE_PMD_NR if int(ptes[cnt - 1]) & PTE_HUGE else 1)
 
 
 def _check_range(vpn0: int, vpn1: int) -> tuple[int, int]:
@@ -226,12 +271,59 @@ class PageTable:
             pool.reserve(3)
         old = int(K.pt_set(pool.nodes, pool.free, pool.meta, self.root, vpn, np.uint64(pte)))
         pool._check_enomem()
-        return old
+        return _under_huge(vpn, old)
 
     def clear(self, vpn: int) -> int:
         """Zero the entry at vpn; return the old one (tables stay allocated)."""
         vpn = _check_vpn(vpn)
-        return int(K.pt_clear(self.pool.nodes, self.root, vpn))
+        return _under_huge(vpn, int(K.pt_clear(self.pool.nodes, self.root, vpn)))
+
+    # -- huge PMDs -------------------------------------------------------------------------
+    def lookup_pmd(self, vpn: int) -> int:
+        """The huge PMD word covering vpn (``PTE_HUGE`` set; its PFN is the first page's),
+        or 0 when the PMD slot is empty or holds a PTE table."""
+        return int(K.pt_lookup_pmd(self.pool.nodes, self.root, int(vpn)))
+
+    def set_pmd(self, vpn: int, word: int) -> int:
+        """Install the huge PMD ``word`` (``PTE_HUGE`` set; 0 clears one) in the PMD slot of
+        vpn; an empty PTE table there is freed first. Returns the huge word replaced (0 if
+        none). A PTE table that still maps something there raises ``RuntimeError``."""
+        vpn = _check_vpn(vpn)
+        word = int(word)
+        if word and not word & PTE_HUGE:
+            raise ValueError(f"set_pmd({vpn:#x}, {word:#x}): a PMD word needs PTE_HUGE")
+        self._alive()
+        pool = self.pool
+        if pool.meta[M_NFREE] < 2:
+            pool.reserve(2)
+        old = int(K.pt_set_pmd(pool.nodes, pool.free, pool.meta, self.root, vpn,
+                               np.uint64(word)))
+        pool._check_enomem()
+        return old
+
+    def split_pmd(self, vpn: int, new_pfn: int | None = None, pfn_step: int = 1) -> int:
+        """``__split_huge_pmd_locked``: replace the huge PMD of vpn by a PTE table whose
+        entry i has the PMD's bits (without ``PTE_HUGE``) and PFN ``new_pfn + i * pfn_step``
+        (default: the PMD's own pages; the zero page with ``pfn_step=0`` for the huge zero
+        page). Returns the PMD word, 0 if there was none (nothing done)."""
+        vpn = _check_vpn(vpn)
+        self._alive()
+        word = self.lookup_pmd(vpn)
+        if not word:
+            return 0
+        pool = self.pool
+        if pool.meta[M_NFREE] < 1:
+            pool.reserve(1)
+        pfn = pte_pfn(word) if new_pfn is None else int(new_pfn)
+        old = int(K.pt_split_pmd(pool.nodes, pool.free, pool.meta, self.root, vpn, pfn,
+                                 int(pfn_step)))
+        pool._check_enomem()
+        return old
+
+    def touch(self, vpn: int, bits: int) -> int:
+        """``entry |= bits`` on the PTE or huge PMD covering vpn (the accessed and dirty bits
+        a CPU access sets); returns the old entry as :meth:`lookup` would."""
+        return int(K.pt_touch(self.pool.nodes, self.root, int(vpn), np.uint64(bits)))
 
     # -- ranges ----------------------------------------------------------------------------
     def map_range(self, vpn0: int, ptes) -> int:
@@ -260,7 +352,7 @@ class PageTable:
             parts_p.append(op[:cnt].copy())
             if cnt < cap:
                 break
-            vpn0 = int(ov[cnt - 1]) + 1
+            vpn0 = _resume(ov, op, cnt)
             if vpn0 >= vpn1:
                 break
         if len(parts_v) == 1:
@@ -271,7 +363,9 @@ class PageTable:
         """Zero every non-zero entry (present, swap, migration) of [vpn0, vpn1); return the
         (vpns, old entries) cleared, dirty bits included. Tables stay (see free_empty)."""
         vpn0, vpn1 = _check_range(vpn0, vpn1)
-        return self._collect(K.pt_clear_range, vpn0, vpn1)
+        vpns, ptes = self._collect(K.pt_clear_range, vpn0, vpn1)
+        _whole_huge(vpns, ptes, vpn0, vpn1)
+        return vpns, ptes
 
     def iter_present(self, vpn0: int = 0, vpn1: int = VPN_LIMIT) -> tuple[np.ndarray, np.ndarray]:
         """(vpns, entries) of every non-zero entry of [vpn0, vpn1), in vpn order."""
@@ -284,9 +378,11 @@ class PageTable:
         """pte = (pte & ~clear_bits) | set_bits on present PTEs of [vpn0, vpn1); return the
         (vpns, old PTEs) of those that changed (what a TLB flush must cover)."""
         vpn0, vpn1 = _check_range(vpn0, vpn1)
-        return self._collect(
+        vpns, olds = self._collect(
             K.pt_protect_range, vpn0, vpn1, np.uint64(clear_bits), np.uint64(set_bits)
         )
+        _whole_huge(vpns, olds, vpn0, vpn1)
+        return vpns, olds
 
     def protect_range(self, vpn0: int, vpn1: int, clear_bits: int, set_bits: int = 0) -> int:
         """Like protect_range_entries; return only how many PTEs changed."""
@@ -300,6 +396,7 @@ class PageTable:
         sides. Returns (vpns, entries as written
         to dst)."""
         vpn0, vpn1 = _check_range(vpn0, vpn1)
+        vpn0_orig = vpn0
         if dst.pool is not self.pool:
             raise ValueError("copy_range needs both page tables in the same pool")
         if dst.root == self.root:
@@ -330,12 +427,15 @@ class PageTable:
             parts_p.append(op[:cnt].copy())
             if cnt < cap:
                 break
-            vpn0 = int(ov[cnt - 1]) + 1
+            vpn0 = _resume(ov, op, cnt)
             if vpn0 >= vpn1:
                 break
         if len(parts_v) == 1:
-            return parts_v[0], parts_p[0]
-        return np.concatenate(parts_v), np.concatenate(parts_p)
+            vpns, ptes = parts_v[0], parts_p[0]
+        else:
+            vpns, ptes = np.concatenate(parts_v), np.concatenate(parts_p)
+        _whole_huge(vpns, ptes, vpn0_orig, vpn1)
+        return vpns, ptes
 
     # -- accessed bits ---------------------------------------------------------------------
     def test_young_range(self, vpn0: int, vpn1: int) -> int:

@@ -22,16 +22,22 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
+
 from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DEVICE_PRIVATE, FRAME_DIRTY,
                                FRAME_FILE)
-from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
+from smmu.base.constants import HPAGE_PMD_MASK, HPAGE_PMD_SIZE, PAGE_SHIFT, PAGE_SIZE
 from smmu.base.errors import InvalidArgument, SegmentationFault, UsageError
-from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_MAPPED,
-                           PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP,
-                           PTE_SWP_EXCLUSIVE, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
+from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_HUGE,
+                           PTE_MAPPED, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL,
+                           PTE_SWAP, PTE_SWP_EXCLUSIVE, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
 from smmu.notifier import Event
 
 _ids = itertools.count(1)
+
+#: include/linux/mmzone.h: ``#define MIN_LRU_BATCH BITS_PER_LONG`` (the look-around window)
+MIN_LRU_BATCH = 64
+LRU_GEN = ("off", "look_around", "look_around_notify")
 
 
 #: what a reverse-map ``one(vma, va)`` returns to end the walk (``rmap_one`` returning false:
@@ -242,20 +248,65 @@ class RmapWalk:
         return bool(pte & PTE_MAPPED) and not pte & PTE_SPECIAL and pte_pfn(pte) == pfn
 
     def _page_referenced(self, pfn, mapping, index):
-        """``page_referenced`` -> ``page_referenced_one``: ``ptep_clear_flush_young_notify``
-        (the PTE's young bit plus ``mmu_notifier_clear_flush_young`` for one page) under
-        the PT lock of each mapping."""
+        """``folio_referenced`` -> ``folio_referenced_one`` under the PT lock of each
+        mapping: ``ptep_clear_flush_young_notify`` (the PTE's accessed bit plus
+        ``mmu_notifier_clear_flush_young`` for the page), ``pmdp_clear_flush_young_notify``
+        over the 2 MiB of a huge PMD. With ``lru_gen`` the multi-gen LRU looks around the
+        young PTE (``lru_gen_look_around``, up to ``MIN_LRU_BATCH`` = 64 pages of the same PMD
+        table and VMA): ``"look_around"`` (6.1+) clears the neighbours' accessed bits with
+        plain ``ptep_test_and_clear_young``; ``"look_around_notify"`` (6.13 mm/vmscan.c,
+        "mm: multi-gen LRU: use {ptep,pmdp}_clear_young_notify()") ages the page itself and
+        each neighbour with ``ptep_clear_young_notify`` (``mmu_notifier_clear_young``, no
+        flush) instead of ``ptep_clear_flush_young_notify``. Returns how many mappings were
+        young (``referenced``)."""
+        lru_gen = self.lru_gen
+
         def one(vma, va):
             mm = vma.mm
             vpn = va >> PAGE_SHIFT
             yield mm.page_table_lock
             try:
-                if not self._maps(mm.pt.lookup(vpn), pfn):
+                pte = mm.pt.lookup(vpn)
+                if not self._maps(pte, pfn):
                     return False
-                return (yield from mm._young_under_ptl(va))
+                if pte & PTE_HUGE:
+                    return (yield from mm._young_under_ptl(va & HPAGE_PMD_MASK,
+                                                           HPAGE_PMD_SIZE))
+                if lru_gen == "look_around_notify":
+                    if not (yield from mm._young_under_ptl(va, flush=False)):
+                        return False
+                    for nva in self._look_around(mm, vma, va):
+                        yield from mm._young_under_ptl(nva, flush=False)
+                    return True
+                young_cpu = bool(pte & PTE_YOUNG)
+                young = yield from mm._young_under_ptl(va)
+                if lru_gen == "look_around" and young_cpu:
+                    for nva in self._look_around(mm, vma, va):
+                        mm.pt.clear_young(nva >> PAGE_SHIFT)
+                return young
             finally:
                 mm.page_table_lock.release()
-        return (yield from self._walk_mappings(pfn, mapping, index, one)) > 0
+        return (yield from self._walk_mappings(pfn, mapping, index, one))
+
+    @staticmethod
+    def _look_around(mm, vma, va) -> list:
+        """The neighbours ``lru_gen_look_around`` visits: the pages of ``[start, end)``
+        (``max(addr & PMD_MASK, vm_start)`` .. ``min(addr | ~PMD_MASK, vm_end - 1) + 1``,
+        narrowed to ``MIN_LRU_BATCH`` pages around ``va``) other than ``va`` that map a
+        normal page (``get_pte_pfn``: present, not the zero page)."""
+        start = max(va & HPAGE_PMD_MASK, vma.start)
+        end = min(va | (HPAGE_PMD_SIZE - 1), vma.end - 1) + 1
+        batch = MIN_LRU_BATCH * PAGE_SIZE
+        if end - start > batch:
+            if va - start < batch // 2:
+                end = start + batch
+            elif end - va < batch // 2:
+                start = end - batch
+            else:
+                start, end = va - batch // 2, va + batch // 2
+        vpns, ptes = mm.pt.iter_present(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+        ok = ((ptes & np.uint64(PTE_PRESENT)) != 0) & ((ptes & np.uint64(PTE_SPECIAL)) == 0)
+        return [v << PAGE_SHIFT for v in vpns[ok].tolist() if v << PAGE_SHIFT != va]
 
     def _try_to_unmap(self, pfn, mapping, index, make, event, owner=None, young_fails=False,
                       share=False):

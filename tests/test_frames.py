@@ -68,6 +68,8 @@ frame_ops = st.one_of(
     st.tuples(st.just("put"), pfn_lists, st.booleans()),
     st.tuples(st.just("put"), pfn_lists, st.booleans()),
     st.tuples(st.just("mapcount"), pfn_lists, st.sampled_from([1, -1])),
+    st.tuples(st.just("alloc_huge"), st.sampled_from([2, 3, 4]), st.integers(-1, 3),
+              st.sampled_from([FRAME_ANON, FRAME_ANON | FRAME_DIRTY]), st.booleans()),
 )
 
 
@@ -92,6 +94,11 @@ def run_frame_op(mod, t, op):
             out,
         )
         return int(got), out.tolist()
+    if name == "alloc_huge":
+        nr, owner, flags, zero = args
+        return int(mod.frames_alloc_huge(
+            t["free_stack"], t["meta"], t["refcount"], t["mapcount"], t["pincount"],
+            t["flags"], t["owner"], t["contents"], nr, owner, np.uint32(flags), zero))
     pfns = np.array(args[0], dtype=np.int64)
     if name == "get":
         return int(mod.frames_get(t["meta"], t["refcount"], t["pincount"], pfns, args[1]))
@@ -380,3 +387,24 @@ def test_single_pfn_calls_do_not_share_returned_arrays():
     assert freed_a.tolist() == [a] and freed_b.tolist() == [b]
     pfns = ft.alloc(3)
     assert ft.alloc_one() not in pfns.tolist()
+
+
+def test_alloc_huge_gives_an_aligned_compound_block_and_grows_for_one():
+    f = FrameTable(1024)
+    single = f.alloc_one()
+    head = f.alloc_huge(owner=3, flags=FRAME_ANON)
+    assert head == 512 and head % 512 == 0 and single == 1     # block 0 holds pfn 0
+    block = np.arange(head, head + 512)
+    assert (f.refcount[block] == 1).all() and (f.owner[block] == 3).all()
+    assert ((f.flags[block] & (F.FRAME_COMPOUND | FRAME_ANON)) ==
+            (F.FRAME_COMPOUND | FRAME_ANON)).all()
+    assert not set(f.free_stack[: f.nfree].tolist()) & set(block.tolist())
+    head2 = f.alloc_huge()                         # no aligned free block left: grows
+    assert f.nframes == 2048 and head2 == 1024
+    assert "compound" in f.describe(head2)["flags"]
+    f.put(block)                                   # every frame freed by itself
+    assert f.is_free(head) and f.flags[head] == 0 and not f.check_invariants()
+    assert f.alloc_huge() == head                  # the freed block is reused
+    f.fail_after(511)
+    with pytest.raises(OutOfMemory):
+        f.alloc_huge()

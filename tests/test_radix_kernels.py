@@ -11,10 +11,11 @@ import primary_mm.pagetable as pagetable
 from primary_mm.pagetable import PageTable, PageTablePool
 from smmu.base import radix as K
 from smmu.base import radix_ref as R
-from smmu.base.radix import M_ENOMEM, M_NFREE, M_USED, META_SIZE, VPN_LIMIT, nodes_needed
+from smmu.base.radix import M_ENOMEM, M_HUGE, M_NFREE, M_USED, META_SIZE, VPN_LIMIT, nodes_needed
 from smmu.base.constants import MAX_VPN
-from smmu.base.pte import (PFN_SHIFT, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_MIGRATION,
-                           PTE_PRESENT, PTE_SPECIAL, PTE_SWAP, PTE_WRITE, PTE_YOUNG)
+from smmu.base.pte import (PFN_SHIFT, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_HUGE, PTE_MIGRATION,
+                           PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP, PTE_WRITE,
+                           PTE_YOUNG)
 
 P, W, Y, D = PTE_PRESENT, PTE_WRITE, PTE_YOUNG, PTE_DIRTY
 
@@ -94,6 +95,23 @@ ops = st.one_of(
     st.tuples(st.just("count_tables"), roots, ranges),
 )
 
+# huge PMD words: any PFN, the flag sets a PMD can have (a THP, the huge zero page, a PMD
+# migration entry, PROT_NONE)
+huge_words = st.builds(
+    lambda pfn, f: pte(pfn, f) | PTE_HUGE,
+    st.integers(1, (1 << 40) - 513),
+    st.sampled_from([P, P | W, P | W | Y | D, P | Y, P | PTE_SPECIAL, PTE_MIGRATION,
+                     PTE_MIGRATION | W, PTE_PROTNONE]),
+)
+pmd_ops = st.one_of(
+    st.tuples(st.just("set_pmd"), roots, vpns, huge_words),
+    st.tuples(st.just("set_pmd"), roots, vpns, huge_words),
+    st.tuples(st.just("set_pmd"), roots, vpns, st.just(0)),
+    st.tuples(st.just("lookup_pmd"), roots, vpns),
+    st.tuples(st.just("split_pmd"), roots, vpns, st.integers(1, 1 << 30), st.sampled_from([0, 1])),
+    st.tuples(st.just("touch"), roots, vpns, st.sampled_from([Y, Y | D, W])),
+)
+
 
 # -- differential: kernels vs reference on copies of one pool --------------------------------
 
@@ -146,6 +164,14 @@ def run_op(mod, pool, op):
         return int(mod.pt_set(nodes, free, meta, root, args[0], np.uint64(args[1])))
     if name == "clear":
         return int(mod.pt_clear(nodes, root, args[0]))
+    if name == "set_pmd":
+        return int(mod.pt_set_pmd(nodes, free, meta, root, args[0], np.uint64(args[1])))
+    if name == "lookup_pmd":
+        return int(mod.pt_lookup_pmd(nodes, root, args[0]))
+    if name == "split_pmd":
+        return int(mod.pt_split_pmd(nodes, free, meta, root, args[0], args[1], args[2]))
+    if name == "touch":
+        return int(mod.pt_touch(nodes, root, args[0], np.uint64(args[1])))
     if name == "map":
         vpn0, entries, skip = args
         vpn0 = min(vpn0, VPN_LIMIT - len(entries))
@@ -183,7 +209,8 @@ def run_op(mod, pool, op):
 @given(
     capacity=st.sampled_from([12, 48, 256]),
     program=st.tuples(
-        st.lists(map_ops, min_size=1, max_size=3), st.lists(ops, min_size=5, max_size=30)
+        st.lists(map_ops, min_size=1, max_size=3),
+        st.lists(st.one_of(ops, pmd_ops), min_size=5, max_size=30),
     ),
 )
 def test_kernels_match_reference(capacity, program):
@@ -196,7 +223,9 @@ def test_kernels_match_reference(capacity, program):
         assert got == want, op
         assert jit.same(ref), op
         # an allocation failure (small pools) must leave identical partial states; clear it
+        # (and the flag of a PTE table / huge PMD conflict)
         jit.meta[M_ENOMEM] = ref.meta[M_ENOMEM] = 0
+        jit.meta[M_HUGE] = ref.meta[M_HUGE] = 0
     for root in jit.roots:
         assert K.pt_destroy(jit.nodes, jit.free, jit.meta, root) == R.pt_destroy(
             ref.nodes, ref.free, ref.meta, root
@@ -535,3 +564,118 @@ def test_large_ranges_resume_across_scratch_buffers():
     assert np.array_equal(vs, np.arange(1000, 1000 + n)) and np.array_equal(
         es, entries & ~np.uint64(W)
     )
+
+
+# -- huge PMDs (transparent huge pages) through the PageTable wrapper -----------------------
+
+H = PTE_HUGE
+
+
+def test_huge_pmd_lookup_walk_and_single_page_changes():
+    pool = PageTablePool(capacity=2)
+    pt = PageTable(pool)
+    word = pte(1024, P | W | Y | D) | H
+    assert pt.set_pmd(512 + 7, word) == 0          # any vpn of the PMD names its slot
+    assert pt.lookup_pmd(512) == pt.lookup_pmd(1023) == word and pt.lookup_pmd(1024) == 0
+    assert pt.lookup(512) == word and pt.lookup(512 + 9) == pte(1024 + 9, P | W | Y | D) | H
+    assert pt.walk([511, 512, 1000, 1024]).tolist() == [
+        0, word, pte(1024 + 488, P | W | Y | D) | H, 0]
+    for call in (lambda: pt.set(600, pte(5)), lambda: pt.clear(600),
+                 lambda: pt.map_range(1000, [pte(5)] * 3)):
+        with pytest.raises(RuntimeError, match="huge PMD"):
+            call()
+    assert pt.lookup_pmd(512) == word              # nothing changed
+    assert pool.check_invariants([pt.root]) == []
+    assert pt.count_tables() == 2                  # levels 2 and 1: the PMD is no table
+
+
+def test_huge_pmd_is_one_entry_of_the_range_kernels_and_partial_ranges_raise():
+    pt = PageTable(PageTablePool(capacity=2))
+    word = pte(2048, P | W | Y) | H
+    pt.set_pmd(512, word)
+    pt.set(1024, pte(9, P | W))
+    vs, es = pt.iter_present(600, 1025)            # overlaps the PMD: reported once
+    assert vs.tolist() == [512, 1024] and es.tolist() == [word, pte(9, P | W)]
+    assert pt.test_young_range(700, 701) == 1
+    with pytest.raises(RuntimeError, match="only in part"):
+        pt.protect_range(600, 1025, W)
+    assert pt.lookup_pmd(512) == word              # a partly covered PMD is left unchanged
+    assert pt.protect_range(512, 1024, W) == 1     # change_huge_pmd
+    assert pt.lookup_pmd(512) == word & ~W
+    child = PageTable(pt.pool)
+    vs, es = pt.copy_range(child, 0, 2048, True)
+    assert vs.tolist() == [512, 1024] and child.lookup_pmd(512) == word & ~W
+    assert pt.lookup(1024) == child.lookup(1024) == pte(9, P)
+    with pytest.raises(RuntimeError, match="only in part"):
+        pt.clear_range(513, 1024)
+    vs, es = pt.clear_range(0, 2048)               # whole: cleared, one entry
+    assert vs.tolist() == [512, 1024] and es.tolist() == [word & ~W, pte(9, P)]
+    assert pt.lookup(700) == 0 and pt.lookup_pmd(700) == 0
+    assert pt.pool.check_invariants([pt.root, child.root]) == []
+
+
+def test_split_pmd_gives_512_ptes_and_the_huge_zero_page_splits_to_the_zero_page():
+    pt = PageTable(PageTablePool(capacity=2))
+    pt.set_pmd(512, pte(4096, P | Y | D | W) | H)
+    assert pt.split_pmd(600) == pte(4096, P | Y | D | W) | H
+    assert pt.lookup_pmd(512) == 0
+    vs, es = pt.iter_present(0, 2048)
+    assert vs.tolist() == list(range(512, 1024))
+    assert es.tolist() == [pte(4096 + i, P | Y | D | W) for i in range(512)]
+    assert pt.split_pmd(600) == 0                  # nothing left to split
+    pt.set_pmd(1024 + 512, pte(77, P | PTE_SPECIAL | Y) | H)     # the huge zero page
+    pt.split_pmd(1024 + 512, new_pfn=1, pfn_step=0)              # -> the 4 KiB zero page
+    assert set(pt.iter_present(1536, 2048)[1].tolist()) == {pte(1, P | PTE_SPECIAL | Y)}
+
+
+def test_set_pmd_frees_an_empty_pte_table_and_refuses_a_used_one():
+    pool = PageTablePool(capacity=2)
+    pt = PageTable(pool)
+    pt.set(512, pte(3))
+    with pytest.raises(RuntimeError, match="PTE table with entries"):
+        pt.set_pmd(512, pte(1024) | H)
+    pt.clear(512)                                  # the table is empty now (still there)
+    used = pool.used
+    assert pt.set_pmd(512, pte(1024) | H) == 0     # collapse: the empty table goes
+    assert pool.used == used - 1
+    assert pt.set_pmd(512, 0) == pte(1024) | H and pt.lookup(600) == 0
+    assert pool.check_invariants([pt.root]) == []
+
+
+def test_touch_sets_bits_on_the_pte_or_the_pmd():
+    pt = PageTable(PageTablePool(capacity=2))
+    pt.set_pmd(0, pte(512, P | W) | H)
+    pt.set(512, pte(3, P))
+    assert pt.touch(5, Y | D) == pte(517, P | W) | H
+    assert pt.lookup_pmd(0) == pte(512, P | W | Y | D) | H
+    assert pt.touch(512, Y) == pte(3, P) and pt.lookup(512) == pte(3, P | Y)
+    assert pt.touch(4096, Y) == 0 and pt.lookup(4096) == 0
+
+
+def test_range_resumption_skips_a_whole_huge_pmd():
+    saved = pagetable.SCRATCH
+    pagetable.SCRATCH = 1
+    try:
+        pt = PageTable(PageTablePool(capacity=2))
+        pt.set_pmd(512, pte(1024, P | W) | H)
+        pt.set(1024, pte(5))
+        vs, _ = pt.iter_present(0, 4096)
+        assert vs.tolist() == [512, 1024]
+        child = PageTable(pt.pool)
+        assert pt.copy_range(child, 0, 4096, False)[0].tolist() == [512, 1024]
+        assert pt.protect_range_entries(0, 4096, W)[0].tolist() == [512]
+    finally:
+        pagetable.SCRATCH = saved
+
+
+def test_free_empty_and_destroy_step_over_huge_pmds():
+    pool = PageTablePool(capacity=2)
+    pt = PageTable(pool)
+    pt.set_pmd(512, pte(1024) | H)
+    pt.set(3, pte(2))
+    pt.clear(3)
+    assert pt.free_empty() == 1                    # the empty PTE table, not the PMD's table
+    assert pt.lookup_pmd(512) == pte(1024) | H
+    assert pool.check_invariants([pt.root]) == []
+    pt.destroy()
+    assert pool.used == 0 and not pool.nodes.any()

@@ -24,9 +24,9 @@ from drivers.buggy.gru import (GRUFlushInEnd, GRUIgnoreInvalidatePage, GRUNoDrop
                                GRUNoRangeActiveCheck, GRUReleaseLeavesTLB)
 from drivers.buggy.hmm import HMMFailBlockable, HMMNoFinalize, HMMNoSetSeq, HMMSkipAllMigrate
 from drivers.buggy.iommu_sva import SVASleepInFlush
-from drivers.buggy.kvm import (KVMApicRemap, KVMCowWritable, KVMNoInProgressCheck,
-                               KVMNoSeqCheck, KVMSeqAfterUnlock, KVMSeqInStart,
-                               KVMSleepsInInvalidatePage)
+from drivers.buggy.kvm import (KVMApicRemap, KVMCowWritable, KVMHugeFirstPage,
+                               KVMNoInProgressCheck, KVMNoSeqCheck, KVMSeqAfterUnlock,
+                               KVMSeqInStart, KVMSleepsInInvalidatePage)
 from drivers.buggy.pinned import PinnedEarlyPut
 from drivers.buggy.xpmem import XPMEMNoPin
 
@@ -37,6 +37,7 @@ BUGGY = {
     "kvm_seq_after_unlock": KVMSeqAfterUnlock,
     "kvm_cow_writable": KVMCowWritable,
     "kvm_apic_remap": KVMApicRemap,
+    "kvm_huge_first_page": KVMHugeFirstPage,
     "gru_no_range_active": GRUNoRangeActiveCheck,
     "gru_flush_in_end": GRUFlushInEnd,
     "gru_no_dropin_guard": GRUNoDropinGuard,

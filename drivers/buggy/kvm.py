@@ -5,7 +5,7 @@ from __future__ import annotations
 from drivers._common import page_of, vpn_of, walk_pte
 from drivers.buggy._kinds import STALE
 from drivers.kvm import KVM
-from smmu.base.constants import PAGE_SIZE
+from smmu.base.constants import HPAGE_PMD_SIZE, PAGE_SIZE
 
 
 class KVMNoInProgressCheck(KVM):
@@ -185,3 +185,27 @@ class KVMSleepsInInvalidatePage(KVM):
     def invalidate_page(self, mm, address):
         with (yield self.mn_lock):                # mutex_lock(&rmn->lock): may sleep
             yield from super().invalidate_page(mm, address)
+
+
+class KVMHugeFirstPage(KVM):
+    """Zaps only the first 4 KiB of a range that is one huge page (2 MiB, aligned): the
+    driver takes such a range for "the page at range.start", as the 2017 implementers of
+    ``invalidate_page`` who "assumed this could never be THP" did when they turned to
+    ranges. Every PMD operation notifies the whole 2 MiB (a split, a COW, a migration, a
+    collapse), so the other 511 pages keep their SPTEs after the huge page's frames are
+    freed or remapped. Before THP there were no such ranges: with ``Simulator(thp="never")``
+    the same scenarios are clean."""
+
+    breaks = ("a range covers every page from start to end: a 2 MiB range (a huge PMD) must "
+              "drop all 512 pages' translations, not the first one")
+    mirrors = ("5f32b265400d 'mm/mmu_notifier: kill invalidate_page' (2017): 'Lots of the "
+               "callback implementers assumed this could never be THP and thus failed to "
+               "invalidate the appropriate range for THP'")
+    expected = set(STALE) | {"MapInWindow"}
+    scenarios = ("thp-migration", "thp-partial-munmap", "khugepaged-collapse", "thp-cow-after-fork")
+    apis = ("v2008", "range_only", "modern")
+
+    def zap(self, start, end):
+        if end - start == HPAGE_PMD_SIZE and start % HPAGE_PMD_SIZE == 0:
+            end = start + PAGE_SIZE                       # "the page" at range.start
+        super().zap(start, end)

@@ -13,13 +13,14 @@ of lists (the benchmark times it on lists: the fair pure-Python baseline).
 
 from __future__ import annotations
 
-from smmu.base.radix import M_ENOMEM, M_NFREE, M_USED, VPN_LIMIT
+from smmu.base.radix import M_ENOMEM, M_HUGE, M_NFREE, M_USED, VPN_LIMIT
 from smmu.base.constants import LEVEL_BITS, PTRS_PER_TABLE
-from smmu.base.pte import (PTE_MIGRATION, PTE_PRESENT, PTE_SWAP, PTE_SWP_EXCLUSIVE, PTE_WRITE,
-                           PTE_YOUNG)
+from smmu.base.pte import (PFN_SHIFT, PTE_HUGE, PTE_MIGRATION, PTE_PRESENT, PTE_SWAP,
+                           PTE_SWP_EXCLUSIVE, PTE_WRITE, PTE_YOUNG)
 
 _IDX = PTRS_PER_TABLE - 1
 _MASK64 = (1 << 64) - 1
+_FLAGS = (1 << PFN_SHIFT) - 1
 
 
 def _index(vpn, level):
@@ -45,25 +46,57 @@ def _release(free, meta, n):
     meta[M_USED] -= 1
 
 
-def _leaf(nodes, root, vpn, alloc=None):
-    """Leaf node for vpn; with alloc=(free, meta) missing tables are created (0 on ENOMEM)."""
+def _huge(w):
+    return bool(int(w) & PTE_HUGE)
+
+
+def _sub(w, vpn):
+    """The 4 KiB view of huge PMD word w at vpn."""
+    return int(w) + ((vpn & _IDX) << PFN_SHIFT)
+
+
+def _pmd(nodes, root, vpn, alloc=None):
+    """(n1, slot): the PMD table covering vpn and vpn's slot in it; with alloc=(free, meta)
+    missing tables above it are created; n1 == 0 when missing (or ENOMEM)."""
     n = root
-    for level in (3, 2, 1):
+    for level in (3, 2):
         i = _index(vpn, level)
         child = int(nodes[n][i])
         if child == 0:
             if alloc is None:
-                return 0
+                return 0, 0
             child = _alloc(nodes, alloc[0], alloc[1])
             if child == 0:
-                return 0
+                return 0, 0
             nodes[n][i] = child
         n = child
-    return n
+    return n, _index(vpn, 1)
+
+
+def _leaf(nodes, root, vpn, alloc=None):
+    """Leaf node for vpn; with alloc=(free, meta) missing tables are created (0 on ENOMEM);
+    -1 when a huge PMD covers vpn."""
+    n1, c = _pmd(nodes, root, vpn, alloc)
+    if n1 == 0:
+        return 0
+    w = int(nodes[n1][c])
+    if _huge(w):
+        return -1
+    if w == 0:
+        if alloc is None:
+            return 0
+        w = _alloc(nodes, alloc[0], alloc[1])
+        if w == 0:
+            return 0
+        nodes[n1][c] = w
+    return w
 
 
 def _entries(nodes, node, level, base, vpn0, vpn1):
-    """Yield (vpn, leaf, index) of each non-zero entry of [vpn0, vpn1) below node, in order."""
+    """Yield (vpn, leaf, index) of each non-zero entry of [vpn0, vpn1) below node, in order;
+    a huge PMD is yielded as (its first vpn, its PMD table, its slot)."""
+    if vpn1 <= vpn0:
+        return
     span = 1 << (LEVEL_BITS * level)
     for i in range(PTRS_PER_TABLE):
         lo = base + i * span
@@ -73,7 +106,7 @@ def _entries(nodes, node, level, base, vpn0, vpn1):
         value = int(nodes[node][i])
         if value == 0:
             continue
-        if level == 0:
+        if level == 0 or (level == 1 and _huge(value)):
             yield lo, node, i
         else:
             yield from _entries(nodes, value, level - 1, lo, vpn0, vpn1)
@@ -86,8 +119,18 @@ def _clip(vpn0, vpn1):
 def pt_lookup(nodes, root, vpn):
     if vpn < 0 or vpn >= VPN_LIMIT:
         return 0
-    leaf = _leaf(nodes, root, vpn)
-    return int(nodes[leaf][vpn & _IDX]) if leaf else 0
+    n1, c = _pmd(nodes, root, vpn)
+    if n1 == 0:
+        return 0
+    w = int(nodes[n1][c])
+    if _huge(w):
+        return _sub(w, vpn)
+    return int(nodes[w][vpn & _IDX]) if w else 0
+
+
+def _pmd_word(nodes, root, vpn):
+    n1, c = _pmd(nodes, root, vpn)
+    return int(nodes[n1][c])
 
 
 def pt_walk(nodes, root, vpns, out_ptes):
@@ -104,6 +147,8 @@ def pt_set(nodes, free, meta, root, vpn, pte):
     leaf = _leaf(nodes, root, vpn, None if pte == 0 else (free, meta))
     if leaf == 0:
         return 0
+    if leaf < 0:
+        return _sub(_pmd_word(nodes, root, vpn), vpn)
     old = int(nodes[leaf][vpn & _IDX])
     nodes[leaf][vpn & _IDX] = pte
     return old
@@ -113,6 +158,8 @@ def pt_clear(nodes, root, vpn):
     leaf = _leaf(nodes, root, vpn)
     if leaf == 0:
         return 0
+    if leaf < 0:
+        return _sub(_pmd_word(nodes, root, vpn), vpn)
     old = int(nodes[leaf][vpn & _IDX])
     nodes[leaf][vpn & _IDX] = 0
     return old
@@ -124,6 +171,9 @@ def pt_map_range(nodes, free, meta, root, vpn0, ptes):
         pte = int(pte)
         vpn = vpn0 + k
         leaf = _leaf(nodes, root, vpn)
+        if leaf < 0:
+            meta[M_HUGE] = 1
+            return replaced
         if leaf == 0:
             # a block with only zeros to write allocates nothing (same rule as the kernel)
             block_end = min(len(ptes), k + PTRS_PER_TABLE - (vpn & _IDX))
@@ -138,6 +188,11 @@ def pt_map_range(nodes, free, meta, root, vpn0, ptes):
     return replaced
 
 
+def _whole(vpn, vpn0, vpn1):
+    """Does [vpn0, vpn1) cover the huge PMD starting at vpn?"""
+    return vpn0 <= vpn and vpn + PTRS_PER_TABLE <= vpn1
+
+
 def pt_clear_range(nodes, root, vpn0, vpn1, out_vpns, out_ptes):
     vpn0, vpn1 = _clip(vpn0, vpn1)
     cnt = 0
@@ -146,7 +201,8 @@ def pt_clear_range(nodes, root, vpn0, vpn1, out_vpns, out_ptes):
     for vpn, leaf, i in _entries(nodes, root, 3, 0, vpn0, vpn1):
         out_vpns[cnt] = vpn
         out_ptes[cnt] = int(nodes[leaf][i])
-        nodes[leaf][i] = 0
+        if not _huge(nodes[leaf][i]) or _whole(vpn, vpn0, vpn1):
+            nodes[leaf][i] = 0
         cnt += 1
         if cnt == len(out_vpns):
             break
@@ -164,9 +220,11 @@ def pt_protect_range(nodes, root, vpn0, vpn1, clear_bits, set_bits, out_vpns, ou
         if not pte & PTE_PRESENT:
             continue
         new = (pte & ~clear_bits & _MASK64) | set_bits
-        if new == pte:
+        whole = not _huge(pte) or _whole(vpn, vpn0, vpn1)
+        if new == pte and whole:
             continue
-        nodes[leaf][i] = new
+        if whole:
+            nodes[leaf][i] = new
         out_vpns[cnt] = vpn
         out_old[cnt] = pte
         cnt += 1
@@ -182,7 +240,28 @@ def pt_copy_range(nodes, free, meta, src_root, dst_root, vpn0, vpn1, cow, out_vp
         return 0
     for vpn, leaf, i in _entries(nodes, src_root, 3, 0, vpn0, vpn1):
         pte = int(nodes[leaf][i])
+        if _huge(pte):
+            if _whole(vpn, vpn0, vpn1):
+                dn1, c = _pmd(nodes, dst_root, vpn, (free, meta))
+                if dn1 == 0:
+                    return cnt
+                if int(nodes[dn1][c]) and not _huge(nodes[dn1][c]):
+                    meta[M_HUGE] = 1
+                    return cnt
+                if cow and pte & PTE_WRITE:
+                    pte &= ~PTE_WRITE
+                    nodes[leaf][i] = pte
+                nodes[dn1][c] = pte
+            out_vpns[cnt] = vpn
+            out_ptes[cnt] = pte
+            cnt += 1
+            if cnt == len(out_vpns):
+                break
+            continue
         dleaf = _leaf(nodes, dst_root, vpn, (free, meta))
+        if dleaf < 0:
+            meta[M_HUGE] = 1
+            return cnt
         if dleaf == 0:
             return cnt
         if cow and pte & PTE_WRITE:
@@ -249,7 +328,7 @@ def _free_empty(nodes, free, meta, node, level, base, vpn0, vpn1):
         if lo + span <= vpn0 or lo >= vpn1:
             continue
         child = int(nodes[node][i])
-        if child == 0:
+        if child == 0 or (level == 1 and _huge(child)):
             continue
         if level > 1:
             freed += _free_empty(nodes, free, meta, child, level - 1, lo, vpn0, vpn1)
@@ -271,7 +350,7 @@ def _destroy(nodes, free, meta, node, level):
     freed = 0
     for i in range(PTRS_PER_TABLE):
         child = int(nodes[node][i])
-        if level > 0 and child != 0:
+        if level > 0 and child != 0 and not (level == 1 and _huge(child)):
             freed += _destroy(nodes, free, meta, child, level - 1)
         nodes[node][i] = 0
     _release(free, meta, node)
@@ -293,8 +372,69 @@ def pt_count_tables(nodes, root, vpn0, vpn1):
             if lo + span <= vpn0 or lo >= vpn1:
                 continue
             child = int(nodes[node][i])
-            if child:
+            if child and not (level == 1 and _huge(child)):
                 total += 1 + (count(child, level - 1, lo) if level > 1 else 0)
         return total
 
     return count(root, 3, 0) if vpn1 > vpn0 else 0
+
+
+def pt_lookup_pmd(nodes, root, vpn):
+    if vpn < 0 or vpn >= VPN_LIMIT:
+        return 0
+    n1, c = _pmd(nodes, root, vpn)
+    if n1 == 0:
+        return 0
+    w = int(nodes[n1][c])
+    return w if _huge(w) else 0
+
+
+def pt_set_pmd(nodes, free, meta, root, vpn, word):
+    word = int(word)
+    n1, c = _pmd(nodes, root, vpn, None if word == 0 else (free, meta))
+    if n1 == 0:
+        return 0
+    old = int(nodes[n1][c])
+    if old and not _huge(old):
+        if not _is_empty(nodes, old):
+            meta[M_HUGE] = 1
+            return 0
+        if word == 0:
+            return 0
+        _release(free, meta, old)
+        old = 0
+    nodes[n1][c] = word
+    return old
+
+
+def pt_split_pmd(nodes, free, meta, root, vpn, new_pfn, pfn_step):
+    n1, c = _pmd(nodes, root, vpn)
+    if n1 == 0:
+        return 0
+    w = int(nodes[n1][c])
+    if not _huge(w):
+        return 0
+    leaf = _alloc(nodes, free, meta)
+    if leaf == 0:
+        return 0
+    for d in range(PTRS_PER_TABLE):
+        nodes[leaf][d] = (w & _FLAGS) | ((int(new_pfn) + d * int(pfn_step)) << PFN_SHIFT)
+    nodes[n1][c] = leaf
+    return w
+
+
+def pt_touch(nodes, root, vpn, bits):
+    bits = int(bits)
+    n1, c = _pmd(nodes, root, vpn)
+    if n1 == 0:
+        return 0
+    w = int(nodes[n1][c])
+    if _huge(w):
+        nodes[n1][c] = w | bits
+        return _sub(w, vpn)
+    if w == 0:
+        return 0
+    old = int(nodes[w][vpn & _IDX])
+    if old:
+        nodes[w][vpn & _IDX] = old | bits
+    return old

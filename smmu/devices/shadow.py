@@ -10,6 +10,9 @@ stack, counters) that grows in Python before a kernel that may allocate runs, so
 never run out midway; every method is one crossing into compiled code (range methods cross
 once per 4096 entries cleared).
 
+The table never holds huge PMDs (``PTE_HUGE``): a device maps 4 KiB translations, also of
+the pages of a huge page.
+
 Ranges are half-open ``[vpn0, vpn1)``; ``vpn1`` beyond the 48-bit space is clipped, so a
 driver may pass Linux's ``end`` of ``ULONG_MAX``-style ranges straight through.
 

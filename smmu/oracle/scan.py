@@ -39,7 +39,8 @@ def scan_secondary(nodes, root, vpns, pfns, gens, writable, n, generation, ptes,
     generation ``gens[i]``; ``pfns[i] < 0`` marks a free slot) with the primary radix table
     ``(nodes, root)`` and the frame generations. Writes the indices of stale entries to
     ``out_idx`` and their ``STALE_*`` reason to ``out_why``; returns how many. ``ptes`` is
-    scratch (uint64, at least n)."""
+    scratch (uint64, at least n). A page under a huge PMD reads as its 4 KiB view (the PMD
+    word with that page's PFN, ``pt_walk``), so it is compared like any PTE."""
     pt_walk(nodes, root, vpns[:n], ptes[:n])
     ngen = generation.shape[0]
     cnt = 0

@@ -10,7 +10,8 @@ thousands of schedules a second can be explored.
 
 Modules: ``registry`` (Scenario, SCENARIOS, register, get_scenario, attach_driver),
 ``kit`` (the pieces builders use), ``catalogue`` (operation scenarios), ``gather``
-(operations large enough to cross an mmu_gather batch), ``load``,
+(operations large enough to cross an mmu_gather batch), ``thp`` (transparent huge pages),
+``load``,
 ``historical``; everything public is importable from here.
 
 Families:
@@ -43,6 +44,7 @@ from smmu.scenarios.kit import (Join, PIN_SAFE, anon_process, cpu_reads, cpu_wri
                                 reused, seq, setup_anon, tolerant)
 from smmu.scenarios import catalogue  # noqa: F401  (registers the operation scenarios)
 from smmu.scenarios import gather  # noqa: F401  (scenarios that cross an mmu_gather batch)
+from smmu.scenarios import thp  # noqa: F401  (scenarios on transparent huge pages)
 from smmu.scenarios.load import LOAD, LOAD_OPS, LOAD_SMALL, LoadShape
 from smmu.scenarios.historical import HISTORICAL, Historical, RefusingNotifier
 

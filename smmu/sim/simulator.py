@@ -71,6 +71,8 @@ class Simulator(Scheduler, metaclass=PresetCall):
                  anon_exclusive: bool | None = None, reclaim_skips_pinned: bool | None = None,
                  mprotect_writable_exclusive: bool | None = None,
                  unshare_longterm_ro_pins: bool | None = None, cow_notify: str | None = None,
+                 thp: str = "madvise", thp_cow: str = "split", huge_zero_page: bool = True,
+                 thp_migration: bool = True, thp_swap: bool = True, lru_gen: str = "off",
                  check: bool = True,
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
@@ -101,7 +103,10 @@ class Simulator(Scheduler, metaclass=PresetCall):
                         "reclaim_skips_pinned": reclaim_skips_pinned,
                         "mprotect_writable_exclusive": mprotect_writable_exclusive,
                         "unshare_longterm_ro_pins": unshare_longterm_ro_pins,
-                        "cow_notify": cow_notify}
+                        "cow_notify": cow_notify,
+                        "thp": thp, "thp_cow": thp_cow, "huge_zero_page": huge_zero_page,
+                        "thp_migration": thp_migration, "thp_swap": thp_swap,
+                        "lru_gen": lru_gen}
         self.oracle = Oracle(self) if check else ProtocolChecker(self)
         self.observer = FanOut(self.oracle, TraceRecorder(self)) if trace else self.oracle
         self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,
@@ -177,6 +182,11 @@ class Simulator(Scheduler, metaclass=PresetCall):
     def truncate(self, file, size):
         """Truncate ``file`` to ``size`` bytes (unmap_mapping_range, drop the page cache)."""
         return self.memory.truncate(file, size)
+
+    def khugepaged(self, mm, addr=None, length=None):
+        """One khugepaged pass over ``mm`` (or a range): collapse referenced 2 MiB blocks of
+        small pages into huge pages (``test_young`` under the PT lock, a 2 MiB CLEAR)."""
+        return self.memory.khugepaged(mm, addr, length)
 
     def oom_reap(self, mm):
         """The OOM reaper: unmap the private anonymous memory of ``mm`` with non-blockable
