@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from primary_mm.frames import (FRAME_ANON, FRAME_COMPOUND, FRAME_KSM, FRAME_LOCKED,
+from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_COMPOUND, FRAME_KSM,
+                               FRAME_LOCKED,
                                FRAME_ZERO, NO_OWNER, compound_block as block, compound_head)
 from smmu.base.constants import HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT
 from smmu.base.errors import OutOfMemory, SegmentationFault, UsageError
@@ -104,7 +105,7 @@ class HugeMemory:
                 self.page_table_lock.release()
             return True
         try:
-            head = mem.frames.alloc_huge(owner=self.id, flags=FRAME_ANON, zero=True)
+            head = mem.frames.alloc_huge(owner=self.id, flags=mem.new_anon_flags, zero=True)
         except OutOfMemory:
             self.sched.stats["thp_fault_fallback"] += 1
             return False
@@ -146,16 +147,21 @@ class HugeMemory:
         self.pt.touch(vpn, PTE_YOUNG | (PTE_DIRTY if write else 0))
 
     def _can_reuse_huge(self, head: int) -> bool:
-        """The reuse test of ``do_huge_pmd_wp_page`` for the whole huge page: anonymous, not
-        KSM, and exclusively ours by the same rule as ``do_wp_page`` (``cow_reuse``): every
-        frame's ``page_count`` (6.8: "folio_ref_count(folio) > 1 + ... goto
-        unlock_fallback") or ``page_mapcount`` (3.6: "if (page_mapcount(page) == 1)") is 1."""
-        f = self.memory.frames
+        """The reuse test of ``do_huge_pmd_wp_page`` for the whole huge page, the rule of
+        ``do_wp_page`` for each of its frames: anonymous, not KSM, and ours: with
+        ``anon_exclusive`` PageAnonExclusive (6.8: "if (PageAnonExclusive(page)) goto
+        reuse;"), else every frame's ``page_count`` (6.8: "folio_ref_count(folio) > 1 + ...
+        goto unlock_fallback") or, with ``cow_reuse="mapcount"``, ``page_mapcount`` (3.6: "if
+        (page_mapcount(page) == 1)") is 1."""
+        mem = self.memory
+        f = mem.frames
         blk = slice(head, head + HPAGE_PMD_NR)
         fl = f.flags[blk]
         if not (fl & FRAME_ANON).all() or (fl & FRAME_KSM).any():
             return False
-        counts = f.mapcount[blk] if self.memory.cow_reuse == "mapcount" else f.refcount[blk]
+        if mem.anon_exclusive and (fl & FRAME_ANON_EXCLUSIVE).all():
+            return True
+        counts = f.mapcount[blk] if mem.cow_reuse == "mapcount" else f.refcount[blk]
         return bool((counts == 1).all())
 
     def _do_huge_pmd_wp_page(self, vma, va, word):
@@ -178,6 +184,8 @@ class HugeMemory:
                 if self.pt.lookup_pmd(hvpn) == word and self._can_reuse_huge(head):
                     self.pt.set_pmd(hvpn, word | PTE_WRITE | PTE_DIRTY | PTE_YOUNG)
                     frames.owner[head:head + HPAGE_PMD_NR] = self.id
+                    if mem.anon_exclusive:                 # page_move_anon_rmap
+                        frames.set_flags(block(head), FRAME_ANON_EXCLUSIVE)
             finally:
                 self.page_table_lock.release()
             return
@@ -186,7 +194,7 @@ class HugeMemory:
             return
         self._anon_vma_prepare(vma)
         try:
-            new = frames.alloc_huge(owner=self.id, flags=FRAME_ANON, zero=special)
+            new = frames.alloc_huge(owner=self.id, flags=mem.new_anon_flags, zero=special)
         except OutOfMemory:
             yield from self._split_huge_pmd(va)    # the fallback: 4 KiB pages
             return

@@ -121,7 +121,7 @@ class Khugepaged:
         hvpn = haddr >> PAGE_SHIFT
         try:
             # alloc_charge_hpage
-            new = frames.alloc_huge(owner=mm.id, flags=FRAME_ANON, zero=True)
+            new = frames.alloc_huge(owner=mm.id, flags=self.new_anon_flags, zero=True)
         except OutOfMemory:
             return False
         newpfns = compound_block(new)

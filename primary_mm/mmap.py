@@ -14,7 +14,7 @@ import structlog
 from primary_mm.filemap import File
 from primary_mm.layout import MMAP_BASE, MMAP_MIN_ADDR, as_int
 from primary_mm.vma import VMA, parse_prot, vma_start
-from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
+from smmu.base.constants import HPAGE_PMD_MASK, HPAGE_PMD_SIZE, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
 from smmu.base.errors import InvalidArgument, OutOfMemory
 from smmu.base.pte import (PFN_SHIFT, PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, PTE_YOUNG,
                            mk_pte)
@@ -120,13 +120,20 @@ class Mmap:
     def _populate(self, vma, start, end):
         """``mm_populate`` -> ``populate_vma_page_range``: fault in the range (write faults
         for private writable mappings). Private anonymous ranges are done in one batch:
-        one allocation, one ``map_range``, one mapcount update. Errors are ignored, as
+        one allocation, one ``map_range``, one mapcount update; an aligned 2 MiB block
+        where huge pages are allowed (``thp="always"``) faults as one huge page first, as
+        the page-by-page GUP of ``populate_vma_page_range`` would. Errors are ignored, as
         Linux ignores them."""
         if not vma.readable:
             return
         write = vma.writable and not vma.shared
         if vma.file is None:
             mem = self.memory
+            h = (start + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK
+            while h + HPAGE_PMD_SIZE <= end:
+                if self.thp_allowed(vma, h) and self._pmd_none(h >> PAGE_SHIFT):
+                    yield from self._do_huge_pmd_anonymous_page(vma, h, write)
+                h += HPAGE_PMD_SIZE
             vpn0, vpn1 = start >> PAGE_SHIFT, end >> PAGE_SHIFT
             vpns = np.arange(vpn0, vpn1, dtype=np.int64)
             self._anon_vma_prepare(vma)
@@ -147,7 +154,7 @@ class Mmap:
                         return
                     new[empty] = (pfns.astype(np.uint64) << _U(PFN_SHIFT)) | _U(
                         PTE_PRESENT | PTE_WRITE | PTE_YOUNG | PTE_DIRTY)
-                    self.pt.map_range(vpn0, new)
+                    self._map_small(vpn0, new)
                     mem.frames.inc_mapcount(pfns)
                     mem.set_page_mapping(pfns, vma.anon_vma,
                                          vma.pgoff + (vpns[empty] - vpn0)
@@ -155,7 +162,7 @@ class Mmap:
                     self.sched.charge("page_zero", n)
                 else:
                     new[empty] = _U(mk_pte(mem.zero_pfn, PTE_PRESENT | PTE_SPECIAL | PTE_YOUNG))
-                    self.pt.map_range(vpn0, new)
+                    self._map_small(vpn0, new)
             finally:
                 self.page_table_lock.release()
             return

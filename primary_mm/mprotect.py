@@ -9,7 +9,7 @@ import numpy as np
 
 from primary_mm.frames import FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_KSM
 from primary_mm.vma import parse_prot
-from smmu.base.constants import PAGE_SHIFT
+from smmu.base.constants import HPAGE_PMD_NR, PAGE_SHIFT
 from smmu.base.pte import (PTE_DIRTY, PTE_HUGE, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE,
                            PTE_SPECIAL, PTE_SWAP, PTE_WRITE, pte_pfns)
 from smmu.notifier import Event
@@ -92,8 +92,14 @@ class Mprotect:
             cand &= ((fl & FRAME_ANON_EXCLUSIVE) != 0) & ((fl & FRAME_KSM) == 0) & \
                 ((fl & FRAME_ANON) != 0)
         if cand.any():
+            # change_huge_pmd: "can_change_pmd_writable" (PageAnonExclusive of the PMD's
+            # page) for a huge PMD, whole
+            for vpn, word in self.huge_pmds(v0 << PAGE_SHIFT, v1 << PAGE_SHIFT):
+                i = vpn - v0
+                if not vma.shared and cand[i:i + HPAGE_PMD_NR].all():
+                    self.pt.set_pmd(vpn, word | PTE_WRITE)
             cur[cand] |= _U(PTE_WRITE)
-            self.pt.map_range(v0, cur)
+            self._map_small(v0, cur)
             self.sched.charge("pte_update", int(cand.sum()))
 
     def _readonly_nonpresent(self, v0, v1) -> int:

@@ -146,6 +146,8 @@ class Vmscan:
         pfns = compound_block(head)
         if (frames.flags[pfns] & FRAME_SWAPCACHE).any():
             return False
+        if self.reclaim_skips_pinned and (frames.pincount[pfns] > 0).any():
+            return False                       # 5.11 shrink_folio_list: folio_maybe_dma_pinned
         slots = np.array([swap.alloc() for _ in range(HPAGE_PMD_NR)], dtype=np.int64)
         for slot, pfn in zip(slots.tolist(), pfns.tolist()):
             swap.add_to_swap_cache(slot, pfn)
@@ -171,6 +173,10 @@ class Vmscan:
                         np.uint64(PTE_SWAP)
                     drop = maps & ((frames.flags[pfns] & FRAME_LAZYFREE) != 0) & \
                         ((cur & np.uint64(PTE_DIRTY)) == 0)     # MADV_FREE, still clean
+                    if self.anon_exclusive:            # pte_swp_mkexclusive, then shared
+                        ex = maps & ((frames.flags[pfns] & FRAME_ANON_EXCLUSIVE) != 0)
+                        entries[ex] |= np.uint64(PTE_SWP_EXCLUSIVE)
+                        frames.clear_flags(pfns[maps], FRAME_ANON_EXCLUSIVE)
                     new[maps] = entries[maps]
                     new[drop] = 0
                     mm.pt.map_range(v0, new)

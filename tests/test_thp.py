@@ -427,3 +427,15 @@ def test_reference_kvm_clean_on_huge_pages_in_both_cow_eras(scenario):
         ex = explore(scenario, drivers.KVM, "modern", strategy="random", schedules=10,
                      seed=0, sim_options={"thp_cow": cow})
         assert not ex.findings, [(f.kind, f.violation.message) for f in ex.findings]
+
+
+def test_populate_with_thp_always_maps_huge_pages_where_aligned():
+    sim = Simulator(thp="always")
+    mm = sim.new_process()
+    buf = sim.do(mm.mmap(3 * H, prot="rw", addr=0x7F00_0010_0000, fixed=True, populate=True))
+    assert [bool(pmd(mm, buf + k * H)) for k in range(3)] == [False, True, True]
+    assert pmd(mm, 0x7F00_0020_0000) and pmd(mm, 0x7F00_0040_0000)
+    assert mm.lookup_pte(buf) & PTE_WRITE and mm.lookup_pte(buf + 3 * H - P) & PTE_WRITE
+    vpns, _ = mm.pt.iter_present(buf // P, (buf + 3 * H) // P)
+    assert len(vpns) == 2 * 256 + 2                           # 4 KiB head and tail + 2 PMDs
+    clean(sim)
