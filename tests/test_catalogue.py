@@ -11,6 +11,7 @@ import pytest
 
 from smmu import scenarios
 from smmu.explore import SCENARIOS, Replay, explore, replay, shrink
+from smmu.explore.history import check_history, first_hit
 
 CLEAN_SCHEDULES = 12         # per (driver, scenario, api), PCT
 BUGGY_BUDGET = 150           # per (scenario, api, strategy) before giving up
@@ -50,22 +51,6 @@ def test_reference_driver_clean_under_load(driver):
         assert not ex.findings, [(f.kind, f.violation.message) for f in ex.findings]
 
 
-def first_hit(name, cls, api, strategy, budget, expected):
-    """The first finding of an ``expected`` kind within ``budget`` schedules (seeds 0..),
-    resuming after any finding of another kind; (finding or None, kinds seen)."""
-    start, seen = 0, []
-    while start < budget:
-        ex = explore(name, cls, api, strategy=strategy, schedules=budget - start, seed=start)
-        if not ex.findings:
-            break
-        f = ex.findings[0]
-        seen.append(f.kind)
-        if f.kind in expected:
-            return f, seen
-        start = f.seed + 1
-    return None, seen
-
-
 def first_expected(cls, strategies=None):
     """A buggy class may narrow the search (``search_strategies``) or widen its budget
     (``search_budget``) when bench_checker.py shows its window needs it."""
@@ -99,18 +84,9 @@ def test_buggy_driver_caught_with_an_expected_kind(name):
 
 @pytest.mark.parametrize("name", sorted(scenarios.HISTORICAL))
 def test_historical_bug_flagged_broken_and_clean_fixed(name):
-    h = scenarios.HISTORICAL[name]
-    table = {**drivers.BUILTIN, **drivers.BUGGY}
-    for strategy in ("pct", "random"):
-        f, seen = first_hit(name, table[h.driver], h.api, strategy, BUGGY_BUDGET,
-                            set(h.expected))
-        if f is not None:
-            break
-    assert f is not None, f"{name} not flagged with {h.expected}: saw {seen}"
-    for strategy in ("pct", "random"):
-        fixed = explore(name + "-fixed", table[h.fixed_driver], h.api, strategy=strategy,
-                        schedules=60, seed=0)
-        assert not fixed.findings, [(f.kind, f.violation.message) for f in fixed.findings]
+    row = check_history(name, budget=BUGGY_BUDGET, fixed_schedules=60)
+    assert row.caught, f"{name} not flagged with {row.expected}: saw {row.broken}"
+    assert row.clean, f"{name}-fixed is not clean: {row.fixed}"
 
 
 def test_replay_and_shrink_are_deterministic():

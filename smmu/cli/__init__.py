@@ -11,6 +11,8 @@
     smmu bench NAME [--seeds N] [--json FILE] [--plot PATH] [--quick]   # smmu bench list
     smmu replay FILE [--index I] [--trace FILE]  # re-run one reported violation
     smmu replay-strace FILE.strace [--json F] [--api A,B] [--drivers kvm,gru]
+    smmu history [NAME...] [--json FILE]        # every historical bug: broken caught, fixed
+                                                # clean (exit 1 otherwise)
 
 DRIVER is one of
 
@@ -38,6 +40,8 @@ from smmu.cli.common import (EXIT_CLEAN, EXIT_USAGE, EXIT_VIOLATIONS, CLIError, 
                              resolve_driver)
 from smmu.cli.demo import DEMO_BUGGY, DEMO_SCENARIOS, DEMO_SCHEDULES, cmd_demo, demo_plan
 from smmu.cli.strace import cmd_replay_strace
+from smmu.cli.history import add_parser as add_history_parser
+from smmu.cli.history import cmd_history
 from smmu.explore import STRATEGIES
 from smmu.notifier import API_GENERATIONS
 
@@ -118,11 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--index", type=_nonneg_int, default=0,
                    help="which violation of the report (default 0)")
     r.add_argument("--trace", metavar="FILE", default=None, help="write a Perfetto trace")
+    add_history_parser(sub, _pos_int)
     return p
 
 
 COMMANDS = {"demo": cmd_demo, "drivers": cmd_drivers, "check": cmd_check, "bench": cmd_bench,
-            "replay": cmd_replay, "replay-strace": cmd_replay_strace}
+            "replay": cmd_replay, "replay-strace": cmd_replay_strace, "history": cmd_history}
 
 
 def main(argv=None) -> int:

@@ -105,7 +105,8 @@ class Historical:
     """A real bug as a pair of scenarios: ``name`` (broken) and ``name + "-fixed"``.
     ``driver`` / ``fixed_driver`` name the drivers to run them with (``drivers.BUILTIN`` or
     ``drivers.BUGGY`` keys), ``api`` the generation, ``expected`` the kinds the broken one
-    shows, ``ref`` where the bug is documented."""
+    shows, ``ref`` where the bug is documented, ``commit`` the commit that fixed it (or the
+    one the bug is known by) and ``year`` when."""
 
     name: str
     driver: str
@@ -113,6 +114,8 @@ class Historical:
     api: str
     expected: tuple
     ref: str
+    commit: str = ""
+    year: int = 0
 
 
 HISTORICAL: dict[str, Historical] = {}
@@ -135,14 +138,16 @@ def _historical(h: Historical, *, broken=None, fixed=None, **common):
 
 _historical(
     Historical("fork-enomem-unpaired", "kvm", "kvm", "v2008", ("UnpairedRange", "Livelock"),
-               "2008 mmu-notifier review: copy_page_range -ENOMEM after start without end"),
+               "2008 mmu-notifier review: copy_page_range -ENOMEM after start without end; "
+               "fixed before the merge (the loop breaks to end)", "cddb8a5c14aa", 2008),
     broken=dict(build=_fork_enomem(True)), fixed=dict(build=_fork_enomem(False)))
 _historical(
     Historical("invalidate-page-under-ptl", "kvm_sleeps_in_invalidate_page",
                "kvm_sleeps_in_invalidate_page", "v2008", ("SleepInAtomic",),
                "c7ab0d2fdc84 (4.11) called invalidate_page under the PT lock again; 2ec74c3ef2d8 "
                "(3.7..4.10) had called it after dropping the lock, where a sleeping driver was "
-               "legal (the amdgpu report of 2017; the callback went in 4.13)"),
+               "legal (the amdgpu report of 2017; the callback went in 4.13)",
+               "c7ab0d2fdc84", 2017),
     build=build_reclaim, apis=("v2008",),
     broken=dict(description="reclaim with a driver whose invalidate_page sleeps, called "
                 "under the PT lock (2.6.27..3.6, 4.11..4.12)",
@@ -152,7 +157,8 @@ _historical(
 _historical(
     Historical("fork-pin-cow", "pinned", "pinned", "modern",
                ("LostWrite", "StaleRead", "CrossMmAccess"),
-               "pre-5.9 RDMA: fork + long-term pin + COW (fixed by copying pinned pages)"),
+               "pre-5.9 RDMA: fork + long-term pin + COW; fixed by copying maybe-pinned pages "
+               "at fork (70e806e4e645, 5.9)", "70e806e4e645", 2020),
     build=build_fork_after_pin, applies=any_driver,
     broken=dict(description="fork-after-pin without the 5.9 fix: the parent's COW gives it a "
                 "new page while the device keeps DMAing into the pinned one",
@@ -162,14 +168,17 @@ _historical(
                             "cow_reuse": "page_count"}))
 _historical(
     Historical("nonblock-start-end", "kvm", "kvm", "modern", ("UnpairedRange", "Livelock"),
-               "c2655835fd8c (2021): end not called after a failed non-blockable start"),
+               "93065ac753e4 (4.19, 2018) introduced the non-blockable start without the end "
+               "for the notifiers whose start succeeded; c2655835fd8c (5.12, 2021) fixed it",
+               "c2655835fd8c", 2021),
     build=_nonblock_end, apis=("modern",), applies=_hlist_notifier,
     broken=dict(sim_options={"nonblock_fail_calls_end": False}),
     fixed=dict(sim_options={"nonblock_fail_calls_end": True}))
 _historical(
     Historical("apic-page-remap", "kvm_apic_remap", "kvm", "modern",
                ("MapInWindow", "UseAfterFree", "StaleRead", "LostWrite"),
-               "e649b3f0188f (2020): KVM APIC-access page re-looked-up inside start/end"),
+               "e649b3f0188f (2020): KVM APIC-access page re-looked-up inside start/end",
+               "e649b3f0188f", 2020),
     build=_apic_remap)
 _historical(
     Historical("writeback-device-write", "pinned", "kvm", "modern",
@@ -178,5 +187,5 @@ _historical(
                ("WriteToReadOnly", "LostWrite", "StaleRead"),
                "LWN 2018 'get_user_pages, pinned pages, and DAX': a device writing a page "
                "after page_mkclean through a long-term pin; fixed by following page_mkclean "
-               "through notifiers (ODP/HMM) instead of pinning"),
+               "through notifiers (ODP/HMM) instead of pinning", "LWN 2018", 2018),
     build=build_writeback, broken=dict(applies=any_driver))
