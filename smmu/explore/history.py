@@ -93,8 +93,9 @@ def check_history(name, *, budget=BROKEN_BUDGET, fixed_schedules=FIXED_SCHEDULES
     row = HistoryRow(h.name, h.commit, h.year, h.ref, tuple(h.expected))
     broken_cls = historical_driver(h.driver)
     expected = set(h.expected)
-    for strategy in STRATEGIES:
-        f, seen = first_hit(h.name, broken_cls, h.api, strategy, budget, expected)
+    for strategy in h.strategies:
+        f, seen = first_hit(h.name, broken_cls, h.api, strategy, max(budget, h.budget or 0),
+                            expected)
         row.broken.extend(k for k in seen if k not in row.broken)
         if f is not None:
             row.caught = True
@@ -103,7 +104,7 @@ def check_history(name, *, budget=BROKEN_BUDGET, fixed_schedules=FIXED_SCHEDULES
     fixed_cls = historical_driver(h.fixed_driver)
     kinds = []
     for strategy in STRATEGIES:
-        ex = explore(h.name + "-fixed", fixed_cls, h.api, strategy=strategy,
+        ex = explore(h.name + "-fixed", fixed_cls, h.apis[1], strategy=strategy,
                      schedules=fixed_schedules, seed=0)
         kinds.extend(f.kind for f in ex.findings if f.kind not in kinds)
     row.fixed = kinds

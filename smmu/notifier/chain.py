@@ -320,6 +320,10 @@ class NotifierSubscriptions:
             while self.subs:
                 sub = self.subs[0]
                 self._unlink(sub)
+                # 3ad3d901bbcf's diagram: between hlist_del_init_rcu and ->release another
+                # CPU's try_to_unmap finds no notifier and frees a page the secondary MMU
+                # still maps
+                yield
                 if overrides(sub, "release"):
                     with self._section():
                         yield from self._call(sub, "release", (self.mm,), unlinked_ok=True)

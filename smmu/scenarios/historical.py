@@ -9,10 +9,31 @@ from dataclasses import dataclass
 
 from smmu.base.constants import PAGE_SIZE
 from smmu.notifier import MMUNotifier
-from smmu.scenarios.catalogue import build_fork_after_pin, build_reclaim, build_writeback
+from smmu.scenarios.catalogue import (build_fork_after_pin, build_munmap, build_reclaim,
+                                      build_writeback)
 from smmu.scenarios.kit import (Join, anon_process, any_driver, cpu_reads, cpu_writes, device_loop,
                                 has_notifier, notifier_only, pages, seq, setup_anon, tolerant)
 from smmu.scenarios.registry import Scenario, attach_driver, register
+
+
+class PipeReader(MMUNotifier):
+    """A pipe holding a page that ``vmsplice`` put in it: ``get_user_pages`` without
+    ``FOLL_WRITE`` (a plain reference, no pin, no COW break) at the first read, and every
+    later read through that reference. No notifier and no declared translation: nothing in
+    Linux tells a pipe that the process's page tables changed. Used by
+    ``gup-read-cow-leak`` (CVE-2020-29374)."""
+
+    name = "pipe"
+
+    def __init__(self, sim, mm):
+        super().__init__(sim, mm)
+        self.page = None
+
+    def access(self, va, *, write, value=None):
+        yield
+        if self.page is None:
+            self.page = yield from self.mm.get_user_pages(va - va % PAGE_SIZE, write=False)
+        return self.dma_read(va, self.page)
 
 
 class RefusingNotifier(MMUNotifier):
@@ -104,9 +125,10 @@ PRE_5_9_RULES = {"cow_reuse": "mapcount", "anon_exclusive": False,
 class Historical:
     """A real bug as a pair of scenarios: ``name`` (broken) and ``name + "-fixed"``.
     ``driver`` / ``fixed_driver`` name the drivers to run them with (``drivers.BUILTIN`` or
-    ``drivers.BUGGY`` keys), ``api`` the generation, ``expected`` the kinds the broken one
-    shows, ``ref`` where the bug is documented, ``commit`` the commit that fixed it (or the
-    one the bug is known by) and ``year`` when."""
+    ``drivers.BUGGY`` keys), ``api`` the generation (``fixed_api`` that of the fixed half
+    when the fix changed it, as 4.13 removing ``invalidate_page``), ``expected`` the kinds the
+    broken one shows, ``ref`` where the bug is documented, ``commit`` the commit that fixed
+    it (or the one the bug is known by) and ``year`` when."""
 
     name: str
     driver: str
@@ -116,6 +138,16 @@ class Historical:
     ref: str
     commit: str = ""
     year: int = 0
+    fixed_api: str | None = None
+    #: how ``smmu history`` searches the broken half (a window few schedules hit: more of
+    #: the one strategy that reaches it, as the buggy catalogue's ``search_budget``)
+    strategies: tuple = ("pct", "random")
+    budget: int | None = None
+
+    @property
+    def apis(self) -> tuple:
+        """``(api of the broken half, api of the fixed half)``."""
+        return self.api, self.fixed_api or self.api
 
 
 HISTORICAL: dict[str, Historical] = {}
@@ -189,3 +221,91 @@ _historical(
                "after page_mkclean through a long-term pin; fixed by following page_mkclean "
                "through notifiers (ODP/HMM) instead of pinning", "LWN 2018", 2018),
     build=build_writeback, broken=dict(applies=any_driver))
+
+
+def _release_vs_reclaim(sim, driver_cls):
+    """The process exits while reclaim on another CPU unmaps its pages and the device reads
+    them. In 2.6.27..3.5 (and 3.9) ``__mmu_notifier_release`` unlinks a subscription
+    before calling its ``release``: reclaim's ``try_to_unmap`` in between finds no notifier
+    and frees a page the secondary MMU still maps (3ad3d901bbcf's diagram)."""
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2)
+    j = Join(sim)
+    j.spawn("cpu1", tolerant(sim.reclaim(mm, buf, 2 * PAGE_SIZE, force=True)))
+    j.spawn("dev0", device_loop(drv, vas, rounds=3, write=False))
+    j.spawn("cpu0", tolerant(mm.exit()))
+
+
+def _gup_read_cow_leak(sim, driver_cls):
+    """CVE-2020-29374 (Project Zero 2045, the vmsplice reproducer): the parent writes a page
+    and forks; the child's device takes a read-only GUP reference to it (the pipe), the
+    child unmaps it, the parent writes a secret. With the old reuse rule (mapcount 1: reuse
+    in place) the child's reference reads the parent's secret; with page_count (5.9) the
+    parent copies."""
+    parent = sim.new_process("parent")
+    buf = sim.do(parent.mmap(PAGE_SIZE, prot="rw"))
+    sim.do(parent.write(buf, 1111))
+    child = sim.do(parent.fork())
+    drv = attach_driver(sim, driver_cls, child)
+    j = Join(sim)
+    unmapped = sim.completion("child_unmapped")
+
+    def child_task():
+        yield from tolerant(drv.access(buf, write=False))       # vmsplice: GUP, read-only
+        yield from child.munmap(buf, PAGE_SIZE)
+        unmapped.complete_all()
+
+    def parent_task():
+        yield unmapped.wait()
+        yield from parent.write(buf, 4242)                       # the secret
+
+    def pipe_read():
+        yield unmapped.wait()
+        for _ in range(3):
+            yield from tolerant(drv.access(buf, write=False))
+
+    j.spawn("cpu1", child_task())
+    j.spawn("cpu0", parent_task())
+    j.spawn("dev0", pipe_read())
+    j.then("check", cpu_reads(parent, [buf]))
+
+
+_historical(
+    Historical("rcu-callbacks-sleep", "xpmem", "xpmem", "range_only", ("SleepInAtomic",),
+               "21a92735f660 'mm: mmu_notifier: have mmu_notifiers use a global SRCU so they "
+               "may safely schedule' (3.7): until then every hook ran under rcu_read_lock, so "
+               "XPMEM's and ODP's sleeping invalidations could not be correct",
+               "21a92735f660", 2012),
+    build=build_munmap, apis=("range_only",),
+    broken=dict(description="munmap while the device faults, hooks called under "
+                "rcu_read_lock (3.6): a hook that sleeps is a bug",
+                sim_options={"kernel": "3.6"}),
+    fixed=dict(description="munmap while the device faults, hooks called in an SRCU "
+               "read-side section (3.7+)", sim_options={"kernel": "3.7"}))
+_historical(
+    Historical("release-unlink-first", "kvm", "kvm", "v2008", ("UseAfterFree",),
+               "3ad3d901bbcf 'mm: mmu_notifier: fix freed page still mapped in secondary MMU' "
+               "(3.6): __mmu_notifier_release unlinked a notifier before its ->release",
+               "3ad3d901bbcf", 2012, strategies=("random",), budget=2000),
+    build=_release_vs_reclaim, apis=("v2008",),
+    broken=dict(sim_options={"kernel": "3.0"}), fixed=dict(sim_options={"kernel": "3.6"}))
+_historical(
+    Historical("release-refix", "kvm", "kvm", "v2008", ("UseAfterFree",),
+               "751efd8610d3 (3.9) fixed the unregister race by unlinking before ->release "
+               "again, reopening 3ad3d901bbcf's bug; d34883d4e35c 'mm: mmu_notifier: re-fix "
+               "freed page still mapped in secondary MMU' (3.10)", "d34883d4e35c", 2013,
+               strategies=("random",), budget=2000),
+    build=_release_vs_reclaim, apis=("v2008",),
+    broken=dict(description="exit racing reclaim under 751efd8610d3's release order (3.9)",
+                sim_options={"kernel": "3.9"}),
+    fixed=dict(description="exit racing reclaim, ->release first (3.10, d34883d4e35c)",
+               sim_options={"kernel": "3.10"}))
+_historical(
+    Historical("gup-read-cow-leak", "smmu.scenarios.historical:PipeReader",
+               "smmu.scenarios.historical:PipeReader", "modern", ("CrossMmAccess",),
+               "CVE-2020-29374: a read-only GUP reference kept by the child, the parent's COW "
+               "reused the page (mapcount 1); worked around by 17839856fd58 (5.8), fixed by "
+               "09854ba94c6a 'mm: do_wp_page() simplification' (5.9): reuse only if "
+               "page_count == 1", "09854ba94c6a", 2020),
+    build=_gup_read_cow_leak, apis=("modern",),
+    applies=lambda cls: issubclass(cls, PipeReader),
+    broken=dict(sim_options={"kernel": "5.5"}), fixed=dict(sim_options={"kernel": "5.9"}))
