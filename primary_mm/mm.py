@@ -338,8 +338,8 @@ class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, D
                 new = make(old)
                 pt.clear(vpn)                                    # ptep_clear_flush
                 self.sched.observer.pte_cleared(
-                    self, va, "invalidate_page" if clear_notify else
-                    "change_pte" if setnotify else None)
+                    self, va, "invalidate_page" if clear_notify or outside else
+                    "change_pte" if setnotify and new else None)
                 yield from self._flush_tlb_range(va, va + PAGE_SIZE)
                 if clear_notify and not outside:
                     yield from subs.mmu_notifier_invalidate_page(va)   # under the PT lock
@@ -369,7 +369,8 @@ class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, D
             if ok:
                 new = make(old)
                 pt.clear(vpn)                                    # ptep_clear_flush
-                self.sched.observer.pte_cleared(self, va, None)
+                self.sched.observer.pte_cleared(
+                    self, va, "change_pte" if v2008 and setnotify and new else None)
                 yield from self._flush_tlb_range(va, va + PAGE_SIZE)
                 if v2008 and setnotify and new:
                     # 3.7+ set_pte_at_notify: change_pte first, then set_pte_at (no

@@ -67,11 +67,11 @@ def call_site(task) -> tuple[str, str]:
 
 
 class _Window:
-    __slots__ = ("kind", "site", "op", "t0", "s0", "pending")
+    __slots__ = ("kind", "site", "op", "t0", "s0", "pending", "task")
 
-    def __init__(self, kind, op, site, t0, s0, pending):
+    def __init__(self, kind, op, site, t0, s0, pending, task=None):
         self.kind, self.op, self.site = kind, op, site
-        self.t0, self.s0, self.pending = t0, s0, pending
+        self.t0, self.s0, self.pending, self.task = t0, s0, pending, task
 
 
 class StudyObserver(Observer):
@@ -126,10 +126,13 @@ class StudyObserver(Observer):
             return
         op, site = self._where()
         self.vm_calls[(op, site, hook)] += 1
+        task = self.sim.running
+        if any(w.task is task for w in self._ranges.values()):
+            return              # inside a range (3.7+ change_pte): the range is the window
         subs = [s for s in mm.notifier_subscriptions.subs
                 if overrides(s, hook) or (hook == "change_pte" and overrides(s, "invalidate_page"))]
         sim = self.sim
-        w = _Window("page", op, site, sim.now, sim.steps, len(subs))
+        w = _Window("page", op, site, sim.now, sim.steps, len(subs), task)
         if not subs:
             self._close(w)
         else:
@@ -141,7 +144,7 @@ class StudyObserver(Observer):
         op, site = self._where()
         self.vm_calls[(op, site, "invalidate_range_start")] += 1
         sim = self.sim
-        self._ranges[id(rng)] = _Window("range", op, site, sim.now, sim.steps, 0)
+        self._ranges[id(rng)] = _Window("range", op, site, sim.now, sim.steps, 0, sim.running)
 
     def range_start_failed(self, mm, rng):
         w = self._ranges.pop(id(rng), None)

@@ -60,10 +60,6 @@ OPS = {"cow": ("write",), "cow-mt": ("write",), "reclaim": ("reclaim",),
        "writeback": ("writeback",), "migrate": ("migrate",), "ksm": ("ksm_merge",),
        "munmap": ("munmap",), "madvise": ("madvise",), "brk": ("brk",)}
 
-#: single-page workloads whose path 3.7..4.10 (invalidate_page_outside_ptl) bracketed with
-#: start/end instead of calling invalidate_page (do_wp_page, KSM: 6bdb913f0a70)
-OUTSIDE_PTL_NOT_SINGLE = ("cow", "cow-mt", "ksm")
-
 #: the brk analogue's reference walker pause (the wake-up and hand-off variants use it)
 BRK_REF_GAP = 20_000.0
 
@@ -365,15 +361,11 @@ def judge(doc: dict) -> list[dict]:
         if c["workload"] not in SINGLE_PAGE:
             continue
         m = c["modes"]
-        # a driver that cannot run under v2008 (XPMEM sleeps under the PT lock) is counted
-        # in the 3.7..4.10 order, which makes the same calls after the lock, but only on the
-        # reverse-map paths (try_to_unmap_one, page_mkclean_one): in that era COW and KSM
-        # were bracketed by start/end (6bdb913f0a70), so those cells have no v2008 count
-        v08 = next((k for k in ("v2008", "v2008-outside-ptl") if k in m and
-                    k not in c["invalid_modes"]), None)
-        if v08 == "v2008-outside-ptl" and c["workload"] in OUTSIDE_PTL_NOT_SINGLE:
-            continue
-        if v08 is None or "range_only" not in m:
+        # counting calls needs no correct driver: XPMEM's v2008 runs (SleepInAtomic under
+        # the PT lock) make the same VM calls as any other driver's. (Not the 3.7..4.10
+        # order instead: there COW and KSM were bracketed by start/end, 6bdb913f0a70.)
+        v08 = "v2008"
+        if v08 not in m or "range_only" not in m:
             continue
         v, r = m[v08]["vm_calls_per_op"]["mean"], m["range_only"]["vm_calls_per_op"]["mean"]
         cbv = m[v08]["callbacks_per_op_by_driver"]

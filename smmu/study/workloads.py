@@ -44,7 +44,9 @@ class Mode:
 MODES = {
     "v2008": Mode("v2008", "v2008", False, "2.6.27: invalidate_page under the PT lock"),
     "v2008-outside-ptl": Mode("v2008-outside-ptl", "v2008", True,
-                              "invalidate_page after the PT lock is dropped (3.7-4.10)"),
+                              "3.7-4.10: invalidate_page after the PT lock is dropped "
+                              "(reclaim, writeback, migration); COW and KSM a range "
+                              "with change_pte"),
     "range_only": Mode("range_only", "range_only", False,
                        "every invalidation bracketed by invalidate_range_start/end"),
 }
