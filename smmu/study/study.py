@@ -484,9 +484,11 @@ def judge(doc: dict) -> list[dict]:
             parts.append(f"XPMEM, whose invalidation sleeps on a mutex, is {said(xp)} under "
                          "v2008, where invalidate_page runs under the PT lock")
         if xpo:
+            ksm = "ksm-merge" in xpo.get("scenarios", {}).get("SleepInAtomic", [])
             parts.append(f"{said(xpo)} with invalidate_page moved after the PT lock (the "
-                         "pre-2017 order; KSM's change_pte still falls back to "
-                         "invalidate_page under the lock)")
+                         "3.7-4.10 order" + ("; KSM's change_pte still falls back to "
+                                             "invalidate_page under the lock" if ksm else
+                                             "; COW and KSM are ranges there") + ")")
         if xpr:
             parts.append(f"{said(xpr)} under range_only with rwsem rmap locks")
         if xps:
