@@ -177,7 +177,6 @@ def test_bench_cli_usage_errors(capsys):
 
 
 def test_plots_are_written(tmp_path):
-    pytest.importorskip("matplotlib")
     from smmu.study.plots import write_all
     doc = run_study(quick=True, seeds=1, verdicts=False)
     files = write_all(doc, tmp_path / "plots")
