@@ -415,12 +415,14 @@ class Faults:
             if took:
                 yield self.mmap_lock.read()
             try:
-                return (yield from self._follow(va, bool(write), pin, op, longterm))
+                pfn = yield from self._follow(va, bool(write), pin, op, longterm)
             finally:
                 if took:
                     self.mmap_lock.up_read()
         finally:
             self._mmput()
+        self.sched.observer.gup(self, va, pfn, bool(write), op)
+        return pfn
 
     def get_user_pages(self, va, write=False):
         """``get_user_pages``: fault in ``va`` (a write breaks COW) and return its pfn with a
@@ -445,6 +447,7 @@ class Faults:
                                   "to its pins: use unpin_user_page for a page from "
                                   "pin_user_pages")
         frames.put(pfn)
+        self.sched.observer.gup_release(self, pfn, "put_page")
         return None
         yield  # pragma: no cover - a generator like every operation
 
@@ -455,6 +458,7 @@ class Faults:
             raise InvalidArgument(f"unpin_user_page({pfn}): the frame is not pinned: unpin "
                                   "only what pin_user_pages returned, once")
         self.memory.frames.unpin(pfn)
+        self.sched.observer.gup_release(self, pfn, "unpin_user_page")
         return None
         yield  # pragma: no cover
 

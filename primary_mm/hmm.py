@@ -112,6 +112,11 @@ class Hmm:
                     return -EBUSY               # mmu_interval_check_retry
                 ret, last = yield from self._hmm_walk(range, last)
                 if ret != -EBUSY:
+                    if ret == 0:                # the snapshot the device will program
+                        self.sched.observer.gup(self, range.start,
+                                                int(hmm_pfn_to_pfn(range.hmm_pfns[0])),
+                                                bool(range.default_flags & HMM_PFN_REQ_WRITE),
+                                                "hmm_range_fault")
                     return ret
         finally:
             self._mmput()

@@ -105,8 +105,11 @@ class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, D
 
     def lookup_pte(self, va: int) -> int:
         """A lockless walk of the page table (GRU's ``atomic_pte_lookup``, an IOMMU's
-        hardware walk): the entry for ``va`` now (0 = none). Use :func:`pte_pfn`."""
-        return self.pt.lookup(int(va) >> PAGE_SHIFT)
+        hardware walk): the entry for ``va`` now (0 = none). Use :func:`pte_pfn`. Reported
+        to the observer (``pte_walk``): it is a device's view of the primary."""
+        pte = self.pt.lookup(int(va) >> PAGE_SHIFT)
+        self.sched.observer.pte_walk(self, va, pte)
+        return pte
 
     pte_pfn = staticmethod(pte_pfn)
 

@@ -527,9 +527,15 @@ def test_concurrent_cpus_with_reclaim_and_migration(seed):
         running[0] -= 1
 
     def reclaimer():
-        while running[0]:
+        rounds = 0
+        # once the CPUs are done, go on (a few rounds at most) until both reclaim and
+        # migration did something: the assertion below is about them having run, whatever
+        # the schedule made of the race
+        while running[0] or (rounds < 20 and not (sim.stats["reclaimed"] and
+                                                  sim.stats["migrated"])):
             yield from sim.reclaim(mm, a, 8 * P, force=True)
             yield from sim.migrate(mm, a, 8 * P)
+            rounds += 1
             yield
     sim.spawn("cpu0", cpu(0, 1))
     sim.spawn("cpu1", cpu(4, 2))

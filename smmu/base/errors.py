@@ -27,7 +27,8 @@ VIOLATION_KINDS = {
     "Livelock": "a task went past its step budget (retrying without bound)",
     "LockOrder": "two locks taken in both orders by different paths (lockdep)",
     "BadReturn": "a hook returned a value its contract forbids (e.g. failing a blockable start)",
-    "StaleMapping": "at quiescence a secondary mapping disagrees with the primary page table",
+    "StaleMapping": "a secondary mapping disagrees with the primary page table (when it is "
+                    "made, or at quiescence)",
 }
 
 

@@ -449,6 +449,12 @@ class NotifierSubscriptions:
                     for sub in self._reach("invalidate_range_end"):
                         obs.range_start_unwind(sub, rng)
                         yield from self._call(sub, "invalidate_range_end", (rng,), reason)
+                return ret
+        # start never runs under the PT lock (it may sleep), so its caller takes the PT lock
+        # only after it returns, and another CPU may act in between: a GUP's follow_page can
+        # take the PT lock first and still see the old PTE (wp_page_copy, mm/memory.c 6.6:
+        # "Re-check the pte - we dropped the lock"; zap_pte_range's pte_offset_map_lock)
+        yield
         return ret
 
     def mmu_notifier_invalidate_range_end(self, rng):
@@ -537,6 +543,7 @@ class NotifierSubscriptions:
         if not self.has_itree:
             raise CoreBug("interval_notifier_insert before the interval tree was registered "
                           "(mmu_interval_notifier_insert registers it first)")
+        self.sched.observer.interval_insert(self.mm, isub)
         if self.active_invalidate_ranges:
             if self.is_invalidating():
                 self.deferred.append((isub, "insert"))

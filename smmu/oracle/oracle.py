@@ -2,7 +2,7 @@
 
 ``Simulator`` installs ``Oracle(sim)`` as its observer (``sim.observer``, see
 :mod:`smmu.runtime.observer`); it learns everything from the events the lower layers report
-and reads only their public state (``mm.vma_at``, ``mm.peek``, ``mm.lookup_pte``,
+and reads only their public state (``mm.vma_at``, ``mm.peek``, ``mm.pt.lookup``,
 ``mm.pt.walk``, ``memory.frames``, ``memory.mms``). It extends
 :class:`~smmu.oracle.protocol.ProtocolChecker` (the notifier windows: ``MapInWindow``,
 ``BadReturn``, an end without its start) and keeps:
@@ -43,6 +43,7 @@ from smmu.base.pte import PTE_DEVICE, PTE_PRESENT, PTE_WRITE, pte_pfn, pte_pfns
 from smmu.oracle.cells import Cell
 from smmu.oracle.protocol import ProtocolChecker
 from smmu.oracle.scan import STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary
+from smmu.runtime.task import call_site
 
 log = structlog.get_logger("smmu")
 
@@ -168,7 +169,7 @@ class Oracle(ProtocolChecker):
                 table[key] = Cell(value, cell.writer, task, step, None, False, True)
             return
         page = va - va % PAGE_SIZE
-        pte = int(mm.lookup_pte(va))
+        pte = int(mm.pt.lookup(va >> PAGE_SHIFT))
         now = pte_pfn(pte) if pte & PTE_PRESENT else None
         if cell.device and cell.pfn is not None and now != cell.pfn:
             seen = self._unmapped_seen.get((mm.id, va >> PAGE_SHIFT, cell.pfn))
@@ -211,7 +212,7 @@ class Oracle(ProtocolChecker):
         vpn = va >> PAGE_SHIFT
         pfn = int(pfn)
         what = "write" if write else "read"
-        pte = int(mm.lookup_pte(va))
+        pte = int(mm.pt.lookup(va >> PAGE_SHIFT))
         # a device may translate through the primary's device-private entry of its own page
         # and a device-exclusive entry of the page it holds, which the CPU cannot use
         mapped_here = bool(pte & (PTE_PRESENT | PTE_DEVICE)) and pte_pfn(pte) == pfn
@@ -338,6 +339,7 @@ class Oracle(ProtocolChecker):
     # ------------------------------------------------------------------ secondary structures
     def secondary_map(self, drv, va, pfn, writable):
         super().secondary_map(drv, va, pfn, writable)     # MapInWindow
+        self._check_map(drv, va, int(pfn), bool(writable))
         self._drvs[id(drv)] = drv
         m = self.maps.get(id(drv))
         if m is None:
@@ -346,6 +348,53 @@ class Oracle(ProtocolChecker):
         frames = self._frames()
         gen = int(frames.generation[pfn]) if 0 <= pfn < len(frames.generation) else -1
         m.add(va >> PAGE_SHIFT, pfn, gen, bool(writable))
+
+    def _check_map(self, drv, va: int, pfn: int, writable: bool) -> None:
+        """The rule a new secondary mapping must satisfy when it is made, not only at
+        quiescence: it translates to the frame the primary PTE maps there now, and it is
+        writable only if that PTE is ("the secondary MMU must not have a more permissive
+        mapping than the primary": include/linux/mmu_notifier.h, invalidate_range_start, and
+        Documentation/mm/mmu_notifier.rst). Not judged while a change of that page may still
+        be on its way to this driver: inside an open range of the mm (a window is
+        ``MapInWindow``), in a range whose end has begun but not yet returned for this driver
+        (it may still drop the mapping there: XPMEM unmaps and unpins only in end), while
+        one of the driver's own notifications of the page runs, or while another task holds
+        the mm's PT lock (a v2008 ``invalidate_page`` is called
+        under it right after the PTE changed: "the page is still referenced" until it
+        returns, 2.6.27 mmu_notifier.h)."""
+        mm = drv.mm
+        if not _alive(mm) or self.window_at(drv, va) is not None:
+            return
+        pte = int(mm.pt.lookup(va >> PAGE_SHIFT))
+        # a device may map its own device-private page and the page it holds exclusive,
+        # which the primary keeps as non-present device entries
+        present = bool(pte & (PTE_PRESENT | PTE_DEVICE))
+        same = present and pte_pfn(pte) == pfn
+        if same and (not writable or pte & PTE_WRITE):
+            return
+        if any(r.start <= va < r.end for r in self._open_list(mm)) or self._notifying(drv, va) \
+                or any(r.start <= va < r.end for r in self.ending(drv)):
+            return
+        ptl = getattr(mm, "page_table_lock", None)
+        owner = getattr(ptl, "owner", None)
+        if owner is not None and owner is not self.sim.current:
+            return
+        where = call_site()
+        if same:
+            what = ("writable, but the primary PTE is read-only (write-protected for COW, "
+                    "mprotect or page_mkclean): a write fault must get the page for write "
+                    "(FOLL_WRITE breaks COW) and map writable only if the primary PTE is")
+        else:
+            now = f"frame {pte_pfn(pte)}" if present else "nothing"
+            what = (f"but the primary maps {now} there now: the fault's snapshot of the "
+                    "primary is stale (an invalidation ran since it was taken: check the "
+                    "sequence, or the in-progress count, under the driver lock before "
+                    "installing)")
+        self._report(
+            "StaleMapping", (id(drv), va, pfn, "map", self.sim.steps),
+            f"{drv.name} mapped {va:#x} -> frame {pfn} at {where} {what}", address=va,
+            frames=(pfn,), driver=drv.name, where=where,
+            reason="writable over read-only" if same else "stale when made")
 
     def secondary_unmap(self, drv, start, end):
         m = self.maps.get(id(drv))

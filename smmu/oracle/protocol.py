@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from smmu.notifier import failed, overrides
 from smmu.runtime.observer import Observer
+from smmu.runtime.task import call_site
 
 
 class _Subscription:
@@ -209,12 +210,18 @@ class ProtocolChecker(Observer):
             if ent is not None:
                 ent[1].clear()
 
+    def window_at(self, drv, va):
+        """The window of ``drv`` (see :meth:`windows`) that contains ``va``, or None."""
+        return next((r for r in self.windows(drv) if r.start <= va < r.end), None)
+
     def secondary_map(self, drv, va, pfn, writable):
-        window = next((r for r in self.windows(drv) if r.start <= va < r.end), None)
+        window = self.window_at(drv, va)
         if window is not None:
+            where = call_site()
             self.sim.violation(
                 "MapInWindow",
-                f"{drv.name} mapped {va:#x} -> pfn {pfn} inside the open window of "
+                f"{drv.name} mapped {va:#x} -> pfn {pfn} at {where} inside the open window of "
                 f"{window!r}: between invalidate_range_start and _end no secondary mapping of "
                 "the range may be established (check an in-progress count or sequence "
-                "under the driver lock before installing)", address=va, frames=(pfn,))
+                "under the driver lock before installing)", address=va, frames=(pfn,),
+                where=where)

@@ -54,6 +54,20 @@ class Observer:
     def file_truncate(self, file, npages):
         """``file`` was truncated to ``npages`` pages."""
 
+    def gup(self, mm, va, pfn, write, how):
+        """``how`` (``"get_user_pages"``, ``"pin_user_pages"`` or ``"hmm_range_fault"``)
+        resolved ``va`` of ``mm`` to frame ``pfn``, faulting it in for ``write`` if needed.
+        The first two took a page reference (a pin) that ``gup_release`` gives back;
+        ``hmm_range_fault`` keeps none."""
+
+    def gup_release(self, mm, pfn, how):
+        """``how`` (``"put_page"`` or ``"unpin_user_page"``) dropped one reference on frame
+        ``pfn`` that get_user_pages / pin_user_pages of ``mm`` took."""
+
+    def pte_walk(self, mm, va, pte):
+        """A lockless walk of ``mm``'s page table read ``pte`` for ``va``
+        (``mm.lookup_pte``: GRU's ``atomic_pte_lookup``, an IOMMU's hardware walk)."""
+
     # ------------------------------------------------------------------ drivers' declarations
     def secondary_map(self, drv, va, pfn, writable):
         """``drv`` installed the translation ``va -> pfn`` (``note_map``; ``va`` page
@@ -104,6 +118,14 @@ class Observer:
         """Interval notifier ``isub``'s ``invalidate`` for ``rng`` (``mn_itree_invalidate``,
         from a range start) returned ``ret`` (False: it refused)."""
 
+    def interval_insert(self, mm, isub):
+        """Interval notifier ``isub`` was inserted on ``mm``
+        (``mmu_interval_notifier_insert``: it holds a reference on the mm until removed)."""
+
+    def interval_remove(self, mm, isub):
+        """Interval notifier ``isub`` was removed from ``mm``
+        (``mmu_interval_notifier_remove``)."""
+
     def interval_release(self, isub, rng, ret):
         """Interval notifier ``isub``'s ``invalidate`` for the RELEASE range ``rng`` of an
         exiting mm (``mn_itree_release``) returned ``ret``."""
@@ -119,23 +141,41 @@ EVENTS = tuple(n for n, v in vars(Observer).items() if callable(v) and not n.sta
 
 
 class FanOut(Observer):
-    """Several observers as one: each event goes to each, in the order given."""
+    """Several observers as one: each event goes to each, in the order given. The bound
+    methods are looked up once, when the fan-out is made, so an event costs one call per
+    observer that overrides it (observers that keep the no-op are skipped)."""
 
     def __init__(self, *observers):
         self.observers = tuple(observers)
+        for name in EVENTS:
+            base = getattr(Observer, name)
+            targets = tuple(getattr(o, name) for o in self.observers
+                            if getattr(type(o), name, base) is not base
+                            or name in getattr(o, "__dict__", {}))
+            setattr(self, name, _fan(targets))
 
     def __repr__(self):
         return f"<FanOut {', '.join(type(o).__name__ for o in self.observers)}>"
 
 
-def _fan(name):
-    def event(self, *args):
-        for o in self.observers:
-            getattr(o, name)(*args)
-    event.__name__ = name
-    event.__doc__ = getattr(Observer, name).__doc__
+def _fan(targets):
+    if not targets:
+        return _noop
+    if len(targets) == 1:
+        return targets[0]
+    if len(targets) == 2:
+        a, b = targets
+
+        def two(*args):
+            a(*args)
+            b(*args)
+        return two
+
+    def event(*args):
+        for t in targets:
+            t(*args)
     return event
 
 
-for _name in EVENTS:
-    setattr(FanOut, _name, _fan(_name))
+def _noop(*args):
+    return None

@@ -12,7 +12,9 @@ it runs on; tasks that share one CPU run one at a time (:class:`Core`).
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from smmu.runtime.costs import COSTS
 
@@ -35,6 +37,25 @@ def user_frame(frames: list[str]) -> str:
         if not any(p in path for p in _PLUMBING):
             return fr
     return frames[-1] if frames else "?"
+
+
+#: smmu's own packages (the harness and the model layers, not the drivers): a call site
+#: outside them is a driver's or a scenario's
+_OWN = tuple(str(Path(__file__).resolve().parents[2] / pkg) + os.sep
+             for pkg in ("smmu", "primary_mm"))
+
+
+def call_site(skip=_OWN) -> str:
+    """``file:line in function`` of the innermost frame on the running stack whose file is
+    not under ``skip`` (by default smmu's own packages): where a driver's or a scenario's
+    code made the call being reported (a ``note_map``, a ``get_user_pages``...). Cheap: one
+    walk up the frames, nothing formatted but the answer; "?" when every frame is smmu's."""
+    f = sys._getframe(1)
+    while f is not None:
+        if not f.f_code.co_filename.startswith(skip):
+            return f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+        f = f.f_back
+    return "?"
 
 
 class Task:
