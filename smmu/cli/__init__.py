@@ -6,7 +6,8 @@
     smmu drivers                                # built-in, buggy and entry-point drivers
     smmu check DRIVER [--scenario NAME|all] [--api v2008|range_only|modern]
                       [--kernel VERSION[,VERSION...]|all]...
-                      [--strategy pct|random|exhaustive] [--schedules N] [--seed S]
+                      [--strategy portfolio|pct|random|exhaustive|windows]
+                      [--schedules N] [--seed S]
                       [--json FILE] [--trace DIR]
     smmu bench NAME [--seeds N] [--json FILE] [--plot PATH] [--quick]   # smmu bench list
     smmu replay FILE [--index I] [--trace FILE]  # re-run one reported violation
@@ -42,7 +43,7 @@ from smmu.cli.demo import DEMO_BUGGY, DEMO_SCENARIOS, DEMO_SCHEDULES, cmd_demo, 
 from smmu.cli.strace import cmd_replay_strace
 from smmu.cli.history import add_parser as add_history_parser
 from smmu.cli.history import cmd_history
-from smmu.explore import STRATEGIES
+from smmu.explore import SEARCHES
 from smmu.notifier import API_GENERATIONS
 
 __all__ = ["BENCHES", "CLIError", "DEMO_BUGGY", "DEMO_SCENARIOS", "DEMO_SCHEDULES",
@@ -92,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--kernel", action="append", default=None, metavar="VERSION",
                    help="Linux release(s) to check under, as presets (e.g. 2.6.27, 5.10, "
                    "a comma-separated list, or all; repeatable): a row per kernel")
-    c.add_argument("--strategy", default="pct", choices=tuple(STRATEGIES))
+    c.add_argument("--strategy", default="portfolio", choices=tuple(SEARCHES),
+                   help="portfolio (default: window-directed, exhaustive to preemption "
+                   "bound 2, PCT depth 1-3 and random, sharing --schedules), or one of them")
     c.add_argument("--schedules", type=_pos_int, default=200,
                    help="schedules per scenario and api (default 200)")
     c.add_argument("--seed", type=_nonneg_int, default=0)

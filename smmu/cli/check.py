@@ -13,10 +13,10 @@ from rich.table import Table
 from smmu.base.errors import UsageError
 from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, ProgressBar, console,
                              resolve_driver, slug, write_json)
-from smmu.explore import STRATEGIES, Finding, explore, replay, shrink
+from smmu.explore import SEARCHES, Finding, explore, replay, shrink
 from smmu.explore.loader import driver_label
 from smmu.notifier import API_GENERATIONS
-from smmu.report import check_json, finding_text
+from smmu.report import check_json, finding_text, verdict
 from smmu.report.trace import write_trace
 from smmu.scenarios import SCENARIOS, default_names, known_window
 from smmu.sim import KERNELS, kernel_preset, kernels
@@ -88,7 +88,20 @@ def plan_kernels(cls, scenario_name, api, spec):
     return triples, skipped
 
 
-def run_check(cls, pairs, *, strategy="pct", schedules=200, seed=0, progress=None,
+def run_row(sc, api, ex, kernel=None) -> dict:
+    """The ``runs`` row of one exploration: what ran, what it found and what a clean result
+    rests on (the strategy ``mix``, the exhaustive ``bound`` and whether it was
+    ``complete``)."""
+    row = {"scenario": sc.name, "api": api, "schedules_run": ex.schedules_run,
+           "violations": sorted({f.violation.kind for f in ex.findings}),
+           "strategy": ex.strategy, "mix": dict(ex.mix), "bound": ex.bound,
+           "complete": ex.complete}
+    if kernel:
+        row["kernel"] = kernel
+    return row
+
+
+def run_check(cls, pairs, *, strategy="portfolio", schedules=200, seed=0, progress=None,
               stop_at_first=True):
     """Explore every ``(scenario, api)`` pair, or ``(scenario, api, kernel)`` triple (the
     kernel preset goes to the simulator); returns (findings, schedules_run, rows)."""
@@ -104,11 +117,7 @@ def run_check(cls, pairs, *, strategy="pct", schedules=200, seed=0, progress=Non
         total += ex.schedules_run
         if progress is not None:
             progress.advance(max(0, schedules - ex.schedules_run))
-        row = {"scenario": sc.name, "api": api, "schedules_run": ex.schedules_run,
-               "violations": sorted({f.violation.kind for f in ex.findings})}
-        if kern:
-            row["kernel"] = kern
-        rows.append(row)
+        rows.append(run_row(sc, api, ex, kern))
         findings.extend(ex.findings)
     return findings, total, rows
 
@@ -130,8 +139,8 @@ def shrink_finding(finding, max_runs=200):
 
 
 def cmd_check(args) -> int:
-    if args.strategy not in STRATEGIES:
-        raise CLIError(f"unknown strategy {args.strategy!r}: use one of {', '.join(STRATEGIES)}")
+    if args.strategy not in SEARCHES:
+        raise CLIError(f"unknown strategy {args.strategy!r}: use one of {', '.join(SEARCHES)}")
     if args.schedules < 1:
         raise CLIError(f"--schedules must be at least 1, got {args.schedules}")
     cls = resolve_driver(args.driver)
@@ -189,10 +198,16 @@ def summary(out, label, rows, total, elapsed):
     t.add_column("result")
     for r in rows:
         res = ("[red]" + ", ".join(r["violations"]) + "[/red]") if r["violations"] \
-            else "[green]clean[/green]"
+            else ("[green]clean[/green]" +
+                  (f" [dim](complete to bound {r['bound']})[/dim]" if r.get("complete")
+                   else ""))
         cells = (r["scenario"], r["api"], str(r["schedules_run"]), res)
         t.add_row(*(((r.get("kernel", ""),) if by_kernel else ()) + cells))
     out.print(t)
+    for r in rows:
+        if r.get("scenario"):
+            where = f"{r['scenario']} [{r['api']}{' ' + r['kernel'] if r.get('kernel') else ''}]"
+            out.print(f"{where}: {verdict(r)}", markup=False, highlight=False)
 
 
 def kernel_verdicts(rows) -> list[dict]:

@@ -46,18 +46,16 @@ def cmd_demo(args) -> int:
     schedules = args.schedules or DEMO_SCHEDULES
     out = console()
     out.print(f"smmu demo: the coherence checker on the built-in drivers and {len(DEMO_BUGGY)} "
-              f"documented broken ones; PCT, {schedules} schedules per scenario and API.\n",
-              markup=False)
+              f"documented broken ones; the default search, {schedules} schedules per "
+              "scenario and API.\n", markup=False)
     plan_ = demo_plan(schedules)
     t0 = time.perf_counter()
     cells, caught, total, ok = {}, None, 0, True
     with ProgressBar(sum(len(p) for _, _, p, _ in plan_) * schedules, "demo") as prog:
         for label, cls, pairs, expect_clean in plan_:
             for sc, api in pairs:
-                # a broken driver may declare the search its window needs (search_strategies)
-                strategy = getattr(cls, "search_strategies", ("pct",))[0]
-                findings, n, _ = run_check(cls, [(sc, api)], strategy=strategy,
-                                           schedules=schedules, seed=args.seed, progress=prog)
+                findings, n, _ = run_check(cls, [(sc, api)], schedules=schedules,
+                                           seed=args.seed, progress=prog)
                 total += n
                 cell = cells.setdefault((label, api), {"runs": 0, "kinds": set(),
                                                        "scenarios": set()})

@@ -42,6 +42,8 @@ class Finding:
     sim_options: dict = field(default_factory=dict)
     minimal: list | None = None
     preemptions: int | None = None
+    #: which schedule of its exploration found it (1 = the first)
+    index: int | None = None
     scenario_def: Scenario | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -69,6 +71,7 @@ class Finding:
             "choices": list(self.choices),
             "minimal": None if self.minimal is None else list(self.minimal),
             "preemptions": self.preemptions,
+            "index": self.index,
             "kind": v.kind,
             "address": v.address,
             "message": v.message,
@@ -89,7 +92,8 @@ class Finding:
                    seed=int(d["seed"]), choices=list(d.get("choices") or []),
                    driver=d.get("driver") or None, driver_options=d.get("driver_options") or {},
                    params=d.get("params") or {}, sim_options=d.get("sim_options") or {},
-                   minimal=d.get("minimal"), preemptions=d.get("preemptions"))
+                   minimal=d.get("minimal"), preemptions=d.get("preemptions"),
+                   index=d.get("index"))
 
     def _driver_cls(self):
         return load_driver(self.driver) if isinstance(self.driver, str) else self.driver
@@ -115,7 +119,7 @@ def replay(finding_or_dict, record_steps=True, trace=False, *, use_minimal=True,
     if driver_cls is not None:
         f = replace(f, driver=driver_cls)
     choices = f.minimal if (use_minimal and f.minimal is not None) else f.choices
-    if choices or f.strategy == "exhaustive":
+    if choices or f.strategy in ("exhaustive", "windows"):
         sched = Replay(choices or ())
     else:
         sched = make_strategy_schedule(f.strategy, f.seed, f.params)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from smmu.base.errors import UsageError
+from smmu.explore.steer import Steer
 from smmu.runtime.scheduler import Result
 from smmu.runtime.schedules import PCT, RandomSchedule, Replay, Schedule, make_schedule
 from smmu.scenarios import get_scenario
@@ -12,11 +13,13 @@ from smmu.sim import Simulator
 
 #: every exploration strategy: how the schedule of one run is made from its seed and the
 #: strategy's parameters (``depth`` / ``steps`` for PCT; ``prefix`` for the exhaustive
-#: search, which :func:`smmu.explore.search.explore` drives itself and replays from choices)
+#: search, ``prefix`` / ``directives`` for the window-directed one, which
+#: :func:`smmu.explore.search.explore` drives itself; both replay from their choices)
 STRATEGIES = {
     "pct": lambda seed, params: PCT(seed, depth=params.get("depth", 3), steps=params.get("steps")),
     "random": lambda seed, params: RandomSchedule(seed),
     "exhaustive": lambda seed, params: Replay(params.get("prefix", ()), fallback="continue"),
+    "windows": lambda seed, params: Steer(params.get("prefix", ()), params.get("directives", ())),
 }
 
 
@@ -61,12 +64,16 @@ class ScanEveryStep(Schedule):
 
 
 def run_once(scenario, driver_cls, api, schedule, seed, *, record_steps=False, trace=False,
-             stop_on_violation=True, driver_options=None, **sim_overrides) -> Result:
+             stop_on_violation=True, driver_options=None, observers=(),
+             **sim_overrides) -> Result:
     """Build a simulator for ``scenario`` under notifier ``api`` with ``schedule`` (a name or a
     :class:`~smmu.runtime.schedules.Schedule`) and ``seed``, build the scenario with
     ``driver_cls`` and run it. ``sim_overrides`` override the scenario's ``sim_options``;
     ``scan_every_step=True`` among them runs the oracle's structural scan at every choice point
-    (:class:`ScanEveryStep`).
+    (:class:`ScanEveryStep`). ``observers`` are added to the simulator's (``sim.watch``)
+    before the scenario is built. A schedule with an ``install(sim)`` method is given the
+    simulator first (a steered or partial-order schedule listens to the run's events), and
+    one with ``finish(sim)`` is told when the run is over.
     """
     scenario = get_scenario(scenario)
     if api not in scenario.apis:
@@ -83,5 +90,14 @@ def run_once(scenario, driver_cls, api, schedule, seed, *, record_steps=False, t
     # where each atomic section began is only needed for a report: the replay takes it
     sim.capture_stacks = record_steps or trace
     sim.driver_options = dict(driver_options or {})
+    install = getattr(schedule, "install", None)
+    if install is not None:          # a schedule that listens to the run (steering, POR)
+        install(sim)
+    for obs in observers:
+        sim.watch(obs)
     scenario.build(sim, driver_cls)
-    return sim.run()
+    result = sim.run()
+    finish = getattr(schedule, "finish", None)
+    if finish is not None:
+        finish(sim)
+    return result

@@ -11,9 +11,11 @@ import structlog
 
 from smmu.base.errors import UsageError
 from smmu.explore.findings import Finding
-from smmu.explore.run import STRATEGIES, make_strategy_schedule, run_once
+from smmu.explore.por import BoundedSearch
+from smmu.explore.run import make_strategy_schedule, run_once
+from smmu.explore.steer import Steer, window_plans
 from smmu.notifier import API_GENERATIONS
-from smmu.runtime.schedules import RandomSchedule, Replay
+from smmu.runtime.schedules import RandomSchedule
 from smmu.scenarios import get_scenario
 
 log = structlog.get_logger("smmu")
@@ -21,7 +23,11 @@ log = structlog.get_logger("smmu")
 
 @dataclass
 class Exploration:
-    """What :func:`explore` did: ``schedules_run``, ``findings``, ``elapsed`` (wall seconds)."""
+    """What :func:`explore` did: ``schedules_run``, ``findings``, ``elapsed`` (wall seconds).
+
+    For the exhaustive strategy, ``complete`` says whether every schedule within ``bound``
+    preemptions was explored (or one equivalent to it, with ``por``), and ``pruned`` how many
+    runs the reduction cut short; other strategies are never complete."""
 
     scenario: str
     api: str
@@ -30,52 +36,30 @@ class Exploration:
     schedules_run: int = 0
     findings: list = field(default_factory=list)
     elapsed: float = 0.0
-    exhausted: bool = False
+    complete: bool = False
+    bound: int | None = None
+    por: bool | None = None
+    pruned: int = 0
+    mix: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.findings
 
+    @property
+    def exhausted(self) -> bool:
+        """The older name of :attr:`complete`."""
+        return self.complete
+
     def __repr__(self):
         what = "clean" if self.ok else f"{len(self.findings)} finding(s) " \
             f"{sorted({f.kind for f in self.findings})}"
-        full = ", search space exhausted" if self.exhausted else ""
+        full = ""
+        if self.bound is not None:
+            full = (f", preemption bound {self.bound}, "
+                    f"{'complete' if self.complete else 'not complete'}")
         return (f"<Exploration {self.scenario!r} {self.api} {self.strategy}: {what} after "
                 f"{self.schedules_run} schedules in {self.elapsed:.2f}s{full}>")
-
-
-def _frame_cost(tids, prev, ch) -> int:
-    return 1 if prev in tids and ch != prev else 0
-
-
-def _dfs_prefixes(bound: int):
-    """Preemption-bounded DFS (CHESS), as a coroutine: yields the next prefix to run (follow it,
-    then never preempt) and is sent back that run's choice log ``[(tids, prev, chosen)]``."""
-    stack: list = []   # [tids, prev, chosen, tried set, preemptions before this choice]
-    prefix: list = []
-    while True:
-        log_ = yield prefix
-        pre = stack[-1][4] + _frame_cost(*stack[-1][:3]) if stack else 0
-        for tids, prev, ch in log_[len(stack):]:
-            stack.append([tids, prev, ch, {ch}, pre])
-            pre += _frame_cost(tids, prev, ch)
-        while stack:
-            f = stack[-1]
-            tids, prev, _, tried, pb = f
-            alt = None
-            for t in tids:
-                if t not in tried and pb + _frame_cost(tids, prev, t) <= bound:
-                    alt = t
-                    break
-            if alt is None:
-                stack.pop()
-                continue
-            tried.add(alt)
-            f[2] = alt
-            break
-        if not stack:
-            return
-        prefix = [f[2] for f in stack]
 
 
 def _calibrate(scenario, driver_cls, api, seed, driver_options, sim_options,
@@ -90,21 +74,118 @@ def _calibrate(scenario, driver_cls, api, seed, driver_options, sim_options,
     return k
 
 
-def explore(scenario, driver_cls, api, strategy="pct", schedules=100, seed=0, seconds=None,
-            stop_at_first=True, progress=None, *, depth=3, bound=2, driver_options=None,
-            sim_options=None, scan_every_step=False) -> Exploration:
+class _Sampler:
+    """Independent schedules drawn by seed: PCT at ``depths`` and/or random, in turn
+    (``kinds``: ``[("pct", depth) | ("random", None)]``); the PCT ``steps`` estimate (k)
+    starts at ``steps`` and follows the longest run seen."""
+
+    def __init__(self, kinds, seed, steps):
+        self.kinds = list(kinds)
+        self.seed = seed
+        self.steps = max(1, int(steps))
+        self.i = 0
+
+    @property
+    def label(self):
+        return "sample"
+
+    def next(self):
+        strat, depth = self.kinds[self.i % len(self.kinds)]
+        run_seed = self.seed + self.i // len(self.kinds)
+        self.i += 1
+        params = {"depth": depth, "steps": self.steps} if strat == "pct" else {}
+        return strat, make_strategy_schedule(strat, run_seed, params), run_seed, params
+
+    def done(self, sched, result):
+        # PCT's k is the longest run seen so far (deterministic in the seed: every finding
+        # records the k its run used)
+        self.steps = max(self.steps, len(result.schedule))
+
+
+class _Exhaustive:
+    """The bounded search (:class:`~smmu.explore.por.BoundedSearch`) as a run source."""
+
+    def __init__(self, bound, por, seed):
+        self.search = BoundedSearch(int(bound), por=por)
+        self.seed = seed
+        self.n = 0
+
+    def next(self):
+        sched = self.search.next_run()
+        if sched is None:
+            return None
+        params = {"bound": self.search.bound, "por": self.search.por, "index": self.n}
+        self.n += 1
+        return "exhaustive", sched, self.seed, params
+
+    def done(self, sched, result):
+        self.search.done_run(sched)
+
+
+class _Windows:
+    """Window-directed runs (:mod:`smmu.explore.steer`): a recording run, then every
+    placement of every device fault around every window seen, windows found by the steered
+    runs included."""
+
+    def __init__(self, seed):
+        self.seed = seed
+        self.queue: list | None = None
+        self.done_keys: set = set()
+        self.longest = 0
+
+    def next(self):
+        if self.queue is None:
+            return "windows", Steer(record=True), self.seed, {"plan": "record"}
+        if not self.queue:
+            return None
+        key, prefix, directives = self.queue.pop(0)
+        return ("windows", Steer(prefix, directives, record=True), self.seed,
+                {"plan": list(key)})
+
+    def done(self, sched, result):
+        if self.queue is None:
+            self.queue = []
+        self.longest = max(self.longest, len(result.schedule))
+        self.queue.extend(window_plans(sched.events, result.schedule, self.done_keys))
+
+
+#: the exploration strategies :func:`explore` accepts (``STRATEGIES`` are the ones whose
+#: single run is a function of a seed, plus the exhaustive search)
+SEARCHES = ("portfolio", "pct", "random", "exhaustive", "windows")
+
+#: the default mix: shares of the budget per (scenario, api), in the order they run; a part
+#: that ends early (its space exhausted) hands what it did not use to the next ones
+PORTFOLIO = (("windows", 0.3), ("exhaustive", 0.3), ("sample", 0.4))
+#: the sampled part of the portfolio, in turn
+PORTFOLIO_SAMPLES = (("pct", 1), ("pct", 2), ("pct", 3), ("random", None))
+#: the preemption bound of the portfolio's exhaustive part
+PORTFOLIO_BOUND = 2
+
+
+def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed=0,
+            seconds=None, stop_at_first=True, progress=None, *, depth=3, bound=2, por=True,
+            driver_options=None, sim_options=None, scan_every_step=False) -> Exploration:
     """Run ``scenario`` with ``driver_cls`` under notifier ``api`` for up to ``schedules``
-    schedules (and at most ``seconds`` wall seconds) chosen by ``strategy``: ``"pct"`` (with
-    ``depth``), ``"random"`` or ``"exhaustive"`` (at most ``bound`` preemptions; ends early
-    when the bounded space is exhausted). Each failing run becomes a :class:`Finding` (one per
-    violation kind); ``stop_at_first`` ends at the first. ``progress(done, total)`` is called
-    after every schedule. ``driver_options`` go to the driver (see :func:`attach_driver`),
-    ``sim_options`` override the scenario's simulator options, ``scan_every_step`` runs the
-    oracle's structural scan at every choice point. Deterministic in (scenario, driver, api,
-    strategy, seed)."""
+    schedules (and at most ``seconds`` wall seconds) chosen by ``strategy``:
+
+    * ``"portfolio"`` (the default): the mix :data:`PORTFOLIO`: window-directed runs, the
+      bounded exhaustive search to :data:`PORTFOLIO_BOUND` preemptions, then PCT at depths
+      1-3 and random in turn, each with its share of ``schedules``;
+    * ``"pct"`` (with ``depth``), ``"random"``;
+    * ``"exhaustive"``: at most ``bound`` preemptions, with sleep-set reduction unless
+      ``por=False``; ends early, ``complete``, when the bounded space is exhausted
+      (:mod:`smmu.explore.por`);
+    * ``"windows"``: only the window-directed runs (:mod:`smmu.explore.steer`).
+
+    Each failing run becomes a :class:`Finding` (one per violation kind); ``stop_at_first``
+    ends at the first. ``progress(done, total)`` is called after every schedule.
+    ``driver_options`` go to the driver (see :func:`attach_driver`), ``sim_options``
+    override the scenario's simulator options, ``scan_every_step`` runs the oracle's
+    structural scan at every choice point. Deterministic in (scenario, driver, api,
+    strategy, seed). ``Exploration.mix`` counts the schedules of each strategy."""
     sc = get_scenario(scenario)
-    if strategy not in STRATEGIES:
-        raise UsageError(f"unknown strategy {strategy!r}: use one of {list(STRATEGIES)}")
+    if strategy not in SEARCHES:
+        raise UsageError(f"unknown strategy {strategy!r}: use one of {list(SEARCHES)}")
     if api not in API_GENERATIONS:
         raise UsageError(f"unknown notifier api {api!r}: use one of {list(API_GENERATIONS)}")
     if int(schedules) < 1:
@@ -119,63 +200,77 @@ def explore(scenario, driver_cls, api, strategy="pct", schedules=100, seed=0, se
     ex = Exploration(sc.name, api, strategy, seed)
     t0 = time.perf_counter()
     kinds_seen: set = set()
-    params: dict = {}
-    if strategy == "pct":
-        params = {"depth": int(depth),
-                  "steps": _calibrate(sc, driver_cls, api, seed, driver_options, sim_options)}
-    elif strategy == "exhaustive":
-        params = {"bound": int(bound)}
 
-    def record(result, run_seed, run_params) -> bool:
+    def record(result, run_strategy, run_seed, run_params) -> bool:
         """Keep the run's violations as findings; True when exploration should stop."""
         for v in result.violations:
             if v.kind in kinds_seen:
                 continue
             kinds_seen.add(v.kind)
-            ex.findings.append(Finding(v, sc.name, api, strategy, run_seed, list(result.schedule),
-                                       driver=driver_cls, driver_options=driver_options,
-                                       params=run_params, sim_options=sim_options,
-                                       scenario_def=sc))
-            log.info("finding", scenario=sc.name, api=api, strategy=strategy, seed=run_seed,
-                     kind=v.kind)
+            ex.findings.append(Finding(v, sc.name, api, run_strategy, run_seed,
+                                       list(result.schedule), driver=driver_cls,
+                                       driver_options=driver_options, params=run_params,
+                                       sim_options=sim_options, scenario_def=sc,
+                                       index=ex.schedules_run))
+            log.info("finding", scenario=sc.name, api=api, strategy=run_strategy,
+                     seed=run_seed, kind=v.kind)
         return bool(ex.findings) and stop_at_first
 
     def out_of_time() -> bool:
         return seconds is not None and time.perf_counter() - t0 >= seconds
 
-    if strategy == "exhaustive":
-        search = _dfs_prefixes(int(bound))
-        prefix = next(search)
-        while True:
-            sched = Replay(prefix, fallback="continue")
-            result = run_once(sc, driver_cls, api, sched, seed, driver_options=driver_options,
-                              **sim_options)
-            ex.schedules_run += 1
-            if progress is not None:
-                progress(ex.schedules_run, schedules)
-            stop = record(result, seed, {**params, "index": ex.schedules_run - 1})
-            if stop or ex.schedules_run >= schedules or out_of_time():
-                break
-            try:
-                prefix = search.send(sched.log)
-            except StopIteration:
-                ex.exhausted = True
-                break
+    if strategy == "portfolio":
+        windows = _Windows(seed)
+        parts = []
+        for name, share in PORTFOLIO:
+            if name == "windows":
+                parts.append((windows, share))
+            elif name == "exhaustive":
+                parts.append((_Exhaustive(PORTFOLIO_BOUND, por, seed), share))
+            else:
+                parts.append((_Sampler(PORTFOLIO_SAMPLES, seed, 0), share))
+    elif strategy == "pct":
+        parts = [(_Sampler([("pct", int(depth))], seed,
+                           _calibrate(sc, driver_cls, api, seed, driver_options, sim_options)),
+                  1.0)]
+    elif strategy == "random":
+        parts = [(_Sampler([("random", None)], seed, 0), 1.0)]
+    elif strategy == "exhaustive":
+        parts = [(_Exhaustive(bound, por, seed), 1.0)]
     else:
-        for i in range(schedules):
-            run_seed = seed + i
-            run_params = dict(params)
-            sched = make_strategy_schedule(strategy, run_seed, run_params)
+        parts = [(_Windows(seed), 1.0)]
+
+    stop = False
+    for k, (part, share) in enumerate(parts):
+        if stop:
+            break
+        left = schedules - ex.schedules_run
+        weight = sum(w for _, w in parts[k:])
+        quota = left if k == len(parts) - 1 else max(1, round(left * share / weight))
+        if isinstance(part, _Sampler) and isinstance(parts[0][0], _Windows):
+            part.steps = max(part.steps, parts[0][0].longest)   # PCT's k from the recording
+        n = 0
+        while n < quota and ex.schedules_run < schedules:
+            item = part.next()
+            if item is None:
+                break
+            run_strategy, sched, run_seed, run_params = item
             result = run_once(sc, driver_cls, api, sched, run_seed,
                               driver_options=driver_options, **sim_options)
+            part.done(sched, result)
+            n += 1
             ex.schedules_run += 1
+            ex.mix[run_strategy if run_strategy != "pct" else f"pct{run_params['depth']}"] = \
+                ex.mix.get(run_strategy if run_strategy != "pct"
+                           else f"pct{run_params['depth']}", 0) + 1
             if progress is not None:
                 progress(ex.schedules_run, schedules)
-            if record(result, run_seed, run_params) or out_of_time():
+            if record(result, run_strategy, run_seed, run_params) or out_of_time():
+                stop = True
                 break
-            if strategy == "pct" and len(result.schedule) > params["steps"]:
-                # PCT's k is the longest run seen so far (deterministic in the seed: every
-                # finding records the k its run used)
-                params["steps"] = len(result.schedule)
+        if isinstance(part, _Exhaustive):
+            ex.bound, ex.por = part.search.bound, part.search.por
+            ex.complete = part.search.complete
+            ex.pruned = part.search.pruned
     ex.elapsed = time.perf_counter() - t0
     return ex

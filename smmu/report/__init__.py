@@ -3,8 +3,8 @@ finding, and the JSON document ``smmu check --json`` writes) and ``trace`` (a ru
 Chrome / Perfetto trace-event file). The text functions are importable from here too."""
 
 from smmu.report import trace
-from smmu.report.text import (MAX_STEPS_SHOWN, check_json, finding_text, hooks_text, short_path,
-                              steps_text, violation_json, violation_text)
+from smmu.report.text import (MAX_STEPS_SHOWN, check_json, finding_text, hooks_text, mix_text,
+                              short_path, steps_text, verdict, violation_json, violation_text)
 
-__all__ = ["MAX_STEPS_SHOWN", "check_json", "finding_text", "hooks_text", "short_path",
-           "steps_text", "trace", "violation_json", "violation_text"]
+__all__ = ["MAX_STEPS_SHOWN", "check_json", "finding_text", "hooks_text", "mix_text",
+           "short_path", "steps_text", "trace", "verdict", "violation_json", "violation_text"]

@@ -6,7 +6,9 @@
   locations (``Violation.steps``, recorded when the run had ``record_steps=True``).
 * :func:`check_json`: the document ``smmu check --json`` writes, as DESIGN.md specifies:
   ``{"driver", "schedules_run", "violations": [{"kind", "scenario", "api", "seed",
-  "address", "message", "schedule"}], ...}``.
+  "address", "message", "schedule"}], ...}``; its ``runs`` rows say what each (scenario,
+  api) was explored with (``mix``, ``bound``, ``complete``), and :func:`verdict` says it in
+  words.
 
 Source paths are shown relative to the project root when they are under it.
 """
@@ -31,6 +33,11 @@ def short_path(where: str) -> str:
     if where.startswith(cwd):
         return where[len(cwd):]
     return where
+
+
+def _short_paths(text: str) -> str:
+    """``text`` with the project root taken off the source paths it names."""
+    return text.replace(_ROOT, "")
 
 
 def _hex(a):
@@ -87,13 +94,13 @@ def violation_text(v, *, scenario: str | None = None, api: str | None = None,
                                          ("api", api), ("strategy", strategy),
                                          ("seed", seed)) if val is not None]
     lines = [head + (f"  ({', '.join(ctx)})" if ctx else "")]
-    lines.append(f"  {v.message}")
+    lines.append(f"  {_short_paths(v.message)}")
     lines.append(f"  task: {v.task or '-'}   step: {v.step}   simulated time: "
                  f"{v.time_ns:.0f} ns")
     if v.frames:
         lines.append(f"  frames: {', '.join(str(f) for f in v.frames)}")
     for k, val in (v.details or {}).items():
-        lines.append(f"  {k}: {val}")
+        lines.append(f"  {k}: {_short_paths(val) if isinstance(val, str) else val}")
     for label, stack in (v.stacks or {}).items():
         lines.append(f"  stack ({label}):")
         lines.extend(f"    {short_path(str(s))}" for s in stack)
@@ -163,6 +170,47 @@ def _best_choices(finding):
     if minimal is not None:
         return minimal
     return getattr(finding, "choices", None) or finding.violation.schedule or []
+
+
+#: how a strategy of the mix is named in a verdict
+_MIX_NAMES = {"windows": "window-directed", "exhaustive": "exhaustive", "random": "random"}
+
+
+def mix_text(mix: dict, bound=None, complete=None) -> str:
+    """``{"windows": 60, "pct1": 20, ...}`` as "60 window-directed, 60 exhaustive to
+    preemption bound 2 (not complete), 60 PCT depth 1-3, 20 random"."""
+    parts = []
+    pct = sorted((int(k[3:]), n) for k, n in mix.items() if k.startswith("pct"))
+    for k, n in mix.items():
+        if k.startswith("pct"):
+            continue
+        if k == "exhaustive" and bound is not None:
+            state = "complete" if complete else "not complete"
+            parts.append(f"{n} exhaustive to preemption bound {bound} ({state})")
+        else:
+            parts.append(f"{n} {_MIX_NAMES.get(k, k)}")
+    if pct:
+        depths = [d for d, _ in pct]
+        d = f"{depths[0]}-{depths[-1]}" if len(depths) > 1 else str(depths[0])
+        parts.insert(len(parts) - ("random" in mix), f"{sum(n for _, n in pct)} PCT depth {d}")
+    return ", ".join(parts)
+
+
+def verdict(row: dict) -> str:
+    """What one (scenario, api) run of ``smmu check`` rests on: "clean: exhaustive to
+    preemption bound 2 (N schedules, complete)", "clean under N schedules (...the mix...)",
+    or the kinds found. ``row``: ``{"schedules_run", "violations", "complete", "bound",
+    "mix"}`` (the ``runs`` rows of :func:`check_json`)."""
+    n = row.get("schedules_run", 0)
+    if row.get("violations"):
+        return f"{', '.join(row['violations'])} (after {n} schedules)"
+    if row.get("complete"):
+        extra = {k: v for k, v in (row.get("mix") or {}).items() if k != "exhaustive"}
+        tail = f"; and {mix_text(extra)}" if extra else ""
+        return (f"clean: exhaustive to preemption bound {row.get('bound')} "
+                f"({(row.get('mix') or {}).get('exhaustive', n)} schedules, complete){tail}")
+    mix = row.get("mix") or {}
+    return f"clean under {n} schedules ({mix_text(mix, row.get('bound'), False)})"
 
 
 def check_json(driver: str, schedules_run: int, findings, *, runs=None, elapsed=None,

@@ -253,6 +253,9 @@ class _RWSide(Request):
                 task = s.readers[0]
             s.readers.remove(task)
         s.released_at = max(s.released_at, s.sched.running.time)
+        fp = s.sched.footprint
+        if fp is not None:
+            fp.write(s)
         # lockdep bookkeeping: the held entry is the side object that was granted
         for h in list(task.held):
             if isinstance(h, _RWSide) and h.sem is s and h.write == self.write:
@@ -340,6 +343,9 @@ class _Wait(Request):
 
     def can(self, task):
         if task.pending is not self:  # first look, at the yield: wait_event checks first
+            fp = self.wq.sched.footprint
+            if fp is not None:        # the predicate reads what its code owns
+                fp.read_by(self.pred)
             return bool(self.pred())
         if not self.woken:
             return False
@@ -351,6 +357,10 @@ class _Wait(Request):
     def grant(self, task):
         if task.pending is self:           # it slept: it runs once the wake-up reaches it
             _resume(self.wq.sched, task, self, self.woken_at)
+        fp = self.wq.sched.footprint
+        if fp is not None:            # woken, and the predicate held
+            fp.write(self.wq)
+            fp.read_by(self.pred)
         if self in self.wq.waiters:
             self.wq.waiters.remove(self)
 
@@ -384,6 +394,9 @@ class WaitQueue:
         return w
 
     def wake_all(self) -> None:
+        fp = self.sched.footprint
+        if fp is not None:
+            fp.write(self)
         self.wakeups += 1
         now = self.sched.running.time
         for w in self.waiters:
@@ -414,6 +427,11 @@ class _CompletionWait(Request):
 
     def ready_at(self, task):
         return _ready(self.c.sched, self, self.c.completed_at)
+        fp = self.c.sched.footprint
+        if fp is not None:
+            fp.write(self.c)
+        if self.c.done != Completion.ALL:
+            self.c.done -= 1
 
     def holders(self):
         return []
@@ -439,11 +457,17 @@ class Completion:
 
     def complete(self):
         self.completed_at = max(self.completed_at, self.sched.running.time)
+        fp = self.sched.footprint
+        if fp is not None:
+            fp.write(self)
         if self.done != self.ALL:
             self.done += 1
 
     def complete_all(self):
         self.completed_at = max(self.completed_at, self.sched.running.time)
+        fp = self.sched.footprint
+        if fp is not None:
+            fp.write(self)
         self.done = self.ALL
 
     def __repr__(self):

@@ -41,8 +41,9 @@ import structlog
 
 from smmu.base.errors import SmmuError, TaskCrashed, UsageError, Violation
 from smmu.runtime.costs import COSTS
+from smmu.runtime.footprint import Halt
 from smmu.runtime.locks import Completion, Mutex, NonBlock, RWSem, Spinlock, WaitQueue
-from smmu.runtime.observer import Observer
+from smmu.runtime.observer import FanOut, Observer
 from smmu.runtime.rcu import RCUDomain
 from smmu.runtime.schedules import make_schedule
 from smmu.runtime.task import Core, Request, Task, format_frames, user_frame
@@ -153,6 +154,9 @@ class Scheduler:
         #: take the stack where each atomic section begins (for SleepInAtomic reports);
         #: exploration turns it off and replays findings with it on
         self.capture_stacks = True
+        #: a :class:`~smmu.runtime.footprint.Footprints` recorder while a partial-order
+        #: search wants each step's footprint (set before tasks are spawned); else None
+        self.footprint = None
         self.tasks: list[Task] = []      # runnable or blocked, spawn order
         self.all_tasks: list[Task] = []
         self.current: Task | None = None
@@ -190,7 +194,12 @@ class Scheduler:
         elif isinstance(cpu, bool) or not isinstance(cpu, int) or cpu < 0:
             raise UsageError(f"spawn({name!r}, ..., cpu={cpu!r}): cpu must be a CPU number "
                              ">= 0 (or None: a CPU of its own)")
+        fp = self.footprint
+        if fp is not None:
+            gen = fp.wrap(gen)
         t = Task(self._next_tid, name, gen, cpu=cpu, start=self.running.time)
+        if fp is not None:
+            gen.task = t
         self._next_tid += 1
         on_cpu = self._cpu_tasks.setdefault(cpu, [])
         on_cpu.append(t)
@@ -252,10 +261,20 @@ class Scheduler:
         can run. Returns a :class:`Result`."""
         try:
             self._loop(record=True)
+        except Halt:                # a search cut the run short (footprint.Recorded)
+            self._stopped = True
         finally:
             self.current = None
         self.quiesce()
         return Result(self)
+
+    def watch(self, observer) -> None:
+        """Add ``observer`` to those the lower layers report to (after the ones installed
+        already: the oracle, the trace recorder): exploration's steering, footprint and
+        coverage observers listen this way."""
+        obs = self.observer
+        current = obs.observers if isinstance(obs, FanOut) else (obs,)
+        self.observer = FanOut(*current, observer)
 
     def quiesce(self) -> None:
         """The run is over: the observer makes its end-of-run checks (unpaired ranges...)."""
@@ -500,6 +519,9 @@ class Scheduler:
         """Lock-order tracking (lockdep): record held -> lock edges by lock class name and
         report an inversion the first time both orders have been seen."""
         name = lock.name
+        fp = self.footprint
+        if fp is not None:
+            fp.write(getattr(lock, "sem", lock))
         for h in task.held:
             hn = h.name
             if hn == name:
@@ -518,6 +540,9 @@ class Scheduler:
         self.stats["lock_acquire"] += 1
 
     def note_release(self, task: Task, lock) -> None:
+        fp = self.footprint
+        if fp is not None:
+            fp.write(lock)
         try:
             task.held.remove(lock)
         except ValueError:

@@ -32,6 +32,64 @@ DEFAULT_PCT_STEPS = 64
 FAIR_BOUND = 1000
 
 
+class Fairness:
+    """The fairness rule of the schedules that otherwise never preempt (``Replay``'s
+    fallback, the steered and the exhaustive search's schedules): a task chosen ``bound``
+    times in a row while others could run is taken to spin, waiting for one of them (a fault
+    retrying while an invalidation is in progress), and is set aside: while a spinner is set
+    aside, a task that is not one runs whenever it can, until it blocks or ends. Two spinners
+    waiting for a third that only gets in between their steps (both devices of one mm
+    retrying while the CPU needs the lock one of them takes each time round) therefore do
+    not starve it, as alternating between them would.
+
+    :meth:`pick` gets the candidates and the schedule's own choice and returns the task to
+    run and whether fairness overrode the choice (then the switch is no preemption the
+    schedule chose); ``spinners`` are the tasks set aside now."""
+
+    __slots__ = ("bound", "last", "run", "spinners")
+
+    def __init__(self, bound: int = None):
+        self.bound = int(bound if bound is not None else FAIR_BOUND)
+        self.last = None
+        self.run = 0
+        self.spinners: set = set()
+
+    def chose(self, tids, tid) -> None:
+        """``tid`` runs (a listed choice, not the schedule's to override): count it."""
+        self._note(tids, tid)
+        self._count(tid)
+
+    def _note(self, tids, tid) -> None:
+        last = self.last
+        if self.spinners and last is not None and last not in self.spinners \
+                and last not in tids:
+            self.spinners.clear()          # the task they waited for blocked or ended
+        if tid == last and self.run >= self.bound:
+            self.spinners.add(tid)
+
+    def _count(self, tid) -> None:
+        if tid == self.last:
+            self.run += 1
+        else:
+            self.last, self.run = tid, 1
+
+    def pick(self, tids, tid) -> tuple:
+        last = self.last
+        forced = False
+        self._note(tids, tid)
+        if tid in self.spinners:
+            calm = [t for t in tids if t not in self.spinners]
+            if calm:
+                tid, forced = min(calm), True
+            elif tid == last and self.run >= self.bound:
+                others = [t for t in tids if t != tid]
+                if others:
+                    tid = min((t for t in others if t > last), default=min(others))
+                    forced = True
+        self._count(tid)
+        return tid, forced
+
+
 class Schedule:
     """Chooses which runnable task runs next. ``choose`` gets the candidates (at least two,
     in a stable order) and returns an index into them. Subclass it for new strategies."""
@@ -225,8 +283,7 @@ class Replay(Schedule):
         self.i = 0
         self.log = []
         self.followed = 0
-        self._last = None
-        self._run = 0
+        self.fair = Fairness()
 
     def choose(self, sched, tasks):
         tids = [t.tid for t in tasks]
@@ -238,19 +295,13 @@ class Replay(Schedule):
         if want is not None and want in tids:
             tid = want
             self.followed += 1
+            self.fair.chose(tids, tid)
         else:
             if self.fallback == "continue" and prev in tids:
                 tid = prev
             else:
                 tid = min(tids)
-            if tid == self._last and self._run >= FAIR_BOUND:
-                others = [t for t in tids if t != tid]
-                tid = min((t for t in others if t > self._last), default=min(others))
-                fair_switch = True
-        if tid == self._last:
-            self._run += 1
-        else:
-            self._last, self._run = tid, 1
+            tid, fair_switch = self.fair.pick(tids, tid)
         # a fairness switch is not a preemption the schedule chose
         self.log.append((tuple(tids), None if fair_switch else prev, tid))
         return tids.index(tid)
