@@ -560,6 +560,7 @@ class NotifierSubscriptions:
     def interval_notifier_unlink(self, isub) -> int:
         """The unlinking part of ``mmu_interval_notifier_remove``: deferred to the last
         ``end`` while invalidating. Returns the sequence number to wait past (0: none)."""
+        self.sched.observer.interval_remove(self.mm, isub)
         if self.is_invalidating():
             pending = [d for d in self.deferred if d[0] is isub and d[1] == "insert"]
             if pending:

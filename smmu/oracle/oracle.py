@@ -39,7 +39,7 @@ import numpy as np
 import structlog
 
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
-from smmu.base.pte import PTE_DEVICE, PTE_PRESENT, PTE_WRITE, pte_pfn, pte_pfns
+from smmu.base.pte import PTE_DEVICE, PTE_MIGRATION, PTE_PRESENT, PTE_WRITE, pte_pfn, pte_pfns
 from smmu.oracle.cells import Cell
 from smmu.oracle.protocol import ProtocolChecker
 from smmu.oracle.scan import STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary
@@ -358,14 +358,18 @@ class Oracle(ProtocolChecker):
         be on its way to this driver: inside an open range of the mm (a window is
         ``MapInWindow``), in a range whose end has begun but not yet returned for this driver
         (it may still drop the mapping there: XPMEM unmaps and unpins only in end), while
-        one of the driver's own notifications of the page runs, or while another task holds
-        the mm's PT lock (a v2008 ``invalidate_page`` is called
+        one of the driver's own notifications of the page runs, while the PTE is a migration
+        entry (the page's final PTE comes with the migration's end), or while another task
+        holds the mm's PT lock (a v2008 ``invalidate_page`` is called
         under it right after the PTE changed: "the page is still referenced" until it
         returns, 2.6.27 mmu_notifier.h)."""
         mm = drv.mm
         if not _alive(mm) or self.window_at(drv, va) is not None:
             return
         pte = int(mm.pt.lookup(va >> PAGE_SHIFT))
+        if pte & PTE_MIGRATION:
+            return   # the page is migrating: its final PTE comes with the migration's end
+            #          (dmirror maps the destination between migrate_vma_pages and _finalize)
         # a device may map its own device-private page and the page it holds exclusive,
         # which the primary keeps as non-present device entries
         present = bool(pte & (PTE_PRESENT | PTE_DEVICE))
