@@ -14,6 +14,7 @@ from smmu.base.errors import UsageError
 from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, ProgressBar, console,
                              resolve_driver, slug, write_json)
 from smmu.explore import SEARCHES, Finding, explore, replay, shrink
+from smmu.explore.coverage import Coverage
 from smmu.explore.loader import driver_label
 from smmu.notifier import API_GENERATIONS
 from smmu.report import check_json, finding_text, verdict
@@ -95,7 +96,7 @@ def run_row(sc, api, ex, kernel=None) -> dict:
     row = {"scenario": sc.name, "api": api, "schedules_run": ex.schedules_run,
            "violations": sorted({f.violation.kind for f in ex.findings}),
            "strategy": ex.strategy, "mix": dict(ex.mix), "bound": ex.bound,
-           "complete": ex.complete}
+           "complete": ex.complete, "coverage": ex.coverage.table()}
     if kernel:
         row["kernel"] = kernel
     return row
@@ -173,17 +174,47 @@ def cmd_check(args) -> int:
                                   "seed": f.seed})
             out.print(f"trace: {path} (open it in https://ui.perfetto.dev)", markup=False)
     summary(out, label, rows, total, elapsed)
+    coverage = merged_coverage(rows)
+    coverage_summary(out, coverage)
     if getattr(args, "kernel", None):
         kernel_summary(out, label, rows + skipped)
     if args.json:
         doc = check_json(label, total, findings, runs=rows + skipped, elapsed=elapsed,
                          seed=args.seed, strategy=args.strategy)
+        doc["coverage"] = coverage
         if getattr(args, "kernel", None):
             doc["kernels"] = kernel_verdicts(rows + skipped)
         for v in doc["violations"]:
             v["driver"] = label
         write_json(args.json, doc)
     return EXIT_VIOLATIONS if findings else EXIT_CLEAN
+
+
+def merged_coverage(rows) -> dict:
+    """The interleaving coverage of every row, summed (:class:`Coverage` tables)."""
+    total = Coverage()
+    for r in rows:
+        if r.get("coverage"):
+            total.merge(Coverage.from_table(r["coverage"]))
+    return total.table()
+
+
+def coverage_summary(out, coverage) -> None:
+    """What a clean verdict rests on: for each notifier hook, in how many runs a device
+    fault step of another task came inside it (or it came inside a fault); for each device
+    fault step, in how many runs a hook came between the snapshot and the map."""
+    if not coverage["hooks"] and not coverage["faults"]:
+        return
+    t = Table(title="interleavings covered (runs where the other side came between)")
+    t.add_column("notifier hook / device fault step")
+    t.add_column("runs", justify="right")
+    t.add_column("interleaved", justify="right")
+    for label, rows in (("hook", coverage["hooks"]), ("fault: snapshot by", coverage["faults"])):
+        for name, d in rows.items():
+            hit = d["interleaved"]
+            t.add_row(f"{label} {name}", str(d["runs"]),
+                      f"[green]{hit}[/green]" if hit else "[red]0 (never)[/red]")
+    out.print(t)
 
 
 def summary(out, label, rows, total, elapsed):

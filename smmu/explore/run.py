@@ -73,7 +73,8 @@ def run_once(scenario, driver_cls, api, schedule, seed, *, record_steps=False, t
     (:class:`ScanEveryStep`). ``observers`` are added to the simulator's (``sim.watch``)
     before the scenario is built. A schedule with an ``install(sim)`` method is given the
     simulator first (a steered or partial-order schedule listens to the run's events), and
-    one with ``finish(sim)`` is told when the run is over.
+    one with ``finish(sim)`` is told when the run is over; so is an observer with an
+    ``install(sim)`` method (instead of being watched).
     """
     scenario = get_scenario(scenario)
     if api not in scenario.apis:
@@ -94,7 +95,11 @@ def run_once(scenario, driver_cls, api, schedule, seed, *, record_steps=False, t
     if install is not None:          # a schedule that listens to the run (steering, POR)
         install(sim)
     for obs in observers:
-        sim.watch(obs)
+        hook = getattr(obs, "install", None)
+        if hook is not None:
+            hook(sim)
+        else:
+            sim.watch(obs)
     scenario.build(sim, driver_cls)
     result = sim.run()
     finish = getattr(schedule, "finish", None)

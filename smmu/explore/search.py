@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from smmu.base.errors import UsageError
+from smmu.explore.coverage import Coverage
 from smmu.explore.findings import Finding
 from smmu.explore.por import BoundedSearch
 from smmu.explore.run import make_strategy_schedule, run_once
@@ -27,7 +28,9 @@ class Exploration:
 
     For the exhaustive strategy, ``complete`` says whether every schedule within ``bound``
     preemptions was explored (or one equivalent to it, with ``por``), and ``pruned`` how many
-    runs the reduction cut short; other strategies are never complete."""
+    runs the reduction cut short; other strategies are never complete. ``mix`` counts the
+    schedules of each strategy, ``coverage`` which interleavings of notifier hooks and device
+    fault steps they tried (:class:`~smmu.explore.coverage.Coverage`)."""
 
     scenario: str
     api: str
@@ -41,6 +44,7 @@ class Exploration:
     por: bool | None = None
     pruned: int = 0
     mix: dict = field(default_factory=dict)
+    coverage: Coverage = field(default_factory=Coverage)
 
     @property
     def ok(self) -> bool:
@@ -255,7 +259,7 @@ def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed
             if item is None:
                 break
             run_strategy, sched, run_seed, run_params = item
-            result = run_once(sc, driver_cls, api, sched, run_seed,
+            result = run_once(sc, driver_cls, api, sched, run_seed, observers=[ex.coverage],
                               driver_options=driver_options, **sim_options)
             part.done(sched, result)
             n += 1
