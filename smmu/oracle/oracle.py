@@ -40,6 +40,7 @@ import structlog
 
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.base.pte import PTE_DEVICE, PTE_MIGRATION, PTE_PRESENT, PTE_WRITE, pte_pfn, pte_pfns
+from smmu.notifier import overrides
 from smmu.oracle.cells import Cell
 from smmu.oracle.protocol import ProtocolChecker
 from smmu.oracle.scan import STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary
@@ -82,6 +83,7 @@ class Oracle(ProtocolChecker):
         self._ghost: dict[tuple, Cell] = {}              # (mm id, vpn) -> cell before discard
         self._discarding: dict[int, list] = {}           # mm id -> [(vpn0, vpn1, ranges)]
         self.scans = 0
+        self._page_pending: set = set()                  # (id(sub), page): v2008 call due
 
     def __repr__(self):
         ncells = sum(len(c) for c in self.cells.values()) + \
@@ -359,10 +361,10 @@ class Oracle(ProtocolChecker):
         ``MapInWindow``), in a range whose end has begun but not yet returned for this driver
         (it may still drop the mapping there: XPMEM unmaps and unpins only in end), while
         one of the driver's own notifications of the page runs, while the PTE is a migration
-        entry (the page's final PTE comes with the migration's end), or while another task
-        holds the mm's PT lock (a v2008 ``invalidate_page`` is called
-        under it right after the PTE changed: "the page is still referenced" until it
-        returns, 2.6.27 mmu_notifier.h)."""
+        entry (the page's final PTE comes with the migration's end), or between a v2008
+        single-page path clearing the PTE (``pte_cleared``) and this driver's
+        ``invalidate_page`` / ``change_pte`` of it returning ("the page is still referenced"
+        until it returns, 2.6.27 mmu_notifier.h; under the PT lock or, 3.7..4.10, after it)."""
         mm = drv.mm
         if not _alive(mm) or self.window_at(drv, va) is not None:
             return
@@ -377,11 +379,8 @@ class Oracle(ProtocolChecker):
         if same and (not writable or pte & PTE_WRITE):
             return
         if any(r.start <= va < r.end for r in self._open_list(mm)) or self._notifying(drv, va) \
-                or any(r.start <= va < r.end for r in self.ending(drv)):
-            return
-        ptl = getattr(mm, "page_table_lock", None)
-        owner = getattr(ptl, "owner", None)
-        if owner is not None and owner is not self.sim.current:
+                or any(r.start <= va < r.end for r in self.ending(drv)) \
+                or (id(drv), va) in self._page_pending:
             return
         where = call_site()
         if same:
@@ -399,6 +398,22 @@ class Oracle(ProtocolChecker):
             f"{drv.name} mapped {va:#x} -> frame {pfn} at {where} {what}", address=va,
             frames=(pfn,), driver=drv.name, where=where,
             reason="writable over read-only" if same else "stale when made")
+
+    def pte_cleared(self, mm, va, hook):
+        """A v2008 single-page path cleared the PTE of ``va`` and calls ``hook`` next: until
+        each subscriber's call returns, its mapping of the old page is still allowed."""
+        if hook is None:
+            return
+        page = va - va % PAGE_SIZE
+        for sub in mm.notifier_subscriptions.subs:
+            if overrides(sub, hook) or (hook == "change_pte" and
+                                        overrides(sub, "invalidate_page")):
+                self._page_pending.add((id(sub), page))
+
+    def hook_exit(self, sub, hook, args, span):
+        super().hook_exit(sub, hook, args, span)
+        if span is not None and hook in ("invalidate_page", "change_pte"):
+            self._page_pending.discard((id(sub), span[0]))
 
     def secondary_unmap(self, drv, start, end):
         m = self.maps.get(id(drv))
