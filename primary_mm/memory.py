@@ -10,7 +10,8 @@ Options (keywords): every one, with its values, the kernel versions that behave 
 commit, is in ONE table, ``docs/kernels.md`` (generated from ``smmu.sim.presets``, whose
 kernel presets set them all). ``None`` for ``fork_copies_pinned``,
 ``anon_exclusive``, ``reclaim_skips_pinned``, ``mprotect_writable_exclusive``,
-``unshare_longterm_ro_pins``, ``exit_mmap_lock`` and ``cow_notify`` means "as the
+``unshare_longterm_ro_pins``, ``exit_mmap_lock``, ``cow_notify``, ``munmap_downgrade`` and
+``mprotect_notify`` means "as the
 generation's era":
 today's rules for ``"modern"``, the 2008 ones otherwise. The Simulator passes them all
 (``Simulator(fork_enomem_bug=True, ...)``).
@@ -53,6 +54,9 @@ from smmu.base.pte import (PTE_DIRTY, PTE_WRITE, exclusive_pfns, expand_huge, ma
 from smmu.notifier.chain import check_chain_options
 
 COW_REUSE = ("page_count", "mapcount")
+#: where mprotect puts its notifier pairs: per range (2.6.27..3.14), per PUD span from the
+#: first populated PMD (3.15..6.11), per P4D span from the first populated PUD (6.12+)
+MPROTECT_NOTIFY = ("change_protection", "change_pmd_range", "change_pud_range")
 #: how a PTE replaced by COW or KSM is notified (v2008 eras): "clear_flush_notify" (2.6.27),
 #: "set_pte_at_notify" (2.6.32..3.6), "range" (3.7+, and every range_only / modern run)
 COW_NOTIFY = ("clear_flush_notify", "set_pte_at_notify", "range")
@@ -79,6 +83,7 @@ class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migra
                  reclaim_skips_pinned: bool | None = None,
                  mprotect_writable_exclusive: bool | None = None,
                  unshare_longterm_ro_pins: bool | None = None, cow_notify: str | None = None,
+                 munmap_downgrade: bool | None = None, mprotect_notify: str | None = None,
                  thp: str = "madvise", thp_cow: str = "split", huge_zero_page: bool = True,
                  thp_migration: bool = True, thp_swap: bool = True, lru_gen: str = "off"):
         check_thp_options(thp, thp_cow)
@@ -86,6 +91,13 @@ class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migra
             raise UsageError(f"unknown lru_gen {lru_gen!r}: use one of {list(LRU_GEN)}")
         self.lru_gen = lru_gen
         modern = notifier_api == "modern"
+        if mprotect_notify is None:
+            mprotect_notify = "change_pmd_range" if modern else "change_protection"
+        if mprotect_notify not in MPROTECT_NOTIFY:
+            raise UsageError(f"unknown mprotect_notify {mprotect_notify!r}: use one of "
+                             f"{list(MPROTECT_NOTIFY)}")
+        self.mprotect_notify = mprotect_notify
+        self.munmap_downgrade = modern if munmap_downgrade is None else bool(munmap_downgrade)
         if cow_notify is None:
             cow_notify = "clear_flush_notify" if notifier_api == "v2008" and \
                 not invalidate_page_outside_ptl else "range"

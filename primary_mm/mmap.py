@@ -284,29 +284,50 @@ class Mmap:
                 pending = []
         return pending[0] if len(pending) == 1 else np.concatenate(pending)
 
-    def _do_munmap(self, start, end):
+    def _do_munmap(self, start, end, downgrade=None):
         """``do_munmap`` (mmap_lock held for write): split, detach, ``unmap_region``
-        (start/end UNMAP around the zap, 2.6.27 ``unmap_vmas``), free page tables."""
+        (start/end UNMAP around the zap, 2.6.27 ``unmap_vmas``), free page tables. With
+        ``downgrade`` and ``munmap_downgrade`` (4.20+, dd2283f2605e "mm: mmap: zap pages with
+        read mmap_sem in munmap") the lock is downgraded to read once the VMAs are detached
+        (a fault there finds no VMA), so faults elsewhere, GUP and other readers run during
+        the zap: "We can free page tables without write-locking mmap_lock because VMAs were
+        isolated before we downgraded mmap_lock" (6.6 ``do_vmi_align_munmap``). ``downgrade``
+        is the caller's lock state (:meth:`_mmap_unlock`), marked the moment it downgrades."""
         if not self.vmas_in(start, end):
             return
         vmas = yield from self._split_vmas(start, end)
         for v in vmas:                              # detach_vmas_to_be_unmapped
             self.vmas.remove(v)
+        if downgrade is not None and self.memory.munmap_downgrade:
+            self.mmap_lock.downgrade_write()        # "if (unlock) mmap_write_downgrade(mm)"
+            downgrade["read"] = True
+            yield
         yield from self._zap(start, end, Event.UNMAP, [(v.start, v.end) for v in vmas])
         for v in vmas:
             yield from self._unlink_vma(v)
         self.pt.free_empty(start >> PAGE_SHIFT, end >> PAGE_SHIFT)   # free_pgtables
 
+    def _mmap_unlock(self, lock: dict) -> None:
+        """Drop the mmap_lock a munmap-like call took for write: for read if
+        :meth:`_do_munmap` downgraded it (``lock["read"]``)."""
+        if lock.get("read"):
+            self.mmap_lock.up_read()
+        else:
+            self.mmap_lock.up_write()
+
     def munmap(self, addr, length):
-        """``munmap``: unmap ``[addr, addr + length)`` (length rounded up to pages)."""
+        """``munmap``: unmap ``[addr, addr + length)`` (length rounded up to pages). The
+        munmap system call downgrades mmap_lock before the zap (4.20+, see
+        :meth:`_do_munmap`)."""
         self._alive()
         start, end = self._check_range(addr, length, "munmap")
         yield self.mmap_lock.write()
+        lock = {}
         try:
             yield
-            yield from self._do_munmap(start, end)
+            yield from self._do_munmap(start, end, downgrade=lock)
         finally:
-            self.mmap_lock.up_write()
+            self._mmap_unlock(lock)
 
     def brk(self, new_end=None):
         """``brk``: move the end of the heap; returns the new break (the current one for
@@ -328,6 +349,7 @@ class Mmap:
             raise InvalidArgument(f"brk: {new_end:#x} is outside the heap area "
                                   f"[{self.brk_start:#x}, {MMAP_BASE:#x})")
         yield self.mmap_lock.write()
+        lock = {}
         try:
             yield
             old_top = (self.brk_end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
@@ -341,7 +363,10 @@ class Mmap:
                     lk = heap.anon_vma.lock
                     yield from lk.lock_write()
                     lk.unlock_write()
-                yield from self._do_munmap(new_top, old_top)
+                # "mm->brk must to be protected by write mmap_sem so update it before
+                # downgrading mmap_sem" (4.20 brk)
+                self.brk_end = new_end
+                yield from self._do_munmap(new_top, old_top, downgrade=lock)
             elif new_top > old_top:
                 if self.vmas_in(old_top, new_top):
                     raise OutOfMemory(f"brk: growing the heap to {new_end:#x} would overlap "
@@ -357,5 +382,5 @@ class Mmap:
                     self._insert_vma(VMA(self, old_top, new_top, "rw", flags=("heap",)))
             self.brk_end = new_end
         finally:
-            self.mmap_lock.up_write()
+            self._mmap_unlock(lock)
         return self.brk_end

@@ -9,7 +9,7 @@ import numpy as np
 
 from primary_mm.frames import FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_KSM
 from primary_mm.vma import parse_prot
-from smmu.base.constants import HPAGE_PMD_NR, PAGE_SHIFT
+from smmu.base.constants import HPAGE_PMD_NR, HPAGE_PMD_SIZE, LEVEL_BITS, PAGE_SHIFT
 from smmu.base.pte import (PTE_DIRTY, PTE_HUGE, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE,
                            PTE_SPECIAL, PTE_SWAP, PTE_WRITE, pte_pfns)
 from smmu.notifier import Event
@@ -40,39 +40,75 @@ class Mprotect:
         finally:
             self.mmap_lock.up_write()
 
+    def _notify_spans(self, start, end) -> list:
+        """The ranges mprotect's ``mmu_notifier_invalidate_range_start/end`` pairs cover in
+        ``[start, end)``, per ``mprotect_notify`` era: "change_protection" (2.6.27..3.14: one
+        pair over the whole range, 2.6.27 ``mprotect_fixup``, 3.10 ``change_protection``);
+        "change_pmd_range" (3.15..6.11, a5338093bfb4: at most one pair per PUD-sized span,
+        opened lazily "if the pmd is populated", from the first populated PMD to the end of
+        the span, none if the span is empty); "change_pud_range" (6.12: the same one level
+        up, per P4D span from the first populated PUD). A PMD counts as populated when it
+        maps a page-table entry (an empty table left by munmap is not one here)."""
+        mode = self.memory.mprotect_notify
+        if mode == "change_protection":
+            return [(start, end)]
+        sub, span = (HPAGE_PMD_SIZE, HPAGE_PMD_SIZE << LEVEL_BITS)
+        if mode == "change_pud_range":
+            sub, span = span, span << LEVEL_BITS
+        vpns, _ptes = self.pt.iter_present(start >> PAGE_SHIFT, end >> PAGE_SHIFT)
+        out = []
+        a = start
+        i = 0
+        n = len(vpns)
+        while a < end:
+            b = min(end, (a // span + 1) * span)           # pud_addr_end / p4d_addr_end
+            while i < n and int(vpns[i]) << PAGE_SHIFT < a:
+                i += 1
+            if i < n and int(vpns[i]) << PAGE_SHIFT < b:
+                first = int(vpns[i]) << PAGE_SHIFT
+                out.append((max(a, first - first % sub), b))
+            a = b
+        return out
+
     def _change_protection(self, vma, old, new):
-        """``change_protection`` (2.6.27: start/end around ``change_pud_range``, then
-        ``flush_tlb_range``)."""
+        """``change_protection``: the PTEs of ``vma`` follow its new protection, under the PT
+        lock, with the notifier pairs of the era (:meth:`_notify_spans`, PROTECTION_VMA)
+        around them and the TLB flushed inside each pair."""
         subs = self.notifier_subscriptions
-        rng = self._range(vma.start, vma.end, Event.PROTECTION_VMA)
-        yield from subs.mmu_notifier_invalidate_range_start(rng)
-        v0, v1 = vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT
-        yield self.page_table_lock
-        try:
-            changed = self._readonly_nonpresent(v0, v1)
-            if new == "none":
-                changed += self.pt.protect_range(v0, v1, PTE_PRESENT | PTE_WRITE, PTE_PROTNONE)
-            else:
-                if old == "none":
-                    vpns = np.arange(v0, v1, dtype=np.int64)
-                    cur = self.pt.walk(vpns)
-                    pn = (cur & _U(PTE_PROTNONE | PTE_SWAP | PTE_MIGRATION)) == _U(PTE_PROTNONE)
-                    if pn.any():
-                        cur[pn] = (cur[pn] & ~_U(PTE_PROTNONE)) | _U(PTE_PRESENT)
-                        self._map_small(v0, cur)
-                    for vpn, word in self.huge_pmds(vma.start, vma.end):   # change_huge_pmd
-                        if word & PTE_PROTNONE:
-                            self.pt.set_pmd(vpn, (word & ~PTE_PROTNONE) | PTE_PRESENT)
-                if "w" not in new:
-                    changed += self.pt.protect_range(v0, v1, PTE_WRITE, 0)
-                elif "w" not in old and self.memory.mprotect_writable_exclusive:
-                    self._try_change_writable(vma, v0, v1)
-            if changed:
-                self.sched.charge("pte_update", changed)
-                yield from self._flush_tlb_range(vma.start, vma.end)
-        finally:
-            self.page_table_lock.release()
-        yield from subs.mmu_notifier_invalidate_range_end(rng)
+        for s, e in self._notify_spans(vma.start, vma.end):
+            rng = self._range(s, e, Event.PROTECTION_VMA)
+            yield from subs.mmu_notifier_invalidate_range_start(rng)
+            yield self.page_table_lock
+            try:
+                changed = self._change_pte_range(vma, old, new, s >> PAGE_SHIFT, e >> PAGE_SHIFT)
+                if changed:
+                    self.sched.charge("pte_update", changed)
+                    yield from self._flush_tlb_range(s, e)
+            finally:
+                self.page_table_lock.release()
+            yield from subs.mmu_notifier_invalidate_range_end(rng)
+
+    def _change_pte_range(self, vma, old, new, v0, v1) -> int:
+        """``change_pte_range`` over ``[v0, v1)``, PT lock held: returns how many entries
+        lost rights (what the TLB flush must cover)."""
+        changed = self._readonly_nonpresent(v0, v1)
+        if new == "none":
+            return changed + self.pt.protect_range(v0, v1, PTE_PRESENT | PTE_WRITE, PTE_PROTNONE)
+        if old == "none":
+            vpns = np.arange(v0, v1, dtype=np.int64)
+            cur = self.pt.walk(vpns)
+            pn = (cur & _U(PTE_PROTNONE | PTE_SWAP | PTE_MIGRATION)) == _U(PTE_PROTNONE)
+            if pn.any():
+                cur[pn] = (cur[pn] & ~_U(PTE_PROTNONE)) | _U(PTE_PRESENT)
+                self._map_small(v0, cur)
+            for vpn, word in self.huge_pmds(v0 << PAGE_SHIFT, v1 << PAGE_SHIFT):
+                if word & PTE_PROTNONE:                        # change_huge_pmd
+                    self.pt.set_pmd(vpn, (word & ~PTE_PROTNONE) | PTE_PRESENT)
+        if "w" not in new:
+            changed += self.pt.protect_range(v0, v1, PTE_WRITE, 0)
+        elif "w" not in old and self.memory.mprotect_writable_exclusive:
+            self._try_change_writable(vma, v0, v1)
+        return changed
 
     def _try_change_writable(self, vma, v0, v1) -> None:
         """``MM_CP_TRY_CHANGE_WRITABLE`` (6.0+, 64fe24a3e05e ``can_change_pte_writable``), PT

@@ -52,6 +52,7 @@ class Mremap:
             if new_addr < old_end and start < new_addr + new_len:
                 raise InvalidArgument("mremap: the new range overlaps the old one")
         yield self.mmap_lock.write()
+        lock = {}
         try:
             yield
             vma = self.vma_at(start)
@@ -60,7 +61,9 @@ class Mremap:
                                         "one mapping (Linux: EFAULT)", address=start)
             if not dontunmap and new_addr is None and new_len <= old_len:
                 if new_len < old_len:
-                    yield from self._do_munmap(start + new_len, old_end)
+                    # "Always allow a shrinking remap": __do_munmap(..., true) downgrades
+                    # mmap_lock to read (4.20+)
+                    yield from self._do_munmap(start + new_len, old_end, downgrade=lock)
                 return start
             if not dontunmap and new_addr is None and old_end == vma.end and \
                     not self.vmas_in(old_end, start + new_len) and \
@@ -78,7 +81,7 @@ class Mremap:
             yield from self._move_vma(vma, start, old_end, dest, new_len, dontunmap)
             return dest
         finally:
-            self.mmap_lock.up_write()
+            self._mmap_unlock(lock)
 
     def _move_vma(self, vma, start, old_end, dest, new_len, dontunmap=False):
         """``move_vma``: new VMA, ``move_page_tables``, then unmap the old range (with

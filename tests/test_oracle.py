@@ -379,10 +379,10 @@ def test_map_inside_window_is_found_by_exploration(strategy):
 def test_map_inside_window_shrinks_to_few_preemptions_and_replays():
     from smmu.explore import replay, shrink
     ex = explore(_window_scenario(NoWindowCheck), NoWindowCheck, "modern", strategy="random",
-                 schedules=300, seed=4)
-    f = ex.findings[0]
+                 schedules=300, seed=4, stop_at_first=False)
+    f = next(f for f in ex.findings if f.kind == "MapInWindow")
     shrink(f, max_runs=150)
-    assert f.preemptions is not None and f.preemptions <= 2
+    assert f.preemptions is not None and f.preemptions <= 3
     r = replay(f)
     assert "MapInWindow" in r.kinds()
     assert r.violations[0].steps       # numbered steps recorded for the report

@@ -318,6 +318,25 @@ class RWSem:
     def up_write(self):
         self._w.release()
 
+    def downgrade_write(self) -> None:
+        """``downgrade_write``: the writer (the running task) keeps the semaphore as a
+        reader, atomically: no writer can come in between, and readers that wait may enter
+        now (``rwsem_downgrade_wake``). Release it later with ``up_read``."""
+        task = self.sched.running
+        if self.writer is not task:
+            raise UsageError(f"downgrade_write on {self.name!r}, which {task.name!r} does not "
+                             "hold for write")
+        self.writer = None
+        self.readers.append(task)
+        for i, h in enumerate(task.held):
+            if isinstance(h, _RWSide) and h.sem is self and h.write:
+                task.held[i] = self._r
+                break
+        while self.fair and self.waiters and not self.waiters[0][1]:
+            waiter, _ = self.waiters.popleft()
+            self.handed.add(waiter)
+            self.readers.append(waiter)
+
     def is_locked(self) -> bool:
         return self.writer is not None or bool(self.readers)
 

@@ -92,6 +92,10 @@ CHANGES = (
         C("unshare_longterm_ro_pins", False, "an R/O long-term pin of a non-anonymous page "
           "(the zero page, a page-cache page) in a COW mapping pins it as it is",
           "tree as of 2.6.27"),
+        C("munmap_downgrade", False, "munmap, brk and mremap hold mmap_lock for write across "
+          "the zap", "tree as of 2.6.27"),
+        C("mprotect_notify", "change_protection", "mprotect_fixup brackets each VMA's part of "
+          "the range with one start/end pair", "tree as of 2.6.27"),
     )),
     ChangePoint("2.6.32", 2009, (
         C(None, None, "change_pte and KSM: set_pte_at_notify calls change_pte, or "
@@ -133,6 +137,11 @@ CHANGES = (
         C("release_order", "release_first", "->release first, then hlist_del_init_rcu (a "
           "second, harmless ->release stays possible)", "d34883d4e35c"),
     )),
+    ChangePoint("3.15", 2014, (
+        C("mprotect_notify", "change_pmd_range", "change_pmd_range opens one start/end pair "
+          "per PUD span at its first populated PMD, to the end of the span; an empty span "
+          "gets none", "a5338093bfb4"),
+    )),
     ChangePoint("4.11", 2017, (
         C("invalidate_page_outside_ptl", False, "try_to_unmap_one, rewritten on "
           "page_vma_mapped_walk, calls invalidate_page under the PT lock again (4.11, not "
@@ -150,6 +159,11 @@ CHANGES = (
           "with -EAGAIN (the OOM reaper)", "93065ac753e4"),
         C("nonblock_fail_calls_end", False, "after a failed non-blockable start no end is "
           "called for the notifiers whose start succeeded", "93065ac753e4"),
+    )),
+    ChangePoint("4.20", 2018, (
+        C("munmap_downgrade", True, "munmap, a shrinking brk and a shrinking mremap detach the "
+          "VMAs, then downgrade mmap_lock to read for the zap (faults elsewhere run "
+          "meanwhile)", "dd2283f2605e"),
     )),
     ChangePoint("5.5", 2020, (
         C(None, None, "interval notifiers (mmu_interval_notifier_insert, read_begin, "
@@ -200,6 +214,9 @@ CHANGES = (
     )),
     ChangePoint("6.8", 2024, ()),
     ChangePoint("6.12", 2024, (
+        C("mprotect_notify", "change_pud_range", "the pair moves to change_pud_range: per P4D "
+          "span from the first populated PUD", "'mm/mprotect: push mmu notifier to PUDs' "
+          "(Peter Xu, 2024; id not checked)"),
         C(None, None, "change_pte and set_pte_at_notify are removed (6.10; present in 6.9.0, "
           "absent in 6.12). The modern generation never calls change_pte: from 3.7 to 6.9 "
           "it ran inside start/end, where a driver that unmaps in start has nothing to "

@@ -71,6 +71,7 @@ class Simulator(Scheduler, metaclass=PresetCall):
                  anon_exclusive: bool | None = None, reclaim_skips_pinned: bool | None = None,
                  mprotect_writable_exclusive: bool | None = None,
                  unshare_longterm_ro_pins: bool | None = None, cow_notify: str | None = None,
+                 munmap_downgrade: bool | None = None, mprotect_notify: str | None = None,
                  thp: str = "madvise", thp_cow: str = "split", huge_zero_page: bool = True,
                  thp_migration: bool = True, thp_swap: bool = True, lru_gen: str = "off",
                  check: bool = True,
@@ -103,7 +104,8 @@ class Simulator(Scheduler, metaclass=PresetCall):
                         "reclaim_skips_pinned": reclaim_skips_pinned,
                         "mprotect_writable_exclusive": mprotect_writable_exclusive,
                         "unshare_longterm_ro_pins": unshare_longterm_ro_pins,
-                        "cow_notify": cow_notify,
+                        "cow_notify": cow_notify, "munmap_downgrade": munmap_downgrade,
+                        "mprotect_notify": mprotect_notify,
                         "thp": thp, "thp_cow": thp_cow, "huge_zero_page": huge_zero_page,
                         "thp_migration": thp_migration, "thp_swap": thp_swap,
                         "lru_gen": lru_gen}
