@@ -46,6 +46,10 @@ FRAME_LOCKED = 1 << 6  #: PG_locked (held during migration, swap I/O, truncate)
 FRAME_REFERENCED = 1 << 7  #: PG_referenced (second-chance reclaim)
 FRAME_WRITEBACK = 1 << 8  #: under writeback
 FRAME_MLOCKED = 1 << 9  #: mlocked: reclaim must skip it
+FRAME_IDLE = 1 << 10  #: PG_idle (mm/page_idle.c): not accessed since marked idle
+#: PG_young: a young bit that page_idle cleared (``folio_set_young``), still owed to reclaim's
+#: ``folio_referenced`` ("if (folio_test_clear_young(folio)) referenced++")
+FRAME_YOUNG = 1 << 11
 #: a ZONE_DEVICE page of MEMORY_DEVICE_PRIVATE memory (``memremap_pages``): device memory the
 #: CPU cannot address, mapped by device-private entries; never on the LRU, so reclaim, NUMA
 #: migration and KSM pass it by
@@ -73,6 +77,8 @@ FRAME_FLAG_NAMES = {
     FRAME_REFERENCED: "referenced",
     FRAME_WRITEBACK: "writeback",
     FRAME_MLOCKED: "mlocked",
+    FRAME_IDLE: "idle",
+    FRAME_YOUNG: "young",
     FRAME_COMPOUND: "compound",
     FRAME_DEVICE_PRIVATE: "device_private",
     FRAME_ANON_EXCLUSIVE: "anon_exclusive",

@@ -17,7 +17,7 @@ from smmu.notifier import Event
 
 _U = np.uint64
 
-ADVICE = ("dontneed", "free", "dontfork", "dofork", "hugepage", "nohugepage")
+ADVICE = ("dontneed", "free", "dontfork", "dofork", "hugepage", "nohugepage", "pageout")
 #: advice that changes VMA flags (split_vma, mmap_lock held for write)
 _VMA_FLAGS = {"dontfork": ("dontfork", None), "dofork": (None, "dontfork"),
               "hugepage": ("hugepage", "nohugepage"), "nohugepage": ("nohugepage", "hugepage")}
@@ -33,8 +33,10 @@ class Madvise:
         again), ``"dontfork"`` / ``"dofork"``, ``"hugepage"`` / ``"nohugepage"``
         (``VM_HUGEPAGE`` / ``VM_NOHUGEPAGE``: whether faults and khugepaged may map huge
         pages there; existing huge pages stay, 6.8 ``hugepage_madvise``; with
-        ``Memory(thp="madvise")`` only ``"hugepage"`` VMAs get them). Huge PMDs across the
-        range's edges are split (``__split_huge_pmd``)."""
+        ``Memory(thp="madvise")`` only ``"hugepage"`` VMAs get them), ``"pageout"``
+        (MADV_PAGEOUT, 5.4+: reclaim the range's pages mapped only here at once, with no
+        aging: ``reclaim_pages`` -> ``shrink_folio_list`` with ``ignore_references``). Huge
+        PMDs across the range's edges are split (``__split_huge_pmd``)."""
         self._alive()
         if not isinstance(advice, str) or advice.lower() not in ADVICE:
             raise InvalidArgument(f"madvise: unknown advice {advice!r}: use one of "
@@ -65,6 +67,11 @@ class Madvise:
                 if advice == "dontneed":
                     # madvise_dontneed_single_vma -> zap_page_range_single (CLEAR)
                     yield from self._zap(s, e, Event.CLEAR, [] if v.shared else [(s, e)])
+                elif advice == "pageout":
+                    # madvise_cold_or_pageout_pte_range: "if (folio_estimated_sharers(folio)
+                    # != 1) continue;", then reclaim_pages(&folio_list, true)
+                    yield from self.memory.reclaim(self, s, e - s, force=True,
+                                                   exclusive_only=True)
                 else:
                     yield from self._madvise_free(v, s, e)
                 yield

@@ -40,7 +40,8 @@ from primary_mm.migrate import Migrate
 from primary_mm.migrate_device import MigrateDevice
 from primary_mm.mm import MM
 from primary_mm.mmu_gather import MmuGather
-from primary_mm.oom import OomReaper
+from primary_mm.oom import OomReaper, check_oom_reaper
+from primary_mm.page_idle import PageIdle
 from primary_mm.pagetable import PageTable, PageTablePool
 from primary_mm.rmap import LRU_GEN, RmapWalk
 from primary_mm.swap import SwapSpace
@@ -63,7 +64,7 @@ COW_NOTIFY = ("clear_flush_notify", "set_pte_at_notify", "range")
 
 
 class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migrate,
-             MigrateDevice, Memremap, Ksm, OomReaper):
+             MigrateDevice, Memremap, Ksm, OomReaper, PageIdle):
     """System-wide primary-MM state. ``sim.memory``; built by :class:`smmu.Simulator`.
 
     The system-wide operations come from one class per Linux file they model:
@@ -85,8 +86,11 @@ class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migra
                  unshare_longterm_ro_pins: bool | None = None, cow_notify: str | None = None,
                  munmap_downgrade: bool | None = None, mprotect_notify: str | None = None,
                  thp: str = "madvise", thp_cow: str = "split", huge_zero_page: bool = True,
-                 thp_migration: bool = True, thp_swap: bool = True, lru_gen: str = "off"):
+                 thp_migration: bool = True, thp_swap: bool = True, lru_gen: str = "off",
+                 oom_reaper: str = "nonblock"):
         check_thp_options(thp, thp_cow)
+        check_oom_reaper(oom_reaper)
+        self.oom_reaper = oom_reaper
         if lru_gen not in LRU_GEN:
             raise UsageError(f"unknown lru_gen {lru_gen!r}: use one of {list(LRU_GEN)}")
         self.lru_gen = lru_gen

@@ -76,7 +76,8 @@ class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, D
         self.exiting = False            # mm_users reached 0: exit_mmap runs or ran
         self._users = 0                 # operations in flight holding an mm_users reference
         self._users_wq = self.sched.waitqueue("mm_users")
-        self.oom_reaped = False
+        self.oom_reaped = False      # MMF_OOM_SKIP: the reaper is done with it
+        self.oom_unstable = False    # MMF_UNSTABLE: the reaper unmapped its memory
         self._held_rmap_locks: list = []
 
     def __repr__(self):

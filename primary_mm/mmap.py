@@ -237,6 +237,12 @@ class Mmap:
         self.memory.release_entries(ptes)          # tlb_finish_mmu: the last batch
         return True
 
+    def _zap_no_notifier(self, start, end, discard=()):
+        """``unmap_page_range`` with no notifier call around it: the OOM reaper of 4.6 ..
+        4.14 (``__oom_reap_task_mm`` in 4.12 calls no ``mmu_notifier``)."""
+        ptes = yield from self._unmap_page_range(start, end, discard)
+        self.memory.release_entries(ptes)          # tlb_finish_mmu
+
     def _unmap_page_range(self, start, end, discard=(), fullmm=False):
         """``unmap_page_range`` under an mmu_gather (:mod:`primary_mm.mmu_gather`): clear the
         entries of ``[start, end)`` under the PT lock, report the private contents of the

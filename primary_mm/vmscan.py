@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_COMPOUND,
-                               FRAME_DEVICE_PRIVATE, FRAME_DIRTY, FRAME_FILE, FRAME_KSM,
-                               FRAME_LAZYFREE, FRAME_REFERENCED, FRAME_SWAPCACHE, FRAME_ZERO,
+                               FRAME_DEVICE_PRIVATE, FRAME_DIRTY, FRAME_FILE, FRAME_IDLE, FRAME_KSM,
+                               FRAME_LAZYFREE, FRAME_REFERENCED, FRAME_SWAPCACHE, FRAME_YOUNG,
+                               FRAME_ZERO,
                                compound_block)
 from smmu.base.constants import HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT, PAGE_SIZE
 from smmu.base.errors import InvalidArgument
@@ -21,9 +22,10 @@ from smmu.notifier import Event
 class Vmscan:
     """Page reclaim (``mm/vmscan.c``)."""
 
-    def reclaim(self, mm, addr, length, force=False):
+    def reclaim(self, mm, addr, length, force=False, exclusive_only=False):
         """One pass of ``shrink_folio_list`` over the pages mapped in ``[addr, addr + length)``
-        of ``mm``: :meth:`folio_check_references` (``force`` skips it), ``try_to_unmap``
+        of ``mm``: :meth:`folio_check_references` (``force`` skips it, as ``reclaim_pages``
+        does for MADV_PAGEOUT; ``exclusive_only``: pages mapped once only), ``try_to_unmap``
         (anonymous pages get swap entries; file pages are dropped, written back first if
         dirty), then the page is written out and freed if nothing else holds it (a page
         with extra references stays in the swap cache / page cache). Returns the number of
@@ -51,7 +53,8 @@ class Vmscan:
             yield
             if frames.refcount[pfn] <= 0 or \
                     frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO | FRAME_DEVICE_PRIVATE) or \
-                    not frames.flags[pfn] & (FRAME_ANON | FRAME_FILE):
+                    not frames.flags[pfn] & (FRAME_ANON | FRAME_FILE) or \
+                    exclusive_only and int(frames.mapcount[pfn]) != 1:
                 continue
             if not self.trylock_page(pfn):                 # trylock_page: skip busy pages
                 continue
@@ -103,6 +106,11 @@ class Vmscan:
         unfreeable?  Activate it." for any young reference."""
         frames = self.frames
         referenced_ptes = yield from self._page_referenced(pfn, mapping, index)
+        if frames.test_flags(pfn, FRAME_YOUNG):            # page_idle cleared a young bit
+            frames.clear_flags(pfn, FRAME_YOUNG)
+            referenced_ptes += 1
+        if referenced_ptes:
+            frames.clear_flags(pfn, FRAME_IDLE)            # folio_clear_idle
         if self.api != "modern":
             return "activate" if referenced_ptes else "reclaim"
         referenced_folio = frames.test_flags(pfn, FRAME_REFERENCED)

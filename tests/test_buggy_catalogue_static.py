@@ -19,7 +19,8 @@ SCENARIO_NAMES = {
     "exit-while-device-active", "oom-reap", "fork-after-pin", "overlapping-invalidations",
     "attach-detach-during-invalidation", "apic-page-remap", "munmap-gather-batch",
     "dontneed-gather-batch", "device-migration", "peer-device-migration", "thp-partial-munmap",
-    "thp-migration", "thp-cow-after-fork", "khugepaged-collapse", "thp-reclaim"}
+    "thp-migration", "thp-cow-after-fork", "khugepaged-collapse", "thp-reclaim",
+    "page-idle-tracking", "pageout-while-device-reads"}
 
 
 def test_catalogue_is_big_enough_and_covers_the_required_bugs():

@@ -26,7 +26,7 @@ from drivers.buggy.hmm import HMMFailBlockable, HMMNoFinalize, HMMNoSetSeq, HMMS
 from drivers.buggy.iommu_sva import SVASleepInFlush
 from drivers.buggy.kvm import (KVMApicRemap, KVMCowWritable, KVMHugeFirstPage,
                                KVMNoInProgressCheck, KVMNoSeqCheck, KVMSeqAfterUnlock,
-                               KVMSeqInStart, KVMSleepsInInvalidatePage)
+                               KVMSeqInStart, KVMSleepingAging, KVMSleepsInInvalidatePage)
 from drivers.buggy.pinned import PinnedEarlyPut
 from drivers.buggy.xpmem import XPMEMNoPin
 
@@ -38,6 +38,7 @@ BUGGY = {
     "kvm_cow_writable": KVMCowWritable,
     "kvm_apic_remap": KVMApicRemap,
     "kvm_huge_first_page": KVMHugeFirstPage,
+    "kvm_sleeping_aging": KVMSleepingAging,
     "gru_no_range_active": GRUNoRangeActiveCheck,
     "gru_flush_in_end": GRUFlushInEnd,
     "gru_no_dropin_guard": GRUNoDropinGuard,

@@ -59,7 +59,7 @@ class KVMSeqInStart(KVM):
               "under mmu_lock), not before the zap")
     mirrors = None
     expected = set(STALE)
-    scenarios = ("reclaim-while-device-reads", "migration")
+    scenarios = ("pageout-while-device-reads", "reclaim-while-device-reads", "migration")
     apis = ("range_only", "modern")
     # the window needs a snapshot after start, a GUP before the PTE is cleared and the check
     # after end: the default search's window-directed part places the fault that way
@@ -207,3 +207,32 @@ class KVMHugeFirstPage(KVM):
         if end - start == HPAGE_PMD_SIZE and start % HPAGE_PMD_SIZE == 0:
             end = start + PAGE_SIZE                       # "the page" at range.start
         super().zap(start, end)
+
+
+class KVMSleepingAging(KVM):
+    """Takes a mutex (it sleeps) in its aging hooks before KVM's work under ``mmu_lock``, as a
+    driver that shares one lock between its fault path and aging would. Linux calls
+    ``clear_flush_young`` from ``folio_referenced_one`` under the PT lock and ``clear_young``
+    from ``page_idle_clear_pte_refs_one`` (and the 6.13 MGLRU look-around) under it too, so
+    the sleep is ``SleepInAtomic``. It showed only once the scenarios aged pages: with every
+    reclaim forced (``force=True``, no ``folio_check_references``) neither hook ran."""
+
+    breaks = ("the aging hooks (clear_flush_young, clear_young, test_young) are called under "
+              "the page table lock: they must not sleep")
+    mirrors = ("the issue's user-written KVM-style driver with a mutex in clear_flush_young, "
+               "clean over 1,000 PCT schedules while every scenario reclaimed with force=True")
+    expected = {"SleepInAtomic"}
+    scenarios = ("reclaim-while-device-reads", "page-idle-tracking", "thp-reclaim")
+    apis = ("v2008", "range_only", "modern")
+
+    def __init__(self, sim, mm, **options):
+        super().__init__(sim, mm, **options)
+        self.age_lock = sim.mutex("drv->age_lock")
+
+    def clear_flush_young(self, mm, start, end):
+        with (yield self.age_lock):               # mutex_lock: may sleep
+            return (yield from super().clear_flush_young(mm, start, end))
+
+    def clear_young(self, mm, start, end):
+        with (yield self.age_lock):
+            return (yield from super().clear_young(mm, start, end))

@@ -315,6 +315,20 @@ class RWSem:
     def up_read(self):
         self._r.release()
 
+    def try_read(self) -> bool:
+        """``down_read_trylock``: take it for read if no writer holds it or waits for it
+        (lib/rwsem.c ``rwsem_read_trylock``: any of ``RWSEM_READ_FAILED_MASK`` fails it),
+        without waiting; True if taken (release with :meth:`up_read`)."""
+        task = self.sched.running
+        if task in self.readers or self.writer is task:
+            return False
+        if not self._r.can(task) or self.waiters:
+            return False
+        self.readers.append(task)
+        self.sched.note_acquire(task, self._r)
+        self.sched.charge("lock")
+        return True
+
     def up_write(self):
         self._w.release()
 

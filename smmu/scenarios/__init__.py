@@ -11,6 +11,7 @@ thousands of schedules a second can be explored.
 Modules: ``registry`` (Scenario, SCENARIOS, register, get_scenario, attach_driver),
 ``kit`` (the pieces builders use), ``catalogue`` (operation scenarios), ``gather``
 (operations large enough to cross an mmu_gather batch), ``thp`` (transparent huge pages),
+``aging`` (page-idle tracking),
 ``load``,
 ``historical``; everything public is importable from here.
 
@@ -40,11 +41,12 @@ instead (:func:`exporter_fork`: XPMEM's fork ioctls).
 from smmu.scenarios.registry import (SCENARIOS, SLOW_TAGS, Scenario, attach_driver, default_names,
                                      driver_options, get_scenario, register)
 from smmu.scenarios.kit import (Join, PIN_SAFE, anon_process, cpu_reads, cpu_writes, device_loop,
-                                exporter_fork, has_notifier, known_window, ops, pages, reuse_frames,
-                                reused, seq, setup_anon, tolerant)
+                                exporter_fork, has_notifier, known_window, kswapd, ops, pages,
+                                reuse_frames, reused, seq, setup_anon, tolerant)
 from smmu.scenarios import catalogue  # noqa: F401  (registers the operation scenarios)
 from smmu.scenarios import gather  # noqa: F401  (scenarios that cross an mmu_gather batch)
 from smmu.scenarios import thp  # noqa: F401  (scenarios on transparent huge pages)
+from smmu.scenarios import aging  # noqa: F401  (scenarios that age pages)
 from smmu.scenarios.load import LOAD, LOAD_OPS, LOAD_SMALL, LoadShape
 from smmu.scenarios.historical import HISTORICAL, Historical, RefusingNotifier
 
@@ -52,5 +54,5 @@ __all__ = ["HISTORICAL", "Historical", "Join", "LOAD", "LOAD_OPS", "LOAD_SMALL",
            "PIN_SAFE", "RefusingNotifier", "SCENARIOS", "SLOW_TAGS", "Scenario", "anon_process",
            "attach_driver", "cpu_reads", "cpu_writes", "default_names", "device_loop",
            "driver_options", "exporter_fork", "get_scenario", "has_notifier", "known_window",
-           "ops", "pages", "register", "reuse_frames", "reused", "seq", "setup_anon",
+           "kswapd", "ops", "pages", "register", "reuse_frames", "reused", "seq", "setup_anon",
            "tolerant"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from smmu.base.constants import PAGE_SIZE
 from smmu.scenarios.kit import (Join, anon_process, any_driver, cpu_reads, cpu_writes, device_loop,
-                                exporter_fork, has_device_memory, ops, pages, register_builder,
-                                reuse_frames, reused, seq, tolerant)
+                                exporter_fork, has_device_memory, kswapd, ops, pages,
+                                register_builder, reuse_frames, reused, seq, tolerant)
 from smmu.scenarios.registry import attach_driver, driver_options
 
 
@@ -30,14 +30,32 @@ def build_cow_after_fork(sim, driver_cls):
 
 
 def build_reclaim(sim, driver_cls):
-    """A device reads four pages while reclaim ages, unmaps and swaps them out; the CPU
-    writes one afterwards. A device TLB that still maps a swapped-out frame reads whatever
-    the frame holds next."""
+    """A device reads four pages while kswapd ages them (``clear_flush_young`` under the PT
+    lock: the first pass finds them young and keeps them), then unmaps and swaps out those
+    not used since; the CPU writes one afterwards. A device TLB that still maps a
+    swapped-out frame reads whatever the frame holds next."""
     mm, buf, vas, drv = anon_process(sim, driver_cls, 4)
     j = Join(sim)
-    j.spawn("cpu0", seq(sim.reclaim(mm, buf, 4 * PAGE_SIZE, force=True),
-                        cpu_writes(mm, vas[:1], 300)))
+    j.spawn("cpu0", seq(kswapd(sim, mm, buf, 4 * PAGE_SIZE), cpu_writes(mm, vas[:1], 300)))
     j.spawn("dev0", device_loop(drv, vas, rounds=2, write=False))
+    j.then("check", cpu_reads(mm, vas))
+
+
+def build_pageout(sim, driver_cls):
+    """A device keeps reading two pages that the process pages out with
+    ``madvise(MADV_PAGEOUT)`` (5.4+: reclaimed at once, no aging) and writes back in, four
+    times over. The reverse-map unmap runs with ``mmap_lock`` held only for read, so each
+    time a device fault may GUP a page while its range is open."""
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2)
+    j = Join(sim)
+
+    def cpu():
+        for r in range(4):
+            yield from tolerant(mm.madvise(buf, 2 * PAGE_SIZE, "pageout"))
+            yield from cpu_writes(mm, vas[:1], 300 + 10 * r)
+
+    j.spawn("cpu0", cpu())
+    j.spawn("dev0", device_loop(drv, vas, rounds=6, write=False))
     j.then("check", cpu_reads(mm, vas))
 
 
@@ -53,7 +71,7 @@ def build_writeback(sim, driver_cls):
         sim.do(mm.write(va, 20 + i))
     drv = attach_driver(sim, driver_cls, mm)
     j = Join(sim)
-    j.spawn("cpu0", seq(sim.writeback(f), sim.reclaim(mm, buf, 2 * PAGE_SIZE, force=True)))
+    j.spawn("cpu0", seq(sim.writeback(f), kswapd(sim, mm, buf, 2 * PAGE_SIZE)))
     j.spawn("dev0", device_loop(drv, vas, rounds=2, write=True, base=2000))
 
     def release_and_evict():
@@ -63,7 +81,7 @@ def build_writeback(sim, driver_cls):
         dereg = getattr(drv, "deregister", None)
         if dereg is not None:
             yield from tolerant(dereg(buf, 2))
-        yield from tolerant(sim.reclaim(mm, buf, 2 * PAGE_SIZE, force=True))
+        yield from kswapd(sim, mm, buf, 2 * PAGE_SIZE)
 
     j.then("check", ops(release_and_evict, lambda: cpu_reads(mm, vas)))
 
@@ -322,6 +340,7 @@ def build_peer_device_migration(sim, driver_cls):
 
 register_builder("cow-after-fork", build_cow_after_fork)
 register_builder("reclaim-while-device-reads", build_reclaim)
+register_builder("pageout-while-device-reads", build_pageout)
 register_builder("writeback-device-writes", build_writeback)
 register_builder("migration", build_migration)
 register_builder("ksm-merge", build_ksm)

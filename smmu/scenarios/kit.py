@@ -159,6 +159,17 @@ def reused(box, n=2):
     return pages(box["new"], n) if "new" in box else []
 
 
+def kswapd(sim, mm, addr, length, passes=2):
+    """Reclaim as kswapd does it: ``passes`` passes of ``shrink_folio_list`` without
+    forcing, so each page is aged first (``folio_check_references``: the first pass finds
+    it young through its PTE or a secondary MMU's ``clear_flush_young`` and keeps it, the
+    next reclaims it unless it was used again). Returns the pages freed."""
+    freed = 0
+    for _ in range(passes):
+        freed += yield from tolerant(sim.reclaim(mm, addr, length)) or 0
+    return freed
+
+
 def seq(*gens):
     """Run the generators one after another (a CPU doing several operations)."""
     for g in gens:

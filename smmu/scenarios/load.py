@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from smmu.base.constants import PAGE_SIZE
 from smmu.base.errors import SmmuError
-from smmu.scenarios.kit import (Join, cpu_reads, device_loop, exporter_fork, pages,
+from smmu.scenarios.kit import (Join, cpu_reads, device_loop, exporter_fork, kswapd, pages,
                                 register_builder, tolerant)
 from smmu.scenarios.registry import attach_driver
 
@@ -47,7 +47,7 @@ def _load_cpu(sim, mm, buf, npages, rng: random.Random, nops: int, cpu: int, mod
         elif op == "dontneed":
             yield from tolerant(mm.madvise(va, length, "dontneed"))
         elif op == "reclaim":
-            yield from tolerant(sim.reclaim(mm, va, length, force=True))
+            yield from kswapd(sim, mm, va, length)
         elif op == "migrate":
             yield from tolerant(sim.migrate(mm, va, length))
         elif op == "fork" and not children:

@@ -6,8 +6,8 @@ the page at its start.
 from __future__ import annotations
 
 from smmu.base.constants import HPAGE_PMD_SIZE, PAGE_SIZE
-from smmu.scenarios.kit import (Join, cpu_reads, cpu_writes, device_loop, exporter_fork, ops,
-                                register_builder, reuse_frames, reused, seq)
+from smmu.scenarios.kit import (Join, cpu_reads, cpu_writes, device_loop, exporter_fork, kswapd,
+                                ops, register_builder, reuse_frames, reused)
 from smmu.scenarios.registry import attach_driver
 
 #: the pages of the huge page a device touches: the first, one inside, the last
@@ -133,8 +133,7 @@ def build_thp_reclaim(sim, driver_cls):
 
     def cpu():
         yield mapped.wait()
-        yield from seq(sim.reclaim(mm, haddr, HPAGE_PMD_SIZE),
-                       sim.reclaim(mm, haddr, HPAGE_PMD_SIZE))
+        yield from kswapd(sim, mm, haddr, HPAGE_PMD_SIZE)
         yield from cpu_writes(mm, vas[:1], 2500)
 
     j.spawn("cpu0", cpu())

@@ -74,6 +74,7 @@ class Simulator(Scheduler, metaclass=PresetCall):
                  munmap_downgrade: bool | None = None, mprotect_notify: str | None = None,
                  thp: str = "madvise", thp_cow: str = "split", huge_zero_page: bool = True,
                  thp_migration: bool = True, thp_swap: bool = True, lru_gen: str = "off",
+                 oom_reaper: str = "nonblock",
                  check: bool = True,
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
@@ -108,7 +109,7 @@ class Simulator(Scheduler, metaclass=PresetCall):
                         "mprotect_notify": mprotect_notify,
                         "thp": thp, "thp_cow": thp_cow, "huge_zero_page": huge_zero_page,
                         "thp_migration": thp_migration, "thp_swap": thp_swap,
-                        "lru_gen": lru_gen}
+                        "lru_gen": lru_gen, "oom_reaper": oom_reaper}
         self.oracle = Oracle(self) if check else ProtocolChecker(self)
         self.observer = FanOut(self.oracle, TraceRecorder(self)) if trace else self.oracle
         self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,
@@ -189,6 +190,12 @@ class Simulator(Scheduler, metaclass=PresetCall):
         """One khugepaged pass over ``mm`` (or a range): collapse referenced 2 MiB blocks of
         small pages into huge pages (``test_young`` under the PT lock, a 2 MiB CLEAR)."""
         return self.memory.khugepaged(mm, addr, length)
+
+    def page_idle(self, mm, addr, length, mark=True):
+        """``/sys/kernel/mm/page_idle/bitmap``: mark the range's pages idle (``mark``) or read
+        which stayed idle; both clear the accessed bits first (``clear_young`` of every
+        secondary MMU, under the PT lock)."""
+        return self.memory.page_idle(mm, addr, length, mark)
 
     def oom_reap(self, mm):
         """The OOM reaper: unmap the private anonymous memory of ``mm`` with non-blockable
