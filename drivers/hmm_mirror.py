@@ -263,6 +263,15 @@ class HMM_MIRROR(MMUNotifier):
             self.pt.zap_all()
             self.atomic.clear()
 
+    def close(self):
+        """``dmirror_fops_release``: the device file is closed: remove the interval notifier
+        (``mmu_interval_notifier_remove``; a fault may have bound it after ``release`` ran),
+        then drop the registration."""
+        self.dead = True
+        if self.notifier.inserted:
+            yield from mmu_interval_notifier_remove(self.notifier)
+        yield from super().close()
+
     # ------------------------------------------------------------------ ioctls
     @staticmethod
     def _bad_cmd(addr, npages) -> bool:

@@ -10,7 +10,7 @@ page tables changed.
 from __future__ import annotations
 
 from drivers._common import page_of, vpn_of
-from smmu.base.constants import PAGE_SIZE
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.base.errors import InvalidArgument
 from smmu.notifier import MMUNotifier
 from smmu.devices.shadow import ShadowPageTable
@@ -76,6 +76,14 @@ class PINNED(MMUNotifier):
             if pfn is not None:
                 self.mr.zap(vpn)
                 yield from self.mm.unpin_user_page(pfn)
+
+    def close(self):
+        """The verbs file is closed (``ib_uverbs_close`` -> ``ib_dereg_mr`` of every memory
+        region, ``ib_umem_release`` -> ``unpin_user_page``): unpin everything, then drop
+        the registration."""
+        for vpn in sorted(self.pins):
+            yield from self.deregister(vpn << PAGE_SHIFT, 1)
+        yield from super().close()
 
     def access(self, va, *, write, value=None):
         """A DMA through the memory region; a page not registered yet is pinned first (for

@@ -27,6 +27,8 @@ VIOLATION_KINDS = {
     "Livelock": "a task went past its step budget (retrying without bound)",
     "LockOrder": "two locks taken in both orders by different paths (lockdep)",
     "BadReturn": "a hook returned a value its contract forbids (e.g. failing a blockable start)",
+    "Leak": "after its device was closed a driver still holds a page reference, an interval "
+            "notifier or a registration it took (kmemleak, page_owner)",
     "StaleMapping": "a secondary mapping disagrees with the primary page table (when it is "
                     "made, or at quiescence)",
 }

@@ -90,6 +90,8 @@ def run_once(scenario, driver_cls, api, schedule, seed, *, record_steps=False, t
                   **opts)
     # where each atomic section began is only needed for a report: the replay takes it
     sim.capture_stacks = record_steps or trace
+    if hasattr(sim, "teardown"):     # the scenario's end closes the devices: leak checks
+        sim.teardown = True
     sim.driver_options = dict(driver_options or {})
     install = getattr(schedule, "install", None)
     if install is not None:          # a schedule that listens to the run (steering, POR)

@@ -252,6 +252,22 @@ class MMUNotifier:
         CPU TLB-flush code under the PT lock: must not sleep. A notifier with this hook may
         not also have ``invalidate_range_start``/``end`` (registration is refused)."""
 
+    # ------------------------------------------------------------------ the device's end
+    def close(self):
+        """The device is closed: its file's last reference went (``fops->release``:
+        ``kvm_vm_release`` -> ``kvm_destroy_vm``, ``dmirror_fops_release``,
+        ``ib_uverbs_close``). Undo what attaching and faulting took. A generator; the
+        harness runs it for every driver once a scenario has ended (after the end-of-run
+        checks, ``Simulator.teardown``), and after it the driver may hold no page reference
+        it took with ``get_user_pages`` / ``pin_user_pages``, no inserted interval notifier
+        and no registration: each is a ``Leak`` naming the call that took it. The default
+        unregisters the subscription if it still is registered (``mmu_notifier_unregister``,
+        which calls ``release`` if it has not run, then drops the mm reference); a driver
+        that keeps more (pinned memory regions, interval notifiers it removes only on
+        close) overrides it and calls this one last."""
+        if self._registered:
+            yield from self.mm.mmu_notifier_unregister(self)
+
     # ------------------------------------------------------------------ device side
     def access(self, va, *, write, value=None):
         """The device touches ``va`` (a generator, run by device tasks). Translate through
@@ -284,6 +300,13 @@ class MMUNotifier:
     def note_unmap_range(self, start: int, end: int) -> None:
         """Declare that every secondary translation in ``[start, end)`` is gone."""
         self.sim.observer.secondary_unmap(self, start, end)
+
+    @property
+    def holds_mm(self) -> bool:
+        """Registered and not yet unregistered or put: the subscription holds a reference on
+        its mm (``mmgrab`` in ``__mmu_notifier_register``), linked or not (exit's release
+        unlinks it but the reference stays until ``mmu_notifier_unregister`` / ``put``)."""
+        return self._registered
 
     @property
     def registered(self) -> bool:

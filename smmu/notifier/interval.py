@@ -55,6 +55,12 @@ class MMUIntervalNotifier:
                              "or pass invalidate=...")
         return self._fn(self, range, cur_seq)
 
+    @property
+    def inserted(self) -> bool:
+        """In its mm's interval tree (or about to be: an insert deferred to the last end),
+        not yet removed: it holds a reference on the mm."""
+        return self._inserted
+
     # convenience spellings of the module functions
     def read_begin(self):
         return mmu_interval_read_begin(self)

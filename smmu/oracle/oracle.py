@@ -42,6 +42,7 @@ from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.base.pte import PTE_DEVICE, PTE_MIGRATION, PTE_PRESENT, PTE_WRITE, pte_pfn, pte_pfns
 from smmu.notifier import overrides
 from smmu.oracle.cells import Cell
+from smmu.oracle.leaks import LeakTracker
 from smmu.oracle.protocol import ProtocolChecker
 from smmu.oracle.scan import STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary
 from smmu.runtime.task import call_site
@@ -84,6 +85,7 @@ class Oracle(ProtocolChecker):
         self._discarding: dict[int, list] = {}           # mm id -> [(vpn0, vpn1, ranges)]
         self.scans = 0
         self._page_pending: set = set()                  # (id(sub), page): v2008 call due
+        self.taken = LeakTracker()                       # what drivers took, and where
 
     def __repr__(self):
         ncells = sum(len(c) for c in self.cells.values()) + \
@@ -398,6 +400,33 @@ class Oracle(ProtocolChecker):
             f"{drv.name} mapped {va:#x} -> frame {pfn} at {where} {what}", address=va,
             frames=(pfn,), driver=drv.name, where=where,
             reason="writable over read-only" if same else "stale when made")
+
+    # ------------------------------------------------------------------ what drivers take
+    def gup(self, mm, va, pfn, write, how):
+        self.taken.took(mm, pfn, how)
+
+    def gup_release(self, mm, pfn, how):
+        self.taken.gave(mm, pfn, how)
+
+    def interval_insert(self, mm, isub):
+        self.taken.inserted(mm, isub)
+
+    def interval_remove(self, mm, isub):
+        self.taken.removed(mm, isub)
+
+    def notifier_register(self, mm, sub):
+        super().notifier_register(mm, sub)
+        self.taken.registered(mm, sub)
+
+    def check_leaks(self) -> list:
+        """After every device was closed: report as ``Leak`` each page reference, interval
+        notifier and registration a driver still holds (:mod:`smmu.oracle.leaks`); returns
+        ``[(what, message)]``."""
+        out = []
+        for what, key, message, details in self.taken.leaks():
+            self._report("Leak", (what,) + key, message, stop=False, **details)
+            out.append((what, message))
+        return out
 
     def pte_cleared(self, mm, va, hook):
         """A v2008 single-page path cleared the PTE of ``va`` and calls ``hook`` next: until

@@ -45,17 +45,28 @@ _OWN = tuple(str(Path(__file__).resolve().parents[2] / pkg) + os.sep
              for pkg in ("smmu", "primary_mm"))
 
 
-def call_site(skip=_OWN) -> str:
-    """``file:line in function`` of the innermost frame on the running stack whose file is
-    not under ``skip`` (by default smmu's own packages): where a driver's or a scenario's
-    code made the call being reported (a ``note_map``, a ``get_user_pages``...). Cheap: one
-    walk up the frames, nothing formatted but the answer; "?" when every frame is smmu's."""
+def caller_frame(skip=_OWN):
+    """The innermost frame on the running stack whose file is not under ``skip`` (by
+    default smmu's own packages): the driver's or scenario's code that made the call being
+    reported; None when every frame is smmu's."""
     f = sys._getframe(1)
     while f is not None:
         if not f.f_code.co_filename.startswith(skip):
-            return f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+            return f
         f = f.f_back
-    return "?"
+    return None
+
+
+def frame_site(f) -> str:
+    """``file:line in function`` of frame ``f`` ("?" for None)."""
+    return "?" if f is None else f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+
+
+def call_site(skip=_OWN) -> str:
+    """``file:line in function`` of :func:`caller_frame`: where a driver's or a scenario's
+    code made the call being reported (a ``note_map``, a ``get_user_pages``...). Cheap: one
+    walk up the frames, nothing formatted but the answer; "?" when every frame is smmu's."""
+    return frame_site(caller_frame(skip))
 
 
 class Task:

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import inspect
 
+import structlog
+
 from primary_mm.memory import Memory
-from smmu.base.errors import BadDriver, UsageError
+from smmu.base.errors import BadDriver, SmmuError, UsageError
 from smmu.notifier import API_GENERATIONS, MMUNotifier, check_driver_class
 from smmu.oracle import Oracle, ProtocolChecker
 from smmu.runtime.observer import FanOut
 from smmu.runtime.scheduler import Scheduler
 from smmu.sim.presets import PresetCall
 from smmu.sim.trace_recorder import TraceRecorder
+
+log = structlog.get_logger("smmu")
 
 RMAP_LOCKS = ("spinlock", "rwsem")
 
@@ -115,6 +119,10 @@ class Simulator(Scheduler, metaclass=PresetCall):
         self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,
                              nframes=nframes, **self.options)
         self.drivers: list[MMUNotifier] = []
+        #: close every device when a run has ended and check what they still hold
+        #: (:meth:`close_devices`); exploration turns it on, a plain run leaves it off so
+        #: that the drivers' state can be looked at after ``run()``
+        self.teardown = False
 
     def __repr__(self):
         kern = f"kernel={self.kernel} " if self.kernel else ""
@@ -153,6 +161,32 @@ class Simulator(Scheduler, metaclass=PresetCall):
         self.do(mm.mmu_notifier_register(drv))
         self.drivers.append(drv)
         return drv
+
+    def quiesce(self) -> None:
+        """The end-of-run checks, then, with :attr:`teardown`, :meth:`close_devices` if the
+        run went to its end."""
+        super().quiesce()
+        if self.teardown and not self.stopped and all(t.done for t in self.tasks):
+            self.close_devices()
+
+    def close_devices(self) -> list:
+        """Close every device (``MMUNotifier.close``, each driver that was ever on a chain,
+        in attach order) and report what they still hold as ``Leak``
+        (:mod:`smmu.oracle.leaks`). Returns ``[(what, message)]`` (empty without the
+        oracle's data model, ``check=False``)."""
+        taken = getattr(self.oracle, "taken", None)
+        seen = list(self.drivers) + [s for s in (taken.subscriptions() if taken else ())
+                                     if s not in self.drivers]
+        for drv in seen:
+            close = getattr(drv, "close", None)
+            if close is None:
+                continue
+            try:
+                self.do(close())
+            except SmmuError as e:   # a close that cannot finish: say so, keep closing
+                log.warning("close failed", driver=drv.name, error=str(e))
+        check = getattr(self.oracle, "check_leaks", None)
+        return check() if check is not None else []
 
     def detach(self, drv):
         """Unregister ``drv`` now (``release`` runs if it has not)."""
