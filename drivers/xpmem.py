@@ -35,12 +35,13 @@ class XPMEM(MMUNotifier):
       until the fork is done.
 
     Why it is coherent without ``start``: the pin keeps every page it maps allocated until
-    its own ``end`` unmaps it, so the page cannot be freed or reused in between. There is no
-    MapInWindow window for it (it never opens one). Limits, as in the real driver: between
-    the primary write-protecting a page and ``end`` the attacher can still write it through
-    its writable mapping. :attr:`known_windows` lists what that costs on each scenario where
-    the checker reports it (``WriteToReadOnly``); for fork the real users' answer is the fork
-    ioctls, which the ``cow-after-fork`` scenario issues.
+    its own ``end`` unmaps it, so the page cannot be freed or reused in between ("If the
+    refcount is only dropped on invalidate_range_end() then the driver itself will drop the
+    last refcount", include/linux/mmu_notifier.h). There is no MapInWindow window for it (it
+    never opens one). Between the primary write-protecting a page and ``end`` the attacher
+    can still write it through its writable mapping, which Documentation/mm/mmu_notifier.rst
+    allows for a write-protect; for fork the real users' protocol is the fork ioctls, which
+    the scenarios issue (without them the child sees the device's post-fork writes).
 
     Generations: ``range_only`` and ``modern``. In the merged 2008 API ``invalidate_page``
     runs under the PT lock (``ptep_clear_flush_notify``), where a sleeping driver is always
@@ -59,30 +60,27 @@ class XPMEM(MMUNotifier):
     may_sleep = True
     apis = ("range_only", "modern")
 
-    #: scenarios on which the real driver has a window that the checker rightly reports
-    #: (a true positive, kept faithful rather than hidden): scenario -> why, and what real
-    #: users do. XPMEM drops its mappings only in ``invalidate_range_end`` (no ``start``), so
-    #: a write between the primary's write-protect and ``end`` goes through a writable
-    #: attachment of a page whose PTE is read-only (``WriteToReadOnly``).
+    #: scenarios on which the real driver has a window that the checker rightly reports,
+    #: each naming the data lost or exposed (issue 9, item 6). Each window declared before
+    #: issue 9 was a write between the primary's
+    #: write-protect (mprotect, page_mkclean) and ``invalidate_range_end``, through the
+    #: attacher's writable mapping, of the same page: Documentation/mm/mmu_notifier.rst
+    #: makes that legal ("When changing a pte to write protect ... it is fine to delay the
+    #: mmu_notifier_invalidate_range call to mmu_notifier_invalidate_range_end()"), and no
+    #: data is lost or exposed (mprotect's write lands before it returns; writeback copies
+    #: the page after page_mkclean's end). Where data would be exposed, a fork without the
+    #: XPMEM_CMD_FORK_BEGIN/END ioctls (the child sees writes the device made after the
+    #: fork), the scenario follows the real users' protocol. What remains is the .rst's
+    #: case B, a PTE pointed at a new page (COW) while the attacher keeps the old one:
     known_windows = {
-        "mprotect-downgrade": (
-            "mprotect(PROT_READ) write-protects the PTEs, and the attacher's writable "
-            "mapping lasts until end: its writes land in the same page before mprotect "
-            "returns, so no data is lost, but the protocol (no writable secondary mapping of "
-            "a read-only PTE) is broken. XPMEM has no start hook to close it; real users do "
-            "not mprotect exported segments."),
-        "attach-detach-during-invalidation": (
-            "the same mprotect(PROT_READ) window as mprotect-downgrade (the scenario "
-            "downgrades, zaps, then restores the range while attachers write)"),
-        "writeback-device-writes": (
-            "page_mkclean write-protects and cleans a shared file page, and the attacher "
-            "writes it before end drops its mapping: the page stays clean and reclaim evicts "
-            "it, losing the write (the get_user_pages/filesystem problem, LWN 2018). Real "
-            "XPMEM does not dirty pages when it unpins; real users export anonymous memory "
-            "(MPI buffers), not file mappings under writeback."),
-        "load-small": (
-            "random operation mixes include mprotect(PROT_READ) of ranges attachers write: "
-            "the mprotect-downgrade window (forks in the mix use the fork ioctls)"),
+        "rst-cow-timeline": (
+            "a CPU of the exporter breaks COW on a page the attacher maps and other CPUs "
+            "write the new page at once; until invalidate_range_end drops the attachment, the "
+            "attacher reads the old page: it sees the page's pre-COW value after the "
+            "exporter wrote a new one (and addrB's new value before addrA's: "
+            "Documentation/mm/mmu_notifier.rst case B). XPMEM has no start hook to avoid "
+            "it; real exporters share segments with fork only under XPMEM_CMD_FORK_BEGIN "
+            "and do not rely on attachers reading pages the exporter is writing"),
     }
 
     def __init__(self, sim, mm, *, start: int = 0, length: int | None = None):

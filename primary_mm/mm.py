@@ -386,6 +386,10 @@ class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, D
                     after(old, new)
         finally:
             ptl.release()
+        # preemptible between pte_unmap_unlock and the end: "This is true even if the thread
+        # doing the page table update is preempted right after releasing page table lock but
+        # before call mmu_notifier_invalidate_range_end()" (Documentation/mm/mmu_notifier.rst)
+        yield
         yield from subs.mmu_notifier_invalidate_range_end(rng)
         return old if ok else None
 

@@ -23,7 +23,7 @@ scenarios use).
 from drivers.buggy.gru import (GRUFlushInEnd, GRUIgnoreInvalidatePage, GRUNoDropinGuard,
                                GRUNoRangeActiveCheck, GRUReleaseLeavesTLB)
 from drivers.buggy.hmm import HMMFailBlockable, HMMNoFinalize, HMMNoSetSeq, HMMSkipAllMigrate
-from drivers.buggy.iommu_sva import SVASleepInFlush
+from drivers.buggy.iommu_sva import SVAFlushInEnd, SVASleepInFlush
 from drivers.buggy.kvm import (KVMApicRemap, KVMCowWritable, KVMHugeFirstPage,
                                KVMNoInProgressCheck, KVMNoSeqCheck, KVMSeqAfterUnlock,
                                KVMSeqInStart, KVMSleepingAging, KVMSleepsInInvalidatePage)
@@ -49,6 +49,7 @@ BUGGY = {
     "hmm_no_finalize": HMMNoFinalize,
     "hmm_skip_all_migrate": HMMSkipAllMigrate,
     "sva_sleep_in_flush": SVASleepInFlush,
+    "sva_flush_in_end": SVAFlushInEnd,
     "pinned_early_put": PinnedEarlyPut,
     "xpmem_no_pin": XPMEMNoPin,
     "kvm_sleeps_in_invalidate_page": KVMSleepsInInvalidatePage,

@@ -21,9 +21,12 @@ and reads only their public state (``mm.vma_at``, ``mm.peek``, ``mm.pt.lookup``,
   ``(pfn, frames.generation[pfn], writable)``; a device access to a frame that is free or whose
   generation moved since is ``UseAfterFree``; to a frame the primary does not map there and
   that another live mm owns, ``CrossMmAccess``; a device write to a frame that the primary
-  maps at that address with a present, read-only PTE, ``WriteToReadOnly`` (a write to a frame
-  the primary no longer maps there is left to the data model: ``LostWrite``), unless the
-  driver's own notification of that page is still running (``_notifying``).
+  maps at that address with a present, read-only PTE once no invalidation of it is in flight
+  for the driver any more, ``WriteToReadOnly`` (Documentation/mm/mmu_notifier.rst makes the
+  write legal until the write-protect's end: ``_write_protecting``; a write to a frame the
+  primary no longer maps there is left to the data model: ``LostWrite``).
+* every protocol-level report ends with the Linux text its rule rests on
+  (:mod:`smmu.oracle.rules`); data-level ones are bugs whatever the protocol says.
 * **protocol checks at quiescence**: ``UnpairedRange`` (start without end), ``StaleMapping``
   (declared secondary mappings that the primary no longer backs), found by one numba kernel
   call per driver (:func:`~smmu.oracle.scan.scan_secondary`) that is cheap enough to run at
@@ -44,6 +47,7 @@ from smmu.notifier import overrides
 from smmu.oracle.cells import Cell
 from smmu.oracle.leaks import LeakTracker
 from smmu.oracle.protocol import ProtocolChecker
+from smmu.oracle.rules import cite
 from smmu.oracle.scan import STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary
 from smmu.runtime.task import call_site
 
@@ -103,7 +107,7 @@ class Oracle(ProtocolChecker):
         if (kind, key) in self._reported:
             return
         self._reported.add((kind, key))
-        self.sim.violation(kind, message, stop=stop, **kw)
+        self.sim.violation(kind, message + cite(kind), stop=stop, **kw)
 
     def _locate(self, mm, va: int, write: bool):
         """(table, key, default) of the model cell for ``(mm, va)``, or None when no VMA."""
@@ -255,13 +259,16 @@ class Oracle(ProtocolChecker):
                 "(invalidate_range_start / invalidate_page)",
                 address=page, frames=(pfn,), driver=drv.name, old_generation=rec[1],
                 generation=gen)
-        if write and mapped_here and not pte & PTE_WRITE and not self._notifying(drv, page):
+        if write and mapped_here and not pte & PTE_WRITE and \
+                not self._write_protecting(drv, page):
             self._report(
                 "WriteToReadOnly", (id(drv), vpn, pfn, step),
                 f"{drv.name} writes {value} to {page:#x} (frame {pfn}) while the primary PTE "
-                "is read-only (write-protected for COW, mprotect or page_mkclean): the driver "
-                "must write-protect or drop its mapping when the range is invalidated and "
-                "fault again for write", address=page, frames=(pfn,), driver=drv.name)
+                "is read-only (write-protected for COW, mprotect or page_mkclean) and no "
+                "invalidation of the page is in flight for the driver any more: it kept a "
+                "writable mapping past the end of the write-protect; it must write-protect "
+                "or drop its mapping by then and fault again for write", address=page,
+                frames=(pfn,), driver=drv.name)
         if getattr(mm, "exiting", False):
             # exit_mmap is tearing the mm down: its threads are gone, nobody can read what
             # a device reads or writes there now (a pinned page keeps its old contents);
@@ -317,15 +324,40 @@ class Oracle(ProtocolChecker):
                 return True
         return False
 
+    def _write_protecting(self, drv, page: int) -> bool:
+        """May ``drv`` still write ``page`` through the writable mapping it had before the
+        primary write-protected it? Documentation/mm/mmu_notifier.rst: "When changing a pte
+        to write protect or to point to a new write protected page with same content (KSM)
+        it is fine to delay the mmu_notifier_invalidate_range call to
+        mmu_notifier_invalidate_range_end() outside the page table lock. This is true even
+        if the thread doing the page table update is preempted right after releasing page
+        table lock but before call mmu_notifier_invalidate_range_end()": until the
+        invalidation's end returned for the driver (a range of its mm covering the page
+        still open, or its end still running for ``drv``), or (v2008) the driver's own
+        invalidate_page / change_pte of it (:meth:`_notifying`). Whether such a write is
+        lost or seen by someone it must not be (a fork's child, a writeback that already
+        copied the page) is the data model's to judge."""
+        if self._notifying(drv, page):
+            return True
+        for r in self.ending(drv):
+            if r.start <= page < r.end:
+                return True
+        for r in self._open_list(drv.mm):
+            if r.start <= page < r.end:
+                return True
+        return False
+
     def _notifying(self, drv, page: int) -> bool:
         """Is one of ``drv``'s own notifications of ``page`` still running: v2008
         ``invalidate_page`` or ``change_pte`` of it, or an ``invalidate_range_start`` of a
         range containing it? Until that returns the driver may still use its old mapping
         (2.6.27 include/linux/mmu_notifier.h, invalidate_page: "Before this is invoked any
         secondary MMU is still ok to read/write to the page previously pointed to by the Linux
-        pte because the page hasn't been freed yet"; 2.6.32 KSM write-protects with
-        set_pte_at_notify, the PTE first, then ``change_pte``, and compares the contents only
-        after): such a write is ordered before the write-protect, not ``WriteToReadOnly``;
+        pte because the page hasn't been freed yet"; KSM write-protects with
+        set_pte_at_notify, which in 2.6.32..3.6 sets the PTE first and calls ``change_pte``
+        after, under the PT lock (3.7+ calls ``change_pte`` first, "sets the pte _after_
+        running the notifier", inside a start/end), and compares the contents only after):
+        such a write is ordered before the write-protect, not ``WriteToReadOnly``;
         the data model still decides whether its value was lost. A few spans per driver at
         most: no per-page work."""
         for s, e in self.spans(drv):

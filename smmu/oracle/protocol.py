@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from smmu.notifier import failed, overrides
 from smmu.runtime.observer import Observer
+from smmu.oracle.rules import cite
 from smmu.runtime.task import call_site
 
 
@@ -55,6 +56,11 @@ class ProtocolChecker(Observer):
         nopen = sum(len(r) for _, r in self._open.values())
         return (f"<{type(self).__name__} {len(self._subs)} subscriptions, {nwin} windows, "
                 f"{nopen} open ranges>")
+
+    def _violation(self, kind, message, **kw):
+        """Record a protocol finding with the Linux text its rule rests on
+        (:mod:`smmu.oracle.rules`) at the end of its message."""
+        return self.sim.violation(kind, message + cite(kind), **kw)
 
     # ------------------------------------------------------------------ state
     def _sub(self, sub) -> _Subscription:
@@ -149,20 +155,25 @@ class ProtocolChecker(Observer):
         self._open_list(mm).append(rng)
 
     def range_start_returned(self, sub, rng, ret):
+        """``BadReturn``: include/linux/mmu_notifier.h (4.19+): "If blockable argument is
+        set to false then the callback cannot sleep and has to return with -EAGAIN if
+        sleeping would be required. 0 should be returned otherwise. Please note that
+        notifiers that can fail invalidate_range_start are not allowed to implement
+        invalidate_range_end"; before 4.19 start returned void (it cannot fail)."""
         if not failed(ret):
             self._sub(sub).windows.append(rng)
             return
         api = sub.mm.notifier_subscriptions.api
         if api != "modern":
-            self.sim.violation("BadReturn", f"{sub.name}.invalidate_range_start "
+            self._violation("BadReturn", f"{sub.name}.invalidate_range_start "
                                f"returned {ret!r}: it cannot fail in {api}")
         elif rng.blockable:
-            self.sim.violation(
+            self._violation(
                 "BadReturn", f"{sub.name}.invalidate_range_start returned {ret!r} for a "
                 f"blockable {rng!r}: only a non-blockable start may fail (WARN_ON in "
                 "mn_hlist_invalidate_range_start)")
         elif overrides(sub, "invalidate_range_end"):
-            self.sim.violation(
+            self._violation(
                 "BadReturn", f"{sub.name} failed invalidate_range_start but implements "
                 "invalidate_range_end: a notifier that can fail start may not have "
                 "end (it cannot know whether its start failed)")
@@ -176,11 +187,14 @@ class ProtocolChecker(Observer):
             st.windows.remove(rng)
 
     def range_end(self, mm, rng, subs):
+        """``UnpairedRange`` for an end without its start: include/linux/mmu_notifier.h
+        (2.6.27..6.12): "invalidate_range_start() and invalidate_range_end() must be
+        paired"."""
         opened = self._open_list(mm)
         if rng in opened:
             opened.remove(rng)
         else:
-            self.sim.violation("UnpairedRange", f"invalidate_range_end({rng!r}) without a "
+            self._violation("UnpairedRange", f"invalidate_range_end({rng!r}) without a "
                                "matching start", address=rng.start)
         for s in mm.notifier_subscriptions.subs:      # the window closes as end begins
             st = self._subs.get(id(s))
@@ -195,7 +209,7 @@ class ProtocolChecker(Observer):
     def interval_invalidate(self, isub, rng, ret):
         self.interval_release(isub, rng, ret)
         if not ret and rng.blockable:
-            self.sim.violation(
+            self._violation(
                 "BadReturn", f"interval notifier {isub!r} returned False for a "
                 f"blockable {rng!r}: it may only fail when it would have to sleep on a "
                 "non-blockable range", address=rng.start)
@@ -215,10 +229,15 @@ class ProtocolChecker(Observer):
         return next((r for r in self.windows(drv) if r.start <= va < r.end), None)
 
     def secondary_map(self, drv, va, pfn, writable):
+        """``MapInWindow``: include/linux/mmu_notifier.h (2.6.27..6.12): "the establishment
+        of sptes is forbidden in the range passed to invalidate_range_begin/end for the
+        whole duration of the invalidate_range_begin/end critical section"; for an interval
+        notifier, mm/mmu_notifier.c mmu_interval_read_retry: a mapping made while the
+        interval is being invalidated passed no read_retry."""
         window = self.window_at(drv, va)
         if window is not None:
             where = call_site()
-            self.sim.violation(
+            self._violation(
                 "MapInWindow",
                 f"{drv.name} mapped {va:#x} -> pfn {pfn} at {where} inside the open window of "
                 f"{window!r}: between invalidate_range_start and _end no secondary mapping of "

@@ -338,7 +338,58 @@ def build_peer_device_migration(sim, driver_cls):
     j.then("check", cpu_reads(mm, vas))
 
 
+def build_rst_cow_timeline(sim, driver_cls):
+    """Documentation/mm/mmu_notifier.rst's own scenario for case B ("a page table entry is
+    updated to point to a new page (COW ...)"): two pages addrA and addrB, COW-shared by a
+    fork; the device reads both (filling its TLB); CPU-thread-0 and CPU-thread-1 break COW
+    on addrA and addrB; CPU-thread-2 and CPU-thread-3 write the new pages as soon as the new
+    PTEs are visible; the device then reads addrA and addrB again. A device TLB flushed only
+    in ``invalidate_range_end`` can read addrA from the old page after addrB from the new
+    one: "the device see the new value for addrB before seeing the new value for addrA.
+    This break total memory ordering for the device" (StaleRead)."""
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2, "parent")
+    a, b = vas
+    j = Join(sim)
+    forked = sim.completion("forked")
+    primed = sim.completion("device TLB filled")
+    box = {}
+
+    def thread0():
+        box["child"] = yield from exporter_fork(mm, [drv])
+        forked.complete_all()
+        yield primed.wait()
+        yield from cpu_writes(mm, [a], 2100)          # COW_step0..3 on addrA
+
+    def thread(va, base):
+        def run():
+            yield primed.wait()
+            yield from cpu_writes(mm, [va], base)
+        return run()
+
+    def writer(va, base):                             # CPU-thread-2 / -3: the new page
+        def run():
+            yield primed.wait()
+            for k in range(3):
+                yield from cpu_writes(mm, [va], base + 10 * k)
+        return run()
+
+    def dev():
+        yield forked.wait()
+        yield from device_loop(drv, vas, rounds=1, write=False)   # populate the device TLB
+        primed.complete_all()
+        yield from device_loop(drv, vas, rounds=3, write=False)
+
+    j.spawn("cpu0", thread0())
+    j.spawn("cpu1", thread(b, 2200))
+    j.spawn("cpu2", writer(a, 2300))
+    j.spawn("cpu3", writer(b, 2400))
+    j.spawn("dev0", dev())
+    j.then("check", ops(lambda: cpu_reads(mm, vas),
+                        lambda: cpu_reads(box["child"], vas) if "child" in box else iter(())))
+
+
 register_builder("cow-after-fork", build_cow_after_fork)
+register_builder("rst-cow-timeline", build_rst_cow_timeline)
 register_builder("reclaim-while-device-reads", build_reclaim)
 register_builder("pageout-while-device-reads", build_pageout)
 register_builder("writeback-device-writes", build_writeback)
