@@ -449,6 +449,16 @@ class FrameTable:
     def clear_fail(self) -> None:
         self._fail_budget = None
 
+    def _take_budget(self, n: int, what: str) -> None:
+        """Count ``n`` frames against an armed ``fail_after``; raise when they exceed it."""
+        if self._fail_budget is None:
+            return
+        if n > self._fail_budget:
+            self._fail_budget = None
+            self.failures_injected += 1
+            raise OutOfMemory(f"injected allocation failure ({what})")
+        self._fail_budget -= n
+
     # -- operations ----------------------------------------------------------------------
     def _pfns(self, pfns) -> np.ndarray:
         """pfns as a contiguous int64 array; a single int goes through a scratch array."""
@@ -476,12 +486,7 @@ class FrameTable:
         n = int(n)
         if n < 0:
             raise ValueError("alloc needs n >= 0")
-        if self._fail_budget is not None:
-            if n > self._fail_budget:
-                self._fail_budget = None
-                self.failures_injected += 1
-                raise OutOfMemory(f"injected allocation failure ({n} frame(s) requested)")
-            self._fail_budget -= n
+        self._take_budget(n, f"{n} frame(s) requested")
         if n > self.meta[F_NFREE]:
             self._grow(n)
         out = np.empty(n, dtype=np.int64) if out is None else out
@@ -521,12 +526,7 @@ class FrameTable:
         keeps its own frame. A frame is still free exactly when nothing maps or references
         it, which is what the checker's use-after-free rule reads."""
         nr = int(nr)
-        if self._fail_budget is not None:
-            if nr > self._fail_budget:
-                self._fail_budget = None
-                self.failures_injected += 1
-                raise OutOfMemory(f"injected allocation failure (a huge page, {nr} frames)")
-            self._fail_budget -= nr
+        self._take_budget(nr, f"a huge page, {nr} frames")
         for _attempt in range(4):
             head = frames_alloc_huge(
                 self.free_stack, self.meta, self.refcount, self.mapcount, self.pincount,

@@ -79,6 +79,14 @@ class HugeMemory:
         haddr = va & HPAGE_PMD_MASK
         return haddr >= vma.start and haddr + HPAGE_PMD_SIZE <= vma.end
 
+    def _start_pmd_range(self, haddr):
+        """Start the notifier range of a PMD operation at ``haddr``: ``MMU_NOTIFY_CLEAR``
+        over the whole 2 MiB, in every generation. Returns the range (end it with
+        ``mmu_notifier_invalidate_range_end``)."""
+        rng = self._range(haddr, haddr + HPAGE_PMD_SIZE, Event.CLEAR)
+        yield from self.notifier_subscriptions.mmu_notifier_invalidate_range_start(rng)
+        return rng
+
     def _pmd_none(self, vpn: int) -> bool:
         """``pmd_none``: no huge PMD and no PTE table in the PMD slot of ``vpn`` (an empty PTE
         table left by MADV_DONTNEED still counts as one, as in Linux)."""
@@ -206,8 +214,7 @@ class HugeMemory:
         yield   # copy_user_huge_page: between the copy and the PMD lock
         newpfns = block(new)
         subs = self.notifier_subscriptions
-        rng = self._range(haddr, haddr + HPAGE_PMD_SIZE, Event.CLEAR)
-        yield from subs.mmu_notifier_invalidate_range_start(rng)
+        rng = yield from self._start_pmd_range(haddr)
         yield self.page_table_lock
         try:
             ok = self.pt.lookup_pmd(hvpn) == word
@@ -242,8 +249,7 @@ class HugeMemory:
             return False
         haddr = hvpn << PAGE_SHIFT
         subs = self.notifier_subscriptions
-        rng = self._range(haddr, haddr + HPAGE_PMD_SIZE, Event.CLEAR)
-        yield from subs.mmu_notifier_invalidate_range_start(rng)
+        rng = yield from self._start_pmd_range(haddr)
         yield self.page_table_lock
         try:
             word = self.pt.lookup_pmd(hvpn)
@@ -392,8 +398,7 @@ class HugePages:
             hvpn = hvpn_of(va >> PAGE_SHIFT)
             haddr = hvpn << PAGE_SHIFT
             subs = mm.notifier_subscriptions
-            rng = mm._range(haddr, haddr + HPAGE_PMD_SIZE, Event.CLEAR)
-            yield from subs.mmu_notifier_invalidate_range_start(rng)
+            rng = yield from mm._start_pmd_range(haddr)
             yield mm.page_table_lock
             try:
                 word = mm.pt.lookup_pmd(hvpn)

@@ -29,7 +29,6 @@ from smmu.base.constants import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT
 from smmu.base.errors import OutOfMemory
 from smmu.base.pte import (PTE_DIRTY, PTE_HUGE, PTE_PRESENT, PTE_SPECIAL, PTE_SWAP, PTE_WRITE,
                            PTE_YOUNG, mapped_mask, mk_pte, pte_pfns)
-from smmu.notifier import Event
 
 _U = np.uint64
 
@@ -137,8 +136,7 @@ class Khugepaged:
                 yield from av.lock.lock_write()     # anon_vma_lock_write
             try:
                 subs = mm.notifier_subscriptions
-                rng = mm._range(haddr, haddr + HPAGE_PMD_SIZE, Event.CLEAR)
-                yield from subs.mmu_notifier_invalidate_range_start(rng)
+                rng = yield from mm._start_pmd_range(haddr)
                 yield mm.page_table_lock
                 try:                                # pmdp_collapse_flush: detach the table
                     vpns, ptes = mm.pt.clear_range(hvpn, hvpn + HPAGE_PMD_NR)

@@ -171,36 +171,6 @@ def _sub(w, vpn):
 
 
 @numba.njit(cache=True)
-def _leaf_alloc(nodes, free, meta, root, vpn):
-    """Leaf node covering vpn, allocating missing tables top-down; 0 when out of nodes."""
-    i3 = (vpn >> _S3) & _IDX
-    n2 = np.int64(nodes[root, i3])
-    if n2 == 0:
-        n2 = _alloc_node(nodes, free, meta)
-        if n2 == 0:
-            return 0
-        nodes[root, i3] = np.uint64(n2)
-    i2 = (vpn >> _S2) & _IDX
-    n1 = np.int64(nodes[n2, i2])
-    if n1 == 0:
-        n1 = _alloc_node(nodes, free, meta)
-        if n1 == 0:
-            return 0
-        nodes[n2, i2] = np.uint64(n1)
-    i1 = (vpn >> _S1) & _IDX
-    w = nodes[n1, i1]
-    if (w & _H) != _U0:
-        return -1                          # a huge PMD: no PTE table here
-    n0 = np.int64(w)
-    if n0 == 0:
-        n0 = _alloc_node(nodes, free, meta)
-        if n0 == 0:
-            return 0
-        nodes[n1, i1] = np.uint64(n0)
-    return n0
-
-
-@numba.njit(cache=True)
 def _pmd_alloc(nodes, free, meta, root, vpn):
     """The level-1 (PMD) table covering vpn, allocating levels 2 and 1; 0 when out of
     nodes."""
@@ -219,6 +189,26 @@ def _pmd_alloc(nodes, free, meta, root, vpn):
             return 0
         nodes[n2, i2] = np.uint64(n1)
     return n1
+
+
+@numba.njit(cache=True)
+def _leaf_alloc(nodes, free, meta, root, vpn):
+    """Leaf node covering vpn, allocating missing tables top-down; 0 when out of nodes, -1
+    under a huge PMD."""
+    n1 = _pmd_alloc(nodes, free, meta, root, vpn)
+    if n1 == 0:
+        return 0
+    i1 = (vpn >> _S1) & _IDX
+    w = nodes[n1, i1]
+    if (w & _H) != _U0:
+        return -1                          # a huge PMD: no PTE table here
+    n0 = np.int64(w)
+    if n0 == 0:
+        n0 = _alloc_node(nodes, free, meta)
+        if n0 == 0:
+            return 0
+        nodes[n1, i1] = np.uint64(n0)
+    return n0
 
 
 @numba.njit(cache=True, inline="always")

@@ -240,37 +240,31 @@ def pt_copy_range(nodes, free, meta, src_root, dst_root, vpn0, vpn1, cow, out_vp
         return 0
     for vpn, leaf, i in _entries(nodes, src_root, 3, 0, vpn0, vpn1):
         pte = int(nodes[leaf][i])
-        if _huge(pte):
-            if _whole(vpn, vpn0, vpn1):
-                dn1, c = _pmd(nodes, dst_root, vpn, (free, meta))
-                if dn1 == 0:
-                    return cnt
-                if int(nodes[dn1][c]) and not _huge(nodes[dn1][c]):
-                    meta[M_HUGE] = 1
-                    return cnt
-                if cow and pte & PTE_WRITE:
-                    pte &= ~PTE_WRITE
-                    nodes[leaf][i] = pte
-                nodes[dn1][c] = pte
-            out_vpns[cnt] = vpn
-            out_ptes[cnt] = pte
-            cnt += 1
-            if cnt == len(out_vpns):
-                break
-            continue
-        dleaf = _leaf(nodes, dst_root, vpn, (free, meta))
-        if dleaf < 0:
-            meta[M_HUGE] = 1
-            return cnt
-        if dleaf == 0:
-            return cnt
-        if cow and pte & PTE_WRITE:
-            pte &= ~PTE_WRITE
+        huge = _huge(pte)
+        if huge and not _whole(vpn, vpn0, vpn1):
+            dst = None                                   # reported, not copied
+        elif huge:                                       # the destination's PMD slot
+            dn1, c = _pmd(nodes, dst_root, vpn, (free, meta))
+            if dn1 == 0:
+                return cnt
+            if int(nodes[dn1][c]) and not _huge(nodes[dn1][c]):
+                meta[M_HUGE] = 1
+                return cnt
+            dst = (dn1, c)
+        else:
+            dleaf = _leaf(nodes, dst_root, vpn, (free, meta))
+            if dleaf < 0:
+                meta[M_HUGE] = 1
+            if dleaf <= 0:
+                return cnt
+            dst = (dleaf, i)
+        if dst is not None:
+            if cow and pte & PTE_WRITE:
+                pte &= ~PTE_WRITE
+            if not huge and pte & (PTE_SWAP | PTE_MIGRATION) and pte & PTE_SWP_EXCLUSIVE:
+                pte &= ~PTE_SWP_EXCLUSIVE
             nodes[leaf][i] = pte
-        if pte & (PTE_SWAP | PTE_MIGRATION) and pte & PTE_SWP_EXCLUSIVE:
-            pte &= ~PTE_SWP_EXCLUSIVE
-            nodes[leaf][i] = pte
-        nodes[dleaf][i] = pte
+            nodes[dst[0]][dst[1]] = pte
         out_vpns[cnt] = vpn
         out_ptes[cnt] = pte
         cnt += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from primary_mm.mmu_gather import MAX_GATHER_PAGES
 from smmu.base.constants import PAGE_SIZE
-from smmu.scenarios.kit import (Join, cpu_reads, cpu_writes, device_loop, ops,
+from smmu.scenarios.kit import (Join, active_device, cpu_reads, cpu_writes, ops,
                                 register_builder, reuse_frames, reused)
 from smmu.scenarios.registry import attach_driver
 
@@ -33,19 +33,6 @@ def gather_process(sim, driver_cls):
     return mm, buf, n, touched, drv
 
 
-def active_device(sim, drv, touched, base):
-    """The device task of these scenarios and the completion it signals once it has mapped
-    every touched page (the CPU waits for it before the zap: the device is active when the
-    range goes). Returns ``(task generator, completion)``."""
-    mapped = sim.completion("device_mapped")
-
-    def dev():
-        yield from device_loop(drv, touched, rounds=1, write=False)
-        mapped.complete_all()
-        yield from device_loop(drv, touched, rounds=4, write="alt", base=base)
-    return dev(), mapped
-
-
 def build_munmap_gather(sim, driver_cls):
     """munmap of a mapping larger than one mmu_gather batch while a device accesses pages
     of the first batch, and another process allocates: Linux frees the full batch inside the
@@ -56,7 +43,7 @@ def build_munmap_gather(sim, driver_cls):
     other = sim.new_process("other")
     j = Join(sim)
     box = {}
-    dev, mapped = active_device(sim, drv, touched, 5000)
+    dev, mapped = active_device(sim, drv, touched, 5000, rounds=4)
 
     def cpu():
         yield mapped.wait()
@@ -82,7 +69,7 @@ def build_dontneed_gather(sim, driver_cls):
     j = Join(sim)
     box = {}
 
-    dev, mapped = active_device(sim, drv, touched, 6000)
+    dev, mapped = active_device(sim, drv, touched, 6000, rounds=4)
 
     def cpu():
         yield mapped.wait()

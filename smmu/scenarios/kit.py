@@ -86,6 +86,20 @@ def device_loop(drv, vas, *, rounds: int = 1, write: bool | str = False, base: i
             k += 1
 
 
+def active_device(sim, drv, vas, base, rounds=3):
+    """A device that is busy when the operation under test comes: it maps every page of
+    ``vas`` (one read each), signals the returned completion, then keeps reading and writing
+    them for ``rounds`` passes (values ``base + k``). Returns ``(task generator,
+    completion)``; the CPU task waits for the completion before it starts."""
+    mapped = sim.completion("device_mapped")
+
+    def dev():
+        yield from device_loop(drv, vas, rounds=1, write=False)
+        mapped.complete_all()
+        yield from device_loop(drv, vas, rounds=rounds, write="alt", base=base)
+    return dev(), mapped
+
+
 def exporter_fork(mm, drvs):
     """``fork()`` of ``mm`` as an exporter that follows its drivers' fork protocol does it:
     drivers with ``fork_begin`` / ``fork_end`` (XPMEM's ``XPMEM_CMD_FORK_BEGIN`` / ``_END``

@@ -6,8 +6,8 @@ the page at its start.
 from __future__ import annotations
 
 from smmu.base.constants import HPAGE_PMD_SIZE, PAGE_SIZE
-from smmu.scenarios.kit import (Join, cpu_reads, cpu_writes, device_loop, exporter_fork, kswapd,
-                                ops, register_builder, reuse_frames, reused)
+from smmu.scenarios.kit import (Join, active_device, cpu_reads, cpu_writes, exporter_fork,
+                                kswapd, ops, register_builder, reuse_frames, reused)
 from smmu.scenarios.registry import attach_driver
 
 #: the pages of the huge page a device touches: the first, one inside, the last
@@ -29,18 +29,6 @@ def thp_process(sim, driver_cls, name=None, huge=True):
         sim.do(mm.write(va, 100 + i))
     drv = attach_driver(sim, driver_cls, mm)
     return mm, haddr, vas, drv
-
-
-def active_device(sim, drv, vas, base, rounds=3):
-    """The device task: map every touched page, signal, then keep reading and writing
-    them. Returns ``(generator, completion)``; CPU tasks wait for the completion."""
-    mapped = sim.completion("device_mapped")
-
-    def dev():
-        yield from device_loop(drv, vas, rounds=1, write=False)
-        mapped.complete_all()
-        yield from device_loop(drv, vas, rounds=rounds, write="alt", base=base)
-    return dev(), mapped
 
 
 def build_thp_partial_munmap(sim, driver_cls):
