@@ -10,10 +10,10 @@ state (``self.pt``, ``self.vmas``, ``self.memory``, the locks) and helpers defin
 from __future__ import annotations
 
 from primary_mm.frames import FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DIRTY, FRAME_KSM
-from primary_mm.layout import as_int
+from primary_mm.layout import as_int, as_value
 from primary_mm.memremap import VM_FAULT_SIGBUS, Vmf
 from primary_mm.rmap import AnonVma
-from smmu.base.constants import EMLINK, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MAX
+from smmu.base.constants import EMLINK, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
 from smmu.base.errors import InvalidArgument, SegmentationFault
 from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_HUGE,
                            PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE, PTE_SPECIAL, PTE_SWAP,
@@ -46,7 +46,7 @@ class Faults:
         """A CPU store of ``value`` (a 64-bit integer: the page's new value) to ``va``."""
         self._alive()
         va = as_int(va, "write: address")
-        value = as_int(value, "write: value") & ULONG_MAX
+        value = as_value(value, "write: value")
         self.switch_mm()
         vpn = va >> PAGE_SHIFT
         frames = self.memory.frames

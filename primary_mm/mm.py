@@ -22,14 +22,14 @@ from primary_mm.fault import Faults
 from primary_mm.fork import Fork
 from primary_mm.hmm import Hmm
 from primary_mm.huge_memory import HugeMemory
-from primary_mm.layout import BRK_START, as_int
+from primary_mm.layout import BRK_START, as_int, as_value
 from primary_mm.madvise import Madvise
 from primary_mm.mmap import Mmap
 from primary_mm.mprotect import Mprotect
 from primary_mm.mremap import Mremap
 from primary_mm.rmap import DeviceExclusive
 from primary_mm.vma import VMA, vma_start
-from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, ULONG_MAX
+from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
 from smmu.base.errors import InvalidArgument, SegmentationFault, UsageError
 from smmu.base.pte import PTE_DEVICE, PTE_MAPPED, PTE_MIGRATION, PTE_SWAP, pte_pfn
 from smmu.notifier import Event, NotifierSubscriptions, Range
@@ -400,9 +400,8 @@ class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, D
         frames = self.memory.frames
         if not (0 < pfn < len(frames.contents)):
             raise UsageError(f"{drv.name} accessed pfn {pfn}, which does not exist")
-        if write:
-            # a page value is 64-bit, as mm.write has it: -1 is 2**64 - 1
-            value = as_int(value, f"{drv.name}: dma_write value") & ULONG_MAX
+        if write:       # one check for every stored value, as a CPU store's (Faults.write)
+            value = as_value(value, f"{drv.name}: dma_write value")
         self.sched.observer.device_access(drv, va, pfn, write, value)
         self.sched.charge("device_access")
         if write:

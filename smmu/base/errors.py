@@ -31,6 +31,8 @@ VIOLATION_KINDS = {
             "notifier or a registration it took (kmemleak, page_owner)",
     "StaleMapping": "a secondary mapping disagrees with the primary page table (when it is "
                     "made, or at quiescence)",
+    "DriverError": "a driver's hook or device code raised an exception (in Linux, an oops in "
+                   "the driver's callback)",
 }
 
 
@@ -82,6 +84,34 @@ class TaskCrashed(SmmuError):
         super().__init__(f"task {task!r} raised {type(exc).__name__}: {exc}")
         self.task = task
         self.exc = exc
+
+
+class InternalError(Exception):
+    """An exception inside smmu's own code: a bug in smmu, not a usage error. ``exc`` is the
+    original exception (also ``__cause__``), ``task`` the task running, ``choices`` the
+    schedule so far (what a replay needs), ``where`` the innermost frame outside smmu (the
+    user's call that led there). The harness adds ``context`` (scenario, api, seed...)."""
+
+    def __init__(self, exc: BaseException, *, task: str | None = None, choices=(),
+                 where: str | None = None):
+        super().__init__(f"{type(exc).__name__}: {exc}")
+        self.exc = exc
+        self.task = task
+        self.choices = list(choices)
+        self.where = where
+        self.context: dict = {}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run. ``tasks``: ``(name, state, file:line in function)`` of every
+    task not done, where the interrupt found it."""
+
+    def __init__(self, tasks=()):
+        super().__init__()
+        self.tasks = list(tasks)
+
+    def __str__(self):
+        return "; ".join(f"{n} {st} at {w}" for n, st, w in self.tasks) or "interrupted"
 
 
 @dataclass

@@ -25,7 +25,10 @@ DRIVER is one of
 * a file and class: ``path/to/file.py:Class``.
 
 Exit status: 0 clean, 1 violations found, 2 usage error (the one-line message says what to
-fix). Exploration shows a progress bar on stderr when it is a terminal.
+fix: a bad argument, a driver that cannot be loaded or built), 3 internal error in smmu (a
+bug in smmu itself: the message gives the replay command and smmu's traceback; please
+report it), 130 interrupted (Ctrl-C; says where each task was). Exploration shows a
+progress bar on stderr when it is a terminal.
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from smmu.base.errors import SmmuError, UsageError
+from smmu.base.errors import InternalError, Interrupted, SmmuError, UsageError
 from smmu.cli.bench import BENCHES, cmd_bench, load_bench
 from smmu.cli.catalogue import cmd_drivers
 from smmu.cli.check import cmd_check, cmd_replay, plan, run_check
-from smmu.cli.common import (EXIT_CLEAN, EXIT_USAGE, EXIT_VIOLATIONS, CLIError, configure_logging,
+from smmu.cli.common import (EXIT_CLEAN, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE,
+                             EXIT_VIOLATIONS, CLIError, configure_logging, internal_error,
                              resolve_driver)
 from smmu.cli.demo import DEMO_BUGGY, DEMO_SCENARIOS, DEMO_SCHEDULES, cmd_demo, demo_plan
 from smmu.cli.strace import cmd_replay_strace
@@ -45,9 +49,11 @@ from smmu.cli.history import add_parser as add_history_parser
 from smmu.cli.history import cmd_history
 from smmu.explore import SEARCHES
 from smmu.notifier import API_GENERATIONS
+from smmu.report import short_path
 
 __all__ = ["BENCHES", "CLIError", "DEMO_BUGGY", "DEMO_SCENARIOS", "DEMO_SCHEDULES",
-           "EXIT_CLEAN", "EXIT_USAGE", "EXIT_VIOLATIONS", "build_parser", "configure_logging",
+           "EXIT_CLEAN", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_USAGE", "EXIT_VIOLATIONS",
+           "build_parser", "configure_logging",
            "demo_plan", "load_bench", "main", "plan", "resolve_driver", "run_check"]
 
 
@@ -152,9 +158,18 @@ def main(argv=None) -> int:
     except SmmuError as e:
         print(f"smmu: error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Interrupted as e:
+        print("smmu: interrupted; where each task was:", file=sys.stderr)
+        for name, state, where in e.tasks:
+            print(f"  {name:<10} {state:<24} {short_path(where)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("smmu: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except InternalError as e:
+        return internal_error(e, args)
+    except Exception as e:      # noqa: BLE001 - anything else escaping is smmu's bug too
+        return internal_error(InternalError(e), args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 import structlog
@@ -13,9 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from smmu.base.errors import BadDriver
+from smmu.explore.findings import driver_spec
 from smmu.explore.loader import load_driver
 
-EXIT_CLEAN, EXIT_VIOLATIONS, EXIT_USAGE = 0, 1, 2
+EXIT_CLEAN, EXIT_VIOLATIONS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class CLIError(Exception):
@@ -90,3 +93,41 @@ def write_json(path, doc):
         p.write_text(json.dumps(doc, indent=2, default=repr) + "\n")
     except OSError as e:
         raise CLIError(f"cannot write {path!r}: {e.strerror or e}") from None
+
+
+def internal_error(e, args=None) -> int:
+    """Report an exception inside smmu's own code (:class:`InternalError`): say so, give the
+    command that replays it (a JSON file written for it) and smmu's traceback; exit 3."""
+    err = sys.stderr
+    print(f"smmu: internal error in smmu (a bug in smmu, not in your driver): {e}", file=err)
+    ctx = dict(getattr(e, "context", {}) or {})
+    if getattr(e, "task", None):
+        print(f"  in task {e.task!r}" + (f", called from {e.where}" if e.where else ""),
+              file=err)
+    if ctx.get("scenario"):
+        doc = {"driver": driver_spec(ctx.get("driver")), "scenario": ctx["scenario"],
+               "api": ctx.get("api"), "strategy": "replay", "seed": ctx.get("seed", 0),
+               "choices": list(getattr(e, "choices", []) or []), "kind": "InternalError",
+               "message": str(e), "driver_options": ctx.get("driver_options") or {},
+               "sim_options": ctx.get("sim_options") or {}}
+        path = _crash_file()
+        if path is not None:
+            path.write_text(json.dumps({"driver": doc["driver"], "violations": [
+                {"driver": doc["driver"], "finding": doc}]}, indent=2, default=repr) + "\n")
+            print(f"  replay: smmu replay {path}", file=err)
+    print("  smmu's traceback (please include it in a bug report):", file=err)
+    exc = getattr(e, "exc", e)
+    for line in traceback.format_exception(type(exc), exc, exc.__traceback__):
+        err.write("    " + line.rstrip("\n").replace("\n", "\n    ") + "\n")
+    return EXIT_INTERNAL
+
+
+def _crash_file():
+    for d in (Path.cwd(), Path(tempfile.gettempdir())):
+        p = d / "smmu-internal-error.json"
+        try:
+            p.write_text("")
+            return p
+        except OSError:
+            continue
+    return None

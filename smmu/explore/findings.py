@@ -3,10 +3,13 @@ replay it (:class:`Finding`, :func:`replay`, :func:`driver_spec`)."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from smmu.base.errors import UsageError, Violation
-from smmu.explore.loader import load_driver
+from smmu.explore.loader import FILE_MODULE_PREFIX, load_driver
 from smmu.explore.run import make_strategy_schedule, run_once
 from smmu.runtime.scheduler import Result
 from smmu.runtime.schedules import Replay
@@ -14,12 +17,44 @@ from smmu.scenarios import Scenario
 
 
 def driver_spec(driver_cls) -> str:
-    """``module:QualName`` of a driver class (what :func:`load_driver` reads back)."""
+    """The spec :func:`load_driver` reads back for a driver class: ``module:QualName``, or
+    ``path/to/file.py:QualName`` (relative to the current directory when under it) for a
+    class loaded from a file or defined in a script or test module that is not importable
+    by its name."""
     if isinstance(driver_cls, str):
         return driver_cls
     if driver_cls is None:
         return ""
-    return f"{driver_cls.__module__}:{driver_cls.__qualname__}"
+    mod = driver_cls.__module__
+    path = getattr(sys.modules.get(mod), "__file__", None)
+    if path and Path(path).is_file() and (mod.startswith(FILE_MODULE_PREFIX) or mod == "__main__" or
+                 not _importable(mod) or ("." not in mod and _under_cwd(path))):
+        # a top-level module of the user's (a test file, a script) loads by path anywhere
+        p = Path(path).resolve()
+        if _under_cwd(path):
+            p = p.relative_to(Path.cwd().resolve())
+        return f"{p}:{driver_cls.__qualname__}"
+    return f"{mod}:{driver_cls.__qualname__}"
+
+
+def _under_cwd(path: str) -> bool:
+    try:
+        Path(path).resolve().relative_to(Path.cwd().resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _importable(mod: str) -> bool:
+    """Would ``import mod`` find the module that is loaded under that name?"""
+    m = sys.modules.get(mod)
+    if m is None:
+        return False
+    try:
+        spec = importlib.util.find_spec(mod)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and getattr(spec, "origin", None) == getattr(m, "__file__", None)
 
 
 @dataclass
@@ -109,7 +144,8 @@ class Finding:
 def replay(finding_or_dict, record_steps=True, trace=False, *, use_minimal=True,
            driver_cls=None) -> Result:
     """Re-run a finding deterministically: from its minimal or full choice list when it has
-    one, else from (strategy, seed, params). Accepts a :class:`Finding` or its ``to_dict()``;
+    one (always for strategy ``"replay"``: an explicit choice list, maybe empty), else from
+    (strategy, seed, params). Accepts a :class:`Finding` or its ``to_dict()``;
     ``driver_cls`` overrides the driver the finding names (e.g. resolved by the CLI)."""
     f = finding_or_dict
     if isinstance(f, dict):
@@ -119,7 +155,7 @@ def replay(finding_or_dict, record_steps=True, trace=False, *, use_minimal=True,
     if driver_cls is not None:
         f = replace(f, driver=driver_cls)
     choices = f.minimal if (use_minimal and f.minimal is not None) else f.choices
-    if choices or f.strategy in ("exhaustive", "windows"):
+    if choices or f.strategy in ("exhaustive", "windows", "replay"):
         sched = Replay(choices or ())
     else:
         sched = make_strategy_schedule(f.strategy, f.seed, f.params)

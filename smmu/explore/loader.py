@@ -25,8 +25,11 @@ from pathlib import Path
 import drivers
 from smmu.base.errors import BadDriver
 from smmu.notifier import MMUNotifier
+from smmu.runtime.task import traceback_frames, user_site
 
 BUGGY_PREFIX = "buggy."
+#: modules of driver files loaded by path are named this plus a digest of the path
+FILE_MODULE_PREFIX = "_smmu_user_driver_"
 ENTRY_POINT_GROUP = "smmu.drivers"
 
 
@@ -119,7 +122,11 @@ def _file_module(where: str):
     if not path.is_file():
         raise BadDriver(f"driver file {where!r} not found (looked in {Path.cwd()})")
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
-    modname = f"_smmu_user_driver_{digest}"
+    modname = f"{FILE_MODULE_PREFIX}{digest}"
+    # the file's folder is importable while it loads, as when Python runs it as a script:
+    # `from mybase import MyBaseDriver` finds mybase.py next to it
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
     try:
         mod_spec = importlib.util.spec_from_file_location(modname, path)
         module = importlib.util.module_from_spec(mod_spec)
@@ -127,7 +134,14 @@ def _file_module(where: str):
         mod_spec.loader.exec_module(module)
     except Exception as e:
         sys.modules.pop(modname, None)
-        raise BadDriver(f"cannot load {where!r}: {type(e).__name__}: {e}") from None
+        where_ = user_site(traceback_frames(e))
+        raise BadDriver(f"cannot load {where!r}: {type(e).__name__}: {e} (at {where_})") \
+            from None
+    finally:
+        try:
+            sys.path.remove(folder)
+        except ValueError:
+            pass
     return module
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from smmu.base.errors import UsageError
+from smmu.base.errors import InternalError, UsageError
 from smmu.explore.steer import Steer
 from smmu.runtime.scheduler import Result
 from smmu.runtime.schedules import PCT, RandomSchedule, Replay, Schedule, make_schedule
@@ -102,8 +102,17 @@ def run_once(scenario, driver_cls, api, schedule, seed, *, record_steps=False, t
             hook(sim)
         else:
             sim.watch(obs)
-    scenario.build(sim, driver_cls)
-    result = sim.run()
+    try:
+        scenario.build(sim, driver_cls)
+        result = sim.run()
+    except InternalError as e:      # a bug in smmu: say what ran, for the replay command
+        e.context.setdefault("scenario", scenario.name)
+        e.context.setdefault("api", api)
+        e.context.setdefault("seed", seed)
+        e.context.setdefault("driver_options", dict(driver_options or {}))
+        e.context.setdefault("sim_options", dict(sim_overrides))
+        e.context.setdefault("driver", driver_cls)
+        raise
     finish = getattr(schedule, "finish", None)
     if finish is not None:
         finish(sim)

@@ -28,9 +28,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from smmu.base.constants import EAGAIN, PAGE_SIZE, ULONG_MAX
-from smmu.base.errors import BadDriver, CoreBug, UsageError
+from smmu.base.errors import BadDriver, CoreBug, SmmuError, UsageError
 from smmu.notifier.api import (API_GENERATIONS, API_HOOKS, HOOKS, Event, Range,
                                check_driver_class, failed, overrides)
+from smmu.runtime.task import raised_in_smmu
 
 #: ``notifier_rcu``: how list walks are protected. "srcu": the global SRCU domain (3.7+,
 #: 21a92735f660: hooks may sleep); "rcu": ``rcu_read_lock`` (2.6.27..3.6: a walk is atomic)
@@ -289,6 +290,13 @@ class NotifierSubscriptions:
             ret = getattr(sub, hook)(*args)
             if isinstance(ret, types.GeneratorType):
                 ret = yield from ret
+        except Exception as e:
+            # the driver's code raised (a kernel would oops in the callback): a finding
+            # naming the hook, the driver and its line; an exception smmu's own code raised
+            # (not an SmmuError it raises on purpose) goes on up as an internal error
+            if isinstance(e, SmmuError) or not raised_in_smmu(e):
+                sched.driver_raised(sub.name, hook, e)
+            raise
         finally:
             sub._in_flight -= 1
             if obs is not None:

@@ -39,14 +39,18 @@ from collections import Counter
 
 import structlog
 
-from smmu.base.errors import SmmuError, TaskCrashed, UsageError, Violation
+from smmu.base.errors import (InternalError, Interrupted, SmmuError, TaskCrashed, UsageError,
+                              Violation)
+from smmu.runtime import watchdog
 from smmu.runtime.costs import COSTS
 from smmu.runtime.footprint import Halt
 from smmu.runtime.locks import Completion, Mutex, NonBlock, RWSem, Spinlock, WaitQueue
 from smmu.runtime.observer import FanOut, Observer
 from smmu.runtime.rcu import RCUDomain
 from smmu.runtime.schedules import make_schedule
-from smmu.runtime.task import Core, Request, Task, format_frames, user_frame
+from smmu.runtime.task import (Core, Request, Task, format_frames, raised_in_smmu,
+                               traceback_frames, user_frame, user_site)
+from smmu.runtime.watchdog import DEFAULT_STEP_TIMEOUT, Spinning
 
 log = structlog.get_logger("smmu")
 
@@ -118,15 +122,22 @@ class Scheduler:
     """Runs tasks under a schedule; owns the violation list, counters and trace.
 
     ``max_steps``: total step budget of one ``run``; ``task_step_budget``: steps one task may
-    take before it is declared a ``Livelock``. ``stop_on_violation``: end the run at the first
-    violation (exploration wants this; a plain run records all and continues).
+    take before it is declared a ``Livelock``; ``step_timeout``: wall seconds one step may run
+    (a loop that never yields) before the watchdog (:mod:`smmu.runtime.watchdog`) ends the
+    run with a ``Livelock`` (None: no watchdog). ``stop_on_violation``: end the run at the
+    first violation (exploration wants this; a plain run records all and continues).
     ``costs``: ``{kind: ns}`` overriding entries of :data:`COSTS` for this scheduler (cost
     sweeps); ``fair_locks``: FIFO ticket spinlocks and rwsem hand-off to waiters
     (:mod:`smmu.runtime.locks`; default: released locks go to whoever the schedule picks).
+
+    A task whose code raises is surfaced by :meth:`task_raised`: ``InternalError`` when the
+    exception came from smmu's own code, else ``TaskCrashed``; Ctrl-C raises
+    ``Interrupted`` saying where each task was.
     """
 
     def __init__(self, schedule="round_robin", seed: int | None = 0, *,
                  max_steps: int = 2_000_000, task_step_budget: int = 200_000,
+                 step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
                  stop_on_violation: bool = False, trace: bool = False,
                  record_steps: bool = False, costs: dict | None = None,
                  fair_locks: bool = False):
@@ -146,6 +157,9 @@ class Scheduler:
         self.schedule = make_schedule(schedule, seed)
         self.max_steps = max_steps
         self.task_step_budget = task_step_budget
+        self.step_timeout = step_timeout
+        #: where the watchdog found a step spinning: ((code, line) pairs, seconds)
+        self.spinning_at = None
         self.stop_on_violation = stop_on_violation
         self.tracing = trace
         self.record_steps = record_steps
@@ -233,7 +247,7 @@ class Scheduler:
         self.all_tasks.append(t)
         self._stopped = False
         try:
-            self._loop(record=False)
+            self._watched_loop(record=False)
         finally:
             self.tasks = saved_tasks
             self.stop_on_violation = saved_stop
@@ -260,7 +274,7 @@ class Scheduler:
         """Run every spawned task until all are done, a violation stops the run, or nothing
         can run. Returns a :class:`Result`."""
         try:
-            self._loop(record=True)
+            self._watched_loop(record=True)
         except Halt:                # a search cut the run short (footprint.Recorded)
             self._stopped = True
         finally:
@@ -293,9 +307,24 @@ class Scheduler:
         saved = self.max_steps
         self.max_steps = self.steps + n
         try:
-            self._loop(record=True, budget_is_livelock=False)
+            self._watched_loop(record=True, budget_is_livelock=False)
         finally:
             self.max_steps = saved
+
+    def _watched_loop(self, record: bool, budget_is_livelock: bool = True) -> None:
+        """:meth:`_loop` under the watchdog, with Ctrl-C saying where each task was. Nothing
+        here runs per step."""
+        w = watchdog.enter(self)
+        try:
+            self._loop(record, budget_is_livelock)
+        except Spinning:            # between two steps: a Schedule's choose() spinning
+            self._spun(self.current)
+        except Interrupted:
+            raise
+        except KeyboardInterrupt as e:
+            raise Interrupted(self._task_places(None, e)) from None
+        finally:
+            watchdog.leave(w)
 
     # ----------------------------------------------------------------- the loop
     def _loop(self, record: bool, budget_is_livelock: bool = True) -> None:
@@ -385,9 +414,68 @@ class Scheduler:
             raise TaskCrashed(task.name, e) from e
         if isinstance(e, SmmuError):       # a simulated fault (SIGSEGV, ENOMEM...)
             return False
-        if isinstance(e, Exception):       # a bug in the task's own code: surface it, named
-            raise TaskCrashed(task.name, e) from e
-        raise e                             # KeyboardInterrupt and friends
+        if isinstance(e, Exception):       # a bug in the task's code or in smmu's
+            return self.task_raised(task, e)
+        if isinstance(e, Spinning):
+            self._spun(task)
+            return True
+        if isinstance(e, KeyboardInterrupt) and not isinstance(e, Interrupted):
+            raise Interrupted(self._task_places(task, e)) from None
+        raise e                             # SystemExit and friends
+
+    def task_raised(self, task: Task, e: Exception) -> bool:
+        """Task ``task`` ended with exception ``e`` (not a simulated fault). Raise
+        ``InternalError`` when smmu's own code raised it, else ``TaskCrashed`` naming the
+        task. A subclass may instead record a finding and return True (the run stops): the
+        simulator does for an exception raised in a driver's code."""
+        if raised_in_smmu(e):
+            raise InternalError(e, task=task.name, choices=self.choices,
+                                where=user_site(traceback_frames(e))) from e
+        raise TaskCrashed(task.name, e) from e
+
+    def driver_raised(self, driver: str, what: str, e: BaseException, *, stop: bool = True):
+        """Record a ``DriverError``: ``driver``'s ``what`` (a hook, ``access``) raised ``e``,
+        with the user's file:line and the traceback. Ends the run (``stop``): the operation
+        that called it cannot go on, as a kernel oops in a callback ends the task."""
+        raw = traceback_frames(e)
+        where = user_site(raw)
+        return self.violation(
+            "DriverError", f"{driver}.{what} raised {type(e).__name__}: {e} (at {where})",
+            stop=stop, stacks={"traceback": format_frames(raw)}, driver=driver, hook=what,
+            exception=f"{type(e).__name__}: {e}", where=where)
+
+    def _spun(self, task: Task | None) -> None:
+        """The watchdog stopped a step that ran too long: a ``Livelock`` at the user's line."""
+        raw, secs = self.spinning_at or ([], 0.0)
+        where = user_site(raw)
+        name = task.name if task is not None else "the schedule"
+        if task is not None:
+            task.held.clear()     # the task is gone; its locks go with the stopped run
+            if not task.done:
+                self._finish(task, None, None)
+        self.violation("Livelock", f"{name!r} ran one step for {secs:.1f} s of wall time "
+                       f"without yielding, at {where}: a loop that never yields cannot be "
+                       "preempted; add a `yield` in the loop (a preemption point) or bound it",
+                       task=task.name if task is not None else None, stop=False,
+                       stacks={"spinning": format_frames(raw)}, where=where)
+        self._stopped = True
+
+    def _task_places(self, running: Task | None, exc: BaseException | None) -> list:
+        """``(task name, state, file:line in function)`` of every task not done: where Ctrl-C
+        found them (the running one at the line the interrupt hit)."""
+        out = []
+        cur = running or self.current
+        for t in self.all_tasks:
+            if t.done and t is not cur:
+                continue
+            if t is cur:
+                raw = traceback_frames(exc) if exc is not None else []
+                where = user_site(raw) if raw else t.where()
+                out.append((t.name, "running", where))
+            else:
+                state = f"blocked on {t.pending!r}" if t.pending is not None else "ready"
+                out.append((t.name, state, t.where()))
+        return out
 
     def _on_yield(self, task: Task, out) -> None:
         if isinstance(out, Request):

@@ -29,7 +29,6 @@ def format_frames(raw) -> list[str]:
 #: where the runtime and notifier plumbing lives: frames there are not "where it happened"
 _PLUMBING = ("/smmu/runtime/", "/smmu/notifier/")
 
-
 def user_frame(frames: list[str]) -> str:
     """The innermost frame outside the runtime and notifier plumbing: where it happened."""
     for fr in reversed(frames):
@@ -67,6 +66,51 @@ def call_site(skip=_OWN) -> str:
     code made the call being reported (a ``note_map``, a ``get_user_pages``...). Cheap: one
     walk up the frames, nothing formatted but the answer; "?" when every frame is smmu's."""
     return frame_site(caller_frame(skip))
+
+
+def in_smmu(filename: str) -> bool:
+    """Is ``filename`` part of smmu's own code (the ``smmu`` and ``primary_mm`` packages)?
+    What is not is the user's: drivers (the built-in ones too), tests, scripts."""
+    return filename.startswith(_OWN)
+
+
+def traceback_frames(exc: BaseException) -> list:
+    """(code, line) pairs of ``exc``'s traceback, outermost first (the raise is last)."""
+    out = []
+    tb = exc.__traceback__
+    while tb is not None:
+        out.append((tb.tb_frame.f_code, tb.tb_lineno))
+        tb = tb.tb_next
+    return out
+
+
+def frame_chain(frame) -> list:
+    """(code, line) pairs of a live ``frame`` and its callers, outermost first."""
+    out = []
+    while frame is not None:
+        out.append((frame.f_code, frame.f_lineno))
+        frame = frame.f_back
+    out.reverse()
+    return out
+
+
+def user_site(raw) -> str:
+    """``file:line in function`` of the innermost frame of ``raw`` ((code, line) pairs,
+    outermost first) outside smmu's own code: the user's line (a driver's, a test's). When
+    every frame is smmu's, the innermost one."""
+    for code, line in reversed(raw):
+        if not in_smmu(code.co_filename):
+            return f"{code.co_filename}:{line} in {code.co_name}"
+    if raw:
+        code, line = raw[-1]
+        return f"{code.co_filename}:{line} in {code.co_name}"
+    return "?"
+
+
+def raised_in_smmu(exc: BaseException) -> bool:
+    """Was ``exc`` raised by smmu's own code (its innermost traceback frame is smmu's)?"""
+    raw = traceback_frames(exc)
+    return bool(raw) and in_smmu(raw[-1][0].co_filename)
 
 
 class Task:

@@ -18,16 +18,36 @@ import structlog
 
 from primary_mm.memory import Memory
 from smmu.base.errors import BadDriver, SmmuError, UsageError
-from smmu.notifier import API_GENERATIONS, MMUNotifier, check_driver_class
+from smmu.notifier import API_GENERATIONS, MMUIntervalNotifier, MMUNotifier, check_driver_class
 from smmu.oracle import Oracle, ProtocolChecker
 from smmu.runtime.observer import FanOut
 from smmu.runtime.scheduler import Scheduler
 from smmu.sim.presets import PresetCall
+from smmu.runtime.task import in_smmu, raised_in_smmu, traceback_frames, user_site
+from smmu.runtime.watchdog import DEFAULT_STEP_TIMEOUT
 from smmu.sim.trace_recorder import TraceRecorder
 
 log = structlog.get_logger("smmu")
 
 RMAP_LOCKS = ("spinlock", "rwsem")
+
+
+def _kw(options) -> str:
+    return "".join(f", {k}={v!r}" for k, v in options.items())
+
+
+def _driver_frame(e: BaseException):
+    """(driver, method name) of the outermost frame of ``e``'s traceback that is a method of a
+    driver (an ``MMUNotifier`` or interval notifier) outside smmu's own code, or (None, None)."""
+    tb = e.__traceback__
+    while tb is not None:
+        f = tb.tb_frame
+        obj = f.f_locals.get("self")
+        if isinstance(obj, (MMUNotifier, MMUIntervalNotifier)) and \
+                not in_smmu(f.f_code.co_filename):
+            return obj, f.f_code.co_name
+        tb = tb.tb_next
+    return None, None
 
 
 class Simulator(Scheduler, metaclass=PresetCall):
@@ -49,6 +69,8 @@ class Simulator(Scheduler, metaclass=PresetCall):
     ``cow_reuse``, ``mmu_gather``, ``notifier_rcu``, ``exit_mmap_lock``...): one table,
     ``docs/kernels.md``, gives each its values, the kernel versions that behave so
     and the commit; ``None`` means the generation's era (today's rules for ``"modern"``).
+    ``step_timeout``: wall seconds one step may run before the watchdog ends the run with a
+    ``Livelock`` at the line that spun (a driver loop that never yields; None: off).
     ``check``: run the coherence oracle (default True); without it only the notifier
     protocol rules are judged (``MapInWindow``, ``BadReturn``, an end without its start) and
     the runtime's own (``SleepInAtomic``, ``Deadlock``...). ``trace``: record
@@ -82,7 +104,8 @@ class Simulator(Scheduler, metaclass=PresetCall):
                  check: bool = True,
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
-                 task_step_budget: int = 200_000, nframes: int = 4096,
+                 task_step_budget: int = 200_000,
+                 step_timeout: float | None = DEFAULT_STEP_TIMEOUT, nframes: int = 4096,
                  costs: dict | None = None, fair_locks: bool = False,
                  kernel: str | None = None):
         if notifier_api not in API_GENERATIONS:
@@ -94,8 +117,9 @@ class Simulator(Scheduler, metaclass=PresetCall):
             raise UsageError("invalidate_page_outside_ptl=True needs notifier_api='v2008' "
                              "(invalidate_page exists only there)")
         super().__init__(schedule, seed, max_steps=max_steps, task_step_budget=task_step_budget,
-                         stop_on_violation=stop_on_violation, trace=trace,
-                         record_steps=record_steps, costs=costs, fair_locks=fair_locks)
+                         step_timeout=step_timeout, stop_on_violation=stop_on_violation,
+                         trace=trace, record_steps=record_steps, costs=costs,
+                         fair_locks=fair_locks)
         self.notifier_api = notifier_api
         self.rmap_locks = rmap_locks
         self.kernel = kernel            # the preset's version (PresetCall resolved it)
@@ -149,15 +173,20 @@ class Simulator(Scheduler, metaclass=PresetCall):
                              "sim.new_process()")
         try:
             drv = cls(self, mm, **options)
-        except TypeError:
-            # inspect.signature is slow: consulted only when construction failed
-            sig = inspect.signature(cls)
-            try:
-                sig.bind(self, mm, **options)
-            except TypeError as e:
-                raise BadDriver(f"{cls.__name__} cannot be built with options {options}: {e}. "
-                                f"Its signature is {cls.__name__}{sig}") from None
-            raise
+        except SmmuError:
+            raise               # BadDriver for bad options, a simulated fault: as they are
+        except Exception as e:
+            if isinstance(e, TypeError):
+                # inspect.signature is slow: consulted only when construction failed
+                sig = inspect.signature(cls)
+                try:
+                    sig.bind(self, mm, **options)
+                except TypeError as e2:
+                    raise BadDriver(f"{cls.__name__} cannot be built with options {options}: "
+                                    f"{e2}. Its signature is {cls.__name__}{sig}") from None
+            where = user_site(traceback_frames(e))
+            raise BadDriver(f"{cls.__name__}(sim, mm{_kw(options)}) raised {type(e).__name__}: "
+                            f"{e} (at {where}): the driver's __init__ failed") from e
         self.do(mm.mmu_notifier_register(drv))
         self.drivers.append(drv)
         return drv
@@ -187,6 +216,19 @@ class Simulator(Scheduler, metaclass=PresetCall):
                 log.warning("close failed", driver=drv.name, error=str(e))
         check = getattr(self.oracle, "check_leaks", None)
         return check() if check is not None else []
+
+    def task_raised(self, task, e):
+        """A task's code raised ``e``: when a driver's code raised it (a hook, ``access``, a
+        helper they call), a ``DriverError`` finding naming the driver, the method and the
+        user's line, and the run stops; otherwise as :meth:`Scheduler.task_raised`."""
+        if not raised_in_smmu(e):
+            drv, what = _driver_frame(e)
+            if drv is not None:
+                self.driver_raised(getattr(drv, "name", type(drv).__name__), what, e,
+                                   stop=False)
+                self._stopped = True
+                return True
+        return super().task_raised(task, e)
 
     def detach(self, drv):
         """Unregister ``drv`` now (``release`` runs if it has not)."""
