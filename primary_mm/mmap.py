@@ -9,7 +9,6 @@ from __future__ import annotations
 import bisect
 
 import numpy as np
-import structlog
 
 from primary_mm.filemap import File
 from primary_mm.layout import MMAP_BASE, MMAP_MIN_ADDR, as_int
@@ -18,9 +17,10 @@ from smmu.base.constants import HPAGE_PMD_MASK, HPAGE_PMD_SIZE, PAGE_SHIFT, PAGE
 from smmu.base.errors import InvalidArgument, OutOfMemory
 from smmu.base.pte import (PFN_SHIFT, PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, PTE_YOUNG,
                            mk_pte)
+from smmu.base.log import get_logger
 from smmu.notifier import Event
 
-log = structlog.get_logger("smmu")
+log = get_logger()
 
 _U = np.uint64
 

@@ -6,9 +6,11 @@ import ast
 import importlib.util
 import inspect
 import json
+import textwrap
 from pathlib import Path
 
-from smmu.cli.common import EXIT_CLEAN, CLIError, ProgressBar, console, first_line, write_json
+from smmu.cli.common import (EXIT_CLEAN, CLIError, Command, ProgressBar, console, first_line,
+                             pos_int, write_json)
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / "benchmarks"
@@ -81,3 +83,33 @@ def cmd_bench(args) -> int:
         where = ", ".join(written.values()) if isinstance(written, dict) else args.plot
         out.print(f"plots: {where}", markup=False)
     return EXIT_CLEAN
+
+
+def bench_arguments(b) -> None:
+    b.add_argument("name", metavar="NAME", help="a benchmark (below), or list")
+    b.add_argument("--json", metavar="FILE", default=None,
+                   help="write the results (ratios, costs, the revision) as JSON")
+    b.add_argument("--plot", metavar="PATH", default=None,
+                   help="write plots (invalidate-page-vs-range: a directory of PNGs; needs "
+                   "the plot extra)")
+    b.add_argument("--seeds", type=pos_int, default=None,
+                   help="runs per configuration, each its own seed (default: the benchmark's)")
+    b.add_argument("--quick", action="store_true", help="a small run (seconds), as CI does")
+
+
+def bench_epilog() -> str:
+    """The benchmarks and what each measures (their module docstrings' first sentences)."""
+    lines = ["benchmarks:"]
+    for n, f in sorted(BENCHES.items()):
+        p = BENCH_DIR / f
+        doc = first_line(ast.get_docstring(ast.parse(p.read_text()))) if p.is_file() else \
+            "(missing: run smmu from a source checkout)"
+        lines.extend(textwrap.wrap(f"{n}: {doc}", 78, initial_indent="  ",
+                                   subsequent_indent="      "))
+    return "\n".join(lines)
+
+
+COMMANDS = [Command("bench", "run a benchmark (smmu bench list)", cmd_bench, bench_arguments,
+                    description="Run one of the benchmarks under benchmarks/: speed as ratios "
+                    "against references measured in the same run.", epilog=bench_epilog,
+                    order=50)]

@@ -1,19 +1,18 @@
-"""``smmu check`` (explore a driver's schedules for violations) and ``smmu replay`` (re-run
-one reported violation)."""
+"""``smmu check``: explore a driver's schedules for violations; and what ``smmu replay`` and
+``smmu demo`` share with it (planning, exploring, shrinking, replaying, the summary)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-import structlog
 from rich.table import Table
 
 from smmu.base.errors import UsageError
-from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, ProgressBar, console,
-                             resolve_driver, slug, write_json)
-from smmu.explore import SEARCHES, Finding, explore, replay, shrink
+from smmu.base.log import get_logger
+from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, Command, ProgressBar,
+                             console, nonneg_int, pos_int, resolve_driver, slug, write_json)
+from smmu.explore import SEARCHES, explore, replay, shrink
 from smmu.explore.coverage import Coverage
 from smmu.explore.loader import driver_label
 from smmu.notifier import API_GENERATIONS
@@ -135,7 +134,7 @@ def shrink_finding(finding, max_runs=200):
     try:
         shrink(finding, max_runs=max_runs)
     except UsageError as e:     # not reproducible: report the full schedule, say why
-        structlog.get_logger("smmu").warning("shrink failed", finding=repr(finding),
+        get_logger().warning("shrink failed", finding=repr(finding),
                                              error=str(e))
 
 
@@ -281,47 +280,26 @@ def kernel_summary(out, label, rows):
     out.print(t)
 
 
-def cmd_replay(args) -> int:
-    path = Path(args.file)
-    if not path.is_file():
-        raise CLIError(f"report file {args.file!r} not found")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CLIError(f"{args.file!r} is not a JSON report: {e}") from None
-    entries = doc.get("violations") if isinstance(doc, dict) and "violations" in doc else [doc]
-    if not entries:
-        raise CLIError(f"{args.file!r} reports no violation to replay (it was clean)")
-    if not (0 <= args.index < len(entries)):
-        raise CLIError(f"--index {args.index} out of range: the report has {len(entries)} "
-                       "violation(s)")
-    entry = entries[args.index]
-    fd = entry.get("finding", entry) if isinstance(entry, dict) else None
-    if not isinstance(fd, dict) or "scenario" not in fd:
-        raise CLIError(f"{args.file!r} entry {args.index} is not a replayable finding (write "
-                       "one with `smmu check --json FILE`)")
-    spec = entry.get("driver") or fd.get("driver") or doc.get("driver")
-    if not spec:
-        raise CLIError(f"{args.file!r} does not say which driver ran; add \"driver\"")
-    cls = resolve_driver(spec)
-    try:
-        finding = Finding.from_dict(fd)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CLIError(f"{args.file!r} entry {args.index} is malformed: {e}") from None
-    finding.driver = cls
-    if finding.scenario not in SCENARIOS:
-        raise CLIError(f"the report names scenario {finding.scenario!r}, unknown here")
-    res = replay_finding(finding, cls, trace=True)
-    out = console()
-    if res.violations:
-        out.print(finding_text(finding, driver=spec, result=res), markup=False)
-        same = any(v.kind == finding.violation.kind for v in res.violations)
-        out.print(f"\nreplayed: {'reproduced' if same else 'a different violation:'} "
-                  f"{', '.join(res.kinds())}", markup=False)
-    else:
-        out.print(f"replayed {finding.scenario} [{finding.api}]: no violation this time "
-                  "(the driver or smmu changed since the report)", markup=False)
-    if args.trace:
-        write_trace(args.trace, res, title=f"smmu replay {finding.scenario}")
-        out.print(f"trace: {args.trace}", markup=False)
-    return EXIT_VIOLATIONS if res.violations else EXIT_CLEAN
+def check_arguments(c) -> None:
+    c.add_argument("driver", metavar="DRIVER",
+                   help="kvm, gru, ..., buggy.NAME, package.module:Class or file.py:Class")
+    c.add_argument("--scenario", default=None, help="a scenario name or all (default: all; "
+                   "smmu scenarios lists them)")
+    c.add_argument("--api", default=None, choices=API_GENERATIONS,
+                   help="one notifier generation (default: every one the driver supports)")
+    c.add_argument("--kernel", action="append", default=None, metavar="VERSION",
+                   help="Linux release(s) to check under, as presets (e.g. 2.6.27, 5.10, "
+                   "a comma-separated list, or all; repeatable): a row per kernel")
+    c.add_argument("--strategy", default="portfolio", choices=tuple(SEARCHES),
+                   help="portfolio (default: window-directed, exhaustive to preemption "
+                   "bound 2, PCT depth 1-3 and random, sharing --schedules), or one of them")
+    c.add_argument("--schedules", type=pos_int, default=200,
+                   help="schedules per scenario and api (default 200)")
+    c.add_argument("--seed", type=nonneg_int, default=0)
+    c.add_argument("--json", metavar="FILE", default=None, help="write the JSON report")
+    c.add_argument("--trace", metavar="DIR", default=None,
+                   help="write a Perfetto trace per violation into DIR")
+
+
+COMMANDS = [Command("check", "explore schedules of a driver for violations", cmd_check,
+                    check_arguments, order=30)]

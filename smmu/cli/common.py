@@ -1,24 +1,80 @@
-"""What every command shares: exit codes and usage errors, driver resolution, logging for the
-command line, the console and progress bar, small output helpers."""
+"""What every command shares: the command registry (:class:`Command`), exit codes and usage
+errors, driver resolution, logging for the command line, the console, tables that fit 80
+columns, the progress bar, small output helpers."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import re
 import sys
 import tempfile
+import textwrap
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-import structlog
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from smmu.base.errors import BadDriver
 from smmu.explore.findings import driver_spec
 from smmu.explore.loader import load_driver
 
 EXIT_CLEAN, EXIT_VIOLATIONS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+#: the width every table and wrapped paragraph is made to fit
+WIDTH = 80
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``smmu`` subcommand. A module of :mod:`smmu.cli` that defines ``COMMANDS``, a list
+    of these, adds its commands to ``smmu`` (no other file changes): ``name``, one-line
+    ``help``, ``run(args) -> exit status``, ``arguments(parser)`` adding its options,
+    ``description`` (``smmu NAME --help``; default: ``help``), ``epilog``, ``order`` in the
+    command list."""
+
+    name: str
+    help: str
+    run: Callable
+    arguments: Callable | None = None
+    description: str | None = None
+    epilog: str | Callable | None = None
+    order: int = 50
+
+
+def nonneg_int(s):
+    """argparse type: a whole number >= 0 (decimal or 0x...)."""
+    try:
+        v = int(s, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{s!r} is negative")
+    return v
+
+
+def pos_int(s):
+    """argparse type: a whole number >= 1."""
+    v = nonneg_int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{s!r} must be at least 1")
+    return v
+
+
+def pos_float(s):
+    """argparse type: a number of seconds > 0."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{s!r} must be more than 0")
+    return v
 
 
 class CLIError(Exception):
@@ -34,20 +90,68 @@ def resolve_driver(spec: str):
         raise CLIError(str(e)) from None
 
 
-def configure_logging(verbose: bool = False) -> None:
-    """structlog for the command line only: warnings (info with -v) to stderr."""
-    level = logging.INFO if verbose else logging.WARNING
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        processors=[structlog.processors.add_log_level,
-                    structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())],
-        cache_logger_on_first_use=False)
+def configure_logging(verbosity: int = 0) -> None:
+    """Logging for the command line (the library never configures it): smmu's events go to
+    stderr from WARNING (``-q``: ERROR, ``-v``: INFO, ``-vv``: DEBUG). Scripts such as the
+    benchmarks call it too."""
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(
+        max(-1, min(int(verbosity), 2)), logging.DEBUG)
+    logger = logging.getLogger("smmu")
+    for h in list(logger.handlers):
+        if getattr(h, "_smmu_cli", False):
+            logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._smmu_cli = True
+    handler.setFormatter(logging.Formatter("smmu: %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def console(stderr=False) -> Console:
-    """Where the command line prints (rich, no highlighting)."""
+    """Where the command line prints (rich, no highlighting; tables fit :data:`WIDTH`)."""
     return Console(stderr=stderr, highlight=False)
+
+
+def table(title: str | None, columns, rows, *, names: int = 1) -> Table:
+    """A table that fits :data:`WIDTH` columns: the first ``names`` columns (names, never
+    cut) do not wrap, the others wrap their words. ``columns``: names, or ``(name, justify)``
+    pairs."""
+    t = Table(title=title, width=None, expand=False, title_justify="left", pad_edge=False,
+              box=None, header_style="bold", show_edge=False)
+    for i, c in enumerate(columns):
+        name, justify = (c, "left") if isinstance(c, str) else c
+        if i < names:
+            t.add_column(name, no_wrap=True, justify=justify)
+        else:
+            t.add_column(name, overflow="fold", justify=justify)
+    for r in rows:
+        t.add_row(*[str(x) for x in r])
+    return t
+
+
+def print_entries(out: Console, title: str, entries) -> None:
+    """A listing that fits :data:`WIDTH` whatever the names' length: per entry, its name and a
+    right-hand note on one line, its description wrapped below, indented. ``entries``:
+    ``(name, note, description)``; a name of None starts a section titled ``note``."""
+    out.print(title, markup=False)
+    for name, note, desc in entries:
+        if name is None:
+            out.print(f"\n{note}", markup=False)
+            continue
+        head = f"  {name}"
+        if note:
+            pad = max(2, WIDTH - len(head) - len(note))
+            head = f"{head}{' ' * pad}{note}" if len(head) + 2 + len(note) <= WIDTH else \
+                f"{head}  {note}"
+        out.print(head, markup=False, overflow="ignore", crop=False)
+        for line in textwrap.wrap(desc or "", WIDTH - 6):
+            out.print(f"      {line}", markup=False)
+
+
+def print_table(out: Console, t: Table) -> None:
+    """Print ``t`` at most :data:`WIDTH` columns wide."""
+    out.print(t, width=min(WIDTH, out.width or WIDTH))
 
 
 class ProgressBar:
@@ -73,10 +177,21 @@ class ProgressBar:
         self.p.advance(self.task, n)
 
 
+_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|data|attr|exc|obj|const|ref):`~?([^`]*)`")
+
+
+def plain(text: str | None) -> str:
+    """``text`` (a docstring's words) without reST markup: roles (``:meth:`x``` -> ``x``),
+    double back-quotes, ``~`` shortening, joined into one line."""
+    text = " ".join((text or "").split())
+    text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1] if "~" in m.group(0)
+                     else m.group(1), text)
+    return text.replace("``", "").replace("`", "")
+
+
 def first_line(doc):
     """The first sentence of a docstring, without reST markup."""
-    text = " ".join((doc or "").strip().split("\n\n")[0].split())
-    text = text.replace("``", "").replace(":class:", "").replace(":func:", "").replace("`", "")
+    text = plain((doc or "").strip().split("\n\n")[0])
     end = text.find(". ")
     return text[:end + 1] if end >= 0 else text
 

@@ -8,7 +8,8 @@ import time
 from rich.table import Table
 
 from smmu.cli.check import replay_finding, run_check, select_apis, shrink_finding
-from smmu.cli.common import EXIT_CLEAN, EXIT_VIOLATIONS, ProgressBar, console, first_line
+from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, Command, ProgressBar, console,
+                             first_line, nonneg_int, pos_int)
 from smmu.explore.loader import BUGGY_PREFIX, buggy_drivers, builtin_drivers
 from smmu.notifier import API_GENERATIONS
 from smmu.report import finding_text
@@ -100,3 +101,13 @@ def cmd_demo(args) -> int:
                       "UNEXPECTED: a built-in driver was flagged or a broken one was missed."),
               markup=False)
     return EXIT_CLEAN if ok else EXIT_VIOLATIONS
+
+
+def demo_arguments(d) -> None:
+    d.add_argument("--schedules", type=pos_int, default=None,
+                   help="schedules per scenario and api (default: a budget of ~30-60 s)")
+    d.add_argument("--seed", type=nonneg_int, default=0)
+
+
+COMMANDS = [Command("demo", "run the checker over built-in and buggy drivers", cmd_demo,
+                    demo_arguments, order=10)]

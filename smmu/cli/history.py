@@ -8,8 +8,8 @@ import time
 
 from rich.table import Table
 
-from smmu.cli.common import EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, ProgressBar, console, \
-    write_json
+from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, Command, ProgressBar,
+                             console, pos_int, write_json)
 from smmu.explore.history import BROKEN_BUDGET, FIXED_SCHEDULES, check_history
 from smmu.scenarios import HISTORICAL
 
@@ -55,9 +55,8 @@ def cmd_history(args) -> int:
     return EXIT_VIOLATIONS if bad else EXIT_CLEAN
 
 
-def add_parser(sub, pos_int):
+def history_arguments(h) -> None:
     """The ``history`` subcommand's arguments."""
-    h = sub.add_parser("history", help="replay every historical bug: broken caught, fixed clean")
     h.add_argument("name", nargs="*", metavar="NAME", help="pairs to run (default: all)")
     h.add_argument("--json", metavar="FILE", default=None, help="write the rows as JSON")
     h.add_argument("--budget", type=pos_int, default=BROKEN_BUDGET,
@@ -65,4 +64,7 @@ def add_parser(sub, pos_int):
     h.add_argument("--fixed-schedules", type=pos_int, default=FIXED_SCHEDULES,
                    dest="fixed_schedules",
                    help=f"schedules per strategy for a fixed half (default {FIXED_SCHEDULES})")
-    return h
+
+
+COMMANDS = [Command("history", "replay every historical bug: broken caught, fixed clean",
+                    cmd_history, history_arguments, order=45)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 
-from smmu.cli.common import EXIT_CLEAN, CLIError, console, write_json
+from smmu.cli.common import EXIT_CLEAN, CLIError, Command, console, nonneg_int, write_json
 from smmu.explore.loader import builtin_drivers
 from smmu.study.strace import parse_file
 from smmu.study.workloads import ALL_MODES, Config, run
@@ -97,4 +97,19 @@ def cmd_replay_strace(args) -> int:
     return EXIT_CLEAN
 
 
-__all__ = ["cmd_replay_strace", "replay_strace"]
+def strace_arguments(t) -> None:
+    t.add_argument("file", metavar="FILE.strace")
+    t.add_argument("--json", metavar="FILE", default=None)
+    t.add_argument("--api", default=None,
+                   help="comma-separated: v2008, v2008-outside-ptl, range_only, modern "
+                        "(default: v2008,range_only,modern)")
+    t.add_argument("--drivers", default="kvm,gru",
+                   help="drivers on every address space: kvm, gru, xpmem (default kvm,gru)")
+    t.add_argument("--seed", type=nonneg_int, default=0)
+
+
+COMMANDS = [Command("replay-strace", "replay a program's strace -f -e trace=memory,process "
+                    "output as a workload; print notifier traffic per API", cmd_replay_strace,
+                    strace_arguments, order=60)]
+
+__all__ = ["COMMANDS", "cmd_replay_strace", "replay_strace"]

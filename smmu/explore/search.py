@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import structlog
 
 from smmu.base.errors import UsageError
 from smmu.explore.coverage import Coverage
+from smmu.base.log import get_logger
 from smmu.explore.findings import Finding
 from smmu.explore.por import BoundedSearch
 from smmu.explore.run import make_strategy_schedule, run_once
@@ -19,7 +19,7 @@ from smmu.notifier import API_GENERATIONS
 from smmu.runtime.schedules import RandomSchedule
 from smmu.scenarios import get_scenario
 
-log = structlog.get_logger("smmu")
+log = get_logger()
 
 
 @dataclass

@@ -39,10 +39,10 @@ and reads only their public state (``mm.vma_at``, ``mm.peek``, ``mm.pt.lookup``,
 from __future__ import annotations
 
 import numpy as np
-import structlog
 
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.base.pte import PTE_DEVICE, PTE_MIGRATION, PTE_PRESENT, PTE_WRITE, pte_pfn, pte_pfns
+from smmu.base.log import get_logger
 from smmu.notifier import overrides
 from smmu.oracle.cells import Cell
 from smmu.oracle.leaks import LeakTracker
@@ -51,7 +51,7 @@ from smmu.oracle.rules import cite
 from smmu.oracle.scan import STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary
 from smmu.runtime.task import call_site
 
-log = structlog.get_logger("smmu")
+log = get_logger()
 
 # --------------------------------------------------------------------------- the data model
 

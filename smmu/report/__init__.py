@@ -4,7 +4,9 @@ Chrome / Perfetto trace-event file). The text functions are importable from here
 
 from smmu.report import trace
 from smmu.report.text import (MAX_STEPS_SHOWN, check_json, finding_text, hooks_text, mix_text,
-                              short_path, steps_text, verdict, violation_json, violation_text)
+                              short_path, smmu_revision, steps_text, verdict, violation_json,
+                              violation_text)
 
 __all__ = ["MAX_STEPS_SHOWN", "check_json", "finding_text", "hooks_text", "mix_text",
-           "short_path", "steps_text", "trace", "verdict", "violation_json", "violation_text"]
+           "short_path", "smmu_revision", "steps_text", "trace", "verdict", "violation_json",
+           "violation_text"]

@@ -15,7 +15,9 @@ Source paths are shown relative to the project root when they are under it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import subprocess
 from pathlib import Path
 
 #: steps shown around the end of a long schedule (the start is summarised)
@@ -23,6 +25,38 @@ MAX_STEPS_SHOWN = 60
 
 #: the project root (source paths under it are shown relative to it)
 _ROOT = str(Path(__file__).resolve().parents[2]) + os.sep
+
+
+_REVISION: list = []
+
+
+def smmu_revision() -> str:
+    """smmu's version and, in a git checkout, its commit (``0.1.0+g1a2b3c4``, ``-dirty``
+    when the tree has changes): what a report records and ``smmu replay`` compares."""
+    if not _REVISION:
+        rev = _version()
+        try:
+            root = str(Path(__file__).resolve().parents[2])
+            head = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"],
+                                  capture_output=True, text=True, timeout=5)
+            if head.returncode == 0 and head.stdout.strip():
+                rev += f"+g{head.stdout.strip()}"
+                dirty = subprocess.run(["git", "-C", root, "status", "--porcelain",
+                                        "--untracked-files=no", "--", "smmu", "primary_mm",
+                                        "drivers"], capture_output=True, text=True, timeout=5)
+                if dirty.returncode == 0 and dirty.stdout.strip():
+                    rev += "-dirty"
+        except (OSError, subprocess.SubprocessError):
+            pass
+        _REVISION.append(rev)
+    return _REVISION[0]
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("smmu")
+    except importlib.metadata.PackageNotFoundError:     # pragma: no cover - not installed
+        return "0+unknown"
 
 
 def short_path(where: str) -> str:

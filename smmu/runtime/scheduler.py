@@ -37,10 +37,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-import structlog
 
 from smmu.base.errors import (InternalError, Interrupted, SmmuError, TaskCrashed, UsageError,
                               Violation)
+from smmu.base.log import get_logger
 from smmu.runtime import watchdog
 from smmu.runtime.costs import COSTS
 from smmu.runtime.footprint import Halt
@@ -52,7 +52,7 @@ from smmu.runtime.task import (Core, Request, Task, format_frames, raised_in_smm
                                traceback_frames, user_frame, user_site)
 from smmu.runtime.watchdog import DEFAULT_STEP_TIMEOUT, Spinning
 
-log = structlog.get_logger("smmu")
+log = get_logger()
 
 
 class _Stop(BaseException):

@@ -16,17 +16,17 @@ import subprocess
 import time
 from pathlib import Path
 
-import structlog
 
 import smmu
 from smmu.base.errors import UsageError
+from smmu.base.log import get_logger
 from smmu.explore import explore
 from smmu.runtime.costs import cost_table
 from smmu.scenarios import get_scenario
 from smmu.study.stats import mean_ci, paired
 from smmu.study.workloads import GRU, KVM, MODES, SINGLE_PAGE, XPMEM2008, Config, run
 
-log = structlog.get_logger("smmu")
+log = get_logger()
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACE_DIR = ROOT / "benchmarks" / "traces"

@@ -35,16 +35,20 @@ from smmu.testing.kit import (DEFAULT_SCENARIOS, CoherenceFailure, check_class, 
                               coherence_test, failure_report, run_schedule)
 from smmu.testing.machine import coherence_machine
 from smmu.testing.profiles import register_profiles
+from smmu.testing.warmup import warm_up
 
 __all__ = ["DEFAULT_SCENARIOS", "CoherenceFailure", "check_class", "coherence_machine",
            "coherence_pairs", "coherence_test", "failure_report", "register_profiles",
-           "run_schedule"]
+           "run_schedule", "warm_up"]
 
 
 try:
     import pytest
 except ImportError:  # pragma: no cover - pytest is only needed to run tests
     pytest = None
+
+# the plugin registers the profiles in every project that has smmu installed (README)
+register_profiles(load=False)
 
 if pytest is not None:
     @pytest.fixture
@@ -53,3 +57,10 @@ if pytest is not None:
         def make(**kwargs):
             return Simulator(**kwargs)
         return make
+
+    def pytest_collection_finish(session):
+        """Before the first coherence test runs (outside any example's deadline), load the
+        numba kernels every run uses: the JIT's first call costs seconds."""
+        if any(getattr(getattr(item, "obj", None), "_smmu_coherence", False)
+               for item in session.items):
+            warm_up()

@@ -3,7 +3,7 @@ hypothesis, and the pieces it is made of."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smmu.base.errors import BadDriver, UsageError
@@ -118,8 +118,12 @@ def coherence_test(driver_cls, api=None, scenarios=None, driver_options=None,
         if res.violations:
             raise failure_report(driver_cls, scenario, a, res.schedule, driver_options=opts)
 
-    # one failure, the first shrunk one, rather than an ExceptionGroup of every distinct bug
-    extra = {"report_multiple_bugs": False, **hypothesis_settings}
+    # one failure, the first shrunk one, rather than an ExceptionGroup of every distinct bug;
+    # no deadline (a run's wall time is no property of the driver, and the first examples
+    # may load numba kernels) and no too-slow health check, whatever profile is loaded
+    extra = {"report_multiple_bugs": False, "deadline": None,
+             "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+             **hypothesis_settings}
     if max_examples is not None:
         extra["max_examples"] = int(max_examples)
     test = settings(**extra)(test)
@@ -127,4 +131,5 @@ def coherence_test(driver_cls, api=None, scenarios=None, driver_options=None,
     test.__doc__ = (f"Coherence of {driver_cls.__name__} over {len(pairs)} (scenario, api) "
                     "pairs, schedules drawn by hypothesis.")
     test.pairs = pairs
+    test._smmu_coherence = True     # the pytest plugin warms the JIT up before such tests
     return test

@@ -1,0 +1,72 @@
+"""``smmu replay FILE``: re-run one violation of a JSON report (``smmu check --json``), with
+its numbered steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from smmu.cli.check import replay_finding
+from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, Command, console,
+                             nonneg_int, resolve_driver)
+from smmu.explore import Finding
+from smmu.report import finding_text
+from smmu.report.trace import write_trace
+from smmu.scenarios import SCENARIOS
+
+
+def cmd_replay(args) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise CLIError(f"report file {args.file!r} not found")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CLIError(f"{args.file!r} is not a JSON report: {e}") from None
+    entries = doc.get("violations") if isinstance(doc, dict) and "violations" in doc else [doc]
+    if not entries:
+        raise CLIError(f"{args.file!r} reports no violation to replay (it was clean)")
+    if not (0 <= args.index < len(entries)):
+        raise CLIError(f"--index {args.index} out of range: the report has {len(entries)} "
+                       "violation(s)")
+    entry = entries[args.index]
+    fd = entry.get("finding", entry) if isinstance(entry, dict) else None
+    if not isinstance(fd, dict) or "scenario" not in fd:
+        raise CLIError(f"{args.file!r} entry {args.index} is not a replayable finding (write "
+                       "one with `smmu check --json FILE`)")
+    spec = entry.get("driver") or fd.get("driver") or doc.get("driver")
+    if not spec:
+        raise CLIError(f"{args.file!r} does not say which driver ran; add \"driver\"")
+    cls = resolve_driver(spec)
+    try:
+        finding = Finding.from_dict(fd)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CLIError(f"{args.file!r} entry {args.index} is malformed: {e}") from None
+    finding.driver = cls
+    if finding.scenario not in SCENARIOS:
+        raise CLIError(f"the report names scenario {finding.scenario!r}, unknown here")
+    res = replay_finding(finding, cls, trace=True)
+    out = console()
+    if res.violations:
+        out.print(finding_text(finding, driver=spec, result=res), markup=False)
+        same = any(v.kind == finding.violation.kind for v in res.violations)
+        out.print(f"\nreplayed: {'reproduced' if same else 'a different violation:'} "
+                  f"{', '.join(res.kinds())}", markup=False)
+    else:
+        out.print(f"replayed {finding.scenario} [{finding.api}]: no violation this time "
+                  "(the driver or smmu changed since the report)", markup=False)
+    if args.trace:
+        write_trace(args.trace, res, title=f"smmu replay {finding.scenario}")
+        out.print(f"trace: {args.trace}", markup=False)
+    return EXIT_VIOLATIONS if res.violations else EXIT_CLEAN
+
+
+def replay_arguments(r) -> None:
+    r.add_argument("file", metavar="FILE", help="a report written by smmu check --json")
+    r.add_argument("--index", type=nonneg_int, default=0,
+                   help="which violation of the report (default 0)")
+    r.add_argument("--trace", metavar="FILE", default=None, help="write a Perfetto trace")
+
+
+COMMANDS = [Command("replay", "re-run one reported violation from a JSON report", cmd_replay,
+                    replay_arguments, order=40)]
