@@ -88,26 +88,23 @@ def test_the_watchdog_works_off_the_main_thread_too():
     assert [v.kind for v in res.violations] == ["Livelock"] and took < 5
 
 
-def test_the_watchdog_leaves_sigalrm_to_its_owner():
-    """pytest-timeout's signal method owns SIGALRM: the watchdog watches from its thread."""
+def test_the_watchdog_leaves_sigalrm_alone():
+    """pytest-timeout's signal method owns SIGALRM: the watchdog never touches it."""
     fired = []
     old = signal.signal(signal.SIGALRM, lambda s, f: fired.append(s))
     try:
         res, took = _spin_run(SpinningDevice)
-        assert signal.getsignal(signal.SIGALRM) is not watchdog._on_alarm
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     finally:
         signal.signal(signal.SIGALRM, old)
-    assert [v.kind for v in res.violations] == ["Livelock"] and not fired
+    assert [v.kind for v in res.violations] == ["Livelock"] and took < 5 and not fired
 
 
-def test_the_watchdog_stops_ticking_when_no_run_is_in_progress():
-    res, _ = _spin_run(SpinningDevice)
-    time.sleep(0.5)     # two idle ticks of a 0.3 s watchdog (0.075 s each) stop the timer
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
-    # a clean run with the watchdog on is untouched by it
+def test_a_clean_run_is_untouched_by_the_watchdog():
     sim, mm, buf, dev = _sim(Quiet)
     sim.spawn("dev0", dev.access(buf, write=False))
     assert sim.run().ok
+    assert not watchdog._runs            # nothing left registered
 
 
 def test_a_step_compiling_numba_is_not_spinning():
