@@ -29,10 +29,9 @@ class MyBase(MMUNotifier):
 
     def access(self, va, *, write, value=None):
         pfn = yield from self.mm.get_user_pages(va, write)
-        try:
-            return self.dma_write(va, pfn, value) if write else self.dma_read(va, pfn)
-        finally:
-            self.mm.put_page(pfn)
+        got = self.dma_write(va, pfn, value) if write else self.dma_read(va, pfn)
+        yield from self.mm.put_page(pfn)
+        return got
 '''
 
 DRIVER = '''

@@ -10,7 +10,7 @@ import pytest
 from notifier_kit import setup
 
 from smmu import PAGE_SIZE, MMUNotifier, Range, Simulator
-from smmu.base.errors import CoreBug, InternalError, TaskCrashed, UsageError
+from smmu.base.errors import CoreBug, InternalError, UsageError
 from smmu.notifier import (MMUIntervalNotifier, mmu_interval_notifier_insert,
                            mmu_interval_read_begin)
 
