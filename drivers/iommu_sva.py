@@ -36,6 +36,9 @@ class IOMMU_SVA(MMUNotifier):
 
     name = "iommu_sva"
     apis = ("modern",)
+    #: a write through a cached read-only entry faults without re-walking (an SMMU that
+    #: caches the read-only attribute): see :class:`SMMU_SVA_NO_BTM`
+    caches_read_only = False
 
     def __init__(self, sim, mm, *, sets: int = 16, ways: int = 4, policy: str = "lru"):
         super().__init__(sim, mm)
@@ -58,6 +61,12 @@ class IOMMU_SVA(MMUNotifier):
             pfn = self.iotlb.lookup(self.pasid, vpn, write)
             if pfn >= 0:
                 return self.dma_write(va, pfn, value) if write else self.dma_read(va, pfn)
+            if write and self.caches_read_only:
+                hit = self.iotlb.peek(self.pasid, vpn)
+                if hit is not None and not hit[1]:
+                    # the cached read-only entry faults the write without a new walk
+                    yield from self.page_request(va, write)
+                    continue
             hit = walk_pte(self.mm, va, write)      # hardware page walk
             if hit is not None:
                 # cache W only for a write walk: a first write through a read walk's entry
@@ -99,3 +108,18 @@ class IOMMU_SVA(MMUNotifier):
         self.released = True
         self.iotlb.flush_asid(self.pasid)
         self.sim.charge("secondary_flush")
+
+
+class SMMU_SVA_NO_BTM(IOMMU_SVA):
+    """An arm SMMUv3 doing SVA without broadcast TLB maintenance
+    (``drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3-sva.c``): it does not snoop the CPU's TLB
+    invalidations, so only ``arch_invalidate_secondary_tlbs`` flushes it, and it caches the
+    read-only attribute ("SMMU architecture ... permits negative caching of some mapping
+    attributes including the read-only attribute. Hence without the flushing we fault
+    continuously", the 6bbd42e2df8f thread): a write through a cached read-only entry
+    raises a fault (IOPF -> ``handle_mm_fault``) and retries through the same entry until
+    something flushes it. Correct from 6.6, where the flush of a permission upgrade reaches
+    the notifier (``upgrade_flush_notify``); before, the device faults forever."""
+
+    name = "smmu_sva_no_btm"
+    caches_read_only = True

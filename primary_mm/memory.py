@@ -87,7 +87,9 @@ class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migra
                  munmap_downgrade: bool | None = None, mprotect_notify: str | None = None,
                  thp: str = "madvise", thp_cow: str = "split", huge_zero_page: bool = True,
                  thp_migration: bool = True, thp_swap: bool = True, lru_gen: str = "off",
-                 oom_reaper: str = "nonblock"):
+                 oom_reaper: str = "nonblock",
+                 interval_remove_race: bool = False, arch_flush_empty_range: bool = False,
+                 upgrade_flush_notify: bool = False, pagemap_scan_unlocked: bool = False):
         check_thp_options(thp, thp_cow)
         check_oom_reaper(oom_reaper)
         self.oom_reaper = oom_reaper
@@ -143,6 +145,10 @@ class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migra
         self.sched = sched
         self.notifier_rcu = notifier_rcu
         self.release_order = release_order
+        self.interval_remove_race = bool(interval_remove_race)
+        self.arch_flush_empty_range = bool(arch_flush_empty_range)
+        self.upgrade_flush_notify = bool(upgrade_flush_notify)
+        self.pagemap_scan_unlocked = bool(pagemap_scan_unlocked)
         self.exit_mmap_lock = exit_mmap_lock
         self.api = notifier_api
         self.rmap_locks = rmap_locks

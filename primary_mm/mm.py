@@ -28,6 +28,7 @@ from primary_mm.mmap import Mmap
 from primary_mm.mprotect import Mprotect
 from primary_mm.mremap import Mremap
 from primary_mm.rmap import DeviceExclusive
+from primary_mm.task_mmu import PagemapScan
 from primary_mm.vma import VMA, vma_start
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE
 from smmu.base.errors import InvalidArgument, SegmentationFault, UsageError
@@ -35,7 +36,8 @@ from smmu.base.pte import PTE_DEVICE, PTE_MAPPED, PTE_MIGRATION, PTE_SWAP, pte_p
 from smmu.notifier import Event, NotifierSubscriptions, Range
 
 
-class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusive):
+class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusive,
+         PagemapScan):
     """One process address space (``struct mm_struct``). Make it with ``sim.new_process()``.
 
     Its operations are assembled from one class per Linux file they model: :class:`Faults`
@@ -61,7 +63,8 @@ class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, D
         self.notifier_subscriptions = NotifierSubscriptions(
             self.sched, self, memory.api,
             nonblock_fail_calls_end=memory.nonblock_fail_calls_end,
-            notifier_rcu=memory.notifier_rcu, release_order=memory.release_order)
+            notifier_rcu=memory.notifier_rcu, release_order=memory.release_order,
+            interval_remove_race=memory.interval_remove_race)
         self.mmap_lock = self.sched.rwsem("mmap_lock")
         self.page_table_lock = self.sched.spinlock("ptl")
         self.pt = memory.new_page_table()
@@ -268,6 +271,10 @@ class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, D
         the PT lock)."""
         self.flush_tlb_cpus()
         if self.api == "modern":
+            if self.memory.arch_flush_empty_range and end - start > PAGE_SIZE:
+                # arm64 6.6..6.13: __flush_tlb_range_op advanced the caller's start while it
+                # looped, so __flush_tlb_range_nosync passed [end, end) (f7edb07ad7c6)
+                start = end
             yield from self.notifier_subscriptions.mmu_notifier_arch_invalidate_secondary_tlbs(
                 start, end)
 

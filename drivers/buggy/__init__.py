@@ -24,9 +24,10 @@ from drivers.buggy.gru import (GRUFlushInEnd, GRUIgnoreInvalidatePage, GRUNoDrop
                                GRUNoRangeActiveCheck, GRUReleaseLeavesTLB)
 from drivers.buggy.hmm import HMMFailBlockable, HMMNoFinalize, HMMNoSetSeq, HMMSkipAllMigrate
 from drivers.buggy.iommu_sva import SVAFlushInEnd, SVASleepInFlush
-from drivers.buggy.kvm import (KVMApicRemap, KVMCowWritable, KVMHugeFirstPage,
-                               KVMNoInProgressCheck, KVMNoSeqCheck, KVMSeqAfterUnlock,
-                               KVMSeqInStart, KVMSleepingAging, KVMSleepsInInvalidatePage)
+from drivers.buggy.kvm import (KVMApicReloadNoRetry, KVMApicRemap, KVMCowWritable,
+                               KVMHugeFirstPage, KVMNoInProgressCheck, KVMNoSeqCheck,
+                               KVMSeqAfterUnlock, KVMSeqInStart, KVMSleepingAging,
+                               KVMSleepsInInvalidatePage, RadeonUserptr)
 from drivers.buggy.pinned import PinnedEarlyPut
 from drivers.buggy.xpmem import XPMEMNoPin
 
@@ -37,6 +38,8 @@ BUGGY = {
     "kvm_seq_after_unlock": KVMSeqAfterUnlock,
     "kvm_cow_writable": KVMCowWritable,
     "kvm_apic_remap": KVMApicRemap,
+    "kvm_apic_reload_no_retry": KVMApicReloadNoRetry,
+    "radeon_userptr": RadeonUserptr,
     "kvm_huge_first_page": KVMHugeFirstPage,
     "kvm_sleeping_aging": KVMSleepingAging,
     "gru_no_range_active": GRUNoRangeActiveCheck,

@@ -6,6 +6,7 @@ from drivers._common import page_of, vpn_of, walk_pte
 from drivers.buggy._kinds import STALE
 from drivers.kvm import KVM
 from smmu.base.constants import HPAGE_PMD_SIZE, PAGE_SIZE
+from smmu.notifier import MMUNotifier
 
 
 class KVMNoInProgressCheck(KVM):
@@ -236,3 +237,77 @@ class KVMSleepingAging(KVM):
     def clear_young(self, mm, start, end):
         with (yield self.age_lock):
             return (yield from super().clear_young(mm, start, end))
+
+
+class RadeonUserptr(KVM):
+    """radeon's userptr notifier before 3506ff69c3ec (``drivers/gpu/drm/radeon/radeon_mn.c``,
+    the KVM model's SPTE machinery standing for the GPU's buffer objects): only
+    ``invalidate_range_start``, which drops the mappings of the range, and a bind path that
+    calls ``get_user_pages`` and maps what it got with no sequence or in-progress check. A
+    bind whose GUP returned the old page before ``start`` ran maps it after ``start`` found
+    nothing to drop: a mapping established in the window, of a page about to be freed."""
+
+    breaks = ("a driver that looks up pages with GUP must order that against invalidations "
+              "(in-progress count or sequence under its lock, or an interval notifier's "
+              "read_begin/read_retry); a start-only notifier cannot")
+    mirrors = ("3506ff69c3ec 'drm/radeon: use mmu_interval_notifier_insert' (5.5): 'Since "
+               "this driver is missing a invalidate_range_end callback, but still calls "
+               "get_user_pages(), it cannot be correct against all races'")
+    expected = {"MapInWindow"} | STALE
+    scenarios = ("reclaim-while-device-reads", "migration")
+    apis = ("range_only", "modern")
+    invalidate_range_end = MMUNotifier.invalidate_range_end      # no end callback
+
+    def invalidate_range_start(self, range):
+        with (yield self.mmu_lock):
+            self.zap(range.start, range.end)                       # no count, no range
+        return 0
+
+    def fault_is_stale(self, vpn, mmu_seq):
+        return False                                               # nothing to check
+
+
+class KVMApicReloadNoRetry(KVM):
+    """KVM between 0a8a5f2c8c26 and 878940b33d76 (6.5): the invalidation requests an
+    APIC-access page reload (``KVM_REQ_APIC_PAGE_RELOAD`` from ``kvm_unmap_gfn_range``),
+    and the vCPU serves it before re-entering the guest with ``gfn_to_pfn`` and a VMCS write,
+    ignoring the invalidation still in progress: inside the window GUP still finds the old
+    page (its PTE not yet cleared), and the VMCS keeps pointing at it after it is freed."""
+
+    breaks = ("a reload of a page the invalidation is about must wait until the "
+              "invalidation is over (mmu_invalidate_retry_hva, then request the reload "
+              "again)")
+    mirrors = ("878940b33d76 'KVM: VMX: Retry APIC-access page reload if invalidation is "
+               "in-progress' (6.5); the same hole as b1394e745b94 before e649b3f0188f")
+    expected = {"MapInWindow"} | STALE
+    scenarios = ("apic-page-remap",)
+    apis = ("modern",)
+    # the vCPU must serve the request inside the one-page window of try_to_migrate_one,
+    # between start and the PT lock: random schedules reach it (first at seed 280)
+    search_strategies = ("random",)
+    search_budget = 600
+    apic_va = None                  # the APIC-access page (the first the vCPU touches)
+    reload_requested = False        # KVM_REQ_APIC_PAGE_RELOAD pending
+
+    def invalidate_range_start(self, range):
+        if self.apic_va is not None and range.start <= self.apic_va < range.end:
+            self.reload_requested = True                # kvm_make_all_cpus_request
+        return (yield from super().invalidate_range_start(range))
+
+    def access(self, va, *, write, value=None):
+        if self.apic_va is None:
+            self.apic_va = page_of(va)                  # the APIC-access page
+        if self.reload_requested and page_of(va) == self.apic_va:
+            yield from self.reload_apic_access_page()
+        return (yield from super().access(va, write=write, value=value))
+
+    def reload_apic_access_page(self):
+        """``vmx_set_apic_access_page_addr`` without the retry: ``gfn_to_pfn``, then the
+        VMCS write (the SPTE stands for the VMCS's APIC_ACCESS_ADDR), then release the
+        page."""
+        self.reload_requested = False
+        pfn = yield from self.mm.get_user_pages(self.apic_va, write=False)
+        yield
+        with (yield self.mmu_lock):
+            self.spt.map(vpn_of(self.apic_va), pfn, False)
+        yield from self.mm.put_page(pfn)

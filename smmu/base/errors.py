@@ -33,6 +33,17 @@ VIOLATION_KINDS = {
                     "made, or at quiescence)",
     "DriverError": "a driver's hook or device code raised an exception (in Linux, an oops in "
                    "the driver's callback)",
+    "BadRange": "the core called a range hook with an empty range (start >= end), which "
+    "invalidates nothing; Linux: arch_invalidate_secondary_tlbs \"is called by architecture "
+    "code whenever invalidating a TLB entry. It is assumed that any secondary TLB has the same "
+    "rules for when invalidations are required\" (include/linux/mmu_notifier.h), and "
+    "f7edb07ad7c6: \"use the correct range instead of an empty range with start=end\"",
+    "NotifierUseAfterFree": "the core touched an interval notifier its owner freed after "
+    "mmu_interval_notifier_remove returned; Linux: remove \"Once this returns ops callbacks "
+    "are no longer running on other CPUs and will not be called in future\" "
+    "(mm/mmu_notifier.c), and 319561669a59: \"use-after-free type errors if the caller frees "
+    "the data structure containing the interval notifier subscription while it is still on a "
+    "deferred list\"",
 }
 
 

@@ -77,6 +77,11 @@ class NotifierSubscriptions:
     nonblock_fail_calls_end: bool = True
     notifier_rcu: str = "srcu"
     release_order: str = "release_first"
+    #: 5.5..5.17 (before 319561669a59): mmu_interval_notifier_remove waits for
+    #: ``invalidate_seq`` to move with a lockless read, so it returns as soon as
+    #: mn_itree_inv_end bumped it, before the deferred list (still holding the subscription
+    #: being removed) is processed
+    interval_remove_race: bool = False
     subs: list = field(default_factory=list)          # newest first (hlist_add_head)
     # interval notifier state (mm/mmu_notifier.c)
     itree: list = field(default_factory=list)
@@ -321,7 +326,7 @@ class NotifierSubscriptions:
             for isub in self._itree_overlapping(rng):   # mn_itree_release
                 ret = yield from self._call(isub, "invalidate", (rng, seq), interval=True)
                 self.sched.observer.interval_release(isub, rng, ret)
-            self._itree_inv_end()
+            yield from self._itree_inv_end()
         if not self.subs:
             return
         if self.release_order == "unlink_first":
@@ -477,7 +482,7 @@ class NotifierSubscriptions:
             self._itree_counted[rng] -= 1
             if not self._itree_counted[rng]:
                 del self._itree_counted[rng]
-            self._itree_inv_end()
+            yield from self._itree_inv_end()
         elif self.has_itree:
             # Linux tests has_itree unlocked at start and at end and relies on its never
             # flipping in between: the first insert registers under mmap_lock write and
@@ -511,17 +516,25 @@ class NotifierSubscriptions:
         return bool(self.invalidate_seq & 1)
 
     def _itree_inv_end(self):
-        # mn_itree_inv_end
+        """``mn_itree_inv_end`` (a generator): the last end makes ``invalidate_seq`` even,
+        applies the inserts and removes deferred meanwhile, and wakes the waiters. With
+        ``interval_remove_race`` (5.5..5.17) a remover that reads the sequence without the
+        lock sees it move before the deferred list is done (319561669a59's diagram): it may
+        return and its caller free the subscription in between."""
         self.active_invalidate_ranges -= 1
         if self.active_invalidate_ranges or not self.is_invalidating():
             return
         self.invalidate_seq += 1
         self.sched.observer.interval_invalidations_done(self.mm)
+        if self.interval_remove_race:
+            self._wq.wake_all()
+            yield       # CPU1: wait_event(invalidate_seq != seq); return; kfree(interval_sub)
         for isub, op in self.deferred:
+            self.sched.observer.interval_tree_update(self.mm, isub, op)
             if op == "insert":
                 self.itree.append(isub)
             elif isub in self.itree:
-                self.itree.remove(isub)
+                self.itree.remove(isub)        # interval_tree_remove(interval_sub)
         self.deferred.clear()
         self._wq.wake_all()
 
@@ -539,7 +552,7 @@ class NotifierSubscriptions:
                 self._itree_counted[rng] -= 1
                 if not self._itree_counted[rng]:
                     del self._itree_counted[rng]
-                self._itree_inv_end()
+                yield from self._itree_inv_end()
                 return -EAGAIN
         return 0
 

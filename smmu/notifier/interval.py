@@ -41,6 +41,23 @@ class MMUIntervalNotifier:
         self.invalidate_seq = 0
         self._in_flight = 0
         self._inserted = False
+        self._freed = False
+
+    def free(self):
+        """``kfree(interval_sub)``: the owner frees the subscription after
+        :func:`mmu_interval_notifier_remove` returned ("Once this returns ops callbacks are no
+        longer running on other CPUs and will not be called in future"). If the core still
+        holds it anywhere (a deferred list, 319561669a59) that is a use after free the
+        checker reports."""
+        if self._inserted:
+            raise UsageError(f"{self!r} is still inserted: mmu_interval_notifier_remove it "
+                             "before freeing it")
+        self._freed = True
+
+    @property
+    def freed(self) -> bool:
+        """Has the owner freed this subscription (:meth:`free`)?"""
+        return self._freed
 
     def invalidate(self, range, cur_seq):
         """Called for every invalidation overlapping the interval, before the PTEs change.

@@ -31,7 +31,7 @@ from smmu.runtime.task import call_site
 class _Subscription:
     """What the checker tracks for one subscription (a driver)."""
 
-    __slots__ = ("sub", "windows", "in_flight", "spans", "ending")
+    __slots__ = ("sub", "windows", "in_flight", "spans", "ending", "joined_inside")
 
     def __init__(self, sub):
         self.sub = sub
@@ -39,6 +39,7 @@ class _Subscription:
         self.in_flight = 0        # its hooks running now
         self.spans: list = []     # (start, end) of its invalidate_page / change_pte / start
         self.ending: list = []    # ranges whose end began and whose own end has not returned
+        self.joined_inside: list = []   # ranges already started when it registered
 
 
 class ProtocolChecker(Observer):
@@ -130,6 +131,9 @@ class ProtocolChecker(Observer):
         return st.ending if st is not None else []
 
     # ------------------------------------------------------------------ events
+    def notifier_register(self, mm, sub):
+        self._sub(sub).joined_inside = list(self._open_list(mm))
+
     def notifier_unregister(self, mm, sub):
         """``sub`` left the chain (unregister, the last put, or exit's release): a start of
         it that ran before gets no end and that is not unpaired ("A start that ran before
@@ -140,6 +144,12 @@ class ProtocolChecker(Observer):
             st.windows.clear()
 
     def hook_enter(self, sub, hook, args, span):
+        if hook == "arch_invalidate_secondary_tlbs" and args[1] >= args[2]:
+            self.sim.violation(
+                "BadRange", f"{sub.name}.arch_invalidate_secondary_tlbs got the empty range "
+                f"[{args[1]:#x}, {args[2]:#x}) for a TLB flush: a driver that invalidates "
+                "what it is given invalidates nothing (f7edb07ad7c6, arm64 6.6..6.13)",
+                address=args[1])
         st = self._sub(sub)
         st.in_flight += 1
         if span is not None:
@@ -201,12 +211,29 @@ class ProtocolChecker(Observer):
             if st is not None and rng in st.windows:
                 st.windows.remove(rng)
         for s in subs:              # until its own end returns, a driver may still hold
-            self._sub(s).ending.append(rng)     # (and use) references to the old pages
+            st = self._sub(s)                   # (and use) references to the old pages
+            st.ending.append(rng)
+            if rng in st.joined_inside:
+                st.joined_inside.remove(rng)
+                if overrides(s, "invalidate_range_start"):
+                    self.sim.violation(
+                        "UnpairedRange",
+                        f"{s.name} gets invalidate_range_end({rng!r}) without its start: it "
+                        "registered after the start (mmu_notifier_register takes mmap_lock "
+                        "for write and mm_take_all_locks, so a caller must hold one of them "
+                        "from start to end, as CVE-2024-26617's fix 4cccb6221cae made "
+                        "PAGEMAP_SCAN do); a driver counting ranges in flight (KVM) goes "
+                        "negative", address=rng.start, driver=s.name)
 
     def range_end_over(self, sub, rng):
         self._sub(sub).ending.remove(rng)
 
     def interval_invalidate(self, isub, rng, ret):
+        if isub.freed:
+            self.sim.violation(
+                "NotifierUseAfterFree", f"invalidate of {isub!r} ran for {rng!r} after its "
+                "owner freed it: mmu_interval_notifier_remove returned too early",
+                address=rng.start, freed=isub.name)
         self.interval_release(isub, rng, ret)
         if not ret and rng.blockable:
             self._violation(
@@ -217,6 +244,15 @@ class ProtocolChecker(Observer):
     def interval_release(self, isub, rng, ret):
         if ret and (rng.owner is None or rng.owner is not isub.owner):
             self._interval_windows(isub).append(rng)
+
+    def interval_tree_update(self, mm, isub, op):
+        if isub.freed:
+            self.sim.violation(
+                "NotifierUseAfterFree",
+                f"mn_itree_inv_end applies the deferred {op} of {isub!r}, which its owner "
+                "freed after mmu_interval_notifier_remove returned: remove must not return "
+                "while the subscription is still on the deferred list (319561669a59: read "
+                "invalidate_seq under subscriptions->lock)", freed=isub.name)
 
     def interval_invalidations_done(self, mm):
         for isub in mm.notifier_subscriptions.itree:

@@ -130,6 +130,10 @@ class Observer:
         """Interval notifier ``isub``'s ``invalidate`` for the RELEASE range ``rng`` of an
         exiting mm (``mn_itree_release``) returned ``ret``."""
 
+    def interval_tree_update(self, mm, isub, op):
+        """``mn_itree_inv_end`` applies a deferred ``op`` (``"insert"`` or ``"remove"``) of
+        interval notifier ``isub``, deferred because an invalidation was in progress."""
+
     def interval_invalidations_done(self, mm):
         """The last invalidation overlapping ``mm``'s interval notifiers ended
         (``mn_itree_inv_end`` bumped ``invalidate_seq``): read_retry fails from now on for

@@ -13,7 +13,7 @@ from smmu.scenarios.catalogue import (build_fork_after_pin, build_munmap, build_
                                       build_writeback)
 from smmu.scenarios.kit import (Join, anon_process, any_driver, cpu_reads, cpu_writes, device_loop,
                                 has_notifier, notifier_only, pages, seq, setup_anon, tolerant)
-from smmu.scenarios.registry import Scenario, attach_driver, register
+from smmu.scenarios.registry import Scenario, attach_driver, driver_options, register
 
 
 class PipeReader(MMUNotifier):
@@ -309,3 +309,167 @@ _historical(
     build=_gup_read_cow_leak, apis=("modern",),
     applies=lambda cls: issubclass(cls, PipeReader),
     broken=dict(sim_options={"kernel": "5.5"}), fixed=dict(sim_options={"kernel": "5.9"}))
+
+
+def _interval_remove_race(sim, driver_cls):
+    """The device's file is closed (``dmirror_fops_release`` -> ``mmu_interval_notifier_
+    remove``, then ``kfree``) while the CPU unmaps the mirrored pages. Removing during an
+    invalidation defers the unlink to ``mn_itree_inv_end``; before 319561669a59 remove
+    waited for the sequence to move with a lockless read and returned while the subscription
+    was still on the deferred list, which inv_end then touched after the free."""
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 4)
+    subs = mm.notifier_subscriptions
+    j = Join(sim)
+    mirrored = sim.completion("mirrored")
+    unmapped = []
+
+    def dev():
+        yield from device_loop(drv, vas, rounds=1, write=False)
+        mirrored.complete_all()
+
+    def close():
+        yield mirrored.wait()
+        while not subs.is_invalidating() and not unmapped:   # close while munmap invalidates
+            yield
+        yield from mm.mmu_notifier_unregister(drv)
+        drv.notifier.free()                      # kfree(dmirror)
+
+    def cpu():
+        yield mirrored.wait()
+        yield from tolerant(mm.munmap(buf, 4 * PAGE_SIZE))
+        unmapped.append(True)
+
+    j.spawn("dev0", dev())
+    j.spawn("cpu0", cpu())
+    j.spawn("close", close())
+
+
+_historical(
+    Historical("interval-remove-race", "hmm_mirror", "hmm_mirror", "modern",
+               ("NotifierUseAfterFree",),
+               "319561669a59 'mm/mmu_notifier.c: fix race in mmu_interval_notifier_remove()' "
+               "(5.18-rc4): remove returned while mn_itree_inv_end still had the "
+               "subscription on its deferred list (99cb252f5e68, 5.5, introduced it)",
+               "319561669a59", 2022),
+    build=_interval_remove_race, apis=("modern",),
+    applies=lambda cls: bool(getattr(cls, "interval", False)),
+    broken=dict(sim_options={"kernel": "5.10"}), fixed=dict(sim_options={"kernel": "5.18"}))
+
+_historical(
+    Historical("empty-secondary-tlb-range", "iommu_sva", "iommu_sva", "modern",
+               ("BadRange", "UseAfterFree", "CrossMmAccess", "StaleRead"),
+               "f7edb07ad7c6 'Fix mmu notifiers for range-based invalidates' (2025, 6.14-rc; "
+               "Fixes 6bbd42e2df8f): arm64's __flush_tlb_range_nosync passed start == end to "
+               "arch_invalidate_secondary_tlbs; the SMMU driver took size 0 as 'everything', a "
+               "driver that invalidates [start, end) as given invalidates nothing",
+               "f7edb07ad7c6", 2025),
+    build=build_munmap, apis=("modern",),
+    broken=dict(description="munmap while the device faults, range flushes reaching the "
+                "secondary TLB as [end, end) (arm64 6.6..6.13)",
+                sim_options={"kernel": "6.6", "arch_flush_empty_range": True}),
+    fixed=dict(description="munmap while the device faults, range flushes with their range",
+               sim_options={"kernel": "6.6"}))
+
+
+def _permission_upgrade(sim, driver_cls):
+    """The page is writable but its PTE read-only (the child that shared it COW exited);
+    the device reads it, so its IOTLB caches a read-only entry; the CPU writes it
+    (``wp_page_reuse``: the PTE becomes writable in place, no range notifier); then the
+    device writes it. An IOTLB that caches the read-only attribute and is flushed only
+    through the notifier keeps faulting unless the upgrade's TLB flush reaches it
+    (6bbd42e2df8f)."""
+    mm = sim.new_process("vm")
+    buf = setup_anon(sim, mm, 1)
+    child = sim.do(mm.fork())
+    sim.do(child.exit())                     # the page is exclusive again, its PTE R/O
+    drv = attach_driver(sim, driver_cls, mm)
+    j = Join(sim)
+    cached = sim.completion("device_cached")
+    upgraded = sim.completion("cpu_upgraded")
+
+    def dev():
+        yield from tolerant(drv.access(buf, write=False))
+        cached.complete_all()
+        yield upgraded.wait()
+        yield from tolerant(drv.access(buf, write=True, value=1900))
+
+    def cpu():
+        yield cached.wait()
+        yield from mm.write(buf, 1800)
+        upgraded.complete_all()
+
+    j.spawn("dev0", dev())
+    j.spawn("cpu0", cpu())
+    j.then("check", cpu_reads(mm, [buf]))
+
+
+_historical(
+    Historical("permission-upgrade-stale-iotlb", "drivers.iommu_sva:SMMU_SVA_NO_BTM",
+               "drivers.iommu_sva:SMMU_SVA_NO_BTM", "modern", ("Livelock",),
+               "6bbd42e2df8f 'mmu_notifiers: call invalidate_range() when invalidating TLBs' "
+               "(6.6): on arm64 a permission upgrade flushed the CPU TLB but not the SMMU's, "
+               "so a device with a cached read-only entry faulted forever",
+               "6bbd42e2df8f", 2023),
+    build=_permission_upgrade, apis=("modern",),
+    applies=lambda cls: bool(getattr(cls, "caches_read_only", False)),
+    broken=dict(description="a permission upgrade whose TLB flush does not reach the "
+                "secondary TLB (arm64 before 6.6)", sim_options={"kernel": "6.1"}),
+    fixed=dict(description="a permission upgrade whose TLB flush reaches "
+               "arch_invalidate_secondary_tlbs (arm64 6.6+)",
+               sim_options={"kernel": "6.6", "upgrade_flush_notify": True}))
+
+_historical(
+    Historical("radeon-userptr-start-only", "radeon_userptr", "hmm_mirror", "modern",
+               ("MapInWindow", "UseAfterFree", "StaleRead", "StaleMapping"),
+               "3506ff69c3ec 'drm/radeon: use mmu_interval_notifier_insert' (5.5): a "
+               "start-only notifier with get_user_pages in the bind path cannot be correct; "
+               "the fix is the interval notifier's read_begin/read_retry collision retry "
+               "(the pattern HMM_MIRROR models)", "3506ff69c3ec", 2019),
+    build=build_reclaim, apis=("modern",))
+_historical(
+    Historical("apic-reload-retry", "kvm_apic_reload_no_retry", "kvm", "modern",
+               ("MapInWindow", "UseAfterFree", "StaleRead", "StaleMapping", "LostWrite"),
+               "878940b33d76 'KVM: VMX: Retry APIC-access page reload if invalidation is "
+               "in-progress' (6.5): the reload requested by the invalidation ignored the "
+               "invalidation in progress; fixed by using KVM's retry check like its page "
+               "faults (the reference KVM's fault path)", "878940b33d76", 2023,
+               strategies=("random",), budget=600),
+    build=_apic_remap)
+
+
+def _pagemap_scan_attach(sim, driver_cls):
+    """A process write-protects its pages with ``PAGEMAP_SCAN`` while its VMM attaches a
+    KVM-style driver (``mmu_notifier_register``, mmap_lock for write) and the vCPU runs. In
+    6.7 the scan held one PROTECTION_VMA range open across its whole loop while it dropped
+    mmap_lock between walks: the driver registered in between gets the end without its
+    start (CVE-2024-26617; syzbot saw KVM's WARN in kvm_mmu_notifier_change_pte)."""
+    mm = sim.new_process("vm")
+    buf = setup_anon(sim, mm, 4)
+    vas = pages(buf, 4)
+    j = Join(sim)
+    attached = sim.completion("attached")
+    box = {}
+
+    def vmm():
+        yield                                   # the scan is under way
+        box["drv"] = drv = driver_cls(sim, mm, **driver_options(sim))
+        yield from mm.mmu_notifier_register(drv)
+        attached.complete_all()
+
+    def vcpu():
+        yield attached.wait()
+        yield from device_loop(box["drv"], vas, rounds=2, write=False)
+
+    j.spawn("cpu0", tolerant(mm.pagemap_scan(buf, 4 * PAGE_SIZE)))
+    j.spawn("vmm", vmm())
+    j.spawn("dev0", vcpu())
+    j.then("check", cpu_reads(mm, vas))
+
+
+_historical(
+    Historical("pagemap-scan-unlocked", "kvm", "kvm", "modern", ("UnpairedRange", "Livelock"),
+               "CVE-2024-26617, 4cccb6221cae 'fs/proc/task_mmu: move mmu notification "
+               "mechanism inside mm lock' (6.8-rc, 6.7.3): PAGEMAP_SCAN (52526ca7fdb9, 6.7) "
+               "started its range before the loop that drops mmap_lock", "4cccb6221cae", 2024),
+    build=_pagemap_scan_attach, apis=("modern",),
+    broken=dict(sim_options={"kernel": "6.7"}), fixed=dict(sim_options={"kernel": "6.8"}))

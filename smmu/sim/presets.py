@@ -96,6 +96,10 @@ CHANGES = (
           "the zap", "tree as of 2.6.27"),
         C("mprotect_notify", "change_protection", "mprotect_fixup brackets each VMA's part of "
           "the range with one start/end pair", "tree as of 2.6.27"),
+        C("interval_remove_race", False, "no interval notifiers (the option has no effect "
+          "before 5.5)", "-"),
+        C("pagemap_scan_unlocked", False, "no PAGEMAP_SCAN (it came in 6.7; the model's "
+          "pagemap_scan is the fixed one)", "-"),
     )),
     ChangePoint("2.6.32", 2009, (
         C(None, None, "change_pte and KSM: set_pte_at_notify calls change_pte, or "
@@ -169,6 +173,9 @@ CHANGES = (
         C(None, None, "interval notifiers (mmu_interval_notifier_insert, read_begin, "
           "read_retry, set_seq); events and owner in struct mmu_notifier_range came in 5.0 and "
           "5.9: the modern generation has them all", "99cb252f5e68?"),
+        C("interval_remove_race", True, "mmu_interval_notifier_remove waits for "
+          "invalidate_seq to move with a lockless read: it can return while mn_itree_inv_end "
+          "still has the subscription on its deferred list", "99cb252f5e68?"),
     )),
     ChangePoint("5.9", 2020, (
         C("cow_reuse", "page_count", "do_wp_page reuses a page only if page_count == 1 (the "
@@ -185,6 +192,11 @@ CHANGES = (
     ChangePoint("5.12", 2021, (
         C("nonblock_fail_calls_end", True, "a failed non-blockable start calls end on every "
           "notifier that has one (present in 5.12.9, absent in 5.10.7)", "c2655835fd8c"),
+    )),
+    ChangePoint("5.18", 2022, (
+        C("interval_remove_race", False, "remove reads invalidate_seq under "
+          "subscriptions->lock (mmu_interval_seq_released): it returns only after "
+          "mn_itree_inv_end left its critical section", "319561669a59"),
     )),
     ChangePoint("5.19", 2022, (
         C("exit_mmap_lock", "write", "exit_mmap takes mmap_lock for write after "
@@ -212,7 +224,15 @@ CHANGES = (
           "from the architecture's TLB flush under the PT lock (the modern generation)",
           "1af5a8109904?"),
     )),
-    ChangePoint("6.8", 2024, ()),
+    ChangePoint("6.7", 2024, (
+        C("pagemap_scan_unlocked", True, "PAGEMAP_SCAN's write-protecting walk starts one "
+          "PROTECTION_VMA range before its loop and ends it after, taking and dropping "
+          "mmap_lock around each walk in between", "52526ca7fdb9"),
+    )),
+    ChangePoint("6.8", 2024, (
+        C("pagemap_scan_unlocked", False, "start/end per walk, inside mmap_lock "
+          "(CVE-2024-26617; 6.8-rc, 6.7.3)", "4cccb6221cae"),
+    )),
     ChangePoint("6.12", 2024, (
         C("mprotect_notify", "change_pud_range", "the pair moves to change_pud_range: per P4D "
           "span from the first populated PUD", "'mm/mprotect: push mmu notifier to PUDs' "

@@ -101,6 +101,8 @@ class Simulator(Scheduler, metaclass=PresetCall):
                  thp: str = "madvise", thp_cow: str = "split", huge_zero_page: bool = True,
                  thp_migration: bool = True, thp_swap: bool = True, lru_gen: str = "off",
                  oom_reaper: str = "nonblock",
+                 interval_remove_race: bool = False, arch_flush_empty_range: bool = False,
+                 upgrade_flush_notify: bool = False, pagemap_scan_unlocked: bool = False,
                  check: bool = True,
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
@@ -137,7 +139,11 @@ class Simulator(Scheduler, metaclass=PresetCall):
                         "mprotect_notify": mprotect_notify,
                         "thp": thp, "thp_cow": thp_cow, "huge_zero_page": huge_zero_page,
                         "thp_migration": thp_migration, "thp_swap": thp_swap,
-                        "lru_gen": lru_gen, "oom_reaper": oom_reaper}
+                        "lru_gen": lru_gen, "oom_reaper": oom_reaper,
+                        "interval_remove_race": interval_remove_race,
+                        "arch_flush_empty_range": arch_flush_empty_range,
+                        "upgrade_flush_notify": upgrade_flush_notify,
+                        "pagemap_scan_unlocked": pagemap_scan_unlocked}
         self.oracle = Oracle(self) if check else ProtocolChecker(self)
         self.observer = FanOut(self.oracle, TraceRecorder(self)) if trace else self.oracle
         self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,
