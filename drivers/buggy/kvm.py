@@ -282,10 +282,6 @@ class KVMApicReloadNoRetry(KVM):
     expected = {"MapInWindow"} | STALE
     scenarios = ("apic-page-remap",)
     apis = ("modern",)
-    # the vCPU must serve the request inside the one-page window of try_to_migrate_one,
-    # between start and the PT lock: random schedules reach it (first at seed 280)
-    search_strategies = ("random",)
-    search_budget = 600
     apic_va = None                  # the APIC-access page (the first the vCPU touches)
     reload_requested = False        # KVM_REQ_APIC_PAGE_RELOAD pending
 

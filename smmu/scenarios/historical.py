@@ -329,7 +329,9 @@ def _interval_remove_race(sim, driver_cls):
 
     def close():
         yield mirrored.wait()
-        while not subs.is_invalidating() and not unmapped:   # close while munmap invalidates
+        for _ in range(64):                      # close while the munmap invalidates
+            if subs.is_invalidating() or unmapped:
+                break
             yield
         yield from mm.mmu_notifier_unregister(drv)
         drv.notifier.free()                      # kfree(dmirror)
