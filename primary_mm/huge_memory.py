@@ -39,7 +39,8 @@ from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_COMPOUND,
 from smmu.base.constants import HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT
 from smmu.base.errors import OutOfMemory, SegmentationFault, UsageError
 from smmu.base.pte import (PTE_DIRTY, PTE_HUGE, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE,
-                           PTE_SPECIAL, PTE_WRITE, PTE_YOUNG, huge_mask, mk_pte, pte_pfn)
+                           PTE_SPECIAL, PTE_SWP_EXCLUSIVE, PTE_WRITE, PTE_YOUNG, huge_mask,
+                           mk_pte, pte_pfn)
 from smmu.notifier import Event
 
 THP_MODES = ("never", "madvise", "always")
@@ -387,6 +388,38 @@ class HugePages:
     def _move_huge(self, head):
         frames = self.frames
         old = block(head)
+        steps = np.arange(HPAGE_PMD_NR, dtype=np.uint64) << np.uint64(PAGE_SHIFT)
+        entries = np.uint64(mk_pte(head, PTE_MIGRATION)) + steps
+
+        def _remove_split_entries(mm, vma, hvpn, target):
+            """The PMD migration entry was split while the folio was being copied
+            (``__split_huge_pmd`` of a MADV_DONTNEED, munmap or mprotect of part of the 2 MiB:
+            6.8 ``__split_huge_pmd_locked``, "if (pmd_migration) ... entry =
+            make_writable_migration_entry(page_to_pfn(page + i))" for each of the 512 PTEs):
+            ``remove_migration_pte`` finds those PTE migration entries too
+            (``page_vma_mapped_walk`` matches a PTE of any page of the folio) and maps each
+            one still there to the matching page of ``target``. Under the PT lock."""
+            vpns = np.arange(hvpn, hvpn + HPAGE_PMD_NR, dtype=np.int64)
+            ptes = mm.pt.walk(vpns)
+            match = (ptes & np.uint64(~(PTE_WRITE | PTE_SWP_EXCLUSIVE) & (2**64 - 1))) == \
+                entries
+            if not match.any():
+                return False
+            idx = np.flatnonzero(match)
+            if not vma.readable:
+                bits = np.full(idx.shape[0], PTE_PROTNONE, dtype=np.uint64)
+            else:
+                w = (ptes[idx] & np.uint64(PTE_WRITE)) != 0 if vma.writable else \
+                    np.zeros(idx.shape[0], dtype=bool)
+                bits = np.where(w, np.uint64(PTE_PRESENT | PTE_YOUNG | PTE_WRITE | PTE_DIRTY),
+                                np.uint64(PTE_PRESENT | PTE_YOUNG))
+            new = ptes.copy()
+            new[idx] = np.uint64(mk_pte(target, 0)) + steps[idx] + bits
+            mm.pt.map_range(hvpn, new)
+            pfns = target + idx
+            frames.get(pfns)
+            frames.inc_mapcount(pfns)
+            return True
         mapping, index = self.page_mapping(head)
         keep = int(frames.flags[head]) & ~FRAME_LOCKED
         new = frames.alloc_huge(owner=int(frames.owner[head]), flags=keep & ~FRAME_COMPOUND,
@@ -423,6 +456,8 @@ class HugePages:
                 yield mm.page_table_lock
                 try:
                     word = mm.pt.lookup_pmd(hvpn)
+                    if not word:
+                        return _remove_split_entries(mm, vma, hvpn, target)
                     if not (word & PTE_MIGRATION and pte_pfn(word) == head):
                         return False
                     write = bool(word & PTE_WRITE) and vma.writable

@@ -324,6 +324,47 @@ def test_a_cpu_access_waits_for_a_pmd_migration_entry():
     clean(sim)
 
 
+def _split_while_migrating(seed, split_op):
+    sim = Simulator(schedule="random", seed=seed)
+    mm, h = huge_process(sim)                                  # 30 at h + 3 pages
+    sim.do(mm.write(h + 9 * P, 9))
+    old = pte_pfn(pmd(mm, h))
+    box = {}
+
+    def mig():
+        box["migrated"] = yield from sim.migrate(mm, h, H)
+
+    def split():
+        yield from split_op(mm, h)
+        box["read"] = yield from mm.read(h + 3 * P)
+
+    sim.spawn("mig", mig())
+    sim.spawn("split", split())
+    res = sim.run()
+    return sim, mm, h, old, box, res
+
+
+@pytest.mark.parametrize("split_op", [
+    lambda mm, h: mm.madvise(h + 5 * P, P, "dontneed"),
+    lambda mm, h: mm.mprotect(h + 5 * P, P, "r")], ids=["dontneed", "mprotect"])
+@pytest.mark.parametrize("seed", [2, 3, 18, 36])
+def test_a_pmd_migration_entry_split_mid_migration_is_still_removed(split_op, seed):
+    """A whole-THP migration (PMD migration entry) racing a split of that PMD (a partial
+    MADV_DONTNEED or mprotect): ``__split_huge_pmd_locked`` turns the PMD migration entry
+    into 512 PTE migration entries and ``remove_migration_ptes`` finds those too. Before,
+    only a PMD entry was looked for: the PTE entries stayed, every access to them waited in
+    ``migration_entry_wait`` for ever (Deadlock; seeds found by issue 13's load)."""
+    sim, mm, h, old, box, res = _split_while_migrating(seed, split_op)
+    assert not res.violations, [(v.kind, v.message) for v in res.violations]
+    assert box["read"] == 30
+    assert sim.do(mm.read(h + 9 * P)) == 9 and sim.do(mm.read(h + 6 * P)) == 0
+    vpns = np.arange(h // P, h // P + HPAGE_PMD_NR)
+    assert not (mm.pt.walk(vpns) & np.uint64(PTE_MIGRATION)).any()
+    if box["migrated"] == HPAGE_PMD_NR:                        # moved: the old frames freed
+        assert mm.lookup_pte(h + 3 * P) >> 12 != old + 3
+    clean(sim)
+
+
 # ---------------------------------------------------------------------------- khugepaged
 def small_block(sim, young=True):
     mm = sim.new_process()
