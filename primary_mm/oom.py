@@ -23,6 +23,9 @@ reaped. Each attempt visits every VMA the reaper may unmap (``vma_is_anonymous(v
     ``unmap_page_range`` with no notifier call at all (4.12 ``mm/oom_kill.c`` contains no
     ``mmu_notifier``): a secondary MMU keeps translations of the freed pages, the bug
     4d4bbd8526a8 fixed.
+``"none"`` (before 4.6: the reaper came with aac453635549 "mm, oom: introduce oom reaper")
+    there is no reaper: :meth:`OomReaper.oom_reap` is a usage error (the victim's memory is
+    freed only by its own exit).
 
 :class:`OomReaper` is mixed into :class:`primary_mm.memory.Memory`.
 """
@@ -32,7 +35,7 @@ from __future__ import annotations
 from smmu.base.errors import UsageError
 from smmu.notifier import Event
 
-OOM_REAPER = ("nonblock", "blockable_check", "skip_notifiers", "no_notifier")
+OOM_REAPER = ("nonblock", "blockable_check", "skip_notifiers", "no_notifier", "none")
 #: mm/oom_kill.c: ``#define MAX_OOM_REAP_RETRIES 10``
 MAX_OOM_REAP_RETRIES = 10
 #: ``schedule_timeout_idle(HZ/10)`` between attempts, in ns (HZ = one second of jiffies)
@@ -53,6 +56,10 @@ class OomReaper:
         the VMA ranges the last attempt skipped (``[]``: all reaped; ``None`` when the
         ``mmap_lock`` could never be taken or the era's reaper leaves this mm alone). The
         ``"nonblock"`` reaper needs ``notifier_api="modern"`` (non-blockable ranges, 4.19)."""
+        if self.oom_reaper == "none":
+            raise UsageError("oom_reap: this kernel has no OOM reaper (it came in 4.6, "
+                             "aac453635549 'mm, oom: introduce oom reaper'); use a 4.6+ "
+                             "kernel preset or pass oom_reaper='no_notifier' (4.6..4.14)")
         if self.oom_reaper == "nonblock" and self.api != "modern":
             raise UsageError(f"oom_reap with oom_reaper='nonblock' needs notifier_api='modern' "
                              f"(non-blockable ranges came in 4.19); under {self.api!r} use "

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from smmu import MMUNotifier, PAGE_SIZE, Simulator, cli
+from smmu.base.constants import HPAGE_PMD_SIZE
 from smmu.base.errors import UsageError
+from smmu.base.pte import PTE_HUGE, PTE_SPECIAL
 from smmu.scenarios import RefusingNotifier
 from smmu.sim.presets import CHANGES, GENERATION_BOUND, KERNELS, PRESET_OPTIONS, kernel_preset, \
     kernels, markdown_table
@@ -52,7 +54,7 @@ def test_explicit_options_override_the_preset():
 
 def test_a_release_between_change_points_runs_as_the_one_before():
     assert kernel_preset("5.15").version == "5.12"
-    assert kernel_preset("4.10.17").version == "3.15"
+    assert kernel_preset("4.10.17").version == "4.6"
     assert Simulator(kernel="4.14").notifier_api == "range_only"
     assert kernels("2.6.27, 5.10") == ["2.6.27", "5.10"]
     assert kernels(["all"]) == list(KERNELS)
@@ -191,3 +193,158 @@ def test_check_kernel_usage_errors(args, msg, capsys):
     rc = cli.main(["check", "hmm_mirror", "--schedules", "1"] + args)
     assert rc == 2
     assert msg in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ THP, aging, OOM reaper eras
+
+@pytest.mark.parametrize("version, expect", [
+    ("2.6.32", {"thp": "never", "huge_zero_page": False, "oom_reaper": "none"}),
+    ("2.6.38", {"thp": "madvise", "thp_cow": "copy", "huge_zero_page": False}),
+    ("3.7", {"huge_zero_page": False, "mmu_gather": "batch_limit"}),
+    ("3.8", {"huge_zero_page": True}),
+    ("4.5", {"oom_reaper": "none"}),
+    ("4.6", {"oom_reaper": "no_notifier"}),
+    ("4.13", {"thp_swap": False, "thp_migration": False, "oom_reaper": "no_notifier"}),
+    ("4.14", {"thp_swap": True, "thp_migration": True, "oom_reaper": "no_notifier"}),
+    ("4.15", {"oom_reaper": "skip_notifiers"}),
+    ("4.18", {"oom_reaper": "blockable_check"}),
+    ("4.19", {"oom_reaper": "nonblock"}),
+    ("5.7", {"thp_cow": "copy"}),
+    ("5.8", {"thp_cow": "split"}),
+    ("5.19", {"lru_gen": "off"}),
+    ("6.1", {"lru_gen": "look_around"}),
+    ("6.9", {"lru_gen": "look_around"}),
+    ("6.12", {"lru_gen": "look_around_notify"}),
+    ("2.6.27", {"mmu_gather": "zap_block"}),
+    ("3.0", {"mmu_gather": "unbounded"}),
+])
+def test_each_preset_sets_the_thp_aging_oom_and_gather_options(version, expect):
+    sim = Simulator(kernel=version)
+    for option, value in expect.items():
+        assert sim.options[option] == value, (version, option)
+        held = sim.memory.gather.mode if option == "mmu_gather" else getattr(sim.memory, option)
+        assert held == value, (version, option)           # what the primary MM runs with
+
+
+def _huge(sim, write=True):
+    mm = sim.new_process()
+    base = sim.do(mm.mmap(2 * HPAGE_PMD_SIZE))
+    h = (base + HPAGE_PMD_SIZE - 1) & ~(HPAGE_PMD_SIZE - 1)
+    sim.do(mm.madvise(h, HPAGE_PMD_SIZE, "hugepage"))
+    sim.do(mm.write(h, 7) if write else mm.read(h))
+    return mm, mm.pt.lookup_pmd(h // P)
+
+
+@pytest.mark.parametrize("version, huge", [("2.6.32", False), ("2.6.38", True)])
+def test_transparent_huge_pages_arrive_in_2_6_38(version, huge):
+    _mm, word = _huge(Simulator(kernel=version))
+    assert bool(word & PTE_HUGE) is huge
+
+
+@pytest.mark.parametrize("version, zero", [("3.7", False), ("3.8", True)])
+def test_the_huge_zero_page_arrives_in_3_8(version, zero):
+    _mm, word = _huge(Simulator(kernel=version), write=False)
+    assert word & PTE_HUGE and bool(word & PTE_SPECIAL) is zero
+
+
+@pytest.mark.parametrize("version, whole", [("4.13", False), ("4.14", True)])
+def test_a_thp_migrates_whole_from_4_14(version, whole):
+    sim = Simulator(kernel=version)
+    mm, _word = _huge(sim)
+    h = mm.vmas[0].start + HPAGE_PMD_SIZE - 1 & ~(HPAGE_PMD_SIZE - 1)
+    sim.do(sim.migrate(mm, h, HPAGE_PMD_SIZE))
+    assert bool(mm.pt.lookup_pmd(h // P) & PTE_HUGE) is whole
+    assert sim.do(mm.read(h)) == 7 and not sim.memory.check_invariants()
+
+
+class Cow(MMUNotifier):
+    name = "cow_probe"
+
+    def __init__(self, sim, mm):
+        super().__init__(sim, mm)
+        self.ranges = []
+
+    def invalidate_range_start(self, r):
+        self.ranges.append((r.start, r.end))
+        return 0
+
+    def invalidate_range_end(self, r):
+        return None
+
+
+@pytest.mark.parametrize("version, split", [("5.7", False), ("5.8", True)])
+def test_a_huge_cow_copies_until_5_7_and_splits_from_5_8(version, split):
+    sim = Simulator(kernel=version)
+    mm, _word = _huge(sim)
+    h = mm.vmas[0].start + HPAGE_PMD_SIZE - 1 & ~(HPAGE_PMD_SIZE - 1)
+    sim.do(mm.fork())
+    sim.do(mm.write(h + P, 8))
+    assert bool(mm.pt.lookup_pmd(h // P) & PTE_HUGE) is not split
+    assert sim.do(mm.read(h)) == 7 and sim.do(mm.read(h + P)) == 8
+
+
+class Young(MMUNotifier):
+    name = "young_probe"
+
+    def __init__(self, sim, mm):
+        super().__init__(sim, mm)
+        self.cleared = []
+
+    def clear_flush_young(self, mm, start, end):
+        return False
+
+    def clear_young(self, mm, start, end):
+        self.cleared.append(start)
+        return False
+
+
+@pytest.mark.parametrize("version, look_around_notifies", [("6.8", False), ("6.12", True)])
+def test_the_mglru_look_around_calls_clear_young_from_6_12(version, look_around_notifies):
+    sim = Simulator(kernel=version)
+    mm = sim.new_process()
+    buf = sim.do(mm.mmap(8 * P))
+    for i in range(8):
+        sim.do(mm.write(buf + i * P, i))
+    probe = sim.attach(Young, mm)
+    sim.do(sim.reclaim(mm, buf, P))
+    assert bool(probe.cleared) is look_around_notifies
+
+
+class Reaped(MMUNotifier):
+    name = "reap_probe"
+
+    def __init__(self, sim, mm):
+        super().__init__(sim, mm)
+        self.starts = 0
+
+    def invalidate_range_start(self, r):
+        self.starts += 1
+        return 0
+
+    def invalidate_range_end(self, r):
+        return None
+
+
+@pytest.mark.parametrize("version, reaped, notified", [
+    ("4.14", True, False),          # 4.6..4.14: reaped behind the notifier's back
+    ("4.15", False, False),         # 4d4bbd8526a8: an mm with notifiers is left alone
+    ("4.16", True, True),           # a non-sleeping notifier: ordinary start/end
+    ("4.19", True, True)])          # non-blockable start
+def test_the_oom_reaper_per_era(version, reaped, notified):
+    sim = Simulator(kernel=version)
+    mm = sim.new_process()
+    buf = sim.do(mm.mmap(2 * P))
+    sim.do(mm.write(buf, 1))
+    probe = sim.attach(Reaped, mm)
+    sim.do(sim.oom_reap(mm))
+    assert (mm.lookup_pte(buf) == 0) is reaped
+    assert bool(probe.starts) is notified
+
+
+def test_no_oom_reaper_before_4_6():
+    sim = Simulator(kernel="4.5")
+    mm = sim.new_process()
+    sim.do(mm.mmap(P, populate=True))
+    with pytest.raises(UsageError, match="4.6"):
+        sim.do(sim.oom_reap(mm))
+    assert Simulator(kernel="4.5", oom_reaper="no_notifier").memory.oom_reaper == "no_notifier"

@@ -100,6 +100,16 @@ CHANGES = (
           "before 5.5)", "-"),
         C("pagemap_scan_unlocked", False, "no PAGEMAP_SCAN (it came in 6.7; the model's "
           "pagemap_scan is the fixed one)", "-"),
+        C("thp", "never", "no transparent huge pages (mm/huge_memory.c is absent in 2.6.32)",
+          "tree as of 2.6.27"),
+        C("thp_cow", "copy", "no THP (the option has no effect before 2.6.38)", "-"),
+        C("huge_zero_page", False, "no huge zero page (absent in 3.7.2)", "tree as of 2.6.27"),
+        C("thp_swap", False, "no THP swap-out (absent in 4.13.4)", "tree as of 2.6.27"),
+        C("thp_migration", False, "no PMD migration entries (absent in 4.13.4)",
+          "tree as of 2.6.27"),
+        C("lru_gen", "off", "no multi-gen LRU (absent in 5.19)", "tree as of 2.6.27"),
+        C("oom_reaper", "none", "no OOM reaper: an OOM victim's memory is freed by its own "
+          "exit (sim.oom_reap is a usage error before 4.6)", "tree as of 2.6.27"),
     )),
     ChangePoint("2.6.32", 2009, (
         C(None, None, "change_pte and KSM: set_pte_at_notify calls change_pte, or "
@@ -108,6 +118,19 @@ CHANGES = (
         C("cow_notify", "set_pte_at_notify", "do_wp_page: ptep_clear_flush, then "
           "set_pte_at_notify, which sets the PTE first and then calls change_pte (or "
           "invalidate_page), all under the PT lock, no start/end", "828502d30073"),
+    )),
+    ChangePoint("2.6.38", 2011, (
+        C("thp", "madvise", "transparent huge pages: do_huge_pmd_anonymous_page maps a 2 MiB "
+          "PMD where aligned and allowed (absent in 2.6.32, present in 3.6). The Kconfig "
+          "default is TRANSPARENT_HUGEPAGE_ALWAYS; the presets use madvise (the Simulator's "
+          "default), so only what madvise(MADV_HUGEPAGE) asks for is huge: pass thp='always' "
+          "for the Kconfig default", "71e3aac0724f?"),
+        C("thp_cow", "copy", "do_huge_pmd_wp_page copies a shared huge page into a new THP "
+          "under a 2 MiB start/end (do_huge_pmd_wp_page_fallback: 512 small pages when that "
+          "allocation fails)", "71e3aac0724f?"),
+        C(None, None, "khugepaged calls test_young (khugepaged_scan_pmd, "
+          "__collapse_huge_page_isolate) before it collapses 512 PTEs under a 2 MiB start/end; "
+          "still so in 6.13", "8ee53820edfd"),
     )),
     ChangePoint("3.0", 2011, (
         C("rmap_locks", "rwsem", "anon_vma->mutex and i_mmap_mutex: hooks from reverse-map "
@@ -133,6 +156,10 @@ CHANGES = (
         C("mmu_gather", "batch_limit", "MAX_GATHER_BATCH_COUNT: a full gather (9698 pages) is "
           "freed inside the window", "53a59fc67f97?"),
     )),
+    ChangePoint("3.8", 2013, (
+        C("huge_zero_page", True, "a read fault of a THP-eligible range maps the huge zero "
+          "page (set_huge_zero_page; absent in 3.7.2, present in 3.10)", "4a6c1297268c?"),
+    )),
     ChangePoint("3.9", 2013, (
         C("release_order", "unlink_first", "the fix for the unregister race unlinks before "
           "->release again, reopening the 3.6 bug", "751efd8610d3"),
@@ -146,6 +173,12 @@ CHANGES = (
           "per PUD span at its first populated PMD, to the end of the span; an empty span "
           "gets none", "a5338093bfb4"),
     )),
+    ChangePoint("4.6", 2016, (
+        C("oom_reaper", "no_notifier", "the OOM reaper unmaps the victim's private VMAs "
+          "(unmap_page_range under down_read_trylock, MAX_OOM_REAP_RETRIES) without any "
+          "notifier call: a secondary MMU keeps translations of the freed pages (4.12 "
+          "mm/oom_kill.c has no mmu_notifier)", "aac453635549?"),
+    )),
     ChangePoint("4.11", 2017, (
         C("invalidate_page_outside_ptl", False, "try_to_unmap_one, rewritten on "
           "page_vma_mapped_walk, calls invalidate_page under the PT lock again (4.11, not "
@@ -158,11 +191,34 @@ CHANGES = (
           "bracketed by invalidate_range_start/end (invalidate_range, 3.19+, is not modelled "
           "in this generation)", "5f32b265400d, 369ea8242c0f"),
     )),
+    ChangePoint("4.14", 2017, (
+        C("thp_migration", True, "a PMD-mapped THP migrates whole through a PMD migration "
+          "entry (set_pmd_migration_entry: absent in 4.13.4, present in 4.19)",
+          "616b8371539a?"),
+        C("thp_swap", True, "a PMD-mapped anonymous THP is swapped out whole, one range over "
+          "the folio (4.14, not 4.13: 4.13.4 shrink_page_list still splits it after "
+          "add_to_swap, '/* XXX: We don't support THP writes */'; 4.19 THP_SWAP 'Swap "
+          "transparent huge pages in one piece')",
+          "'mm, THP, swap: delay splitting THP after swapped out' (Huang Ying; id not checked)"),
+    )),
+    ChangePoint("4.15", 2018, (
+        C("oom_reaper", "skip_notifiers", "the reaper leaves an mm with any MMU notifier "
+          "alone (mm_has_notifiers)", "4d4bbd8526a8"),
+    )),
+    ChangePoint("4.16", 2018, (
+        C("oom_reaper", "blockable_check", "the reaper skips only an mm with a notifier whose "
+          "invalidate callbacks may block (mm_has_blockable_invalidate_notifiers); others "
+          "get an ordinary start/end", "'mm, mmu_notifier: annotate mmu notifiers with "
+          "blockable invalidate callbacks' (David Rientjes; id not checked)"),
+    )),
     ChangePoint("4.19", 2018, (
         C("notifier_api", "modern", "invalidate_range_start may be non-blockable and fail "
           "with -EAGAIN (the OOM reaper)", "93065ac753e4"),
         C("nonblock_fail_calls_end", False, "after a failed non-blockable start no end is "
           "called for the notifiers whose start succeeded", "93065ac753e4"),
+        C("oom_reaper", "nonblock", "the reaper calls "
+          "mmu_notifier_invalidate_range_start_nonblock per VMA and skips a VMA whose start "
+          "fails with -EAGAIN", "93065ac753e4"),
     )),
     ChangePoint("4.20", 2018, (
         C("munmap_downgrade", True, "munmap, a shrinking brk and a shrinking mremap detach the "
@@ -176,6 +232,11 @@ CHANGES = (
         C("interval_remove_race", True, "mmu_interval_notifier_remove waits for "
           "invalidate_seq to move with a lockless read: it can return while mn_itree_inv_end "
           "still has the subscription on its deferred list", "99cb252f5e68?"),
+    )),
+    ChangePoint("5.8", 2020, (
+        C("thp_cow", "split", "do_huge_pmd_wp_page splits a shared huge PMD and the fault "
+          "falls back to a 4 KiB COW (present in 5.8.1; 4.20 still copies)",
+          "3917c80280c9?"),
     )),
     ChangePoint("5.9", 2020, (
         C("cow_reuse", "page_count", "do_wp_page reuses a page only if page_count == 1 (the "
@@ -214,6 +275,10 @@ CHANGES = (
     ChangePoint("6.1", 2022, (
         C("exit_mmap_lock", "read_then_write", "exit_mmap: mmap_read_lock around unmap_vmas, "
           "mmap_write_lock for free_pgtables (seen in 6.6 and 6.12)", "tree as of 6.1"),
+        C("lru_gen", "look_around", "the multi-gen LRU: folio_referenced_one looks around a "
+          "young PTE (lru_gen_look_around) and clears its neighbours' accessed bits with "
+          "plain ptep_test_and_clear_young, no notifier (absent in 5.19, present in 6.6 and "
+          "6.8; with CONFIG_LRU_GEN_ENABLED, which distributions set)", "018ee47f1489?"),
     )),
     ChangePoint("6.2", 2022, (
         C("unshare_longterm_ro_pins", True, "gup_must_unshare: an R/O long-term pin of a "
@@ -234,6 +299,11 @@ CHANGES = (
           "(CVE-2024-26617; 6.8-rc, 6.7.3)", "4cccb6221cae"),
     )),
     ChangePoint("6.12", 2024, (
+        C("lru_gen", "look_around_notify", "the multi-gen LRU ages through the notifiers: "
+          "walk_pte_range, walk_pmd_range_locked and lru_gen_look_around call "
+          "ptep/pmdp_clear_young_notify (clear_young) under the PT lock (absent in 6.9.0, "
+          "present in 6.12 and 6.13.7; probably 6.11)", "'mm: multi-gen LRU: use "
+          "{ptep,pmdp}_clear_young_notify()' (Yu Zhao, 2024; id not checked)"),
         C("mprotect_notify", "change_pud_range", "the pair moves to change_pud_range: per P4D "
           "span from the first populated PUD", "'mm/mprotect: push mmu notifier to PUDs' "
           "(Peter Xu, 2024; id not checked)"),
