@@ -12,8 +12,10 @@ from smmu.notifier import MMUNotifier
 from smmu.scenarios.catalogue import (build_fork_after_pin, build_munmap, build_reclaim,
                                       build_writeback)
 from smmu.scenarios.kit import (Join, anon_process, any_driver, cpu_reads, cpu_writes, device_loop,
-                                has_notifier, notifier_only, pages, seq, setup_anon, tolerant)
+                                has_notifier, notifier_only, pages, reuse_frames, reused, seq,
+                                setup_anon, tolerant)
 from smmu.scenarios.registry import Scenario, attach_driver, driver_options, register
+from smmu.scenarios.thp import build_thp_migration
 
 
 class PipeReader(MMUNotifier):
@@ -475,3 +477,65 @@ _historical(
                "started its range before the loop that drops mmap_lock", "4cccb6221cae", 2024),
     build=_pagemap_scan_attach, apis=("modern",),
     broken=dict(sim_options={"kernel": "6.7"}), fixed=dict(sim_options={"kernel": "6.8"}))
+
+
+def _oom_reap_behind_notifier(sim, driver_cls):
+    """An OOM victim whose memory a secondary MMU maps: the OOM reaper unmaps its private
+    anonymous VMAs (``__oom_reap_task_mm``: ``unmap_page_range``) while the device keeps
+    using them, and the freed frames go to another process. 4.6..4.14 called no notifier
+    there, so the device's translations outlived the pages; 4d4bbd8526a8 (4.15) left an mm
+    with notifiers alone ("doing mmu_notifier_invalidate_range_{start,end}() around the
+    unmap_page_range(), which is needed, can block", as its 4.16 successor put it)."""
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 4, "victim")
+    other = sim.new_process("other")
+    j = Join(sim)
+    mapped = sim.completion("mapped")
+    box = {}
+
+    def dev():
+        yield from device_loop(drv, vas, rounds=1, write=False)
+        mapped.complete_all()
+        yield from device_loop(drv, vas, rounds=2, write=False)
+
+    def reaper():
+        yield mapped.wait()
+        yield from sim.oom_reap(mm)
+        yield from reuse_frames(other, box, 900, n=4)
+
+    def check():
+        yield from cpu_reads(other, reused(box, 4))
+        yield from cpu_reads(mm, vas)
+
+    j.spawn("oom_reaper", reaper())
+    j.spawn("dev0", dev())
+    j.then("check", check())
+
+
+_historical(
+    Historical("oom-reaper-no-notifier", "kvm", "kvm", "range_only",
+               ("UseAfterFree", "CrossMmAccess", "StaleMapping"),
+               "4d4bbd8526a8 'mm, oom_reaper: skip mm structs with mmu notifiers' (4.15): the "
+               "OOM reaper (aac453635549, 4.6) unmapped a victim's private memory without any "
+               "notifier call, so a secondary MMU kept translations of the freed pages",
+               "4d4bbd8526a8", 2017),
+    build=_oom_reap_behind_notifier, apis=("range_only",),
+    broken=dict(description="the OOM reaper unmaps the victim's memory behind the device's "
+                "back (4.6..4.14)", sim_options={"kernel": "4.14"}),
+    fixed=dict(description="the OOM reaper leaves an mm with MMU notifiers alone (4.15)",
+               sim_options={"kernel": "4.15"}))
+_historical(
+    Historical("invalidate-thp-as-4k", "kvm_huge_first_page", "kvm", "range_only",
+               ("UseAfterFree", "StaleRead", "StaleMapping", "CrossMmAccess", "MapInWindow"),
+               "5f32b265400d 'mm/mmu_notifier: kill invalidate_page' and the 4.13 series "
+               "(369ea8242c0f): 'Lots of the callback implementers assumed this could never be "
+               "THP and thus failed to invalidate the appropriate range for THP'; every driver "
+               "was converted to ranges (e.g. 'KVM: update to new mmu_notifier semantic v2'). "
+               "Replayed in range form: the model has anonymous THPs only, which 4.12 split "
+               "before invalidate_page, so the broken driver takes a 2 MiB range for the page "
+               "at its start", "5f32b265400d", 2017),
+    build=build_thp_migration, apis=("range_only",),
+    broken=dict(description="a whole THP migrates (one 2 MiB range, 4.14) while the device "
+                "uses three of its pages; the driver drops only the first 4 KiB",
+                sim_options={"kernel": "4.14"}),
+    fixed=dict(description="the same migration with a driver that drops the whole range",
+               sim_options={"kernel": "4.14"}))
