@@ -1,12 +1,13 @@
 # make demo: set up .venv and run the main job.   make test: set up .venv, check the import
 # layers (lint-imports, contracts in pyproject.toml) and run the tests.   make study: the
-# invalidate_page study, written to docs/study-invalidate-page.md.
+# invalidate_page study, written to docs/study-invalidate-page.md. make soak SCHEDULES=N: the chaos
+# driver over every scenario, generation and rmap-lock mode (smmu.testing.soak; default 100000).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench study lint clean setup
+.PHONY: demo test bench study soak lint clean setup
 
 setup: $(STAMP)
 
@@ -36,6 +37,11 @@ study: $(STAMP)
 	$(BIN)/python benchmarks/bench_notifier_api.py --json bench-results/study-invalidate-page.json \
 		--plot docs/study --markdown docs/study-invalidate-page.md > bench-results/study.txt
 	@tail -n 40 bench-results/study.txt
+
+# the chaos driver over every scenario, generation and rmap-lock mode: no internal error
+SCHEDULES ?= 100000
+soak: $(STAMP)
+	$(BIN)/python -m smmu.testing.soak --schedules $(SCHEDULES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check smmu primary_mm drivers tests benchmarks
