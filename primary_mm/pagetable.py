@@ -35,6 +35,8 @@ __all__ = ["SCRATCH", "VPN_LIMIT", "PageTable", "PageTablePool", "nodes_needed"]
 #: entries a range kernel reports per crossing (size of the pool's scratch buffers)
 SCRATCH = 1 << 15
 
+_SCRATCH_VPNS = np.empty(SCRATCH, dtype=np.int64)
+_SCRATCH_PTES = np.empty(SCRATCH, dtype=np.uint64)
 _EMPTY_VPNS = np.zeros(0, dtype=np.int64)
 _EMPTY_PTES = np.zeros(0, dtype=np.uint64)
 
@@ -55,8 +57,10 @@ class PageTablePool:
         self.meta = np.zeros(META_SIZE, dtype=np.int64)
         self.meta[M_NFREE] = capacity - 1
         self.grows = 0
-        self._scratch_vpns = np.empty(SCRATCH, dtype=np.int64)
-        self._scratch_ptes = np.empty(SCRATCH, dtype=np.uint64)
+        # the range kernels' output buffers: one pair for every pool (kernels run one at a
+        # time and their results are copied out), not 512 KiB more per simulator
+        self._scratch_vpns = _SCRATCH_VPNS
+        self._scratch_ptes = _SCRATCH_PTES
 
     # -- sizes ---------------------------------------------------------------------------
     @property

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import types
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from smmu.base.constants import EAGAIN, PAGE_SIZE, ULONG_MAX
@@ -50,6 +49,26 @@ def check_chain_options(notifier_rcu: str, release_order: str) -> None:
     if release_order not in RELEASE_ORDERS:
         raise UsageError(f"unknown release_order {release_order!r}: use one of "
                          f"{list(RELEASE_ORDERS)}")
+
+
+_GENERATOR = types.GeneratorType
+
+
+class _Section:
+    """``with``: one read-side section of an RCU domain (``srcu_read_lock`` ..
+    ``srcu_read_unlock``)."""
+
+    __slots__ = ("srcu", "tok")
+
+    def __init__(self, srcu):
+        self.srcu = srcu
+
+    def __enter__(self):
+        self.tok = self.srcu.read_lock()
+
+    def __exit__(self, *exc):
+        self.srcu.read_unlock(self.tok)
+        return False
 
 
 def _page_span(address: int) -> tuple:
@@ -110,6 +129,7 @@ class NotifierSubscriptions:
 
     # ------------------------------------------------------------------ the list
     def _rebuild(self):
+        # new lists, never changed in place: a walk iterating the old one is a snapshot
         for h in HOOKS:
             self._lists[h] = [s for s in self.subs if h in self._hooks and overrides(s, h)]
 
@@ -135,18 +155,14 @@ class NotifierSubscriptions:
         """``hlist_for_each_entry_rcu`` over the subscriptions implementing ``hook``: each
         is returned when the walk reaches it, if it is still linked then (one unlinked
         meanwhile is skipped; one linked meanwhile is at the head, behind the walk)."""
-        for sub in list(self._lists[hook]):
+        for sub in self._lists[hook]:          # a snapshot: _rebuild makes new lists
             if sub._hashed:
                 yield sub
 
-    @contextmanager
     def _section(self):
-        """One read-side section of the notifier SRCU (or RCU) domain: a walk."""
-        tok = self.srcu.read_lock()
-        try:
-            yield
-        finally:
-            self.srcu.read_unlock(tok)
+        """One read-side section of the notifier SRCU (or RCU) domain: a walk
+        (``with self._section(): ...``)."""
+        return _Section(self.srcu)
 
     # ------------------------------------------------------------------ registration
     def _mm_exiting(self) -> bool:
@@ -275,7 +291,18 @@ class NotifierSubscriptions:
         call is reported to the observer (``hook_enter`` / ``hook_exit``, with ``span``: the
         ``(start, end)`` that invalidate_page, change_pte and range start notify about).
         A list hook starts only while its subscription is linked (``unlinked_ok``: 2.6.27's
-        ``release`` after the unlink) and never after its unregister or free returned."""
+        ``release`` after the unlink) and never after its unregister or free returned.
+        (The hot walks call :meth:`_begin` themselves and :meth:`_rest` only for a hook
+        that is a generator: one generator frame less per plain hook.)"""
+        ret, task = self._begin(sub, hook, args, reason, span, interval, unlinked_ok)
+        if type(ret) is _GENERATOR:
+            ret = yield from self._rest(sub, hook, args, reason, span, interval, task, ret)
+        return ret
+
+    def _begin(self, sub, hook, args, reason, span, interval, unlinked_ok=False):
+        """The first part of :meth:`_call`, a plain function: the checks, the accounting,
+        the hook's call. A plain hook is over when it returns (``(result, task)``); a
+        generator hook's generator is returned instead, for :meth:`_rest` to run."""
         sched = self.sched
         if not interval and (sub._freed or not (sub._hashed or unlinked_ok)):
             raise CoreBug(f"{hook} of {sub!r} called after it was "
@@ -293,24 +320,51 @@ class NotifierSubscriptions:
             obs.hook_enter(sub, hook, args, span)
         try:
             ret = getattr(sub, hook)(*args)
-            if isinstance(ret, types.GeneratorType):
-                ret = yield from ret
+        except BaseException as e:
+            try:
+                if isinstance(e, Exception):
+                    self._raised(sub, hook, e)
+            finally:
+                self._over(sub, hook, args, reason, span, interval, task)
+            raise
+        if type(ret) is not _GENERATOR:
+            if obs is None:
+                self._over(sub, hook, args, reason, span, interval, task)
+            else:                              # _over, inline: the usual case
+                sub._in_flight -= 1
+                obs.hook_exit(sub, hook, args, span)
+                if reason:
+                    sched.atomic_end(reason, task)
+        return ret, task
+
+    def _rest(self, sub, hook, args, reason, span, interval, task, gen):
+        """The rest of :meth:`_call` for a hook that is a generator: run it, then end the
+        call as :meth:`_over` does."""
+        try:
+            return (yield from gen)
         except Exception as e:
-            # the driver's code raised (a kernel would oops in the callback): a finding
-            # naming the hook, the driver and its line; an exception smmu's own code raised
-            # (not an SmmuError it raises on purpose) goes on up as an internal error
-            if isinstance(e, SmmuError) or not raised_in_smmu(e):
-                sched.driver_raised(sub.name, hook, e)
+            self._raised(sub, hook, e)
             raise
         finally:
-            sub._in_flight -= 1
-            if obs is not None:
-                obs.hook_exit(sub, hook, args, span)
-            if reason:
-                sched.atomic_end(reason, task)
-            if interval and sub._in_flight == 0 and self._wq.waiters:
-                self._wq.wake_all()
-        return ret
+            self._over(sub, hook, args, reason, span, interval, task)
+
+    def _raised(self, sub, hook, e):
+        """The hook raised ``e``: the driver's code raised (a kernel would oops in the
+        callback): a finding naming the hook, the driver and its line; an exception smmu's
+        own code raised (not an SmmuError it raises on purpose) goes on up as an internal
+        error."""
+        if isinstance(e, SmmuError) or not raised_in_smmu(e):
+            self.sched.driver_raised(sub.name, hook, e)
+
+    def _over(self, sub, hook, args, reason, span, interval, task):
+        """A hook call is over (returned or raised)."""
+        sub._in_flight -= 1
+        if not interval:
+            self.sched.observer.hook_exit(sub, hook, args, span)
+        if reason:
+            self.sched.atomic_end(reason, task)
+        if interval and sub._in_flight == 0 and self._wq.waiters:
+            self._wq.wake_all()
 
     def mmu_notifier_release(self):
         """``__mmu_notifier_release`` from ``exit_mmap``: interval notifiers get a RELEASE
@@ -420,7 +474,9 @@ class NotifierSubscriptions:
         # Linux's wrapper has might_sleep(); here a hook that really sleeps (or declares
         # may_sleep) is reported instead, so that rmap_locks="spinlock" with drivers that
         # never sleep (the configuration the range-only proposal assumed) is not flagged.
-        return (yield from self._range_start(rng))
+        # (Not a generator itself: it checks and hands over the one that does the work,
+        # one generator frame less on every invalidation.)
+        return self._range_start(rng)
 
     def mmu_notifier_invalidate_range_start_nonblock(self, rng):
         """Modern: may fail with ``-EAGAIN``; then the caller must skip the range and must not
@@ -428,7 +484,7 @@ class NotifierSubscriptions:
         if rng.blockable:
             raise UsageError("mmu_notifier_invalidate_range_start_nonblock needs a Range made "
                              "with blockable=False (and the same Range passed to end)")
-        return (yield from self._range_start(rng))
+        return self._range_start(rng)
 
     def _range_start(self, rng):
         obs = self.sched.observer
@@ -445,14 +501,23 @@ class NotifierSubscriptions:
                 obs.range_start_failed(self.mm, rng)
                 return ret
         ret = 0
-        with self._section():                  # mn_hlist_invalidate_range_start
-            for sub in self._reach("invalidate_range_start"):
-                r = yield from self._call(sub, "invalidate_range_start", (rng,), reason,
-                                          (rng.start, rng.end))
+        srcu = self.srcu
+        tok = srcu.read_lock()                 # mn_hlist_invalidate_range_start
+        try:
+            span = (rng.start, rng.end)
+            modern_nonblock = self.api == "modern" and not rng.blockable
+            for sub in self._lists["invalidate_range_start"]:   # (rebuilt, never mutated)
+                if not sub._hashed:            # unlinked before the walk reached it
+                    continue
+                r, task = self._begin(sub, "invalidate_range_start", (rng,), reason, span,
+                                      False)
+                if type(r) is _GENERATOR:
+                    r = yield from self._rest(sub, "invalidate_range_start", (rng,), reason,
+                                              span, False, task, r)
                 obs.range_start_returned(sub, rng, r)
                 # only a non-blockable start may fail, and only in the modern API; any other
                 # failure is a BadReturn the observer reports, and dispatch goes on
-                if failed(r) and self.api == "modern" and not rng.blockable:
+                if modern_nonblock and failed(r):
                     ret = -EAGAIN
             if ret:
                 # "any that succeeded start are expecting their end to be called. Do so
@@ -463,6 +528,8 @@ class NotifierSubscriptions:
                         obs.range_start_unwind(sub, rng)
                         yield from self._call(sub, "invalidate_range_end", (rng,), reason)
                 return ret
+        finally:
+            srcu.read_unlock(tok)
         # start never runs under the PT lock (it may sleep), so its caller takes the PT lock
         # only after it returns, and another CPU may act in between: a GUP's follow_page can
         # take the PT lock first and still see the old PTE (wp_page_copy, mm/memory.c 6.6:
@@ -478,10 +545,11 @@ class NotifierSubscriptions:
         reason = None if rng.blockable else "non-blockable invalidate_range_end"
         ending = [s for s in self._lists["invalidate_range_end"] if s._hashed]
         obs.range_end(self.mm, rng, ending)
-        if self._itree_counted[rng]:
-            self._itree_counted[rng] -= 1
-            if not self._itree_counted[rng]:
-                del self._itree_counted[rng]
+        counted = self._itree_counted
+        if counted and counted[rng]:
+            counted[rng] -= 1
+            if not counted[rng]:
+                del counted[rng]
             yield from self._itree_inv_end()
         elif self.has_itree:
             # Linux tests has_itree unlocked at start and at end and relies on its never
@@ -490,16 +558,22 @@ class NotifierSubscriptions:
             raise CoreBug(f"the interval tree appeared between the start and the end of "
                           f"{rng!r}: a range caller runs without the locks register takes")
         done = 0
-        with self._section():
-            try:
-                for sub in ending:
-                    if sub._hashed:            # reached while still linked
-                        yield from self._call(sub, "invalidate_range_end", (rng,), reason)
-                    obs.range_end_over(sub, rng)
-                    done += 1
-            finally:
-                for sub in ending[done:]:      # a hook raised: the rest are not called either
-                    obs.range_end_over(sub, rng)
+        srcu = self.srcu
+        tok = srcu.read_lock()
+        try:
+            for sub in ending:
+                if sub._hashed:                # reached while still linked
+                    r, task = self._begin(sub, "invalidate_range_end", (rng,), reason, None,
+                                          False)
+                    if type(r) is _GENERATOR:
+                        yield from self._rest(sub, "invalidate_range_end", (rng,), reason,
+                                              None, False, task, r)
+                obs.range_end_over(sub, rng)
+                done += 1
+        finally:
+            for sub in ending[done:]:          # a hook raised: the rest are not called either
+                obs.range_end_over(sub, rng)
+            srcu.read_unlock(tok)
 
     # ------------------------------------------------------------------ interval notifiers
     def _itree_overlapping(self, rng):

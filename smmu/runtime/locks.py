@@ -153,15 +153,19 @@ class Spinlock(_Lock):
     sleeps = False
     kind = "spinlock"
 
+    def __init__(self, sched, name: str):
+        super().__init__(sched, name)
+        self._atomic = f"holding spinlock {name!r}"     # the atomic section's reason
+
     def grant(self, task):
         super().grant(task)
-        self.sched.atomic_begin(f"holding spinlock {self.name!r}", task)
+        self.sched.atomic_begin(self._atomic, task)
         return self
 
     def release(self):
         task = self.owner
         super().release()
-        self.sched.atomic_end(f"holding spinlock {self.name!r}", task)
+        self.sched.atomic_end(self._atomic, task)
 
     unlock = release
 

@@ -150,16 +150,37 @@ class FanOut(Observer):
     observer that overrides it (observers that keep the no-op are skipped)."""
 
     def __init__(self, *observers):
-        self.observers = tuple(observers)
-        for name in EVENTS:
-            base = getattr(Observer, name)
-            targets = tuple(getattr(o, name) for o in self.observers
-                            if getattr(type(o), name, base) is not base
-                            or name in getattr(o, "__dict__", {}))
-            setattr(self, name, _fan(targets))
+        self.observers = obs = tuple(observers)
+        # which observers override each event depends on their classes only (plus methods
+        # set on an instance): worked out once per combination of classes
+        key = tuple(type(o) for o in obs)
+        plan = _PLANS.get(key)
+        if plan is None:
+            plan = _PLANS[key] = [
+                (name, [i for i, cls in enumerate(key) if getattr(cls, name, base) is not base])
+                for name, base in _BASE.items()]
+        own = []
+        for i, o in enumerate(obs):
+            names = _EVENT_SET.intersection(getattr(o, "__dict__", ()))
+            if names:
+                own.append((i, names))
+        for name, idx in plan:
+            if own:
+                extra = [i for i, names in own if name in names and i not in idx]
+                if extra:
+                    idx = sorted(idx + extra)
+            if len(idx) == 1:
+                setattr(self, name, getattr(obs[idx[0]], name))
+            elif idx:        # (no target: the class's no-op stays)
+                setattr(self, name, _fan(tuple([getattr(obs[i], name) for i in idx])))
 
     def __repr__(self):
         return f"<FanOut {', '.join(type(o).__name__ for o in self.observers)}>"
+
+
+_BASE = {name: getattr(Observer, name) for name in EVENTS}
+_EVENT_SET = frozenset(EVENTS)
+_PLANS: dict = {}        # tuple of observer classes -> {event: indices of the overriding ones}
 
 
 def _fan(targets):

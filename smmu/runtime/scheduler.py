@@ -339,17 +339,20 @@ class Scheduler:
         on_yield = self._on_yield
         record_steps = self.record_steps
         while tasks:
-            if self.steps >= max_steps:
+            steps = self.steps
+            if steps >= max_steps:
                 if budget_is_livelock:
                     self.violation("Livelock", f"the run passed its budget of {max_steps} "
                                    "steps; raise max_steps if the scenario is simply long",
                                    task=None, stop=False)
                 return
-            cand = tasks
             if self._npending:
                 # candidates: tasks with no pending request, or whose request can be granted
                 cand = [u for u in tasks if u.pending is None or u.pending.can(u)]
-            n = len(cand)
+                n = len(cand)
+            else:
+                cand = tasks
+                n = len(tasks)
             if n == 1:
                 task = cand[0]
             elif n:
@@ -363,20 +366,21 @@ class Scheduler:
             core = task.core
             if core is not None and core.last is not task:
                 core.switch_to(task, self)
-            self.steps += 1
+            self.steps = steps + 1
             try:
                 req = task.pending
-                if req is None and task.throw is None:
-                    out = task.gen.send(task.value)
-                    task.value = None
-                elif req is not None:
+                if req is None:
+                    val = task.value
+                    if val is None:
+                        out = task.send(None)
+                    else:
+                        task.value = None
+                        out = task.send(val)
+                else:
                     val = req.grant(task)       # pending still set: granted after a wait
                     task.pending = None
                     self._npending -= 1
-                    out = task.gen.send(val)
-                else:
-                    exc, task.throw = task.throw, None
-                    out = task.gen.throw(exc)
+                    out = task.send(val)
             except BaseException as e:  # noqa: BLE001 - sorted out in _ended
                 task.steps += 1
                 if self._ended(task, e):
@@ -391,8 +395,9 @@ class Scheduler:
                     task.steps += 1
                     self._stopped = True
                     return
-            task.steps += 1
-            if task.steps > budget:
+            n = task.steps + 1
+            task.steps = n
+            if n > budget:
                 self.violation("Livelock", f"task {task.name!r} took more than {budget} steps "
                                "without finishing: it retries without bound (last at "
                                f"{task.where()})", task=task.name, stop=False)

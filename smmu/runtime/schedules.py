@@ -142,29 +142,30 @@ class RoundRobin(Schedule):
     name = "round_robin"
 
     def __init__(self):
-        self.last = -1
-        self.pos = -1
+        self.reset(None)
 
     def reset(self, seed):
-        self.last = -1
+        self.last = -1          # tid of the task chosen last
+        self.prev = None        # that task, and where it stood among the candidates
         self.pos = -1
 
     def choose(self, sched, tasks):
-        last = self.last
-        i = self.pos + 1
-        # fast path: the task after the last one chosen sits one position further on
-        if i < len(tasks) and tasks[i].tid > last and tasks[i - 1].tid <= last:
-            self.last = tasks[i].tid
-            self.pos = i
-            return i
-        for i, t in enumerate(tasks):
-            if t.tid > last:
-                self.last = t.tid
-                self.pos = i
-                return i
-        self.last = tasks[0].tid
-        self.pos = 0
-        return 0
+        # fast path: the last one chosen is still where it was (tasks are in tid order, so
+        # the next larger tid is the next position, or the first after the last)
+        i = self.pos
+        n = len(tasks)
+        if i < n and tasks[i] is self.prev:
+            i += 1
+            if i == n:
+                i = 0
+        else:
+            last = self.last
+            i = next((k for k, t in enumerate(tasks) if t.tid > last), 0)
+        t = tasks[i]
+        self.prev = t
+        self.last = t.tid
+        self.pos = i
+        return i
 
 
 register_schedule("round_robin", RoundRobin)

@@ -49,11 +49,26 @@ def caller_frame(skip=_OWN):
     default smmu's own packages): the driver's or scenario's code that made the call being
     reported; None when every frame is smmu's."""
     f = sys._getframe(1)
+    if skip is _OWN:                 # the usual question: answered per code object once
+        own = _OWN_CODE
+        while f is not None:
+            code = f.f_code
+            mine = own.get(code)
+            if mine is None:
+                mine = own[code] = code.co_filename.startswith(_OWN)
+            if not mine:
+                return f
+            f = f.f_back
+        return None
     while f is not None:
         if not f.f_code.co_filename.startswith(skip):
             return f
         f = f.f_back
     return None
+
+
+#: code object -> is it smmu's own (:data:`_OWN`): what :func:`caller_frame` skips
+_OWN_CODE: dict = {}
 
 
 def frame_site(f) -> str:
@@ -129,9 +144,9 @@ class Task:
         "name",
         "pending",
         "result",
+        "send",
         "spun",
         "steps",
-        "throw",
         "tid",
         "value",
         "waited",
@@ -141,8 +156,8 @@ class Task:
         self.tid = tid
         self.name = name
         self.gen = gen
+        self.send = gen.send if gen is not None else None   # the scheduler's step
         self.value = None          # sent into the generator at its next step
-        self.throw = None          # or thrown into it
         self.pending = None        # the request it is blocked on
         self.atomic: list = []     # (reason, where) per open atomic section, innermost last
         self.held: list = []       # locks held, in acquisition order
