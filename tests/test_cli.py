@@ -3,6 +3,7 @@ check / replay / JSON / trace end to end on a toy world (no primary MM needed), 
 drivers exist, on the real catalogue."""
 
 import json
+import re
 import subprocess
 import sys
 import types
@@ -197,7 +198,8 @@ def test_check_racy_driver_exits_1_with_report_json_trace_and_replay(capsys, toy
                           "--trace", str(tdir)], capsys)
     assert code == 1, out + err
     assert "LostWrite" in out
-    assert "minimal schedule: choices" in out and "[dev" in out   # numbered steps, task names
+    assert "minimal schedule, " in out and "preempt dev" in out   # schedule as preemptions
+    assert re.search(r"^ +\d+  dev\d  toy.access", out, re.M)    # the steps: events, task names
     doc = json.loads(out_json.read_text())
     assert set(doc) >= {"driver", "schedules_run", "violations"}
     (v,) = doc["violations"]

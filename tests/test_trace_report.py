@@ -88,10 +88,15 @@ def test_text_report_has_kind_address_hooks_and_numbered_steps(finding):
     lines = text.splitlines()
     assert lines[0].startswith("LostWrite at 0x1000")
     assert "scenario toy-race" in lines[0] and "api modern" in lines[0]
-    assert "minimal schedule: choices" in text
-    assert "toy.access" in text                         # which hooks ran when
-    steps = [ln for ln in lines if ln.strip()[:1].isdigit() and ". [" in ln]
-    assert steps and all("smmu_toy.py:" in ln for ln in steps)   # source locations
+    assert "minimal schedule, 1 preemption(s): run dev1 " in text   # as preemptions
+    assert "preempt dev1, run dev0" in text and "choices [" not in text
+    steps = [ln.split() for ln in lines if ln[:7].strip().isdigit()]
+    # the events other code traced (the toy's own spans) are the steps, by task name
+    assert steps and all(s[1] in ("dev0", "dev1") and s[2] == "toy.access" for s in steps)
+    # without a trace, the recorded yield points with their source lines
+    plain = report.violation_text(res.violations[0])
+    numbered = [ln for ln in plain.splitlines() if ". [" in ln]
+    assert numbered and all("smmu_toy.py:" in ln for ln in numbered)
 
 
 def test_text_report_truncates_long_schedules():

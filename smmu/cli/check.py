@@ -16,7 +16,7 @@ from smmu.explore import SEARCHES, explore, replay, shrink
 from smmu.explore.coverage import Coverage
 from smmu.explore.loader import driver_label
 from smmu.notifier import API_GENERATIONS
-from smmu.report import check_json, finding_text, verdict
+from smmu.report import check_json, finding_text, findings_summary, report_groups, verdict
 from smmu.report.trace import write_trace
 from smmu.scenarios import SCENARIOS, default_names, known_window
 from smmu.sim import KERNELS, kernel_preset, kernels
@@ -157,26 +157,12 @@ def cmd_check(args) -> int:
                                           progress=prog)
     elapsed = time.perf_counter() - t0
     out = console()
-    for f in findings:
-        shrink_finding(f)
-        res = replay_finding(f, cls, trace=True)     # the hooks that ran go in the text report
-        out.print(finding_text(f, driver=label, result=res), markup=False)
-        why = known_window(cls, f.scenario)
-        if why:
-            out.print(f"  known window: {cls.__name__} declares this scenario a window the "
-                      f"driver it models really has: {why}", markup=False)
-        out.print()
-        if args.trace:
-            path = Path(args.trace) / f"{slug(label)}-{f.scenario}-{f.api}-{f.seed}.json"
-            write_trace(path, res, title=f"smmu {label} {f.scenario} {f.api}",
-                        metadata={"driver": label, "scenario": f.scenario, "api": f.api,
-                                  "seed": f.seed})
-            out.print(f"trace: {path} (open it in https://ui.perfetto.dev)", markup=False)
     summary(out, label, rows, total, elapsed)
     coverage = merged_coverage(rows)
     coverage_summary(out, coverage)
     if getattr(args, "kernel", None):
         kernel_summary(out, label, rows + skipped)
+    print_reports(out, cls, label, findings, args.max_reports, args.trace)
     if args.json:
         doc = check_json(label, total, findings, runs=rows + skipped, elapsed=elapsed,
                          seed=args.seed, strategy=args.strategy)
@@ -187,6 +173,40 @@ def cmd_check(args) -> int:
             v["driver"] = label
         write_json(args.json, doc)
     return EXIT_VIOLATIONS if findings else EXIT_CLEAN
+
+
+def print_reports(out, cls, label, findings, max_reports=3, trace_dir=None) -> None:
+    """The findings' summary (one line per distinct (kind, scenario)), then a full report
+    of the first ``max_reports`` groups: each group's finding with the shortest schedule,
+    shrunk and replayed with its events (and a Perfetto trace per report into
+    ``trace_dir``). The rest stay in the JSON, unshrunk."""
+    if not findings:
+        return
+    shown = [g["finding"] for g in report_groups(findings)[:max_reports]]
+    for f in shown:
+        shrink_finding(f)
+    groups = report_groups(findings)      # again: the shown ones' schedules are minimal now
+    ids = {id(f) for f in shown}
+    shown = [g["finding"] for g in groups if id(g["finding"]) in ids]
+    out.print()
+    for line in findings_summary(groups, shown):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    for f in shown:
+        res = replay_finding(f, cls, trace=True)
+        out.print()
+        out.print(finding_text(f, driver=label, result=res), markup=False, highlight=False,
+                  soft_wrap=True)
+        why = known_window(cls, f.scenario)
+        if why:
+            out.print(f"  known window: {cls.__name__} declares this scenario a window the "
+                      f"driver it models really has: {why}", markup=False)
+        if trace_dir:
+            path = Path(trace_dir) / f"{slug(label)}-{f.scenario}-{f.api}-{f.seed}.json"
+            write_trace(path, res, title=f"smmu {label} {f.scenario} {f.api}",
+                        metadata={"driver": label, "scenario": f.scenario, "api": f.api,
+                                  "seed": f.seed})
+            out.print(f"trace: {path} (open it in https://ui.perfetto.dev)", markup=False,
+                      soft_wrap=True)
 
 
 def merged_coverage(rows) -> dict:
@@ -298,7 +318,11 @@ def check_arguments(c) -> None:
     c.add_argument("--seed", type=nonneg_int, default=0)
     c.add_argument("--json", metavar="FILE", default=None, help="write the JSON report")
     c.add_argument("--trace", metavar="DIR", default=None,
-                   help="write a Perfetto trace per violation into DIR")
+                   help="write a Perfetto trace per full report into DIR")
+    c.add_argument("--max-reports", type=nonneg_int, default=3, metavar="N",
+                   help="full reports printed after the summary, one per distinct (kind, "
+                   "scenario), shortest schedule first (default 3; every finding is in "
+                   "--json)")
 
 
 COMMANDS = [Command("check", "explore schedules of a driver for violations", cmd_check,

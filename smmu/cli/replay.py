@@ -10,7 +10,8 @@ from smmu.cli.check import replay_finding
 from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, Command, console,
                              nonneg_int, resolve_driver)
 from smmu.explore import Finding
-from smmu.report import finding_text
+from smmu.explore.loader import driver_label
+from smmu.report import driver_revision, finding_text, smmu_revision
 from smmu.report.trace import write_trace
 from smmu.scenarios import SCENARIOS
 
@@ -47,8 +48,11 @@ def cmd_replay(args) -> int:
         raise CLIError(f"the report names scenario {finding.scenario!r}, unknown here")
     res = replay_finding(finding, cls, trace=True)
     out = console()
+    for warning in revision_warnings(doc, entry, cls):
+        console(stderr=True).print(f"smmu: warning: {warning}", markup=False, highlight=False)
     if res.violations:
-        out.print(finding_text(finding, driver=spec, result=res), markup=False)
+        out.print(finding_text(finding, driver=spec, result=res), markup=False,
+                  highlight=False, soft_wrap=True)
         same = any(v.kind == finding.violation.kind for v in res.violations)
         out.print(f"\nreplayed: {'reproduced' if same else 'a different violation:'} "
                   f"{', '.join(res.kinds())}", markup=False)
@@ -59,6 +63,25 @@ def cmd_replay(args) -> int:
         write_trace(args.trace, res, title=f"smmu replay {finding.scenario}")
         out.print(f"trace: {args.trace}", markup=False)
     return EXIT_VIOLATIONS if res.violations else EXIT_CLEAN
+
+
+def revision_warnings(doc, entry, cls) -> list[str]:
+    """What differs between the code that wrote the report and the code replaying it: smmu's
+    revision (``smmu_revision``) and the driver's source (``driver_revision``). Either may
+    change the steps and the outcome of the replay."""
+    out = []
+    then = doc.get("smmu_revision") if isinstance(doc, dict) else None
+    now = smmu_revision()
+    if then and then != now:
+        out.append(f"the report was written by smmu {then}, this is smmu {now}: the steps "
+                   "and the outcome may differ")
+    then = entry.get("driver_revision") if isinstance(entry, dict) else None
+    now = driver_revision(cls)
+    if then and now and then != now:
+        out.append(f"the driver's source changed since the report (sha256 {then}, now "
+                   f"{now}: {driver_label(cls, cls.__name__)}): the steps and the outcome "
+                   "may differ")
+    return out
 
 
 def replay_arguments(r) -> None:

@@ -618,8 +618,7 @@ class Oracle(ProtocolChecker):
                 self._report(
                     "StaleMapping", (key, va, pfn, int(m.gens[i])),
                     f"{drv.name} still translates {va:#x} -> frame {pfn} but {STALE_REASONS[w]}"
-                    f" (the primary maps {now} there): a notifier call was ignored or the "
-                    "mapping was re-established inside an invalidation window",
+                    f" (the primary maps {now} there)",
                     stop=False, address=va, frames=(pfn,),
                     driver=drv.name, reason=STALE_REASONS[w])
         return out

@@ -4,8 +4,10 @@ Data-level findings (``StaleRead``, ``LostWrite``, ``UseAfterFree``, ``CrossMmAc
 bugs whatever the protocol says: some access saw or lost data it must not. A protocol-level
 finding is a rule Linux states; :data:`RULES` quotes it (file, function or section, release)
 and :func:`cite` appends the quote to the report, so a reader can check the rule against the
-kernel. Where Linux documents a behaviour as correct, the checker does not report it unless
-it has a data-level consequence: Documentation/mm/mmu_notifier.rst makes deferring the
+kernel. :func:`fix_hint` says, for each kind (and for ``StaleMapping`` each way a mapping
+is stale), what a driver that breaks it has to change (the report's ``fix:`` line). Where
+Linux documents a behaviour as correct, the checker does not report it unless it has a
+data-level consequence: Documentation/mm/mmu_notifier.rst makes deferring the
 secondary flush of a write-protect to ``invalidate_range_end`` legal (``WriteToReadOnly`` is
 judged only outside the invalidation), and the header lets a driver that holds a page
 reference from mapping time drop it, and its mapping, in ``invalidate_range_end`` (XPMEM).
@@ -58,3 +60,90 @@ def cite(kind: str) -> str:
         return ""
     where, words, gloss = rule
     return f' [Linux, {where}: "{words}" ({gloss})]'
+
+
+#: kind -> what a driver that breaks the rule has to change (the report's "fix:" line)
+FIXES = {
+    "StaleRead": "the device read through a translation the primary no longer has: drop (or "
+                 "flush) it in the hook the VM calls before it changes the PTE "
+                 "(invalidate_range_start, invalidate_page) and do not re-establish it "
+                 "before the range's end",
+    "LostWrite": "a device write went where the primary no longer looks: drop the writable "
+                 "translation before the PTE changes (invalidate_range_start, "
+                 "invalidate_page); a write-protect (mprotect, page_mkclean, fork's COW) must "
+                 "take write permission away too",
+    "UseAfterFree": "the page may be freed as soon as invalidate_range_start (or "
+                    "invalidate_page) returns: drop the translation and flush the device "
+                    "TLB before returning, or hold a page reference until "
+                    "invalidate_range_end drops it",
+    "CrossMmAccess": "the frame went to another process after the primary freed it: drop "
+                     "the translation before the invalidation hook returns (or hold a page "
+                     "reference until invalidate_range_end)",
+    "MapInWindow": "do not install a translation while an invalidation of its range is in "
+                   "progress: count ranges in flight in invalidate_range_start/_end and, "
+                   "under the driver lock, retry the fault while one covers the address "
+                   "(mmu_invalidate_retry, mmu_interval_read_retry)",
+    "WriteToReadOnly": "a write-protect (mprotect, page_mkclean, COW, KSM) must take write "
+                       "permission from the device by the time its invalidation ends: drop "
+                       "or downgrade the translation in invalidate_range_start/_end or "
+                       "invalidate_page",
+    "UnpairedRange": "keep per-range state balanced: every start that succeeded gets exactly "
+                     "one end; a start that refused (-EAGAIN) gets none",
+    "SleepInAtomic": "this hook runs where it must not sleep (a spinlock, the PT lock, a "
+                     "non-blockable range): use a spinlock there, or in a non-blockable "
+                     "invalidate_range_start return -EAGAIN instead of sleeping "
+                     "(mmu_notifier_range_blockable)",
+    "Deadlock": "a hook waits for something its caller holds, or for a fault that needs it: "
+                "never wait in a hook for your own fault path; make the fault retry instead",
+    "Livelock": "a retry loop never makes progress: the fault must stop retrying once the "
+                "invalidation it waits for has ended (its end must clear what the fault "
+                "checks), and device code must yield",
+    "LockOrder": "take the two locks in the same order on every path (hooks run with the "
+                 "MM's locks held: the fault path must not take them inside the driver lock "
+                 "the hooks take)",
+    "BadReturn": "a blockable invalidate_range_start must return 0; refuse (-EAGAIN) only a "
+                 "non-blockable range, and a notifier that can refuse has no "
+                 "invalidate_range_end",
+    "Leak": "drop in close() (the file's release) what the device took: put_page or "
+            "unpin_user_page every page, mmu_interval_notifier_remove every interval "
+            "notifier, mmu_notifier_unregister (or _put) the subscription",
+    "DriverError": "the driver raised at the line shown: a hook must not raise (in Linux it "
+                   "is an oops in the callback); return an error code its contract allows",
+}
+
+#: StaleMapping: how the mapping is stale (the report's ``reason``) -> what to change
+STALE_FIXES = {
+    "stale when made": "the fault's snapshot of the primary went stale before the map: "
+                       "under the driver lock, check that no invalidation ran since the "
+                       "snapshot (the sequence count, or the in-progress count) before "
+                       "installing, and retry the fault if one did",
+    "writable over read-only": "map writable only on a write fault that got the page for "
+                               "write (FOLL_WRITE breaks COW), and only if the primary PTE "
+                               "is writable: a read fault maps read-only",
+    "the primary PTE is gone": "the invalidation of that unmap left the translation: "
+                               "invalidate_range_start (or invalidate_page) must remove "
+                               "every translation in its range",
+    "the primary now maps another frame": "the PTE was replaced (COW, migration, KSM) and "
+                                          "the device kept the old frame: drop the "
+                                          "translation in the hook the VM calls for the "
+                                          "replacement (invalidate_range_start; "
+                                          "invalidate_page or change_pte in v2008)",
+    "the frame was freed (generation moved) since the mapping was made":
+        "the frame was freed while the device mapped it: drop the translation before the "
+        "invalidation hook returns, or hold a page reference until invalidate_range_end",
+    "the secondary is writable but the primary PTE is read-only":
+        "the primary PTE was write-protected (mprotect, page_mkclean, fork's COW, KSM) and "
+        "the device kept write permission: drop or downgrade the translation in that "
+        "invalidation, and map writable only on write faults",
+}
+
+
+def fix_hint(kind: str, details: dict | None = None) -> str | None:
+    """What a driver that broke ``kind`` has to change (for ``StaleMapping``, by the way
+    the mapping is stale: ``details["reason"]``), or None for a kind with no rule here."""
+    if kind == "StaleMapping":
+        reason = (details or {}).get("reason")
+        if reason in STALE_FIXES:
+            return STALE_FIXES[reason]
+    return FIXES.get(kind) or (STALE_FIXES["stale when made"] if kind == "StaleMapping"
+                               else None)

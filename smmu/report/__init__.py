@@ -3,10 +3,12 @@ finding, and the JSON document ``smmu check --json`` writes) and ``trace`` (a ru
 Chrome / Perfetto trace-event file). The text functions are importable from here too."""
 
 from smmu.report import trace
-from smmu.report.text import (MAX_STEPS_SHOWN, check_json, finding_text, hooks_text, mix_text,
-                              short_path, smmu_revision, steps_text, verdict, violation_json,
-                              violation_text)
+from smmu.report.text import (MAX_STEPS_SHOWN, check_json, driver_revision, events_text,
+                              finding_text, findings_summary, mix_text, report_groups,
+                              schedule_text, short_path, smmu_revision, steps_text, verdict,
+                              violation_json, violation_text)
 
-__all__ = ["MAX_STEPS_SHOWN", "check_json", "finding_text", "hooks_text", "mix_text",
-           "short_path", "smmu_revision", "steps_text", "trace", "verdict", "violation_json",
+__all__ = ["MAX_STEPS_SHOWN", "check_json", "driver_revision", "events_text", "finding_text",
+           "findings_summary", "mix_text", "report_groups", "schedule_text", "short_path",
+           "smmu_revision", "steps_text", "trace", "verdict", "violation_json",
            "violation_text"]

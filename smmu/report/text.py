@@ -15,10 +15,14 @@ Source paths are shown relative to the project root when they are under it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import inspect
 import os
 import subprocess
 from pathlib import Path
+
+from smmu.oracle.rules import fix_hint
 
 #: steps shown around the end of a long schedule (the start is summarised)
 MAX_STEPS_SHOWN = 60
@@ -50,6 +54,22 @@ def smmu_revision() -> str:
             pass
         _REVISION.append(rev)
     return _REVISION[0]
+
+
+def driver_revision(driver) -> str | None:
+    """What a report records of the driver's code: the first 12 hex digits of the SHA-256 of
+    its class's source file (``smmu replay`` warns when the file it loads differs), or None
+    when the source cannot be found."""
+    try:
+        path = inspect.getsourcefile(driver) if not isinstance(driver, str) else None
+    except TypeError:
+        path = None
+    if not path:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    except OSError:
+        return None
 
 
 def _version() -> str:
@@ -96,33 +116,16 @@ def steps_text(steps, limit: int = MAX_STEPS_SHOWN) -> list[str]:
     return lines
 
 
-def hooks_text(trace, upto_step: int | None = None) -> list[str]:
-    """One line per notifier hook call in a runtime trace: ``step 14-19 [cpu0]
-    KVM.invalidate_range_start``."""
-    lines = []
-    open_: dict = {}
-    for ph, name, tid, tname, _time, step, _args in trace or []:
-        if upto_step is not None and step > upto_step:
-            break
-        if "." not in name:
-            continue
-        if ph == "B":
-            open_.setdefault((tid, name), []).append(step)
-        elif ph == "E":
-            st = open_.get((tid, name))
-            begun = st.pop() if st else step
-            lines.append((begun, f"  step {begun}-{step} [{tname}] {name}"))
-    for (tid, name), st in open_.items():
-        for begun in st:
-            lines.append((begun, f"  step {begun}-  [task {tid}] {name} (still running)"))
-    return [text for _, text in sorted(lines, key=lambda x: x[0])]
-
-
 def violation_text(v, *, scenario: str | None = None, api: str | None = None,
                    driver: str | None = None, seed=None, strategy: str | None = None,
                    trace=None, minimal: bool | None = None, choices=None,
-                   preemptions=None) -> str:
-    """The text report of one ``Violation``."""
+                   preemptions=None, result=None) -> str:
+    """The text report of one ``Violation``, read top-down like a kernel oops: what broke
+    (kind, address, message with the Linux rule), where (task, step, time, driver line),
+    what to change (``fix:``, from the rule broken), the schedule as preemptions and the
+    events of the run, step by step, each with its source line (``trace``: the run's
+    ``Result.trace``, recorded by :class:`smmu.sim.TraceRecorder`; ``result``: the
+    replay's ``Result``, whose ``choice_log`` says which switches were preemptions)."""
     head = f"{v.kind} at {_hex(v.address)}"
     ctx = [f"{k} {val}" for k, val in (("driver", driver), ("scenario", scenario),
                                          ("api", api), ("strategy", strategy),
@@ -135,26 +138,148 @@ def violation_text(v, *, scenario: str | None = None, api: str | None = None,
         lines.append(f"  frames: {', '.join(str(f) for f in v.frames)}")
     for k, val in (v.details or {}).items():
         lines.append(f"  {k}: {_short_paths(val) if isinstance(val, str) else val}")
+    hint = fix_hint(v.kind, v.details)
+    if hint:
+        lines.append(f"  fix: {hint}")
     for label, stack in (v.stacks or {}).items():
         lines.append(f"  stack ({label}):")
         lines.extend(f"    {short_path(str(s))}" for s in stack)
-    hooks = hooks_text(trace, v.step) if trace else []
-    if hooks:
-        lines.append("  notifier hooks that ran:")
-        lines.extend("  " + h for h in hooks)
     sched = list(v.schedule or [])
     kind = "minimal schedule" if minimal else "schedule"
-    if choices is not None:
+    events = [ev for ev in (trace or []) if _text(ev)]
+    described = schedule_text(v, events, result) if events and v.steps else None
+    if described:
+        pre = f", {preemptions} preemption(s)" if preemptions is not None else ""
+        lines.append(f"  {kind}{pre}: {described}")
+    elif choices is not None:
         pre = f", {preemptions} preemption(s)" if preemptions is not None else ""
         lines.append(f"  {kind}: choices {_short_list(list(choices))}{pre}")
-        sched = list(choices)
-    if v.steps:
+    if events:
+        lines.append("  steps of the run (events; the step numbers are those `smmu replay` "
+                     "shows):")
+        lines.extend(events_text(events, v.step))
+    elif v.steps:
         lines.append(f"  steps of the run ({len(v.steps)} recorded):")
         lines.extend(steps_text(v.steps))
     elif sched and choices is None:
         lines.append(f"  {kind}: {len(sched)} choices (task ids) {_short_list(sched)}; run "
                      "`smmu replay` on the JSON report to see the numbered steps")
     return "\n".join(lines)
+
+
+def _text(ev) -> str | None:
+    """The readable line of a trace record: its ``text`` (:class:`smmu.sim.TraceRecorder`),
+    else the name of a span's begin or of an instant (events other code traced); None for
+    what the steps do not list (an empty ``text``: span ends, MM operation spans; device
+    fault spans)."""
+    ph, name, _tid, _tn, _t, _step, args = ev
+    args = args if isinstance(args, dict) else {}
+    if args.get("cat") == "fault":
+        return None
+    if "text" in args:
+        return args["text"] or None
+    return name if ph in ("B", "i") else None
+
+
+def _site(where: str) -> str:
+    """``/abs/drivers/kvm.py:97 in page_fault`` -> ``drivers/kvm.py:97``."""
+    return short_path(str(where)).split(" in ", 1)[0] if where else ""
+
+
+def events_text(events, upto_step: int | None = None, limit: int = MAX_STEPS_SHOWN
+                ) -> list[str]:
+    """The steps of a run as events: ``   17  dev0  GUP 0x7f0000000000 -> pfn 2
+    drivers/kvm.py:97``, one line per event of :class:`smmu.sim.TraceRecorder` (its
+    ``text``), with the step it happened in, the task that did it (one name per task) and
+    its source line. Setup work (the scenario's build) is counted, not shown; a long run
+    keeps its last ``limit`` events (those that lead to the violation)."""
+    shown, setup = [], 0
+    for ev in events:
+        tid, tname, step, args = ev[2], ev[3], ev[5], ev[6] or {}
+        if upto_step is not None and step > upto_step:
+            break
+        text = _text(ev)
+        if not text:
+            continue      # device fault spans are for the trace; their GUP and map are here
+        if tid < 0:
+            setup += 1
+            continue
+        shown.append((step, tname, text, _site(args.get("where", ""))))
+    lines = []
+    if setup:
+        lines.append(f"  ({setup} event(s) of the scenario's setup not shown)")
+    if len(shown) > limit:
+        lines.append(f"  ... {len(shown) - limit} earlier event(s) not shown ...")
+        shown = shown[-limit:]
+    width = max((len(n) for _, n, _, _ in shown), default=4)
+    for step, tname, text, where in shown:
+        head = f"  {step:5d}  {tname:<{width}}  {_short_paths(text)}"
+        if where:
+            pad = max(2, 60 - len(head))
+            head = f"{head}{' ' * pad}{where}"
+        lines.append(head)
+    return lines
+
+
+#: the most segments of a schedule described one by one (the middle is summarised)
+MAX_SEGMENTS_SHOWN = 8
+
+
+def schedule_text(v, events, result=None) -> str | None:
+    """The schedule of a replayed run in words: "run dev0 until after GUP 0x1000 (step 17);
+    preempt dev0, run cpu0 until end (step 37); run dev0 until the violation (step 39)".
+    Segments come from the violation's recorded steps (``v.steps``), the words from the
+    last event of each segment; a switch is a preemption when the replay's ``choice_log``
+    (``result.choice_log``) shows the previous task could have continued."""
+    steps = [(st, tid, name) for st, tid, name, _ in (v.steps or []) if tid >= 0]
+    if not steps:
+        return None
+    segs = []           # [task name, tid, first step, last step]
+    for st, tid, name in steps:
+        if segs and segs[-1][1] == tid:
+            segs[-1][3] = st
+        else:
+            segs.append([name, tid, st, st])
+    choice = {c[0]: c for c in (getattr(result, "choice_log", None) or [])}
+    done = set(getattr(result, "results", {}) or {})
+    last_event: dict = {}
+    for ev in events:
+        text = _text(ev)
+        if ev[2] >= 0 and text:
+            last_event.setdefault(ev[2], []).append((ev[5], text))
+    later = {}
+    for i, (_name, tid, _a, _b) in enumerate(segs):
+        later[tid] = i          # the last segment of each task
+
+    def until(tid, first, last, waits):
+        evs = [t for s, t in last_event.get(tid, ()) if first <= s <= last]
+        what = "it waits " if waits else ""
+        if evs:
+            return f"until {what}after {_short_paths(evs[-1])} (step {last})"
+        return f"until {what}at step {last}" if waits else f"to step {last}"
+
+    phrases = []
+    for i, (name, tid, first, last) in enumerate(segs):
+        pre = ""
+        if i:
+            c = choice.get(first)
+            pname, ptid = segs[i - 1][0], segs[i - 1][1]
+            if c is not None and c[2] == ptid and ptid in c[1]:
+                pre = f"preempt {pname}, "
+        if i == len(segs) - 1:
+            tail = f"until the violation (step {v.step})" if v.step >= first else "until end"
+        elif later[tid] == i and name in done:
+            tail = f"until end (step {last})"
+        else:
+            nxt = choice.get(segs[i + 1][2])
+            preempted = nxt is not None and nxt[2] == tid and tid in nxt[1]
+            tail = until(tid, first, last, not preempted)
+        phrases.append(f"{pre}run {name} {tail}")
+    if len(phrases) > MAX_SEGMENTS_SHOWN:
+        k = MAX_SEGMENTS_SHOWN // 2
+        phrases = phrases[:k] + [f"... {len(phrases) - 2 * k} more switch(es) ..."] + \
+            phrases[-k:]
+    return "; ".join(phrases)
 
 
 def _short_list(xs, n: int = 40) -> str:
@@ -178,7 +303,7 @@ def finding_text(finding, *, driver: str | None = None, result=None) -> str:
                           seed=finding.seed, strategy=finding.strategy, trace=trace,
                           minimal=minimal is not None,
                           choices=minimal if minimal is not None else finding.choices,
-                          preemptions=getattr(finding, "preemptions", None))
+                          preemptions=getattr(finding, "preemptions", None), result=result)
 
 
 def violation_json(finding) -> dict:
@@ -193,6 +318,9 @@ def violation_json(finding) -> dict:
     d["task"] = v.task
     d["step"] = v.step
     d["frames"] = list(v.frames)
+    drv = getattr(finding, "driver", None)
+    if drv is not None and not isinstance(drv, str):
+        d["driver_revision"] = driver_revision(drv)
     to_dict = getattr(finding, "to_dict", None)
     if to_dict is not None:
         d["finding"] = to_dict()
@@ -251,9 +379,13 @@ def check_json(driver: str, schedules_run: int, findings, *, runs=None, elapsed=
                seed=None, strategy=None) -> dict:
     """The document ``smmu check --json FILE`` writes. ``runs``: per (scenario, api) rows
     ``{"scenario", "api", "schedules_run", "violations"}``."""
-    doc = {"driver": driver, "schedules_run": int(schedules_run),
+    doc = {"driver": driver, "smmu_revision": smmu_revision(),
+           "schedules_run": int(schedules_run),
            "violations": [violation_json(f) for f in findings],
            "clean": not findings}
+    if findings:
+        doc["groups"] = [{k: g[k] for k in ("kind", "scenario", "apis", "count", "shortest")}
+                         for g in report_groups(findings)]
     if strategy is not None:
         doc["strategy"] = strategy
     if seed is not None:
@@ -263,3 +395,59 @@ def check_json(driver: str, schedules_run: int, findings, *, runs=None, elapsed=
     if elapsed is not None:
         doc["elapsed_s"] = round(float(elapsed), 3)
     return doc
+
+
+def _schedule_len(finding) -> int:
+    return len(list(_best_choices(finding)))
+
+
+def report_groups(findings) -> list[dict]:
+    """The findings grouped by (kind, scenario), one entry each: ``kind``, ``scenario``,
+    ``apis`` (where it was found), ``count``, ``finding`` (the one with the shortest
+    schedule: minimal when shrunk, else as found), ``shortest`` (its length). Ordered so
+    that every kind comes once before any kind comes twice (the first reports show as many
+    different bugs as they can), each kind's groups by their shortest schedule."""
+    groups: dict = {}
+    for f in findings:
+        g = groups.setdefault((f.violation.kind, f.scenario),
+                              {"kind": f.violation.kind, "scenario": f.scenario, "apis": [],
+                               "count": 0, "finding": f, "shortest": _schedule_len(f)})
+        g["count"] += 1
+        if f.api not in g["apis"]:
+            g["apis"].append(f.api)
+        n = _schedule_len(f)
+        if n < g["shortest"]:
+            g["finding"], g["shortest"] = f, n
+    by_kind: dict = {}
+    for g in groups.values():
+        by_kind.setdefault(g["kind"], []).append(g)
+    for gs in by_kind.values():
+        gs.sort(key=lambda g: g["shortest"])
+    out, rank = [], 0
+    while True:
+        batch = [gs[rank] for gs in by_kind.values() if len(gs) > rank]
+        if not batch:
+            return out
+        out.extend(batch)
+        rank += 1
+
+
+def findings_summary(groups, shown=()) -> list[str]:
+    """The summary of every finding, above the full reports: one line per (kind,
+    scenario) group (its count, shortest schedule and the apis it was found under), those
+    in ``shown`` (findings that get a full report below) marked ``*``."""
+    total = sum(g["count"] for g in groups)
+    ids = {id(f) for f in shown}
+    n = sum(1 for g in groups if id(g["finding"]) in ids)
+    lines = [f"{total} finding(s) in {len(groups)} distinct (kind, scenario); "
+             + (f"{n} full report(s) below (*)" if n else "no full report (--max-reports 0)")]
+    if n < len(groups):
+        lines.append("the rest are counted here and kept in --json (--max-reports N shows "
+                     "more)")
+    kw = max(len(g["kind"]) for g in groups) if groups else 4
+    sw = max(len(g["scenario"]) for g in groups) if groups else 8
+    for g in groups:
+        mark = "*" if id(g["finding"]) in ids else " "
+        lines.append(f" {mark} {g['kind']:<{kw}}  {g['scenario']:<{sw}}  {g['count']:>3}x  "
+                     f"{g['shortest']:>5} choices  {', '.join(g['apis'])}")
+    return lines

@@ -87,8 +87,11 @@ class Result:
     ``hooks``), ``trace`` (events when tracing was on), ``schedule`` (the choice list),
     ``steps`` (count), ``time_ns`` (simulated makespan: the latest task clock), ``errors``
     (tasks that ended with a simulated fault such as SegmentationFault, by task name),
-    ``times`` (per task name: ``cpu``, ``end_ns`` its clock, ``waited_ns`` off CPU,
-    ``io_ns`` of which I/O, ``spun_ns`` spinning for locks)."""
+    ``times`` (per task name: ``tid``, ``cpu``, ``end_ns`` its clock, ``waited_ns`` off CPU,
+    ``io_ns`` of which I/O, ``spun_ns`` spinning for locks), ``results`` (by the name of
+    each task that finished), ``choice_log`` (under a ``Replay``: ``(step, candidate
+    tids, previous tid, chosen tid)`` per choice point, what a report describes the
+    schedule from)."""
 
     def __init__(self, sched: Scheduler):
         self.violations: list[Violation] = list(sched.violations)
@@ -98,11 +101,15 @@ class Result:
         self.schedule = list(sched.choices)
         self.steps = sched.steps
         self.time_ns = max((t.time for t in sched.all_tasks), default=0.0)
-        self.times = {t.name: {"cpu": t.cpu, "end_ns": t.time, "waited_ns": t.waited,
+        self.times = {t.name: {"tid": t.tid, "cpu": t.cpu, "end_ns": t.time,
+                               "waited_ns": t.waited,
                                "io_ns": t.io_ns, "spun_ns": t.spun}
                       for t in sched.all_tasks if t.tid >= 0}
         self.errors = {t.name: t.error for t in sched.all_tasks if t.error is not None}
         self.results = {t.name: t.result for t in sched.all_tasks if t.done}
+        at, log_ = getattr(sched.schedule, "at", None), getattr(sched.schedule, "log", None)
+        self.choice_log = [(s, *e) for s, e in zip(at, log_)] if at is not None and \
+            log_ is not None else None
 
     @property
     def ok(self) -> bool:
@@ -544,6 +551,10 @@ class Scheduler:
         if task is not None and task.atomic:
             self._sleep_in_atomic(task, what)
 
+    def _last_time(self) -> float:
+        # a violation judged outside any task (at quiescence) happens when the run ends
+        return max((t.time for t in self.all_tasks), default=0.0)
+
     def _sleep_in_atomic(self, task: Task, what) -> None:
         reason, began = task.atomic[-1]
         began = format_frames(began) if began is not None else [
@@ -567,7 +578,7 @@ class Scheduler:
         if task == "":
             task = self.current.name if self.current is not None else None
         v = Violation(kind=kind, message=message, address=address, task=task, step=self.steps,
-                      time_ns=self.current.time if self.current else 0.0,
+                      time_ns=self.current.time if self.current else self._last_time(),
                       frames=tuple(int(f) for f in frames), schedule=list(self.choices),
                       stacks=stacks or {}, details=details,
                       steps=list(self.step_log) if self.record_steps else [])

@@ -265,8 +265,8 @@ class Replay(Schedule):
     (``fallback="lowest"``) or keep the previous task if it can continue, else the lowest-id
     (``fallback="continue"``: no preemption, what the exhaustive search extends prefixes with).
 
-    ``log`` records ``(candidate tids, previous tid, chosen tid)`` per choice point;
-    ``preemptions`` counts them."""
+    ``log`` records ``(candidate tids, previous tid, chosen tid)`` per choice point and
+    ``at`` the step each was made for; ``preemptions`` counts them."""
 
     name = "replay"
 
@@ -283,6 +283,7 @@ class Replay(Schedule):
     def reset(self, seed):
         self.i = 0
         self.log = []
+        self.at = []
         self.followed = 0
         self.fair = Fairness()
 
@@ -305,6 +306,7 @@ class Replay(Schedule):
             tid, fair_switch = self.fair.pick(tids, tid)
         # a fairness switch is not a preemption the schedule chose
         self.log.append((tuple(tids), None if fair_switch else prev, tid))
+        self.at.append(sched.steps + 1)
         return tids.index(tid)
 
     @property

@@ -145,7 +145,8 @@ class Simulator(Scheduler, metaclass=PresetCall):
                         "upgrade_flush_notify": upgrade_flush_notify,
                         "pagemap_scan_unlocked": pagemap_scan_unlocked}
         self.oracle = Oracle(self) if check else ProtocolChecker(self)
-        self.observer = FanOut(self.oracle, TraceRecorder(self)) if trace else self.oracle
+        # the recorder first: the event that breaks a rule is recorded before the violation
+        self.observer = FanOut(TraceRecorder(self), self.oracle) if trace else self.oracle
         self.memory = Memory(self, notifier_api=notifier_api, rmap_locks=rmap_locks,
                              nframes=nframes, **self.options)
         self.drivers: list[MMUNotifier] = []

@@ -19,6 +19,7 @@ from collections import Counter
 
 from smmu.notifier import overrides
 from smmu.runtime.observer import FanOut, Observer
+from smmu.sim.trace_recorder import OPERATIONS
 
 #: innermost primary-MM function (``co_qualname`` contains the key) -> the Linux call site
 CALL_SITES = (
@@ -36,12 +37,6 @@ CALL_SITES = (
     ("_teardown", "exit_mmap"),
     ("Exit.exit", "exit_mmap"),
 )
-
-#: public operations (outermost primary-MM frame) a call site is reached from
-OPERATIONS = ("write", "read", "handle_mm_fault", "get_user_pages", "pin_user_pages",
-              "hmm_range_fault", "fork", "munmap", "mprotect", "madvise", "mremap", "brk",
-              "mmap", "exit", "reclaim", "page_referenced", "writeback", "migrate",
-              "ksm_merge", "truncate", "oom_reap")
 
 _PRIMARY = "/primary_mm/"
 
