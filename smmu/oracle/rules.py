@@ -107,6 +107,15 @@ FIXES = {
     "Leak": "drop in close() (the file's release) what the device took: put_page or "
             "unpin_user_page every page, mmu_interval_notifier_remove every interval "
             "notifier, mmu_notifier_unregister (or _put) the subscription",
+    "BadRange": "the core (not the driver) sent an empty range, as arm64 6.6..6.13 did "
+                "(fixed by f7edb07ad7c6): run under a fixed kernel; a driver that must live "
+                "with it treats start >= end as a flush of everything (the SMMU driver's "
+                "size 0), never as nothing to do",
+    "NotifierUseAfterFree": "the core called an interval notifier after "
+                            "mmu_interval_notifier_remove returned (5.5..5.17, fixed by "
+                            "319561669a59): run under a fixed kernel; until then a driver "
+                            "must not free the notifier while an invalidation may still "
+                            "reach it",
     "DriverError": "the driver raised at the line shown: a hook must not raise (in Linux it "
                    "is an oops in the callback); return an error code its contract allows",
 }
