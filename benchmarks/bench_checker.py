@@ -8,7 +8,7 @@ Goals: >= 2,000 schedules/s on one core for the standard race (issue 13; issue 5
 feasible, and says so (``completeness``). The machine may be shared: the throughput row gives
 process CPU time next to wall time, and the load average when it was measured.
 
-    python benchmarks/bench_checker.py [--json FILE] [--quick]
+    python benchmarks/bench_checker.py [--json FILE] [--quick] [--load]
     smmu bench checker [--json FILE]
 
 Output JSON::
@@ -21,7 +21,20 @@ Output JSON::
      "completeness": [{"scenario", "driver", "api", "bound", "complete", "schedules",
                        "pruned", "findings", "wall_s"}],
      "summary": {"pct_max_schedules", "pct_all_within_goal", "portfolio_max_schedules",
-                 "portfolio_all_within_goal", "missed": [...], "complete_at_bound"}}
+                 "portfolio_all_within_goal", "missed": [...], "complete_at_bound"},
+     "load": {"scaling": {"landed": {"pages", "wall_s", "cpu_s", "steps", "runs"},
+                          "load": {...}, "pages": [{"pages", "wall_s", "cpu_s", ...}],
+                          "tasks": [{"cpus", "devices", "wall_s", "cpu_s", ...}],
+                          "speedup_at_4096", "goal_speedup", "speedup_within_goal"},
+              "catalogue": {"budget", "rows": [{"driver", "api", "applies", "caught",
+                                                "schedule", "kinds", "unexpected"}],
+                            "pairs_caught", "pairs", "drivers_caught", "drivers",
+                            "missed_pairs", "missed_drivers", "all_within_goal"}}}
+
+``--load`` runs only the load part (about a minute): the cost per schedule of the load
+scenario against background pages (256 .. 65,536) and tasks, the landed load's (before the
+hot-set rewrite: ``benchmarks/load_landed.py``) in the same run, and every catalogue driver
+under ``load`` with the default search, 5 schedules per generation (issue 13, item 7).
 """
 
 from __future__ import annotations
@@ -173,6 +186,146 @@ def completeness(bounds=(2, 3), schedules: int = 20_000, seconds: float = 60.0,
     return rows
 
 
+# ---------------------------------------------------------------------- the load scenario
+#: issue 13 item 7: every catalogue driver caught by ``load`` within this many schedules,
+#: at a tenth of the landed load's time per schedule (4,096 pages)
+GOAL_LOAD_SCHEDULES = 5
+GOAL_LOAD_SPEEDUP = 10.0
+#: CPUs x devices of the tasks curve (4,096 pages)
+LOAD_TASKS = ((2, 1), (4, 3), (8, 6))
+
+
+def _per_schedule(names, cls, api, seeds) -> list[dict]:
+    """For each scenario of ``names``: the median wall seconds and steps of one random
+    schedule (the default search's schedules on a load scenario) over ``seeds``, after a
+    warm-up run. The scenarios take turns seed by seed, so that a machine shared with other
+    work slows them alike."""
+    from smmu.explore import make_strategy_schedule, run_once
+    for name in names:
+        run_once(name, cls, api, make_strategy_schedule("random", 10**6), 10**6)
+    walls = {n: [] for n in names}
+    cpus = {n: [] for n in names}
+    steps = {n: [] for n in names}
+    for s in seeds:
+        for name in names:
+            t0, c0 = time.perf_counter(), time.process_time()
+            r = run_once(name, cls, api, make_strategy_schedule("random", s), s)
+            cpus[name].append(time.process_time() - c0)
+            walls[name].append(time.perf_counter() - t0)
+            steps[name].append(r.steps)
+    out = []
+    for name in names:
+        w, c, k = sorted(walls[name]), sorted(cpus[name]), sorted(steps[name])
+        out.append({"wall_s": round(w[len(w) // 2], 4), "cpu_s": round(c[len(c) // 2], 4),
+                    "steps": k[len(k) // 2], "runs": len(w)})
+    return out
+
+
+def load_scaling(seeds=range(5)) -> dict:
+    """Cost per schedule of the load against background pages (``load-<N>``, 256 .. 65,536)
+    and against tasks (CPUs x devices at 4,096 pages), and the landed load (before the
+    hot-set rewrite, ``benchmarks/load_landed.py``) against today's at 4,096 pages, all with
+    the reference KVM driver under modern, in this one run."""
+    import drivers
+    from smmu import scenarios  # noqa: F401
+    from smmu.scenarios import SCENARIOS
+    from smmu.scenarios.load import LOAD, SCALING, LoadShape, frames_for, load_builder
+    from smmu.scenarios.kit import register_builder
+    if str(Path(__file__).parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).parent))
+    import load_landed  # noqa: F401  (registers load-landed)
+    cls, api = drivers.KVM, "modern"
+    landed, now = _per_schedule([load_landed.NAME, "load"], cls, api, seeds)
+    pages = []
+    names = ["load" if n == LOAD.npages else f"load-{n}" for n in SCALING]
+    for n, row in zip(SCALING, _per_schedule(names, cls, api, seeds)):
+        pages.append({"pages": n, **row})
+    names = []
+    for c, d in LOAD_TASKS:
+        name = f"load-tasks-{c}x{d}"
+        names.append(name)
+        if name not in SCENARIOS:
+            shape = LoadShape(c, d, LOAD.npages, LOAD.ops_per_cpu, LOAD.accesses_per_device)
+            register_builder(name, load_builder(shape, 2), tags=("load", "benchmark"),
+                             sim_options=frames_for(LOAD.npages))
+    tasks = [{"cpus": c, "devices": d, **row}
+             for (c, d), row in zip(LOAD_TASKS, _per_schedule(names, cls, api, seeds))]
+    # process CPU time: the machine may be shared (wall time is in the rows too)
+    speedup = landed["cpu_s"] / now["cpu_s"] if now["cpu_s"] else None
+    return {"driver": "kvm", "api": api, "landed": {"pages": 4096, **landed},
+            "load": {"pages": LOAD.npages, **now}, "pages": pages, "tasks": tasks,
+            "speedup_at_4096": round(speedup, 2) if speedup else None,
+            "goal_speedup": GOAL_LOAD_SPEEDUP,
+            "speedup_within_goal": bool(speedup and speedup >= GOAL_LOAD_SPEEDUP)}
+
+
+def load_catalogue(budget: int = GOAL_LOAD_SCHEDULES, seed: int = 0) -> dict:
+    """Every broken driver of the catalogue under ``load`` with the default search, ``budget``
+    schedules for each notifier generation it is broken in: caught (a finding of one of its
+    expected kinds) or not, and at which schedule."""
+    import drivers
+    from smmu import scenarios  # noqa: F401
+    from smmu.explore import explore
+    from smmu.scenarios import SCENARIOS
+    sc = SCENARIOS["load"]
+    rows = []
+    for name, cls in sorted(drivers.BUGGY.items()):
+        if not sc.applies(cls):
+            rows.append({"driver": name, "api": None, "applies": False, "caught": False})
+            continue
+        for api in cls.apis:
+            if api not in sc.apis:
+                continue
+            t0 = time.perf_counter()
+            ex = explore("load", cls, api, schedules=budget, seed=seed, stop_at_first=False)
+            hits = [f for f in ex.findings if f.kind in cls.expected]
+            rows.append({"driver": name, "api": api, "applies": True, "caught": bool(hits),
+                         "schedule": min(f.index for f in hits) + 1 if hits else None,
+                         "kinds": sorted({f.kind for f in hits}),
+                         "unexpected": sorted({f.kind for f in ex.findings} -
+                                              set(cls.expected)),
+                         "wall_s": round(time.perf_counter() - t0, 3)})
+    pairs = [r for r in rows if r["applies"]]
+    by_driver = {}
+    for r in rows:
+        by_driver[r["driver"]] = by_driver.get(r["driver"], False) or r["caught"]
+    return {"budget": budget, "seed": seed, "rows": rows,
+            "pairs_caught": sum(r["caught"] for r in pairs), "pairs": len(pairs),
+            "drivers_caught": sum(by_driver.values()), "drivers": len(by_driver),
+            "missed_pairs": [f"{r['driver']}/{r['api']}" for r in pairs if not r["caught"]],
+            "missed_drivers": sorted(d for d, ok in by_driver.items() if not ok),
+            "all_within_goal": all(by_driver.values())}
+
+
+def load_bench(quick: bool = False) -> dict:
+    return {"scaling": load_scaling(seeds=range(2) if quick else range(5)),
+            "catalogue": load_catalogue()}
+
+
+def render_load(doc: dict, console) -> None:
+    from rich.table import Table
+    sc = doc["scaling"]
+    tab = Table(title=f"load: time per schedule ({sc['driver']}, {sc['api']}, random)")
+    for col in ("shape", "CPU s", "wall s", "steps"):
+        tab.add_column(col, justify="right")
+    rows = [("landed load, 4096 pages", sc["landed"]),
+            ("load, 4096 pages (taking turns with it)", sc["load"])]
+    rows += [(f"{r['pages']} pages", r) for r in sc["pages"]]
+    rows += [(f"{r['cpus']} CPUs x {r['devices']} devices", r) for r in sc["tasks"]]
+    for label, r in rows:
+        tab.add_row(label, f"{r['cpu_s']:.4f}", f"{r['wall_s']:.4f}", str(r["steps"]))
+    console.print(tab)
+    console.print(f"speedup at 4096 pages over the landed load (CPU time): "
+                  f"{sc['speedup_at_4096']}x (goal >= {sc['goal_speedup']}x)", markup=False)
+    cat = doc["catalogue"]
+    console.print(f"load catches {cat['drivers_caught']}/{cat['drivers']} catalogue drivers "
+                  f"({cat['pairs_caught']}/{cat['pairs']} driver/api pairs) within "
+                  f"{cat['budget']} schedules; missed pairs: "
+                  f"{', '.join(cat['missed_pairs']) or 'none'}; not applicable: "
+                  f"{', '.join(r['driver'] for r in cat['rows'] if not r['applies']) or 'none'}",
+                  markup=False)
+
+
 def run(quick: bool = False) -> dict:
     """The whole benchmark as a JSON-able dict (``quick``: small budgets, seconds)."""
     thr = throughput(schedules=200 if quick else 2000)
@@ -245,12 +398,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--quick", action="store_true", help="small budgets")
+    ap.add_argument("--load", action="store_true",
+                    help="only the load scenario: scaling curve and catalogue within 5")
     a = ap.parse_args(argv)
-    doc = run(quick=a.quick)
+    from rich.console import Console
+    if a.load:
+        doc = {"load": load_bench(quick=a.quick)}
+    else:
+        doc = run(quick=a.quick)
+        doc["load"] = load_bench(quick=a.quick)
+        render(doc, Console())
+    render_load(doc["load"], Console())
     from smmu.runtime.costs import cost_table
     doc["costs"] = cost_table()          # the simulated cost model the runs used
-    from rich.console import Console
-    render(doc, Console())
     if a.json:
         Path(a.json).write_text(json.dumps(doc, indent=2) + "\n")
     return 0

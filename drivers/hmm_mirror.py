@@ -24,8 +24,8 @@ from primary_mm.migrate_device import (MIGRATE_CHUNK, MIGRATE_PFN_MIGRATE, MIGRA
                                        MIGRATE_PFN_WRITE, MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
                                        MIGRATE_VMA_SELECT_SYSTEM, MigrateVma, migrate_pfn,
                                        migrate_pfn_to_page)
-from smmu.base.constants import EBUSY, EINVAL, ENOENT, EPERM, HPAGE_PMD_ORDER, PAGE_SHIFT, \
-    PAGE_SIZE
+from smmu.base.constants import (EBUSY, EFAULT, EINVAL, ENOENT, EPERM, HPAGE_PMD_ORDER,
+                                 PAGE_SHIFT, PAGE_SIZE)
 from smmu.base.errors import SegmentationFault
 from smmu.notifier import (MMUIntervalNotifier, mmu_interval_notifier_insert,
                            mmu_interval_notifier_remove, mmu_interval_read_begin,
@@ -107,6 +107,13 @@ class HMM_MIRROR(MMUNotifier):
     name = "hmm_mirror"
     apis = ("modern",)
     interval = True          # tells the harness it uses an interval notifier
+    _LOAD_WINDOW = (
+        "migrate_to_device maps the moved pages (dmirror_migrate_finalize_and_map, between "
+        "migrate_vma_pages and migrate_vma_finalize) under dmirror->mutex with no notifier "
+        "sequence check (6.8 lib/test_hmm.c): a MADV_DONTNEED of the page meanwhile (its "
+        "CLEAR range open, the migration entry zapped) leaves the device mapping a page the "
+        "CPU no longer maps; the load migrates hot pages while it zaps them")
+    known_windows = {"load": _LOAD_WINDOW, "load-small": _LOAD_WINDOW}
 
     def __init__(self, sim, mm, *, start: int = 0, length: int | None = None):
         start, end = user_window("HMM_MIRROR interval", start, length)
@@ -192,20 +199,31 @@ class HMM_MIRROR(MMUNotifier):
                     raise device_gone(self, "the mirror was released during a fault")
                 retry = mmu_interval_read_retry(isub, rng.notifier_seq)
                 if not retry:
-                    self.do_fault(rng)
+                    ret = self.do_fault(rng)
             if not retry:
-                return 0
+                return ret
             self.retries += 1
             self.sim.stats["hmm_fault_retry"] += 1
             yield                                # -EBUSY: go round again
 
     def do_fault(self, rng):
         """``dmirror_do_fault``: write the device PTEs of a valid snapshot, under the mutex
-        with the sequence checked: writable where the snapshot was (``HMM_PFN_WRITE``)."""
+        with the sequence checked: writable where the snapshot was (``HMM_PFN_WRITE``).
+        Returns 0, or -EFAULT for a write fault whose snapshot has a page that is not
+        writable: hmm_range_fault reports the caller's own device-private page as it is, a
+        read-only one too (6.8 mm/hmm.c hmm_vma_handle_pte: "Don't fault in device private
+        pages owned by the caller, just report the PFN"; fork write-protects it), and 6.8
+        lib/test_hmm.c gives up on it: ``else if (WARN_ON(range->default_flags &
+        HMM_PFN_WRITE)) return -EFAULT;`` (a device write that retried instead would spin
+        for ever)."""
         v0 = rng.start >> PAGE_SHIFT
-        for i, word in enumerate(rng.hmm_pfns.tolist()):
+        words = rng.hmm_pfns.tolist()
+        for i, word in enumerate(words):
+            if not word & HMM_PFN_WRITE and rng.default_flags & HMM_PFN_REQ_WRITE:
+                return -EFAULT
             self.pt.map(v0 + i, hmm_pfn_to_pfn(word), bool(word & HMM_PFN_WRITE))
             self.atomic.discard(v0 + i)
+        return 0
 
     def translation(self, va):
         """``(pfn, writable)`` of the device PTE for ``va``, or None (inspection only)."""

@@ -82,6 +82,13 @@ class XPMEM(MMUNotifier):
             "it; real exporters share segments with fork only under XPMEM_CMD_FORK_BEGIN "
             "and do not rely on attachers reading pages the exporter is writing"),
     }
+    # the load scenarios break COW on pages the attachers map too (a write after fork, or
+    # from the zero page a read fault mapped after MADV_DONTNEED: wp_page_copy's
+    # CLEAR range), with other attachers reading: the same window, found by chance
+    known_windows["load"] = known_windows["load-small"] = (
+        "the load breaks COW on pages the attachers map (after fork, or from the zero page "
+        "after MADV_DONTNEED) while other attachers read them: until invalidate_range_end "
+        "an attacher reads the old page, as in rst-cow-timeline (.rst case B)")
 
     def __init__(self, sim, mm, *, start: int = 0, length: int | None = None):
         seg = user_window("XPMEM segment", start, length)

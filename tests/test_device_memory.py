@@ -12,7 +12,7 @@ from primary_mm.hmm import HMM_PFN_ERROR, HMM_PFN_REQ_FAULT, HMM_PFN_REQ_WRITE, 
 from primary_mm.migrate_device import MIGRATE_VMA_SELECT_SYSTEM, MigrateVma
 from smmu import MMUNotifier, PAGE_SIZE, Simulator
 from smmu.base.constants import EFAULT, EINVAL, EPERM
-from smmu.base.errors import InvalidArgument, UsageError
+from smmu.base.errors import InvalidArgument, SegmentationFault, UsageError
 from smmu.base.pte import PTE_DEVICE_EXCLUSIVE, PTE_DEVICE_PRIVATE, PTE_PRESENT, PTE_WRITE
 from smmu.notifier import Event
 
@@ -121,6 +121,23 @@ def test_fork_shares_device_pages_read_only_and_cow_breaks_after_migrating_back(
         assert pte & PTE_DEVICE_PRIVATE and not pte & PTE_WRITE
     sim.do(mm.write(buf, 4))
     assert sim.do(child.read(buf)) == 3 and sim.do(mm.read(buf)) == 4
+    clean(sim)
+
+
+def test_owner_write_to_its_read_only_device_page_is_efault_not_a_spin():
+    """After fork write-protected the device-private entry, hmm_range_fault reports the
+    owner's page as it is (valid, not writable: 6.8 hmm_vma_handle_pte) and dmirror_do_fault
+    returns -EFAULT for the write (6.8 lib/test_hmm.c). The model used to map it read-only
+    and fault again for ever (a Livelock the load scenario found)."""
+    sim, mm, buf = setup(1, (3,))
+    dev = sim.attach(drivers.HMM_MIRROR, mm)
+    assert sim.do(dev.migrate_to_device(buf, 1)).ret == 0
+    child = sim.do(mm.fork())
+    with pytest.raises(SegmentationFault, match="returned -14"):
+        sim.do(dev.access(buf, write=True, value=9))
+    assert sim.do(dev.access(buf, write=False)) == 3     # reading it is fine
+    assert mm.lookup_pte(buf) & PTE_DEVICE_PRIVATE       # nothing moved
+    sim.do(child.exit())
     clean(sim)
 
 

@@ -158,8 +158,11 @@ class _Windows:
 SEARCHES = ("portfolio", "pct", "random", "exhaustive", "windows")
 
 #: the default mix: shares of the budget per (scenario, api), in the order they run; a part
-#: that ends early (its space exhausted) hands what it did not use to the next ones
+#: that ends early (its space exhausted) hands what it did not use to the next ones. A
+#: scenario may declare its own (``Scenario.portfolio``); parts: ``"windows"``,
+#: ``"exhaustive"``, ``"sample"`` (:data:`PORTFOLIO_SAMPLES` in turn), ``"random"``
 PORTFOLIO = (("windows", 0.3), ("exhaustive", 0.3), ("sample", 0.4))
+PORTFOLIO_PARTS = ("windows", "exhaustive", "sample", "random")
 #: the sampled part of the portfolio, in turn
 PORTFOLIO_SAMPLES = (("pct", 1), ("pct", 2), ("pct", 3), ("random", None))
 #: the preemption bound of the portfolio's exhaustive part
@@ -174,7 +177,8 @@ def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed
 
     * ``"portfolio"`` (the default): the mix :data:`PORTFOLIO`: window-directed runs, the
       bounded exhaustive search to :data:`PORTFOLIO_BOUND` preemptions, then PCT at depths
-      1-3 and random in turn, each with its share of ``schedules``;
+      1-3 and random in turn, each with its share of ``schedules`` (or the scenario's own
+      mix, ``Scenario.portfolio``: the load scenarios sample at random);
     * ``"pct"`` (with ``depth``), ``"random"``;
     * ``"exhaustive"``: at most ``bound`` preemptions, with sleep-set reduction unless
       ``por=False``; ends early, ``complete``, when the bounded space is exhausted
@@ -226,13 +230,18 @@ def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed
     if strategy == "portfolio":
         windows = _Windows(seed)
         parts = []
-        for name, share in PORTFOLIO:
+        for name, share in (sc.portfolio or PORTFOLIO):
             if name == "windows":
                 parts.append((windows, share))
             elif name == "exhaustive":
                 parts.append((_Exhaustive(PORTFOLIO_BOUND, por, seed), share))
-            else:
+            elif name == "random":
+                parts.append((_Sampler([("random", None)], seed, 0), share))
+            elif name == "sample":
                 parts.append((_Sampler(PORTFOLIO_SAMPLES, seed, 0), share))
+            else:
+                raise UsageError(f"scenario {sc.name!r}: unknown portfolio part {name!r}: "
+                                 f"use one of {list(PORTFOLIO_PARTS)}")
     elif strategy == "pct":
         parts = [(_Sampler([("pct", int(depth))], seed,
                            _calibrate(sc, driver_cls, api, seed, driver_options, sim_options)),

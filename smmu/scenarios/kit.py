@@ -198,12 +198,12 @@ def ops(*thunks):
 
 
 def register_builder(name, build, description=None, *, apis=None, applies=notifier_only, tags=(),
-         sim_options=None):
+         sim_options=None, portfolio=None):
     """Register a scenario; ``description`` defaults to the builder's docstring."""
     if description is None:
         description = build.__doc__
     kw = dict(name=name, build=build, description=description, applies=applies,
-              tags=tuple(tags), sim_options=dict(sim_options or {}))
+              tags=tuple(tags), sim_options=dict(sim_options or {}), portfolio=portfolio)
     if apis is not None:
         kw["apis"] = tuple(apis)
     sc = Scenario(**kw)

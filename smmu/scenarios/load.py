@@ -1,5 +1,33 @@
-"""Load scenarios: several CPUs and devices, random operation mixes from a seeded RNG
-(``load-small`` in the default set; ``load``, tagged ``"load"``, run by name).
+"""Load scenarios: several CPUs and devices colliding on a hot set of pages, over a large
+background (``load-small`` in the default set; ``load``, tagged ``"load"``, run by name;
+``load-<N>`` the same shape over N background pages, for the scaling curve of
+``benchmarks/bench_checker.py``).
+
+A race needs an invalidation and a device fault *on the same page at the same time*; with
+operations spread uniformly over thousands of pages they almost never meet. So the devices
+and the CPUs' page-sized operations share a small **hot set**: a few small pages (two in the
+first mmu_gather batch of a range larger than a batch, the others spread over the
+background) and three pages of a 2 MiB block that becomes a transparent huge page. The rest
+of the mapping is **background**, touched only by bulk operations whose cost the model
+keeps per operation, not per page (the batched kernels of the page tables and the frame
+table: a populated ``mmap``, ``mprotect`` and ``MADV_DONTNEED`` of large ranges, ``fork``
+copying the page tables, exit freeing them): they add the invalidations that cross an
+mmu_gather batch and the page-table work real loads have, at a cost that barely grows with
+the size, and the number of steps of a schedule does not grow with it at all.
+
+Each CPU runs a seeded mix of hot operations (write, read, mprotect r/rw, MADV_DONTNEED,
+kswapd's two-pass reclaim, migration of small pages, fork with the child writing and
+exiting) and one bulk operation; the second CPU's is the MADV_DONTNEED that frees a full
+mmu_gather batch inside its window, once the devices have mapped the hot set. One CPU takes
+the huge page through its life once the devices map it: khugepaged's collapse, a migration
+of the whole huge page (a PMD migration entry) while the others touch it, a partial munmap
+that splits it. Each device runs a seeded stream of reads and writes of hot pages, moving
+some into its own memory when the driver has device memory (``migrate_to_device``). A
+second process (``job``) with its own device is exited by
+a CPU while its device is active, and fresh pages are then allocated so that freed frames
+are reused. The closing task reads the hot set back.
+
+The default search samples these scenarios at random (:data:`LOAD_PORTFOLIO`).
 """
 
 from __future__ import annotations
@@ -7,87 +35,270 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from smmu.base.constants import PAGE_SIZE
+from primary_mm.mmu_gather import MAX_GATHER_PAGES
+from smmu.base.constants import HPAGE_PMD_SIZE, PAGE_SIZE
 from smmu.base.errors import SmmuError
-from smmu.scenarios.kit import (Join, cpu_reads, device_loop, exporter_fork, kswapd, pages,
-                                register_builder, tolerant)
+from smmu.scenarios.kit import (Join, cpu_reads, exporter_fork, has_device_memory, kswapd,
+                                pages, register_builder, reuse_frames, reused, tolerant)
 from smmu.scenarios.registry import attach_driver
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadShape:
+    """``cpus`` CPU tasks of ``ops_per_cpu`` hot operations (and one bulk one) each,
+    ``devices`` device tasks of ``accesses_per_device`` accesses each, over ``npages``
+    background pages with ``hot`` hot small pages; ``thp``: three hot pages of a huge page
+    too; ``job``: a second process whose device is active when a CPU exits it."""
+
     cpus: int
     devices: int
     npages: int
     ops_per_cpu: int
     accesses_per_device: int
+    hot: int = 6
+    thp: bool = True
+    job: bool = True
 
 
-LOAD_OPS = ("write", "read", "mprotect", "dontneed", "reclaim", "migrate", "fork")
+#: hot operations of the CPUs, and the bulk ones over the background
+HOT_OPS = ("write", "read", "mprotect", "dontneed", "kswapd", "migrate", "fork")
+BULK_OPS = ("mprotect", "dontneed", "fork")
+#: kept for callers of the previous module: every operation of the mix
+LOAD_OPS = HOT_OPS
+#: the pages of the huge page in the hot set: the first, one inside, the last
+THP_HOT = (0, 5, 511)
+#: pages past the first mmu_gather batch in the range of the bulk MADV_DONTNEED
+GATHER_TAIL = 64
 
 
-def _load_cpu(sim, mm, buf, npages, rng: random.Random, nops: int, cpu: int, modern: bool,
-              drvs=()):
-    def span():
-        a = rng.randrange(npages)
-        n = rng.randint(1, min(8, npages - a))
-        return buf + a * PAGE_SIZE, n * PAGE_SIZE
+def _hot_small(n: int, hot: int) -> list:
+    """Indexes of ``hot`` pages spread evenly over ``n`` background pages."""
+    step = max(1, n // max(1, hot))
+    return sorted({min(n - 1, i * step + step // 2) for i in range(hot)})
 
-    children = []
-    for k in range(nops):
-        op = rng.choice(LOAD_OPS)
-        va, length = span()
+
+class _Load:
+    """The state one build shares between its tasks."""
+
+    def __init__(self, sim, driver_cls, shape: LoadShape, rng: random.Random):
+        self.sim, self.shape, self.rng = sim, shape, rng
+        n = shape.npages
+        self.mm = mm = sim.new_process("load")
+        self.buf = sim.do(mm.mmap(n * PAGE_SIZE, prot="rw", populate=True))
+        batch = sim.memory.gather.pages or MAX_GATHER_PAGES
+        self.batch = batch
+        # the MADV_DONTNEED that crosses an mmu_gather batch needs more pages than one batch
+        # (9,698 from 3.7 on): a background smaller than that gets a region of its own for
+        # it, not shared by forks (a fork copies page tables, a cost per page)
+        self.gbuf, self.gpages = self.buf, n
+        if n < batch + GATHER_TAIL:
+            self.gpages = batch + GATHER_TAIL
+            self.gbuf = sim.do(mm.mmap(self.gpages * PAGE_SIZE, prot="rw", populate=True))
+            sim.do(mm.madvise(self.gbuf, self.gpages * PAGE_SIZE, "dontfork"))
+        # two hot pages in the first gather batch (its first and its last page: freed
+        # inside the window, the last one freed reused first), the others spread out over
+        # the background
+        first = [self.gbuf, self.gbuf + (min(batch, self.gpages) - 1) * PAGE_SIZE]
+        spread = [self.buf + i * PAGE_SIZE for i in _hot_small(n, max(0, shape.hot - 2))]
+        self.small = sorted(set(first + spread))
+        self.thp = []
+        if shape.thp:
+            # small pages first, which khugepaged collapses into a huge page (thp_cycle)
+            base = sim.do(mm.mmap(2 * HPAGE_PMD_SIZE, prot="rw", populate=True))
+            self.haddr = (base + HPAGE_PMD_SIZE - 1) & ~(HPAGE_PMD_SIZE - 1)
+            sim.do(mm.madvise(self.haddr, HPAGE_PMD_SIZE, "hugepage"))
+            # not shared by the forks of the mix (a COW would split it and make the
+            # collapse of thp_cycle impossible): its own cycle is what it is here for
+            sim.do(mm.madvise(self.haddr, HPAGE_PMD_SIZE, "dontfork"))
+            self.thp = [self.haddr + i * PAGE_SIZE for i in THP_HOT]
+        self.hot = self.small + self.thp
+        for i, va in enumerate(self.hot):
+            sim.do(mm.write(va, 100 + i))
+        self.drvs = [attach_driver(sim, driver_cls, mm) for _ in range(shape.devices)]
+        self.job = self.job_drv = None
+        if shape.job:
+            self.job = sim.new_process("job")
+            jbuf = sim.do(self.job.mmap(2 * PAGE_SIZE, prot="rw"))
+            self.job_vas = pages(jbuf, 2)
+            for i, va in enumerate(self.job_vas):
+                sim.do(self.job.write(va, 900 + i))
+            self.job_drv = attach_driver(sim, driver_cls, self.job)
+        self.box: dict = {}
+        # the devices' first pass over the hot set: the huge page's own operations (a split,
+        # a collapse) wait for it, so that there are translations of it to drop
+        self.warm = sim.completion("devices_warm")
+        self.warming = len(self.drvs)
+
+    # ------------------------------------------------------------------ CPU side
+    def hot_op(self, op: str, cpu: int, k: int, rng: random.Random, children: list):
+        sim, mm = self.sim, self.mm
+        # the huge page is split and collapsed by its own cycle (thp_cycle): other page
+        # operations keep to the small pages, reads, writes and fork touch both
+        va = rng.choice(self.hot if op in ("write", "read", "fork") else self.small)
+        value = 100_000 * (cpu + 1) + k
         if op == "write":
-            yield from tolerant(mm.write(va, 100_000 * (cpu + 1) + k))
+            yield from tolerant(mm.write(va, value))
         elif op == "read":
             yield from tolerant(mm.read(va))
         elif op == "mprotect":
-            yield from tolerant(mm.mprotect(va, length, "r"))
-            yield from tolerant(mm.mprotect(va, length, "rw"))
+            yield from tolerant(mm.mprotect(va, PAGE_SIZE, "r"))
+            yield from tolerant(mm.mprotect(va, PAGE_SIZE, "rw"))
         elif op == "dontneed":
-            yield from tolerant(mm.madvise(va, length, "dontneed"))
-        elif op == "reclaim":
-            yield from kswapd(sim, mm, va, length)
+            yield from tolerant(mm.madvise(va, PAGE_SIZE, "dontneed"))
+        elif op == "kswapd":
+            # small pages only, as for migration: a huge page is reclaimed (or migrated)
+            # whole or split into its 512 pages one by one, a cost per page; its own
+            # operations (split, collapse, partial munmap) notify the whole 2 MiB
+            yield from kswapd(sim, mm, va, PAGE_SIZE)
         elif op == "migrate":
-            yield from tolerant(sim.migrate(mm, va, length))
+            yield from tolerant(sim.migrate(mm, va, PAGE_SIZE))
+        elif op == "fork":
+            if not children:
+                child = yield from tolerant(exporter_fork(mm, self.drvs))
+                if not isinstance(child, SmmuError):
+                    children.append(child)
+                    yield from tolerant(child.write(va, value + 50_000))
+
+    def thp_cycle(self):
+        """The huge page's life under load, once the devices map its block: khugepaged
+        collapses the 512 small pages into one huge page (new frames under a 2 MiB CLEAR;
+        the small ones are freed), the huge page migrates whole (a PMD migration entry:
+        faults on it wait for the copy), then a page in its middle is unmapped (the huge
+        PMD splits under a 2 MiB CLEAR, then the 4 KiB UNMAP)."""
+        mm = self.mm
+        yield self.warm.wait()
+        yield from tolerant(self.sim.khugepaged(mm, self.haddr, HPAGE_PMD_SIZE))
+        yield from tolerant(self.sim.migrate(mm, self.haddr, HPAGE_PMD_SIZE))
+        yield from tolerant(mm.munmap(self.thp[1], PAGE_SIZE))
+
+    def bulk_op(self, op: str, rng: random.Random, children: list):
+        """One operation over a large part of the background (cost per operation)."""
+        mm, n = self.mm, self.shape.npages
+        if op == "mprotect":
+            a = rng.randrange(n)
+            length = rng.randint(1, n - a) * PAGE_SIZE
+            start = self.buf + a * PAGE_SIZE
+            yield from tolerant(mm.mprotect(start, length, "r"))
+            yield from tolerant(mm.mprotect(start, length, "rw"))
+        elif op == "dontneed":
+            # past the first mmu_gather batch: a full batch is freed inside the window
+            yield self.warm.wait()
+            length = min(self.gpages, self.batch + GATHER_TAIL) * PAGE_SIZE
+            yield from tolerant(mm.madvise(self.gbuf, length, "dontneed"))
         elif op == "fork" and not children:
-            child = yield from tolerant(exporter_fork(mm, drvs))
+            child = yield from tolerant(exporter_fork(mm, self.drvs))
             if not isinstance(child, SmmuError):
                 children.append(child)
-    for child in children:
-        yield from tolerant(child.exit())
+
+    def cpu(self, c: int, rng: random.Random):
+        shape = self.shape
+        plan = [rng.choice(HOT_OPS) for _ in range(shape.ops_per_cpu)]
+        # one bulk operation each; the second CPU's is the MADV_DONTNEED that crosses an
+        # mmu_gather batch (freed pages inside the window), which every load has: first,
+        # once the devices have mapped the hot set, while they are busy
+        if c == 1:
+            plan.insert(0, ("bulk", "dontneed"))
+        else:
+            plan.insert(rng.randrange(len(plan) + 1), ("bulk", rng.choice(BULK_OPS)))
+        if c == 0 and self.job is not None:
+            plan.insert(rng.randrange(len(plan) + 1), ("exit-job", None))
+        if c == 2 % max(1, shape.cpus) and self.thp:
+            plan.insert(rng.randrange(len(plan) + 1), ("thp-cycle", None))
+        children: list = []
+        for k, op in enumerate(plan):
+            if isinstance(op, tuple):
+                kind, what = op
+                if kind == "bulk":
+                    yield from self.bulk_op(what, rng, children)
+                elif kind == "thp-cycle":
+                    yield from self.thp_cycle()
+                else:                 # the job's mm goes while its device is active; its
+                    yield from tolerant(self.job.exit())      # frames are reused at once
+                    yield from reuse_frames(self.mm, self.box, 700_000)
+            else:
+                yield from self.hot_op(op, c, k, rng, children)
+        for child in children:
+            yield from tolerant(child.exit())
+
+    # ------------------------------------------------------------------ device side
+    def device(self, drv, d: int, rng: random.Random):
+        # one device moves pages into its memory (the others are its peers: they must
+        # follow the MIGRATE range it sends and fault the pages back)
+        migrates = d == 0 and has_device_memory(type(drv))
+        base = 1_000_000 * (d + 1)
+        for va in self.hot:                     # the first pass: map the whole hot set
+            yield from tolerant(drv.access(va, write=False))
+        self.warming -= 1
+        if not self.warming:
+            self.warm.complete_all()
+        for k in range(self.shape.accesses_per_device):
+            va = rng.choice(self.hot)
+            if migrates and va in self.small and rng.random() < 0.125:
+                yield from tolerant(drv.migrate_to_device(va, 1))
+                continue
+            w = k % 2 == 0
+            yield from tolerant(drv.access(va, write=w, value=(base + k) if w else None))
+
+    def job_device(self):
+        base = 9_000_000
+        for k in range(2 * self.shape.accesses_per_device // 3 + 2):
+            va = self.job_vas[k % 2]
+            w = k % 2 == 0
+            yield from tolerant(self.job_drv.access(va, write=w, value=(base + k) if w else None))
+
+    def check(self):
+        yield from cpu_reads(self.mm, self.hot)
+        yield from cpu_reads(self.mm, reused(self.box))
 
 
-def _load_builder(shape: LoadShape, seed_salt: int):
+def load_builder(shape: LoadShape, seed_salt: int):
+    """The builder of a load scenario of ``shape`` (see the module docstring)."""
     def build(sim, driver_cls):
         rng = random.Random((sim.seed or 0) * 7919 + seed_salt)
-        mm = sim.new_process("load")
-        n = shape.npages
-        buf = sim.do(mm.mmap(n * PAGE_SIZE, prot="rw", populate=True))
-        vas = pages(buf, n)
-        drvs = [attach_driver(sim, driver_cls, mm) for _ in range(shape.devices)]
+        load = _Load(sim, driver_cls, shape, rng)
         j = Join(sim)
-        modern = sim.notifier_api == "modern"
         for c in range(shape.cpus):
-            r = random.Random(rng.random())
-            j.spawn(f"cpu{c}", _load_cpu(sim, mm, buf, n, r, shape.ops_per_cpu, c, modern,
-                                         drvs))
-        for d, drv in enumerate(drvs):
-            r = random.Random(rng.random())
-            sel = [vas[r.randrange(n)] for _ in range(shape.accesses_per_device)]
-            j.spawn(f"dev{d}", device_loop(drv, sel, rounds=1, write="alt",
-                                           base=1_000_000 * (d + 1)))
-        check = sorted(set(vas[:: max(1, n // 64)]))
-        j.then("check", cpu_reads(mm, check))
-    build.__doc__ = (f"{shape.cpus} CPUs and {shape.devices} devices over {shape.npages} "
-                     f"pages: random operation mixes ({', '.join(LOAD_OPS)}) from a seeded "
-                     "RNG, device read/write streams; coherence under load.")
+            j.spawn(f"cpu{c}", load.cpu(c, random.Random(rng.random())))
+        for d, drv in enumerate(load.drvs):
+            j.spawn(f"dev{d}", load.device(drv, d, random.Random(rng.random())))
+        if load.job_drv is not None:
+            j.spawn("jobdev", load.job_device())
+        j.then("check", load.check())
+    build.__doc__ = (f"{shape.cpus} CPUs and {shape.devices} devices colliding on "
+                     f"{shape.hot} hot pages" + (" and a huge page" if shape.thp else "") +
+                     f" over {shape.npages} background pages: seeded mixes of "
+                     f"{', '.join(HOT_OPS)}, bulk {', '.join(BULK_OPS)} of the background"
+                     + (", and a second process exited while its device is active"
+                        if shape.job else "") + "; coherence under load.")
     return build
 
 
-LOAD_SMALL = LoadShape(cpus=3, devices=2, npages=256, ops_per_cpu=12, accesses_per_device=48)
-LOAD = LoadShape(cpus=4, devices=3, npages=4096, ops_per_cpu=40, accesses_per_device=400)
+LOAD_SMALL = LoadShape(cpus=3, devices=2, npages=256, ops_per_cpu=8, accesses_per_device=24)
+LOAD = LoadShape(cpus=4, devices=3, npages=4096, ops_per_cpu=6, accesses_per_device=32)
+#: background sizes of the scaling curve (``load-<N>``, same shape as ``load``)
+SCALING = (256, 1024, 4096, 16384, 65536)
 
 
-register_builder("load-small", _load_builder(LOAD_SMALL, 1), tags=("load-small",))
-register_builder("load", _load_builder(LOAD, 2), tags=("load",))
+#: the default search's mix on a load scenario: random schedules only. A load run has
+#: thousands of choice points and hundreds of notifier windows: a preemption-bounded search
+#: spends its schedules on the first few steps, the window-directed runs on the first few
+#: windows (its recording run has no preemption at all); random schedules interleave all of
+#: it from the first run on (measured: benchmarks/bench_checker.py "load")
+LOAD_PORTFOLIO = (("random", 1.0),)
+
+
+def frames_for(npages: int) -> dict:
+    """Simulator options with frames enough for ``npages`` background pages, a fork's copies
+    of the hot set, the huge page and the job."""
+    return {"nframes": npages + MAX_GATHER_PAGES + GATHER_TAIL + 3 * 1024}
+
+
+register_builder("load-small", load_builder(LOAD_SMALL, 1), tags=("load-small",),
+                 sim_options=frames_for(LOAD_SMALL.npages), portfolio=LOAD_PORTFOLIO)
+register_builder("load", load_builder(LOAD, 2), tags=("load",), sim_options=frames_for(4096),
+                 portfolio=LOAD_PORTFOLIO)
+for _n in SCALING:
+    if _n != LOAD.npages:
+        register_builder(f"load-{_n}", load_builder(
+            LoadShape(LOAD.cpus, LOAD.devices, _n, LOAD.ops_per_cpu, LOAD.accesses_per_device),
+            2), tags=("load",), sim_options=frames_for(_n), portfolio=LOAD_PORTFOLIO)

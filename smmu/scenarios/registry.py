@@ -27,6 +27,10 @@ class Scenario:
     drivers with a device side); ``tags``: free-form labels ("historical", "load"...).
     ``simulator``: what to build instead of ``smmu.sim.Simulator`` (a callable taking the same
     keyword arguments); tests of exploration itself use a bare ``smmu.runtime.scheduler.Scheduler``.
+    ``portfolio``: the default search's mix for this scenario, ``((part, share), ...)`` as
+    :data:`smmu.explore.search.PORTFOLIO` (None: that one); a scenario too large for the
+    bounded-exhaustive and window-directed parts (thousands of choice points, hundreds of
+    windows) says so here.
     """
 
     name: str
@@ -37,6 +41,7 @@ class Scenario:
     applies: Callable = lambda cls: True
     tags: tuple = ()
     simulator: Callable | None = None
+    portfolio: tuple | None = None
 
     def __repr__(self) -> str:
         tags = f" [{', '.join(self.tags)}]" if self.tags else ""
