@@ -134,3 +134,20 @@ def test_fairness_lets_the_waited_for_task_in():
         if tid == 0:
             break
     assert picks[-1] == 0 and len(picks) < 10
+
+
+def test_exhaustive_finishes_a_small_scenario_at_bound_2():
+    """Item 2's done-when: a small scenario is explored completely at preemption bound 2 and
+    the run says so (fork-after-pin: 575 schedules with the sleep sets); its negative twin,
+    the pinned driver that drops its pin early, is caught by the same search."""
+    full = explore("fork-after-pin", drivers.PINNED, "modern", strategy="exhaustive", bound=2,
+                   schedules=5000, stop_at_first=False)
+    assert full.complete and full.bound == 2 and full.ok, full
+    assert full.schedules_run < 5000 and full.pruned > 0
+    assert verdict({"schedules_run": full.schedules_run, "violations": [],
+                    "complete": full.complete, "bound": full.bound,
+                    "mix": {"exhaustive": full.schedules_run}}) == \
+        f"clean: exhaustive to preemption bound 2 ({full.schedules_run} schedules, complete)"
+    bad = explore("fork-after-pin", drivers.BUGGY["pinned_early_put"], "modern",
+                  strategy="exhaustive", bound=2, schedules=5000)
+    assert bad.findings and bad.findings[0].kind in drivers.BUGGY["pinned_early_put"].expected
