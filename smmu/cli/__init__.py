@@ -9,6 +9,7 @@
                       [--kernel VERSION[,VERSION...]|all]
                       [--strategy portfolio|pct|random|exhaustive|windows]
                       [--schedules N] [--seed S] [--json FILE] [--trace DIR]
+                      [--workers N | --scheduler tcp://HOST:PORT] [--shard-size N]
     smmu replay FILE [--index I] [--trace FILE]  # re-run one reported violation
     smmu history [NAME...] [--json FILE]        # every historical bug: broken caught, fixed
                                                 # clean (exit 1 otherwise)

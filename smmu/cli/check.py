@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from pathlib import Path
 
@@ -11,10 +13,13 @@ from rich.table import Table
 from smmu.base.errors import UsageError
 from smmu.base.log import get_logger
 from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, Command, ProgressBar,
-                             console, nonneg_int, pos_int, resolve_driver, slug, write_json)
+                             configure_logging, console, nonneg_int, pos_int, resolve_driver,
+                             slug, write_json)
 from smmu.explore import SEARCHES, explore, replay, shrink
+from smmu.explore.cluster import cluster, explore_on, workers_of
 from smmu.explore.coverage import Coverage
-from smmu.explore.loader import driver_label
+from smmu.explore.loader import driver_label, portable_spec
+from smmu.explore.shards import SHARD_SIZE, PairCampaign
 from smmu.notifier import API_GENERATIONS
 from smmu.report import check_json, finding_text, findings_summary, report_groups, verdict
 from smmu.report.trace import write_trace
@@ -102,9 +107,16 @@ def run_row(sc, api, ex, kernel=None) -> dict:
 
 
 def run_check(cls, pairs, *, strategy="portfolio", schedules=200, seed=0, progress=None,
-              stop_at_first=True):
+              stop_at_first=True, client=None, shard_size=SHARD_SIZE, spec=None):
     """Explore every ``(scenario, api)`` pair, or ``(scenario, api, kernel)`` triple (the
-    kernel preset goes to the simulator); returns (findings, schedules_run, rows)."""
+    kernel preset goes to the simulator); returns (findings, schedules_run, rows). With a
+    dask ``client`` the pairs run as shards on its cluster (:mod:`smmu.explore.shards`),
+    with the same results; ``spec`` is how its workers load the driver (default: the
+    class's ``module:QualName``)."""
+    if client is not None:
+        return _run_check_on(client, cls, pairs, strategy=strategy, schedules=schedules,
+                             seed=seed, progress=progress, stop_at_first=stop_at_first,
+                             shard_size=shard_size, spec=spec)
     findings, rows, total = [], [], 0
     for sc, api, *kern in pairs:
         kern = kern[0] if kern else None
@@ -120,6 +132,44 @@ def run_check(cls, pairs, *, strategy="portfolio", schedules=200, seed=0, progre
         rows.append(run_row(sc, api, ex, kern))
         findings.extend(ex.findings)
     return findings, total, rows
+
+
+def _run_check_on(client, cls, pairs, *, strategy, schedules, seed, progress, stop_at_first,
+                  shard_size, spec):
+    """:func:`run_check` on a dask cluster: every pair's shards at once, merged in order."""
+    campaign = [PairCampaign(i, sc, cls, api, strategy=strategy, schedules=schedules,
+                             seed=seed, stop_at_first=stop_at_first,
+                             sim_options={"kernel": kern[0]} if kern else None,
+                             shard_size=shard_size, spec=spec)
+                for i, (sc, api, *kern) in enumerate(pairs)]
+    cb = None
+    if progress is not None:
+        def cb(pair, n):
+            kern = pair.base["sim_options"].get("kernel")
+            progress.label(f"{pair.scenario.name} [{pair.base['api']}"
+                           f"{' ' + kern if kern else ''}] on {workers_of(client)} workers")
+            progress.advance(n)
+    findings, rows, total = [], [], 0
+    for (sc, api, *kern), ex in zip(pairs, explore_on(client, campaign, progress=cb)):
+        total += ex.schedules_run
+        rows.append(run_row(sc, api, ex, kern[0] if kern else None))
+        findings.extend(ex.findings)
+    return findings, total, rows
+
+
+def open_cluster(args):
+    """The dask cluster ``--workers`` / ``--scheduler`` ask for (a null context without)."""
+    workers, address = getattr(args, "workers", None), getattr(args, "scheduler", None)
+    if workers is not None and address is not None:
+        raise CLIError("--workers starts a local cluster and --scheduler uses a running one: "
+                       "give one of them")
+    if workers is None and address is None:
+        return contextlib.nullcontext(None)
+    # the workers log as this process does (warnings, info with -v, to stderr)
+    return cluster(workers=workers, scheduler=address,
+                   setup=functools.partial(configure_logging,
+                                           getattr(args, "verbose", 0) -
+                                           getattr(args, "quiet", 0)))
 
 
 def replay_finding(finding, cls=None, trace=False):
@@ -151,10 +201,13 @@ def cmd_check(args) -> int:
     else:
         pairs = plan(cls, args.scenario, args.api)
     t0 = time.perf_counter()
-    with ProgressBar(len(pairs) * args.schedules, f"checking {label}") as prog:
+    with open_cluster(args) as client, \
+            ProgressBar(len(pairs) * args.schedules, f"checking {label}") as prog:
         findings, total, rows = run_check(cls, pairs, strategy=args.strategy,
                                           schedules=args.schedules, seed=args.seed,
-                                          progress=prog)
+                                          progress=prog, client=client,
+                                          shard_size=getattr(args, "shard_size", None)
+                                          or SHARD_SIZE, spec=portable_spec(args.driver))
     elapsed = time.perf_counter() - t0
     out = console()
     summary(out, label, rows, total, elapsed)
@@ -323,6 +376,16 @@ def check_arguments(c) -> None:
                    help="full reports printed after the summary, one per distinct (kind, "
                    "scenario), shortest schedule first (default 3; every finding is in "
                    "--json)")
+    dist = c.add_mutually_exclusive_group()
+    dist.add_argument("--workers", type=pos_int, default=None, metavar="N",
+                      help="run the campaign on a local dask cluster of N worker processes "
+                      "(same results as without; needs pip install 'smmu[dask]')")
+    dist.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                      help="run the campaign on a running dask cluster, e.g. "
+                      "tcp://host:8786 (workers on any machine with the same smmu)")
+    c.add_argument("--shard-size", type=pos_int, default=None, metavar="N",
+                   help="with --workers/--scheduler: sampled schedules per shard (default "
+                   f"{SHARD_SIZE}; the results do not depend on it)")
 
 
 COMMANDS = [Command("check", "explore schedules of a driver for violations", cmd_check,

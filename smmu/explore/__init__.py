@@ -41,7 +41,7 @@ from smmu.explore.findings import Finding, driver_spec, replay
 from smmu.explore.loader import load_driver
 from smmu.explore.run import STRATEGIES, ScanEveryStep, make_strategy_schedule, run_once
 from smmu.explore.por import BoundedSearch
-from smmu.explore.search import PORTFOLIO, SEARCHES, Exploration, explore
+from smmu.explore.search import PORTFOLIO, SEARCHES, Exploration, Shard, explore
 from smmu.explore.steer import Steer, window_plans
 from smmu.explore.shrink import shrink
 from smmu.runtime.schedules import (DEFAULT_PCT_STEPS, FAIR_BOUND, PCT, HypothesisSchedule,
@@ -50,6 +50,6 @@ from smmu.scenarios import SCENARIOS, Scenario, attach_driver, get_scenario, reg
 
 __all__ = ["BoundedSearch", "DEFAULT_PCT_STEPS", "Exploration", "FAIR_BOUND", "Finding",
            "HypothesisSchedule", "PORTFOLIO", "SEARCHES", "Steer", "window_plans",
-           "PCT", "Replay", "SCENARIOS", "STRATEGIES", "ScanEveryStep", "Scenario",
+           "PCT", "Replay", "SCENARIOS", "STRATEGIES", "ScanEveryStep", "Scenario", "Shard",
            "attach_driver", "count_preemptions", "driver_spec", "explore", "get_scenario",
            "load_driver", "make_strategy_schedule", "register", "replay", "run_once", "shrink"]

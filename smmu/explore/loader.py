@@ -86,6 +86,16 @@ def load_driver(spec: str):
     return _check_class(obj, spec)
 
 
+def portable_spec(spec: str) -> str:
+    """``spec`` as another process (a worker of a cluster) resolves it to the same class: a
+    ``path/to/file.py:Class`` with the file's absolute path; other specs unchanged."""
+    if isinstance(spec, str) and ":" in spec:
+        where, _, qual = spec.rpartition(":")
+        if where.endswith(".py") or "/" in where or "\\" in where:
+            return f"{Path(where).resolve()}:{qual}"
+    return spec
+
+
 def _named(spec: str):
     """A built-in, ``buggy.`` or entry-point name."""
     builtin, buggy = builtin_drivers(), buggy_drivers()

@@ -45,6 +45,9 @@ class Exploration:
     pruned: int = 0
     mix: dict = field(default_factory=dict)
     coverage: Coverage = field(default_factory=Coverage)
+    #: after a run of one :class:`Shard`, where the serial exploration would go on from:
+    #: ``{"index", "steps", "stopped", "runs"}`` (see :class:`Shard`); None otherwise
+    resume: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -153,6 +156,41 @@ class _Windows:
         self.queue.extend(window_plans(sched.events, result.schedule, self.done_keys))
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One slice of an exploration, run on its own (by a worker of a cluster:
+    :mod:`smmu.explore.shards`) so that the slices together run exactly the schedules the
+    serial :func:`explore` runs, in the same order, with the same results.
+
+    ``part="head"``: every part of the search before the sampled one (the window-directed
+    runs and the exhaustive search: each run depends on the ones before, so they are one
+    slice); the :class:`Exploration` it returns says in ``resume`` how many schedules it ran
+    (``index``), PCT's ``steps`` estimate where the sampled part starts, and whether it
+    ``stopped`` (a finding with ``stop_at_first``). With no sampled part (``"exhaustive"``,
+    ``"windows"``) the head is the whole exploration.
+
+    ``part="sample"``: the sampled runs ``start`` (inclusive) to ``stop`` (exclusive),
+    counted from the first sampled run; run ``i`` uses strategy ``i % len(kinds)`` and seed
+    ``seed + i // len(kinds)`` as in the serial order, and PCT's ``steps`` estimate ``steps``
+    at ``start`` (the serial search raises it to the longest run seen: the slice is exact
+    when ``steps`` is what the serial search had at ``start``, which ``resume["runs"]``, the
+    ``(steps used or None, choice points)`` of each run, lets the caller verify). ``index``:
+    how many schedules the exploration ran before ``start`` (findings count from there)."""
+
+    part: str = "head"
+    start: int = 0
+    stop: int | None = None
+    steps: int = 1
+    index: int = 0
+
+    def __post_init__(self):
+        if self.part not in ("head", "sample"):
+            raise UsageError(f"Shard part must be 'head' or 'sample', got {self.part!r}")
+        if self.part == "sample" and (self.stop is None or not 0 <= self.start < self.stop):
+            raise UsageError(f"a sample Shard needs 0 <= start < stop, got {self.start}.."
+                             f"{self.stop}")
+
+
 #: the exploration strategies :func:`explore` accepts (``STRATEGIES`` are the ones whose
 #: single run is a function of a seed, plus the exhaustive search)
 SEARCHES = ("portfolio", "pct", "random", "exhaustive", "windows")
@@ -171,7 +209,8 @@ PORTFOLIO_BOUND = 2
 
 def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed=0,
             seconds=None, stop_at_first=True, progress=None, *, depth=3, bound=2, por=True,
-            driver_options=None, sim_options=None, scan_every_step=False) -> Exploration:
+            driver_options=None, sim_options=None, scan_every_step=False,
+            shard: Shard | None = None) -> Exploration:
     """Run ``scenario`` with ``driver_cls`` under notifier ``api`` for up to ``schedules``
     schedules (and at most ``seconds`` wall seconds) chosen by ``strategy``:
 
@@ -190,7 +229,8 @@ def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed
     ``driver_options`` go to the driver (see :func:`attach_driver`), ``sim_options``
     override the scenario's simulator options, ``scan_every_step`` runs the oracle's
     structural scan at every choice point. Deterministic in (scenario, driver, api,
-    strategy, seed). ``Exploration.mix`` counts the schedules of each strategy."""
+    strategy, seed). ``Exploration.mix`` counts the schedules of each strategy. ``shard``
+    runs one slice of the exploration only (:class:`Shard`; ``seconds`` must be None)."""
     sc = get_scenario(scenario)
     if strategy not in SEARCHES:
         raise UsageError(f"unknown strategy {strategy!r}: use one of {list(SEARCHES)}")
@@ -200,7 +240,10 @@ def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed
         raise UsageError(f"schedules must be >= 1, got {schedules}")
     if seconds is not None and seconds <= 0:
         raise UsageError(f"seconds must be > 0, got {seconds}")
+    if shard is not None and seconds is not None:
+        raise UsageError("a Shard runs a fixed slice of the schedules: seconds must be None")
     schedules = int(schedules)
+    sampling = shard is not None and shard.part == "sample"
     driver_options = dict(driver_options or {})
     sim_options = dict(sim_options or {})
     if scan_every_step:
@@ -219,7 +262,7 @@ def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed
                                        list(result.schedule), driver=driver_cls,
                                        driver_options=driver_options, params=run_params,
                                        sim_options=sim_options, scenario_def=sc,
-                                       index=ex.schedules_run))
+                                       index=offset + ex.schedules_run))
             log.info("finding", scenario=sc.name, api=api, strategy=run_strategy,
                      seed=run_seed, kind=v.kind)
         return bool(ex.findings) and stop_at_first
@@ -243,7 +286,7 @@ def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed
                 raise UsageError(f"scenario {sc.name!r}: unknown portfolio part {name!r}: "
                                  f"use one of {list(PORTFOLIO_PARTS)}")
     elif strategy == "pct":
-        parts = [(_Sampler([("pct", int(depth))], seed,
+        parts = [(_Sampler([("pct", int(depth))], seed, shard.steps if sampling else
                            _calibrate(sc, driver_cls, api, seed, driver_options, sim_options)),
                   1.0)]
     elif strategy == "random":
@@ -253,17 +296,14 @@ def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed
     else:
         parts = [(_Windows(seed), 1.0)]
 
-    stop = False
-    for k, (part, share) in enumerate(parts):
-        if stop:
-            break
-        left = schedules - ex.schedules_run
-        weight = sum(w for _, w in parts[k:])
-        quota = left if k == len(parts) - 1 else max(1, round(left * share / weight))
-        if isinstance(part, _Sampler) and isinstance(parts[0][0], _Windows):
-            part.steps = max(part.steps, parts[0][0].longest)   # PCT's k from the recording
+    offset = shard.index if shard is not None else 0
+    sampler = parts[-1][0] if isinstance(parts[-1][0], _Sampler) else None
+    runs: list = []          # a sample shard: (PCT steps used or None, choice points) per run
+
+    def run_part(part, quota) -> bool:
+        """Run up to ``quota`` schedules of ``part``; True when exploration should stop."""
         n = 0
-        while n < quota and ex.schedules_run < schedules:
+        while n < quota and (sampling or ex.schedules_run < schedules):
             item = part.next()
             if item is None:
                 break
@@ -271,19 +311,43 @@ def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed
             result = run_once(sc, driver_cls, api, sched, run_seed, observers=[ex.coverage],
                               driver_options=driver_options, **sim_options)
             part.done(sched, result)
+            if sampling:
+                runs.append((run_params.get("steps"), len(result.schedule)))
             n += 1
             ex.schedules_run += 1
-            ex.mix[run_strategy if run_strategy != "pct" else f"pct{run_params['depth']}"] = \
-                ex.mix.get(run_strategy if run_strategy != "pct"
-                           else f"pct{run_params['depth']}", 0) + 1
+            name = run_strategy if run_strategy != "pct" else f"pct{run_params['depth']}"
+            ex.mix[name] = ex.mix.get(name, 0) + 1
             if progress is not None:
                 progress(ex.schedules_run, schedules)
             if record(result, run_strategy, run_seed, run_params) or out_of_time():
-                stop = True
-                break
+                return True
+        return False
+
+    stop = False
+    if sampling:
+        if sampler is None:
+            raise UsageError(f"strategy {strategy!r} has no sampled part to shard")
+        sampler.i, sampler.steps = shard.start, max(1, int(shard.steps))
+        stop = run_part(sampler, shard.stop - shard.start)
+        ex.resume = {"index": offset + ex.schedules_run, "steps": sampler.steps,
+                     "stopped": stop, "runs": runs}
+    for k, (part, share) in enumerate(parts):
+        if stop or sampling:
+            break
+        left = schedules - ex.schedules_run
+        weight = sum(w for _, w in parts[k:])
+        quota = left if k == len(parts) - 1 else max(1, round(left * share / weight))
+        if isinstance(part, _Sampler) and isinstance(parts[0][0], _Windows):
+            part.steps = max(part.steps, parts[0][0].longest)   # PCT's k from the recording
+        if shard is not None and part is sampler:     # the head ends where sampling begins
+            break
+        stop = run_part(part, quota)
         if isinstance(part, _Exhaustive):
             ex.bound, ex.por = part.search.bound, part.search.por
             ex.complete = part.search.complete
             ex.pruned = part.search.pruned
+    if shard is not None and not sampling:
+        ex.resume = {"index": ex.schedules_run, "stopped": stop, "runs": [],
+                     "steps": sampler.steps if sampler is not None else None}
     ex.elapsed = time.perf_counter() - t0
     return ex
