@@ -2,7 +2,6 @@
 --scheduler ADDRESS): the merged results are the serial ones for the same seeds, a worker
 that dies loses nothing, and a missing dask or an unreachable scheduler is a usage error."""
 
-import importlib.util
 import json
 import os
 import sys
@@ -95,7 +94,11 @@ def test_workers_and_scheduler_exclude_each_other(capsys):
 
 
 # ---------------------------------------------------------------- on a dask cluster
-needs_dask = pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
+try:
+    import distributed
+except ImportError:
+    distributed = None
+needs_dask = pytest.mark.skipif(distributed is None,
                                 reason="dask.distributed is not installed (pip install "
                                 "'smmu[dask]'; the dev extra has it)")
 
@@ -127,8 +130,31 @@ def _dies_once(task, marker):
     return run_shard(task)
 
 
+@pytest.fixture(scope="module")
+def scheduler():
+    """The address of a running cluster of two worker processes (what --scheduler uses)."""
+    import logging
+    lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, silence_logs=logging.ERROR)
+    yield lc.scheduler_address
+    lc.close()
+
+
 @needs_dask
-def test_a_worker_that_dies_loses_no_finding(tmp_path):
+def test_check_on_a_running_scheduler_gives_the_serial_report(scheduler, tmp_path):
+    args = ["check", "kvm", "--scenario", "cow-after-fork", "--api", "modern",
+            "--schedules", "30"]
+    assert main(args + ["--json", str(tmp_path / "serial.json")]) == 0
+    assert main(args + ["--json", str(tmp_path / "dask.json"), "--scheduler", scheduler,
+                        "--shard-size", "4"]) == 0
+    serial = json.loads((tmp_path / "serial.json").read_text())
+    dask = json.loads((tmp_path / "dask.json").read_text())
+    assert dask["runs"] == serial["runs"] and dask["coverage"] == serial["coverage"]
+    assert serial["runs"][0]["mix"].get("random")       # sampled shards ran
+
+
+@needs_dask
+def test_a_worker_that_dies_loses_no_finding(scheduler, tmp_path):
     import functools
 
     import cloudpickle
@@ -141,7 +167,7 @@ def test_a_worker_that_dies_loses_no_finding(tmp_path):
     marker = tmp_path / "killed"
     pair = PairCampaign(0, "fork-after-pin", cls, "modern", schedules=60, seed=0,
                         stop_at_first=False, shard_size=7)
-    with cluster(workers=2) as client:
+    with cluster(scheduler=scheduler) as client:
         [merged] = explore_on(client, [pair],
                               fn=functools.partial(_dies_once, marker=str(marker)))
     assert marker.exists()                      # a worker did die running a shard

@@ -48,11 +48,19 @@ def run_shard(task: dict) -> dict:
                  sim_options=task["sim_options"], shard=Shard(**task["shard"]))
     spec = task["driver"]
     return {"key": task["key"], "shard": task["shard"], "schedules_run": ex.schedules_run,
-            "findings": [dataclasses.replace(f, driver=spec, scenario_def=None)
-                         for f in ex.findings],
+            "findings": [_portable(f, spec) for f in ex.findings],
             "mix": dict(ex.mix), "coverage": ex.coverage.table(), "complete": ex.complete,
             "bound": ex.bound, "por": ex.por, "pruned": ex.pruned, "elapsed": ex.elapsed,
             "resume": ex.resume}
+
+
+def _portable(finding, spec):
+    """``finding`` as it travels between processes: the driver by its spec, no scenario
+    object, the violation's details as its JSON has them (no object a process may fail to
+    unpickle)."""
+    v = finding.violation
+    return dataclasses.replace(finding, driver=spec, scenario_def=None,
+                               violation=dataclasses.replace(v, details=v.to_dict()["details"]))
 
 
 def _sample_valid(result: dict, steps: int):
