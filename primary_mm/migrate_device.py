@@ -31,8 +31,8 @@ from primary_mm.frames import FRAME_ANON, FRAME_DEVICE_PRIVATE, FRAME_DIRTY, FRA
 from primary_mm.rmap import migration_entry
 from smmu.base.constants import EINVAL, PAGE_SHIFT, PAGE_SIZE
 from smmu.base.errors import UsageError
-from smmu.base.pte import (PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_HUGE, PTE_MAPPED, PTE_PRESENT,
-                           PTE_SPECIAL, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
+from smmu.base.pte import (PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_HUGE, PTE_MAPPED, PTE_MIGRATION,
+                           PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
 from smmu.notifier import Event
 
 MIGRATE_PFN_VALID = 1 << 0
@@ -137,6 +137,7 @@ class MigrateDevice:
         subs = mm.notifier_subscriptions
         rng = mm._range(args.start, args.end, Event.MIGRATE, owner=args.pgmap_owner)
         yield from subs.mmu_notifier_invalidate_range_start(rng)
+        yield from self._migrate_vma_split_huge(mm, args.start, args.end)
         n = (args.end - args.start) >> PAGE_SHIFT
         v0 = args.start >> PAGE_SHIFT
         anonymous = vma.file is None and not vma.shared       # vma_is_anonymous
@@ -173,7 +174,7 @@ class MigrateDevice:
                 if page and mpfn:
                     if pte & PTE_HUGE or frames.flags[page] & FRAME_KSM or \
                             not frames.flags[page] & (FRAME_ANON | FRAME_FILE):
-                        mpfn = 0    # "FIXME support THP" (Linux splits first), !page->mapping
+                        mpfn = 0    # a THP left whole (locked: not split), !page->mapping
                     else:
                         frames.get(page)                # "pin it ... freezes the pte"
                         if self.trylock_page(page):
@@ -201,6 +202,36 @@ class MigrateDevice:
             mm.page_table_lock.release()
         yield from subs.mmu_notifier_invalidate_range_end(rng)
         args.end = args.start + (args.npages << PAGE_SHIFT)
+
+    def _migrate_vma_split_huge(self, mm, start, end):
+        """The huge PMDs ``migrate_vma_collect_pmd`` meets are split before their PTEs are
+        collected, inside the MIGRATE window (6.8 mm/migrate_device.c: "if
+        (is_huge_zero_page(page)) { spin_unlock(ptl); split_huge_pmd(vma, pmdp, addr); }
+        else { get_page(page); spin_unlock(ptl); if (unlikely(!trylock_page(page))) return
+        migrate_vma_collect_skip(start, end, walk); ret = split_huge_page(page); unlock_page
+        (page); put_page(page); ..."): the huge zero page's PMD becomes 512 zero-page PTEs
+        (a CLEAR of the 2 MiB, nested in the MIGRATE range), a THP becomes 512 small pages
+        (``split_huge_page``: its PMD split in every mapping). A THP whose lock is taken is
+        left whole, and its pages are skipped (``MIGRATE_PFN`` 0: "FIXME support THP")."""
+        frames = self.frames
+        for vpn, word in mm.huge_pmds(start, end):
+            if word & PTE_MIGRATION:
+                continue                    # a PMD migration entry: not collected
+            va = vpn << PAGE_SHIFT
+            if word & PTE_SPECIAL:
+                yield from mm._split_huge_pmd(va)
+                continue
+            head = pte_pfn(word)
+            frames.get(head)
+            try:
+                if not self.trylock_page(head):
+                    continue
+                try:
+                    yield from self.split_huge_page(head)
+                finally:
+                    self.unlock_page(head)
+            finally:
+                frames.put(head)
 
     def _migrate_check_page(self, page: int, fault_page: int) -> bool:
         """``migrate_vma_check_page``: not pinned (no reference beyond the migrator's, the

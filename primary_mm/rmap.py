@@ -443,7 +443,8 @@ class DeviceExclusive:
 
     def make_device_exclusive_range(self, start, end, owner=None):
         """``make_device_exclusive_range(mm, start, end, pages, owner)``: fault the pages
-        in for write and take a reference (``get_user_pages_remote(FOLL_GET|FOLL_WRITE)``),
+        in for write and take a reference (``get_user_pages_remote(FOLL_GET | FOLL_WRITE |
+        FOLL_SPLIT_PMD)``: a huge PMD is split into PTEs first, its 2 MiB CLEAR range),
         then make each one the device's exclusively: every CPU mapping becomes a
         device-exclusive entry (an ``MMU_NOTIFY_EXCLUSIVE`` range naming ``owner``), so a
         CPU access faults and takes it back (``remove_device_exclusive_entry``: EXCLUSIVE,
@@ -468,6 +469,11 @@ class DeviceExclusive:
         self._mmget()
         try:
             for va in range(start, end, PAGE_SIZE):
+                if self.pt.lookup_pmd(va >> PAGE_SHIFT) & PTE_PRESENT:
+                    # FOLL_SPLIT_PMD (6.8 follow_pmd_mask: "if (flags & FOLL_SPLIT_PMD) {
+                    # spin_unlock(ptl); split_huge_pmd(vma, pmd, address); ..."): the
+                    # device-exclusive entries are PTEs, so a huge PMD is split first
+                    yield from self._split_huge_pmd(va)
                 try:
                     pages.append((yield from self._follow(va, True, False,
                                                           "make_device_exclusive_range")))

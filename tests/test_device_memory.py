@@ -326,3 +326,72 @@ def test_mremap_dontunmap_of_a_file_mapping_reads_the_file_again():
     assert sim.do(mm.read(new)) == 1 and sim.do(mm.read(new + P)) == 41
     assert sim.do(mm.read(buf)) == 40                      # the file page, not the copy
     clean(sim)
+
+
+# ------------------------------------------------------------------ huge PMDs (6.8 splits them)
+
+H = 2 << 20
+
+
+def huge_setup(write=True):
+    sim = Simulator(notifier_api="modern")
+    mm = sim.new_process()
+    base = sim.do(mm.mmap(2 * H))
+    h = (base + H - 1) & ~(H - 1)
+    sim.do(mm.madvise(h, H, "hugepage"))
+    if write:
+        for i in (0, 3, 9):
+            sim.do(mm.write(h + i * P, 100 + i))
+    else:
+        sim.do(mm.read(h))
+    assert mm.pt.lookup_pmd(h // P)                        # one huge PMD to begin with
+    return sim, mm, h
+
+
+def test_migrate_vma_splits_a_huge_page_and_migrates_its_pages():
+    """6.8 migrate_vma_collect_pmd: get_page, trylock_page, split_huge_page, then the PTE
+    walk; the split's 2 MiB CLEAR is nested in the MIGRATE range. Before, a huge PMD's pages
+    were never collected ("FIXME support THP"): cpages 0, -ENOENT."""
+    sim, mm, h = huge_setup()
+    log = sim.attach(Log, mm)
+    dev = sim.attach(drivers.HMM_MIRROR, mm)
+    cmd = sim.do(dev.migrate_to_device(h, 16))
+    assert cmd.ret == 0 and cmd.cpages == 16
+    assert cmd.data[:10] == [100, 0, 0, 103, 0, 0, 0, 0, 0, 109]
+    mig = log.log.index((Event.MIGRATE, dev, h, h + 16 * P))
+    assert (Event.CLEAR, None, h, h + H) in log.log[mig + 1:]   # split inside the window
+    assert not mm.pt.lookup_pmd(h // P)
+    assert all(mm.lookup_pte(h + i * P) & PTE_DEVICE_PRIVATE for i in range(16))
+    assert mm.lookup_pte(h + 16 * P) & PTE_PRESENT          # the rest of the 2 MiB stays
+    assert sim.do(mm.read(h + 3 * P)) == 103 and sim.do(mm.read(h + 9 * P)) == 109
+    clean(sim)
+
+
+def test_migrate_vma_splits_the_huge_zero_page_pmd():
+    """The huge zero page is split_huge_pmd'ed (512 zero-page PTEs), then collected like
+    holes: the device gets fresh zeroed pages."""
+    sim, mm, h = huge_setup(write=False)
+    dev = sim.attach(drivers.HMM_MIRROR, mm)
+    cmd = sim.do(dev.migrate_to_device(h, 4))
+    assert cmd.ret == 0 and cmd.cpages == 4 and cmd.data == [0] * 4
+    assert not mm.pt.lookup_pmd(h // P)
+    assert all(mm.lookup_pte(h + i * P) & PTE_DEVICE_PRIVATE for i in range(4))
+    assert sim.do(mm.read(h + 5 * P)) == 0 and sim.do(mm.read(h)) == 0
+    clean(sim)
+
+
+def test_make_device_exclusive_splits_a_huge_pmd():
+    """FOLL_SPLIT_PMD: get_user_pages_remote splits the huge PMD (its 2 MiB CLEAR), so the
+    pages become device-exclusive PTEs; the other 508 pages stay mapped."""
+    sim, mm, h = huge_setup()
+    log = sim.attach(Log, mm)
+    dev = sim.attach(drivers.HMM_MIRROR, mm)
+    cmd = sim.do(dev.exclusive(h, 4))
+    assert cmd.ret == 0 and cmd.cpages == 4 and cmd.data == [100, 0, 0, 103]
+    assert (Event.CLEAR, None, h, h + H) in log.log
+    assert not mm.pt.lookup_pmd(h // P)
+    assert all(mm.lookup_pte(h + i * P) & PTE_DEVICE_EXCLUSIVE for i in range(4))
+    assert mm.lookup_pte(h + 9 * P) & PTE_PRESENT
+    assert sim.do(mm.read(h + 3 * P)) == 103                # the CPU takes it back
+    assert mm.lookup_pte(h + 3 * P) & PTE_PRESENT
+    clean(sim)

@@ -16,8 +16,7 @@ runs the coherence oracle: it must report nothing.
 
 Not expressible (hence not here): ``anon_write_hugetlbfs`` and ``compound`` (hugetlbfs),
 ``mixedmap`` (an mmap of the dmirror file itself, ``vm_insert_page``: smmu has no driver
-mmap), and, until transparent huge pages exist, ``anon_write_huge`` runs without the
-``MADV_HUGEPAGE`` (it asserts the same). ``hmm_gup_test`` uses smmu's own
+mmap). ``hmm_gup_test`` uses smmu's own
 ``get_user_pages`` / ``pin_user_pages`` in place of the ``gup_test`` module.
 """
 
@@ -165,14 +164,16 @@ def test_anon_write_child(hmm, shared):
 
 
 def test_anon_write_huge(hmm):
-    """A 2 MiB-aligned window of a 4 MiB mapping (MADV_HUGEPAGE in the kernel: smmu has no
-    THP yet), written by the device."""
+    """A 2 MiB-aligned window of a 4 MiB mapping given MADV_HUGEPAGE, written by the device:
+    its fault (hmm_range_fault, HMM_PFN_REQ_WRITE) maps one transparent huge page."""
     twomeg = 2 << 20
     buf = hmm.mmap(2 * twomeg // P)
     window = (buf + twomeg - 1) & ~(twomeg - 1)
+    hmm.do(hmm.mm.madvise(window, twomeg, "hugepage"))       # ASSERT_EQ(ret, 0): raises if not
     npages = twomeg // P
     cmd = hmm.do(hmm.dev.dmirror_write(window, npages, list(range(npages))))
     assert cmd.ret == 0 and cmd.cpages == npages and cmd.faults == 1
+    assert hmm.mm.pt.lookup_pmd(window // P)             # (smmu's own check: one huge PMD)
     assert hmm.values(window, npages) == list(range(npages))
 
 
