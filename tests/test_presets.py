@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+import drivers
 from smmu import MMUNotifier, PAGE_SIZE, Simulator, cli
 from smmu.base.constants import HPAGE_PMD_SIZE
 from smmu.base.errors import UsageError
 from smmu.base.pte import PTE_HUGE, PTE_SPECIAL
+from smmu.explore import explore
 from smmu.scenarios import RefusingNotifier
 from smmu.sim.presets import CHANGES, GENERATION_BOUND, KERNELS, PRESET_OPTIONS, kernel_preset, \
     kernels, markdown_table
@@ -257,8 +259,10 @@ def test_a_thp_migrates_whole_from_4_14(version, whole):
     assert sim.do(mm.read(h)) == 7 and not sim.memory.check_invariants()
 
 
-class Cow(MMUNotifier):
-    name = "cow_probe"
+class Ranges(MMUNotifier):
+    """Records the ranges it is invalidated for."""
+
+    name = "range_probe"
 
     def __init__(self, sim, mm):
         super().__init__(sim, mm)
@@ -310,21 +314,6 @@ def test_the_mglru_look_around_calls_clear_young_from_6_12(version, look_around_
     assert bool(probe.cleared) is look_around_notifies
 
 
-class Reaped(MMUNotifier):
-    name = "reap_probe"
-
-    def __init__(self, sim, mm):
-        super().__init__(sim, mm)
-        self.starts = 0
-
-    def invalidate_range_start(self, r):
-        self.starts += 1
-        return 0
-
-    def invalidate_range_end(self, r):
-        return None
-
-
 @pytest.mark.parametrize("version, reaped, notified", [
     ("4.14", True, False),          # 4.6..4.14: reaped behind the notifier's back
     ("4.15", False, False),         # 4d4bbd8526a8: an mm with notifiers is left alone
@@ -335,10 +324,10 @@ def test_the_oom_reaper_per_era(version, reaped, notified):
     mm = sim.new_process()
     buf = sim.do(mm.mmap(2 * P))
     sim.do(mm.write(buf, 1))
-    probe = sim.attach(Reaped, mm)
+    probe = sim.attach(Ranges, mm)
     sim.do(sim.oom_reap(mm))
     assert (mm.lookup_pte(buf) == 0) is reaped
-    assert bool(probe.starts) is notified
+    assert bool(probe.ranges) is notified
 
 
 def test_no_oom_reaper_before_4_6():
@@ -348,3 +337,16 @@ def test_no_oom_reaper_before_4_6():
     with pytest.raises(UsageError, match="4.6"):
         sim.do(sim.oom_reap(mm))
     assert Simulator(kernel="4.5", oom_reaper="no_notifier").memory.oom_reaper == "no_notifier"
+
+
+@pytest.mark.parametrize("version, corrupt", [("3.8", True), ("3.9", False), ("3.10", False)])
+def test_unregister_racing_exit_per_era(version, corrupt):
+    """3.6..3.8's mmu_notifier_unregister ran ->release, then hlist_del_rcu: when exit's
+    __mmu_notifier_release unhashed the subscription meanwhile the kernel oopsed
+    (751efd8610d3). 3.9 unlinks under the lock first; 3.10 (d34883d4e35c) uses
+    hlist_del_init_rcu (a second ->release stays possible, harmlessly)."""
+    ex = explore("release-unregister-race", drivers.KVM, "v2008", strategy="random",
+                 schedules=40, seed=0, sim_options={"kernel": version}, stop_at_first=False)
+    kinds = {f.kind for f in ex.findings}
+    assert ("ListCorruption" in kinds) is corrupt, kinds
+    assert kinds <= {"ListCorruption"}

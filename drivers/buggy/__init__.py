@@ -25,6 +25,7 @@ from drivers.buggy.gru import (GRUFlushInEnd, GRUIgnoreInvalidatePage, GRUNoDrop
 from drivers.buggy.hmm import HMMFailBlockable, HMMNoFinalize, HMMNoSetSeq, HMMSkipAllMigrate
 from drivers.buggy.iommu_sva import SVAFlushInEnd, SVASleepInFlush
 from drivers.buggy.kvm import (KVMApicReloadNoRetry, KVMApicRemap, KVMCowWritable,
+                               KVMGpcSpeculativeValid,
                                KVMHugeFirstPage, KVMNoInProgressCheck, KVMNoSeqCheck,
                                KVMSeqAfterUnlock, KVMSeqInStart, KVMSleepingAging,
                                KVMSleepsInInvalidatePage, RadeonUserptr)
@@ -56,6 +57,7 @@ BUGGY = {
     "pinned_early_put": PinnedEarlyPut,
     "xpmem_no_pin": XPMEMNoPin,
     "kvm_sleeps_in_invalidate_page": KVMSleepsInInvalidatePage,
+    "kvm_gpc_speculative_valid": KVMGpcSpeculativeValid,
 }
 
 for _name, _cls in BUGGY.items():

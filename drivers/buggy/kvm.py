@@ -5,6 +5,7 @@ from __future__ import annotations
 from drivers._common import page_of, vpn_of, walk_pte
 from drivers.buggy._kinds import STALE
 from drivers.kvm import KVM
+from drivers.kvm_gpc import KVM_GPC
 from smmu.base.constants import HPAGE_PMD_SIZE, PAGE_SIZE
 from smmu.notifier import MMUNotifier
 
@@ -307,3 +308,42 @@ class KVMApicReloadNoRetry(KVM):
         with (yield self.mmu_lock):
             self.spt.map(vpn_of(self.apic_va), pfn, False)
         yield from self.mm.put_page(pfn)
+
+
+class KVMGpcSpeculativeValid(KVM_GPC):
+    """5.17's gfn=>pfn cache refresh (982ed0de4753 "KVM: Reinstate gfn_to_pfn_cache with
+    invalidation support"): it marks the cache valid *before* resolving the pfn and checks
+    only KVM's in-progress count and sequence (``mmu_notifier_retry_hva``). An invalidation
+    clears ``valid`` in ``gfn_to_pfn_cache_invalidate_start`` before it raises the count; a
+    refresh in between sets ``valid`` again, sees no invalidation and publishes the pfn the
+    invalidation is about to free."""
+
+    breaks = ("a cache filled while an invalidation of its address is in flight must not be "
+              "published: check an indication raised before the invalidation touches the "
+              "cache (mn_active_invalidate_count), not one raised after")
+    mirrors = ("58cd407ca4c6 'KVM: Fix multiple races in gfn=>pfn cache refresh' (5.19): "
+               "'the cache is refreshed after the cache was invalidated by the notifier, but "
+               "before the notifier elevates mmu_notifier_count'")
+    expected = set(STALE) | {"MapInWindow"}
+    scenarios = ("gpc-refresh-race",)
+    apis = ("modern",)
+
+    def gpc_refresh(self, va):
+        with (yield self.gpc_lock):
+            self._gpc_drop()
+            self.gpc_uhva = va
+            self.gpc_valid = True                # "Placeholders for hva is valid"
+        while True:                              # hva_to_pfn_retry
+            mmu_seq = self.mmu_invalidate_seq
+            yield
+            pfn = yield from self._hva_to_pfn(va)
+            with (yield self.mmu_lock):
+                retry = self.fault_is_stale(vpn_of(va), mmu_seq)
+            if not retry:
+                break
+            self.retries += 1
+        with (yield self.gpc_lock):
+            # "At this point, gpc->valid may already have been cleared"
+            self.gpc_pfn = pfn
+            if self.gpc_valid:
+                self.note_map(va, pfn, False)

@@ -38,6 +38,9 @@ VIOLATION_KINDS = {
     "code whenever invalidating a TLB entry. It is assumed that any secondary TLB has the same "
     "rules for when invalidations are required\" (include/linux/mmu_notifier.h), and "
     "f7edb07ad7c6: \"use the correct range instead of an empty range with start=end\"",
+    "ListCorruption": "the core unlinked a subscription that was no longer on the list; "
+    "Linux 3.6..3.8 mmu_notifier_unregister: \"hlist_del_rcu()  <--- NULL pointer deref.\" "
+    "(751efd8610d3: a node __mmu_notifier_release had unhashed with hlist_del_init_rcu)",
     "NotifierUseAfterFree": "the core touched an interval notifier its owner freed after "
     "mmu_interval_notifier_remove returned; Linux: remove \"Once this returns ops callbacks "
     "are no longer running on other CPUs and will not be called in future\" "

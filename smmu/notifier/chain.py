@@ -35,10 +35,15 @@ from smmu.runtime.task import raised_in_smmu
 #: ``notifier_rcu``: how list walks are protected. "srcu": the global SRCU domain (3.7+,
 #: 21a92735f660: hooks may sleep); "rcu": ``rcu_read_lock`` (2.6.27..3.6: a walk is atomic)
 NOTIFIER_RCU = ("srcu", "rcu")
-#: ``release_order``: "release_first" (3.10+, d34883d4e35c; also 3.6..3.8): ``release`` of
-#: every subscription, then unlink them all; "unlink_first" (2.6.27..3.5, and 3.9's
-#: 751efd8610d3): unlink each subscription, then call its ``release``
-RELEASE_ORDERS = ("release_first", "unlink_first")
+#: ``release_order``: "release_first" (3.10+, d34883d4e35c): ``release`` of every
+#: subscription, then unlink them all; ``mmu_notifier_unregister`` calls ``release`` and
+#: then unlinks with ``hlist_del_init_rcu`` (a no-op if exit unlinked it meanwhile);
+#: "release_first_del_rcu" (3.6..3.8, 3ad3d901bbcf): the same order, but unregister
+#: unlinks with ``hlist_del_rcu``, which dereferences the NULL ``pprev`` of a node exit's
+#: release pass already unhashed (751efd8610d3: "hlist_del_rcu()  <--- NULL pointer
+#: deref."): ``ListCorruption``; "unlink_first" (2.6.27..3.5, and 3.9's 751efd8610d3):
+#: unlink each subscription, then call its ``release``
+RELEASE_ORDERS = ("release_first", "release_first_del_rcu", "unlink_first")
 
 
 def check_chain_options(notifier_rcu: str, release_order: str) -> None:
@@ -260,7 +265,9 @@ class NotifierSubscriptions:
         """``mmu_notifier_unregister``: ``release`` if the subscription is still linked
         (exit_mmap's release pass may have unlinked it already), unlink it, then
         ``synchronize_srcu``: when this returns no hook of ``sub`` is running and none will
-        run. With ``release_order="unlink_first"`` (2.6.27) it unlinks before ``release``."""
+        run. With ``release_order="unlink_first"`` (2.6.27) it unlinks before ``release``;
+        with ``"release_first_del_rcu"`` (3.6..3.8) finding it unlinked after ``release`` is
+        ``ListCorruption``."""
         if not sub._registered:
             raise UsageError(f"{sub!r} is not registered on this mm")
         sub._registered = False
@@ -273,6 +280,15 @@ class NotifierSubscriptions:
             with self._section():
                 if overrides(sub, "release"):
                     yield from self._call(sub, "release", (self.mm,))
+            if self.release_order == "release_first_del_rcu" and not sub._hashed:
+                # 3.6..3.8: "spin_lock(&mm->mmu_notifier_mm->lock); hlist_del_rcu(&mn->
+                # hlist);" on a node __mmu_notifier_release unhashed while we ran ->release
+                self.sched.violation(
+                    "ListCorruption", f"mmu_notifier_unregister({sub.name}) unlinks with "
+                    "hlist_del_rcu a subscription exit's __mmu_notifier_release already took "
+                    "off the list (hlist_del_init_rcu: pprev is NULL): the kernel oopses "
+                    "(751efd8610d3 'mmu_notifier_unregister NULL Pointer deref and multiple "
+                    "->release() callouts'); ->release ran twice", driver=sub.name)
             # "Can not use list_del_rcu() since __mmu_notifier_release can delete it before
             # we hold the lock": hlist_del_init_rcu, a no-op if release already did
             self._unlink(sub)
@@ -386,13 +402,19 @@ class NotifierSubscriptions:
         if self.release_order == "unlink_first":
             while self.subs:
                 sub = self.subs[0]
-                self._unlink(sub)
-                # 3ad3d901bbcf's diagram: between hlist_del_init_rcu and ->release another
-                # CPU's try_to_unmap finds no notifier and frees a page the secondary MMU
-                # still maps
-                yield
-                if overrides(sub, "release"):
-                    with self._section():
+                # the read-side section opens before the unlink: 2.6.27 "hlist_del_init_rcu
+                # (&mn->hlist); rcu_read_lock(); spin_unlock(&mm->mmu_notifier_mm->lock);",
+                # 3.9 (751efd8610d3) "id = srcu_read_lock(&srcu);" before its loop; so an
+                # unregister that finds the subscription unhashed waits in synchronize_(s)rcu
+                # for this ->release ("of course including ->release if it was run by
+                # mmu_notifier_release instead of us")
+                with self._section():
+                    self._unlink(sub)
+                    # 3ad3d901bbcf's diagram: between hlist_del_init_rcu and ->release another
+                    # CPU's try_to_unmap finds no notifier and frees a page the secondary MMU
+                    # still maps
+                    yield
+                    if overrides(sub, "release"):
                         yield from self._call(sub, "release", (self.mm,), unlinked_ok=True)
         else:
             with self._section():

@@ -116,6 +116,10 @@ FIXES = {
                             "319561669a59): run under a fixed kernel; until then a driver "
                             "must not free the notifier while an invalidation may still "
                             "reach it",
+    "ListCorruption": "the core (not the driver) unlinked a subscription twice, as "
+                      "mmu_notifier_unregister racing exit did in 3.6..3.8 (fixed by "
+                      "751efd8610d3): run under a fixed kernel; until then unregister only "
+                      "before the mm can exit (hold a reference with mmget_not_zero)",
     "DriverError": "the driver raised at the line shown: a hook must not raise (in Linux it "
                    "is an oops in the callback); return an error code its contract allows",
 }

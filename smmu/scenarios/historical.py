@@ -539,3 +539,61 @@ _historical(
                 sim_options={"kernel": "4.14"}),
     fixed=dict(description="the same migration with a driver that drops the whole range",
                sim_options={"kernel": "4.14"}))
+
+
+def _release_vs_unregister(sim, driver_cls):
+    """The device's file is closed (its ``->flush`` / ``->release`` file operation calls
+    ``mmu_notifier_unregister``) while the process exits (``mmput`` -> ``exit_mmap`` ->
+    ``__mmu_notifier_release``) and the device reads. 751efd8610d3's interleaving: the
+    unregister finds the subscription hashed and runs ``->release``; meanwhile exit runs
+    ``->release`` too and unhashes it (``hlist_del_init_rcu``); the unregister's
+    ``hlist_del_rcu`` then dereferences the NULL ``pprev``."""
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 2)
+    j = Join(sim)
+    j.spawn("dev0", device_loop(drv, vas, rounds=2, write=False))
+    j.spawn("close", tolerant(drv.close()))
+    j.spawn("cpu0", tolerant(mm.exit()))
+
+
+_historical(
+    Historical("release-unregister-race", "kvm", "kvm", "v2008", ("ListCorruption",),
+               "751efd8610d3 'mmu_notifier_unregister NULL Pointer deref and multiple "
+               "->release() callouts' (3.9): 3ad3d901bbcf (3.6) had unregister call ->release "
+               "and then hlist_del_rcu, racing __mmu_notifier_release's own ->release and "
+               "hlist_del_init_rcu", "751efd8610d3", 2013, strategies=("random",),
+               budget=2000),
+    build=_release_vs_unregister, apis=("v2008",),
+    broken=dict(description="exit racing the device's close, 3.8's unregister "
+                "(->release, then hlist_del_rcu)", sim_options={"kernel": "3.8"}),
+    fixed=dict(description="exit racing the device's close, 751efd8610d3's unregister "
+               "(unlink under the lock if still hashed, then ->release) (3.9)",
+               sim_options={"kernel": "3.9"}))
+
+
+def _gpc_refresh_race(sim, driver_cls):
+    """KVM's gfn=>pfn cache (Xen shared info, steal time) reads a guest page through a
+    cached pfn while the page migrates (an invalidation that frees it). A refresh that
+    runs after the notifier invalidated the cache but before KVM's in-progress count rose
+    publishes the old pfn (58cd407ca4c6's diagram)."""
+    mm, buf, vas, drv = anon_process(sim, driver_cls, 1, "vm")
+    j = Join(sim)
+
+    def kernel_reads():
+        for _ in range(12):
+            yield from tolerant(drv.gpc_read(buf))
+
+    j.spawn("cpu0", seq(sim.migrate(mm, buf, PAGE_SIZE), cpu_writes(mm, vas, 700)))
+    j.spawn("vcpu0", kernel_reads())
+    j.then("check", cpu_reads(mm, vas))
+
+
+_historical(
+    Historical("gpc-refresh-race", "kvm_gpc_speculative_valid", "drivers.kvm_gpc:KVM_GPC",
+               "modern", ("MapInWindow", "UseAfterFree", "StaleRead", "StaleMapping"),
+               "58cd407ca4c6 'KVM: Fix multiple races in gfn=>pfn cache refresh' and "
+               "93984f19e7bc 'KVM: Fully serialize gfn=>pfn cache refresh via mutex' (5.19): "
+               "5.17's refresh (982ed0de4753) marked the cache valid before resolving the pfn "
+               "and checked only mmu_notifier_count, raised after the notifier had "
+               "invalidated the cache", "58cd407ca4c6", 2022),
+    build=_gpc_refresh_race, apis=("modern",),
+    applies=lambda cls: hasattr(cls, "gpc_read"))

@@ -140,9 +140,10 @@ CHANGES = (
           "'mm: Preemptible mmu_gather' (3.0)"),
     )),
     ChangePoint("3.6", 2012, (
-        C("release_order", "release_first", "->release of every subscription under RCU, then "
-          "unlink: a page freed after the unlink is no longer mapped by the secondary MMU",
-          "3ad3d901bbcf"),
+        C("release_order", "release_first_del_rcu", "->release of every subscription under "
+          "RCU, then unlink: a page freed after the unlink is no longer mapped by the "
+          "secondary MMU; mmu_notifier_unregister calls ->release, then hlist_del_rcu, which "
+          "oopses on a node exit unlinked meanwhile (until 3.9)", "3ad3d901bbcf"),
     )),
     ChangePoint("3.7", 2012, (
         C("notifier_rcu", "srcu", "a global SRCU domain so hooks may sleep (3.7, not 3.6 as "
