@@ -318,6 +318,41 @@ def bench_frames(n_kernel, n_ref):
     return goal_entry("frames alloc+free", k, n_kernel, r, n_ref, None)
 
 
+def bench_release_scan(n_kernel, n_ref):
+    """What a zap drops (``Memory.release_entries``): ``release_scan`` in one pass against
+    its pure-Python reference; the numpy passes it replaced (expand_huge, mapped_pfns,
+    the dirty file pages, swap_slots, exclusive_pfns) are timed too, as ``numpy_ns_per_op``."""
+    from primary_mm.frames import FRAME_FILE
+    from smmu.base import pte_ref as PR
+    from smmu.base.pte import (PTE_DIRTY, PTE_SWAP, exclusive_pfns, expand_huge, mapped_mask,
+                               mapped_pfns, release_scan, swap_slots)
+
+    def entries(n):
+        ptes = make_ptes(n)
+        ptes[::7] |= np.uint64(PTE_DIRTY)
+        ptes[3::97] = (ptes[3::97] & ~np.uint64(0xFFF)) | np.uint64(PTE_SWAP)
+        return ptes, np.zeros(n + 2, dtype=np.uint32)
+
+    def numpy_passes(state):
+        ptes, flags = state
+        e = expand_huge(ptes)
+        pfns = mapped_pfns(e)
+        d = pfns[(e[mapped_mask(e)] & np.uint64(PTE_DIRTY)) != 0]
+        d[(flags[d] & FRAME_FILE) != 0]
+        swap_slots(e)
+        exclusive_pfns(e)
+
+    release_scan(*entries(8), FRAME_FILE)
+    k = best_of(lambda s: release_scan(s[0], s[1], FRAME_FILE), setup=lambda: entries(n_kernel))
+    r = best_of(lambda s: PR.release_scan(s[0], s[1], FRAME_FILE), setup=lambda: entries(n_ref),
+                repeat=3)
+    np_t = best_of(numpy_passes, setup=lambda: entries(n_kernel))
+    out = goal_entry("zap bookkeeping (release_scan)", k, n_kernel, r, n_ref, None)
+    out["numpy_ns_per_op"] = round(np_t / n_kernel * 1e9, 2)
+    out["ratio_vs_numpy"] = round(np_t / k, 2)
+    return out
+
+
 def bench_wrapper_overhead():
     """Per-call cost of the Python wrappers (dominated by the Python->jit crossing)."""
     pool = PageTablePool(capacity=64)
@@ -458,6 +493,7 @@ def main(argv=None):
         bench_protect(big, ref),
         bench_iter_sparse(big // 4),
         bench_frames(big, ref),
+        bench_release_scan(big, ref),
     ]
     overhead = bench_wrapper_overhead()
     memory = memory_per_page(big, 2000 if args.quick else 20000)

@@ -50,8 +50,8 @@ from primary_mm.vmscan import Vmscan
 from primary_mm.writeback import Writeback
 from smmu.base.constants import PAGE_SHIFT
 from smmu.base.errors import InvalidArgument, UsageError
-from smmu.base.pte import (PTE_DIRTY, PTE_WRITE, exclusive_pfns, expand_huge, mapped_mask,
-                           mapped_pfns, pte_pfns, swap_slots)
+from smmu.base.pte import (PTE_WRITE, exclusive_pfns, expand_huge, mapped_mask, mapped_pfns,
+                           pte_pfns, release_scan, swap_slots)
 from smmu.notifier.chain import check_chain_options
 
 COW_REUSE = ("page_count", "mapcount")
@@ -294,22 +294,17 @@ class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migra
         entry, the reference of each device-exclusive entry."""
         if not len(ptes):
             return
-        ptes = expand_huge(ptes)
         f = self.frames
-        pfns = mapped_pfns(ptes)
+        # one pass over the entries (a kernel): what each held
+        pfns, dp, slots, excl = release_scan(ptes, f.flags, FRAME_FILE)
         if len(pfns):
-            dirty = (ptes[mapped_mask(ptes)] & np.uint64(PTE_DIRTY)) != 0
-            dp = pfns[dirty]
-            dp = dp[(f.flags[dp] & FRAME_FILE) != 0]
             if len(dp):
                 f.set_flags(dp, FRAME_DIRTY)               # set_page_dirty
             f.dec_mapcount(pfns)                           # page_remove_rmap
             self.swap.free_swap_cache(pfns)                # free_pages_and_swap_cache
             f.put(pfns)
-        slots = swap_slots(ptes)
         if len(slots):
             self.swap.free(slots)                          # free_swap_and_cache
-        excl = exclusive_pfns(ptes)
         if len(excl):
             f.put(excl)                   # a device-exclusive entry holds the reference only
 
