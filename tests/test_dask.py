@@ -135,7 +135,7 @@ def scheduler():
     """The address of a running cluster of two worker processes (what --scheduler uses)."""
     import logging
     lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=logging.ERROR)
+                                  dashboard_address=":0", silence_logs=logging.ERROR)
     yield lc.scheduler_address
     lc.close()
 

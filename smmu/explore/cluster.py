@@ -56,10 +56,11 @@ def _setup_plugin(distributed, setup):
 def cluster(workers: int | None = None, scheduler: str | None = None, *, timeout: float = 10,
             setup=None):
     """A dask ``Client``: of a new ``LocalCluster`` of ``workers`` processes (one thread
-    each, no dashboard), closed on exit; or of the running scheduler at ``scheduler``
-    (``tcp://host:8786``), which must have at least one worker within ``timeout`` seconds
-    and whose workers must run this version of smmu. ``setup()`` (picklable) runs on every
-    worker first (the command line configures the workers' logging as its own)."""
+    each, its HTTP server on a free port), closed on exit; or of the running scheduler at
+    ``scheduler`` (``tcp://host:8786``), which must have at least one worker within
+    ``timeout`` seconds and whose workers must run this version of smmu. ``setup()``
+    (picklable) runs on every worker first (the command line configures the workers'
+    logging as its own)."""
     if (workers is None) == (scheduler is None):
         raise UsageError("give either workers (a local cluster) or scheduler (an address)")
     distributed = _distributed()
@@ -67,7 +68,7 @@ def cluster(workers: int | None = None, scheduler: str | None = None, *, timeout
         if int(workers) < 1:
             raise UsageError(f"workers must be at least 1, got {workers}")
         lc = distributed.LocalCluster(n_workers=int(workers), threads_per_worker=1,
-                                      processes=True, dashboard_address=None,
+                                      processes=True, dashboard_address=":0",
                                       silence_logs=logging.ERROR)
         try:
             with distributed.Client(lc) as client:
