@@ -9,10 +9,11 @@ differs).
 Output JSON::
 
     {"driver", "api", "scenarios", "schedules", "shard_size", "workers",
-     "serial_s", "inline_s", "inline_over_serial", "shards", "reruns",
+     "serial_s", "serial_cpu_s", "inline_s", "inline_cpu_s", "inline_over_serial", "shards",
+     "reruns", "load",
      "cluster_start_s", "cluster_s", "serial_over_cluster", "same": true}
 
-``inline_over_serial`` is the sharding overhead on one core (1.0: none);
+``inline_over_serial`` is the sharding overhead in one process, in CPU time (1.0: none);
 ``serial_over_cluster`` the speed-up of the campaign on the cluster once it is up (about N
 on N free cores; on a shared machine the ratio says what the machine had to spare).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,18 +61,22 @@ def main(argv=None) -> int:
         return [PairCampaign(i, n, cls, api, schedules=schedules, shard_size=size)
                 for i, n in enumerate(names)]
 
-    t = time.perf_counter()
+    for n in names:                  # warm up: every scenario's kernels compiled or loaded
+        explore(n, cls, api, schedules=2)
+    t, c = time.perf_counter(), time.process_time()
     serial = [_digest(explore(n, cls, api, schedules=schedules)) for n in names]
-    serial_s = time.perf_counter() - t
+    serial_s, serial_cpu = time.perf_counter() - t, time.process_time() - c
 
     pairs = campaign()
     ex = InlineExecutor()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     inline = [_digest(e) for e in run_campaign(pairs, ex.submit, ex.as_completed)]
-    inline_s = time.perf_counter() - t
+    inline_s, inline_cpu = time.perf_counter() - t, time.process_time() - c
     doc = {"driver": driver, "api": api, "scenarios": names, "schedules": schedules,
            "shard_size": size, "workers": a.workers, "serial_s": round(serial_s, 3),
-           "inline_s": round(inline_s, 3), "inline_over_serial": round(inline_s / serial_s, 3),
+           "serial_cpu_s": round(serial_cpu, 3), "inline_s": round(inline_s, 3),
+           "inline_cpu_s": round(inline_cpu, 3),
+           "inline_over_serial": round(inline_cpu / serial_cpu, 3),
            "shards": ex.submitted, "reruns": sum(p.reruns for p in pairs)}
     same = inline == serial
     try:
@@ -89,6 +95,7 @@ def main(argv=None) -> int:
     except Exception as e:      # no dask: the one-process numbers still stand
         doc["cluster_error"] = f"{type(e).__name__}: {e}"
     doc["same"] = same
+    doc["load"] = list(os.getloadavg())      # the machine is shared: what it had to spare
     print(json.dumps(doc, indent=2))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
