@@ -20,7 +20,8 @@ SCENARIO_NAMES = {
     "attach-detach-during-invalidation", "apic-page-remap", "munmap-gather-batch",
     "dontneed-gather-batch", "device-migration", "peer-device-migration", "thp-partial-munmap",
     "thp-migration", "thp-cow-after-fork", "khugepaged-collapse", "thp-reclaim",
-    "page-idle-tracking", "pageout-while-device-reads", "rst-cow-timeline", "gpc-refresh-race"}
+    "page-idle-tracking", "pageout-while-device-reads", "rst-cow-timeline", "gpc-refresh-race",
+    "memslot-update-in-window"}
 
 
 def test_catalogue_is_big_enough_and_covers_the_required_bugs():

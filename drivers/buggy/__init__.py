@@ -25,7 +25,7 @@ from drivers.buggy.gru import (GRUFlushInEnd, GRUIgnoreInvalidatePage, GRUNoDrop
 from drivers.buggy.hmm import HMMFailBlockable, HMMNoFinalize, HMMNoSetSeq, HMMSkipAllMigrate
 from drivers.buggy.iommu_sva import SVAFlushInEnd, SVASleepInFlush
 from drivers.buggy.kvm import (KVMApicReloadNoRetry, KVMApicRemap, KVMCowWritable,
-                               KVMGpcSpeculativeValid,
+                               KVMGpcSpeculativeValid, KVMMemslotUpdateInWindow,
                                KVMHugeFirstPage, KVMNoInProgressCheck, KVMNoSeqCheck,
                                KVMSeqAfterUnlock, KVMSeqInStart, KVMSleepingAging,
                                KVMSleepsInInvalidatePage, RadeonUserptr)
@@ -58,6 +58,7 @@ BUGGY = {
     "xpmem_no_pin": XPMEMNoPin,
     "kvm_sleeps_in_invalidate_page": KVMSleepsInInvalidatePage,
     "kvm_gpc_speculative_valid": KVMGpcSpeculativeValid,
+    "kvm_memslot_update_in_window": KVMMemslotUpdateInWindow,
 }
 
 for _name, _cls in BUGGY.items():

@@ -6,6 +6,7 @@ from drivers._common import page_of, vpn_of, walk_pte
 from drivers.buggy._kinds import STALE
 from drivers.kvm import KVM
 from drivers.kvm_gpc import KVM_GPC
+from drivers.kvm_memslots import KVM_MEMSLOTS
 from smmu.base.constants import HPAGE_PMD_SIZE, PAGE_SIZE
 from smmu.notifier import MMUNotifier
 
@@ -347,3 +348,26 @@ class KVMGpcSpeculativeValid(KVM_GPC):
             self.gpc_pfn = pfn
             if self.gpc_valid:
                 self.note_map(va, pfn, False)
+
+
+class KVMMemslotUpdateInWindow(KVM_MEMSLOTS):
+    """071064f14d87 without 52ac8b358b0c: the memslots change whenever the VMM asks, also
+    between an invalidation's start and its end, so start and end disagree on whether the
+    range overlaps a memslot: a start that elided the lock is followed by an end that drops
+    the in-progress count below zero, where 5.15 has ``BUG_ON(kvm->mmu_notifier_count <
+    0)`` (an oops: ``DriverError``), and a vCPU fault over the new slot meanwhile maps it
+    inside the window (``MapInWindow``: the elided start counted nothing); the other way
+    round, a count that never drops, every fault over the range retries for ever
+    (``Livelock``)."""
+
+    breaks = ("start and end must take the same decision about a range: nothing they test "
+              "may change in between (block memslot updates while an invalidation is active)")
+    mirrors = ("52ac8b358b0c 'KVM: Block memslot updates across range_start() and "
+               "range_end()' (5.15): 'lock elision must happen in both or none'")
+    expected = set(STALE) | {"DriverError", "Livelock", "MapInWindow"}
+    scenarios = ("memslot-update-in-window",)
+    apis = ("modern",)
+
+    def set_memslot(self, start, end):
+        with (yield self.mn_invalidate_lock):
+            self.memslots.append((start, end))

@@ -597,3 +597,45 @@ _historical(
                "invalidated the cache", "58cd407ca4c6", 2022),
     build=_gpc_refresh_race, apis=("modern",),
     applies=lambda cls: hasattr(cls, "gpc_read"))
+
+
+def _memslot_update_in_window(sim, driver_cls):
+    """The VMM adds a memslot over a range (``KVM_SET_USER_MEMORY_REGION``) while the CPU
+    zaps that range (``MADV_DONTNEED``) and a vCPU uses the guest's memory. With 071064f14d87
+    start and end take ``mmu_lock`` only for ranges that overlap a memslot: a memslot that
+    appears between them makes the end drop a count its start never raised."""
+    mm = sim.new_process("vm")
+    buf = setup_anon(sim, mm, 4)
+    vas = pages(buf, 4)
+    low, high = (buf, buf + 2 * PAGE_SIZE), (buf + 2 * PAGE_SIZE, buf + 4 * PAGE_SIZE)
+    drv = sim.attach(driver_cls, mm, memslots=[low], **driver_options(sim))
+    j = Join(sim)
+    added = sim.completion("memslot_added")
+
+    def vmm():
+        yield from drv.set_memslot(*high)
+        added.complete_all()
+
+    def vcpu():
+        yield from device_loop(drv, vas[:2], rounds=1, write=False)
+        yield added.wait()
+        yield from device_loop(drv, vas, rounds=2, write=False)
+
+    j.spawn("cpu0", tolerant(mm.madvise(high[0], 2 * PAGE_SIZE, "dontneed")))
+    j.spawn("vmm0", vmm())
+    j.spawn("vcpu0", vcpu())
+    j.then("check", cpu_reads(mm, vas))
+
+
+_historical(
+    Historical("memslot-update-in-window", "kvm_memslot_update_in_window",
+               "drivers.kvm_memslots:KVM_MEMSLOTS", "modern",
+               ("DriverError", "MapInWindow", "Livelock", "UseAfterFree", "StaleRead"),
+               "52ac8b358b0c 'KVM: Block memslot updates across range_start() and "
+               "range_end()' with 071064f14d87 'KVM: Don't take mmu_lock for range "
+               "invalidation unless necessary' (5.15): start and end elide mmu_lock for a "
+               "range outside every memslot, so a memslot update between them unbalances "
+               "the in-progress count (BUG_ON(kvm->mmu_notifier_count < 0))",
+               "52ac8b358b0c", 2021),
+    build=_memslot_update_in_window, apis=("modern",),
+    applies=lambda cls: hasattr(cls, "set_memslot"))
