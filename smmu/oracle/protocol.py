@@ -145,7 +145,7 @@ class ProtocolChecker(Observer):
 
     def hook_enter(self, sub, hook, args, span):
         if hook == "arch_invalidate_secondary_tlbs" and args[1] >= args[2]:
-            self.sim.violation(
+            self._violation(
                 "BadRange", f"{sub.name}.arch_invalidate_secondary_tlbs got the empty range "
                 f"[{args[1]:#x}, {args[2]:#x}) for a TLB flush: a driver that invalidates "
                 "what it is given invalidates nothing (f7edb07ad7c6, arm64 6.6..6.13)",
@@ -216,7 +216,7 @@ class ProtocolChecker(Observer):
             if rng in st.joined_inside:
                 st.joined_inside.remove(rng)
                 if overrides(s, "invalidate_range_start"):
-                    self.sim.violation(
+                    self._violation(
                         "UnpairedRange",
                         f"{s.name} gets invalidate_range_end({rng!r}) without its start: it "
                         "registered after the start (mmu_notifier_register takes mmap_lock "
@@ -230,7 +230,7 @@ class ProtocolChecker(Observer):
 
     def interval_invalidate(self, isub, rng, ret):
         if isub.freed:
-            self.sim.violation(
+            self._violation(
                 "NotifierUseAfterFree", f"invalidate of {isub!r} ran for {rng!r} after its "
                 "owner freed it: mmu_interval_notifier_remove returned too early",
                 address=rng.start, freed=isub.name)
@@ -247,7 +247,7 @@ class ProtocolChecker(Observer):
 
     def interval_tree_update(self, mm, isub, op):
         if isub.freed:
-            self.sim.violation(
+            self._violation(
                 "NotifierUseAfterFree",
                 f"mn_itree_inv_end applies the deferred {op} of {isub!r}, which its owner "
                 "freed after mmu_interval_notifier_remove returned: remove must not return "

@@ -49,6 +49,28 @@ RULES = {
         "referenced by sptes until the last refcount is dropped",
         "once the driver's end returned (it drops the last reference), no secondary "
         "mapping may disagree with the primary page table"),
+    "BadRange": (
+        "include/linux/mmu_notifier.h, arch_invalidate_secondary_tlbs (6.6..6.12); "
+        "f7edb07ad7c6 (6.14)",
+        "This is called by architecture code whenever invalidating a TLB entry. It is "
+        "assumed that any secondary TLB has the same rules for when invalidations are "
+        "required",
+        "the range a TLB flush passes is the range flushed: start == end flushes nothing "
+        "(f7edb07ad7c6: use the correct range instead of an empty range with start=end)"),
+    "NotifierUseAfterFree": (
+        "mm/mmu_notifier.c, mmu_interval_notifier_remove (5.5..6.12); 319561669a59",
+        "Once this returns ops callbacks are no longer running on other CPUs and will not "
+        "be called in future",
+        "after remove returned, the owner may free the subscription: the core must not "
+        "touch it again"),
+    "Leak": (
+        "mm/gup.c, get_user_pages_remote and pin_user_pages (6.12); mm/mmu_notifier.c, "
+        "mmu_interval_notifier_remove and mmu_notifier_get (6.12)",
+        "The caller is responsible for releasing returned @pages, via put_page() ... "
+        "FOLL_PIN means that the pages must be released via unpin_user_page() ... This "
+        "function must be paired with mmu_interval_notifier_insert() ... Each call to "
+        "mmu_notifier_get() must be paired with a call to mmu_notifier_put()",
+        "what a device took it gives back by the time its file is closed"),
 }
 
 
