@@ -271,9 +271,16 @@ class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migra
         return pfn
 
     def lock_page(self, pfn):
-        """``lock_page`` (may sleep)."""
+        """``lock_page`` (may sleep). The test and the set are one step, as
+        ``folio_trylock`` is one atomic bit operation (mm/filemap.c ``folio_wait_bit_common``:
+        "if (folio_trylock_flag(folio, bit_nr, wait)) break" after each wake-up): a woken
+        waiter that finds the page locked again by a ``trylock_page`` that ran between the
+        wake-up and its turn sleeps again instead of taking a lock someone holds."""
         flags = self.frames.flags
-        yield self.page_wq.wait_until(lambda: not int(flags[pfn]) & FRAME_LOCKED)
+        while True:
+            yield self.page_wq.wait_until(lambda: not int(flags[pfn]) & FRAME_LOCKED)
+            if not int(flags[pfn]) & FRAME_LOCKED:
+                break
         self.frames.set_flags(pfn, FRAME_LOCKED)
 
     def trylock_page(self, pfn) -> bool:

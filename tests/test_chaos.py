@@ -47,3 +47,58 @@ def test_soak_command_line(capsys):
     assert main(["--schedules", "0"]) == 2
     assert main(["--schedules", "3"]) == 0
     assert "0 internal error" in capsys.readouterr().out
+
+
+def test_a_woken_lock_page_waiter_does_not_take_a_page_trylock_took_meanwhile():
+    """Found by the soak (pageout-while-device-reads, range_only, random seed 612: a
+    StaleRead for the correct driver): lock_page's waiter was granted at its first look and
+    set PG_locked when it next ran, although a trylock_page (reclaim) had taken the lock in
+    between; both then worked on the swap-cache page and freed its slot twice, and a later
+    pageout gave the slot to a second page. folio_lock is one atomic test-and-set. Before the
+    fix both tasks held the lock at once."""
+    from smmu import PAGE_SIZE, Simulator
+    from smmu.base.pte import pte_pfn
+
+    sim = Simulator(schedule="round_robin")
+    mm = sim.new_process()
+    buf = sim.do(mm.mmap(PAGE_SIZE))
+    sim.do(mm.write(buf, 1))
+    pfn = int(pte_pfn(mm.pt.lookup(buf >> 12)))
+    mem = sim.memory
+    holders, seen = [], []
+
+    def waiter():                       # lock_page (its first look finds the page unlocked)
+        yield from mem.lock_page(pfn)
+        holders.append("waiter")
+        yield
+        holders.remove("waiter")
+        mem.unlock_page(pfn)
+
+    def reclaim():                      # trylock_page, before the waiter's next step
+        if mem.trylock_page(pfn):
+            holders.append("reclaim")
+            yield
+            yield
+            holders.remove("reclaim")
+            mem.unlock_page(pfn)
+        yield
+
+    def watch():
+        for _ in range(6):
+            seen.append(list(holders))
+            yield
+
+    sim.spawn("waiter", waiter())
+    sim.spawn("reclaim", reclaim())
+    sim.spawn("watch", watch())
+    assert sim.run().ok
+    assert ["waiter"] in seen and ["reclaim"] in seen          # each took it, in turn
+    assert all(len(h) <= 1 for h in seen), seen
+
+
+def test_the_soak_schedule_that_found_the_double_page_lock_is_clean():
+    from smmu.explore.run import make_strategy_schedule, run_once
+    r = run_once("pageout-while-device-reads", CHAOS, "range_only",
+                 make_strategy_schedule("random", 612, {"depth": 3, "steps": 300}), 612,
+                 stop_on_violation=False, rmap_locks="rwsem")
+    assert r.ok, [(v.kind, v.message) for v in r.violations]
