@@ -106,7 +106,14 @@ class CHAOS(KVM):
         elif not self.notifier.inserted and not self.dead and r < 0.5:
             # the insert takes mmap_lock for write: half the faults do not, so that they
             # also run while mmap_lock readers (KSM, a downgraded munmap) are at work
-            yield from mmu_interval_notifier_insert(self.notifier, self.mm, 0, 1 << 47)
+            # "Must call with a mmget() held" (mmu_interval_notifier_insert): a device
+            # fault runs outside the process's threads, as dmirror's ioctls do
+            if self.mm.mmget_not_zero():
+                try:
+                    yield from mmu_interval_notifier_insert(self.notifier, self.mm, 0,
+                                                            1 << 47)
+                finally:
+                    self.mm.mmput()
         yield from super().page_fault(va, write)
 
     # ------------------------------------------------------------------ hooks
@@ -137,3 +144,11 @@ class CHAOS(KVM):
         yield from self._wrap(super().release, mm)
         if self.notifier.inserted:
             yield from mmu_interval_notifier_remove(self.notifier)
+
+    def close(self):
+        """The device's file is closed: its interval notifier is removed if a fault
+        inserted it after ``release`` (``dmirror_fops_release`` does the same), then KVM's
+        teardown."""
+        if self.notifier.inserted:
+            yield from mmu_interval_notifier_remove(self.notifier)
+        yield from super().close()

@@ -102,3 +102,32 @@ def test_the_soak_schedule_that_found_the_double_page_lock_is_clean():
                  make_strategy_schedule("random", 612, {"depth": 3, "steps": 300}), 612,
                  stop_on_violation=False, rmap_locks="rwsem")
     assert r.ok, [(v.kind, v.message) for v in r.violations]
+
+
+class _InsertsWithoutMmget(CHAOS):
+    """The chaos driver as it was: it inserted its interval notifier from a device fault
+    without holding an mm_users reference ("Must call with a mmget() held")."""
+
+    def page_fault(self, va, write):
+        from drivers.kvm import KVM
+        from smmu.notifier import mmu_interval_notifier_insert, mmu_interval_notifier_remove
+        r = self.rng.random()
+        if self.notifier.inserted and r < 0.2:
+            yield from mmu_interval_notifier_remove(self.notifier)
+        elif not self.notifier.inserted and not self.dead and r < 0.5:
+            yield from mmu_interval_notifier_insert(self.notifier, self.mm, 0, 1 << 47)
+        yield from KVM.page_fault(self, va, write)
+
+
+def test_an_insert_that_raced_exit_without_mmget_is_refused_not_a_core_bug():
+    """Found by the soak (release-unlink-first-fixed, v2008, random seed 520): the insert
+    waited for mmap_lock while exit began (exit_mmap takes no mmap_lock around its unmap in
+    2.6.27) and the tree appeared inside exit's range: a CoreBug at its end. Linux forbids
+    the caller (BUG_ON(mm_users <= 0) in __mmu_notifier_register); register now re-checks
+    once it holds the locks and refuses, and CHAOS holds mmget_not_zero() as it must."""
+    from smmu.explore.run import make_strategy_schedule, run_once
+    for cls in (_InsertsWithoutMmget, CHAOS):
+        r = run_once("release-unlink-first-fixed", cls, "v2008",
+                     make_strategy_schedule("random", 520, {"depth": 3, "steps": 300}), 520,
+                     stop_on_violation=False, rmap_locks="rwsem")
+        assert r.ok, [(v.kind, v.message) for v in r.violations]

@@ -190,6 +190,16 @@ class NotifierSubscriptions:
                 raise UsageError(f"{sub!r} is already registered")
         yield from self._take_all_locks()
         try:
+            if self._mm_exiting():
+                # exit began while this waited for the locks: only a caller holding no
+                # mm_users reference can see that, and Linux's BUG_ON(mm_users <= 0) is
+                # for it (exit_mmap's ranges run without mmap_lock: a tree appearing now
+                # would meet an end without its start)
+                raise UsageError(f"{self.mm!r} began exiting while mmu_notifier_register "
+                                 "waited for its locks: hold an mm_users reference "
+                                 "(mm.mmget_not_zero() ... mm.mmput()) across "
+                                 "mmu_notifier_register and mmu_interval_notifier_insert, "
+                                 "as Linux requires")
             if sub is None:
                 self.has_itree = True
             else:
