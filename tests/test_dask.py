@@ -70,6 +70,22 @@ def test_a_shard_started_from_a_wrong_pct_estimate_is_run_again():
     assert [s for s, _ in naive["resume"]["runs"]] != [s for s, _ in right["resume"]["runs"]]
 
 
+def test_progress_follows_the_merged_shards():
+    """The progress callback (what moves smmu check's bar) hears of every merged shard, in
+    order, and of the budget a pair that stopped early will not run: each pair's total is
+    its --schedules."""
+    pairs = [PairCampaign(0, "cow-after-fork", load_driver("kvm"), "modern", schedules=60,
+                          shard_size=7),
+             PairCampaign(1, "fork-after-pin", load_driver("buggy.pinned_early_put"),
+                          "modern", schedules=60, shard_size=7)]
+    heard = []
+    ex = InlineExecutor()
+    run_campaign(pairs, ex.submit, ex.as_completed,
+                 progress=lambda pair, n: heard.append((pair.key, n)))
+    assert sum(n for k, n in heard if k == 0) == 60 and len([k for k, _ in heard if k == 0]) > 4
+    assert sum(n for k, n in heard if k == 1) == 60      # found at once: the rest skipped
+
+
 def test_bad_shards_are_refused():
     from smmu.base.errors import UsageError
     with pytest.raises(UsageError, match="start < stop"):
