@@ -226,13 +226,16 @@ class _Load:
         # follow the MIGRATE range it sends and fault the pages back)
         migrates = d == 0 and has_device_memory(type(drv))
         base = 1_000_000 * (d + 1)
-        for va in self.hot:                     # the first pass: map the whole hot set
-            yield from tolerant(drv.access(va, write=False))
+        # each device has a page it comes back to between its other accesses (a command
+        # ring, a doorbell, KVM's APIC-access page): the first it maps
+        ring = self.small[d % len(self.small)]
+        for va in [ring] + [v for v in self.hot if v != ring]:   # the first pass: map
+            yield from tolerant(drv.access(va, write=False))        # the whole hot set
         self.warming -= 1
         if not self.warming:
             self.warm.complete_all()
         for k in range(self.shape.accesses_per_device):
-            va = rng.choice(self.hot)
+            va = ring if k % 2 else rng.choice(self.hot)
             if migrates and va in self.small and rng.random() < 0.125:
                 yield from tolerant(drv.migrate_to_device(va, 1))
                 continue
