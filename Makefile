@@ -1,7 +1,8 @@
 # make demo: set up .venv and run the main job.   make test: set up .venv, check the import
 # layers (lint-imports, contracts in pyproject.toml) and run the tests.   make study: the
 # invalidate_page study, written to docs/study-invalidate-page.md. make soak SCHEDULES=N: the chaos
-# driver over every scenario, generation and rmap-lock mode (smmu.testing.soak; default 100000).
+# driver over every scenario, generation and rmap-lock mode (smmu.testing.soak; default 100000),
+# then the kit's default budget on every broken driver with no hint (tests/test_kit_budget.py).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -42,6 +43,7 @@ study: $(STAMP)
 SCHEDULES ?= 100000
 soak: $(STAMP)
 	$(BIN)/python -m smmu.testing.soak --schedules $(SCHEDULES)
+	SMMU_SOAK=1 $(BIN)/python -m pytest -q -n 2 tests/test_kit_budget.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check smmu primary_mm drivers tests benchmarks

@@ -139,3 +139,20 @@ def test_exit_statuses_are_documented():
     doc = textwrap.dedent(cli.__doc__)
     assert "3 internal error" in doc and "2 usage error" in doc
     assert r.returncode == 0
+
+
+def test_a_folder_named_smmu_is_the_namespace_package_trap(tmp_path):
+    (tmp_path / "smmu").mkdir()                 # e.g. a folder of the user's notes or output
+    (tmp_path / "smmu" / "notes.txt").write_text("")
+    probe = subprocess.run([sys.executable, "-c", "import smmu; print(smmu.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True)
+    r = smmu("--version", cwd=tmp_path)
+    if probe.stdout.strip() != "None":          # a regular install: its package wins
+        assert r.returncode == 0, r.stderr
+        return
+    # an editable install (make setup): the folder is imported instead, as an empty namespace
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"found the folder {tmp_path / 'smmu'}" in r.stderr and "rename" in r.stderr
+    # the negative twin: anywhere else it runs
+    assert smmu("--version", cwd=tmp_path / "smmu").returncode == 0

@@ -26,6 +26,7 @@ def test_coherence_test_passes_a_correct_driver(toy):
 def test_coherence_test_fails_a_racy_driver_with_the_report(toy):
     t = coherence_test(toy.RacyToyDevice, api="modern", scenarios=["toy-race"],
                        max_examples=60)
+    assert t.schedules == 60
     with pytest.raises(CoherenceFailure) as ei:
         t()
     e = ei.value
@@ -33,7 +34,34 @@ def test_coherence_test_fails_a_racy_driver_with_the_report(toy):
     text = str(e)
     assert text.startswith("LostWrite at 0x1000")
     assert "[dev0]" in text and "[dev1]" in text            # the numbered schedule
-    assert "Replay(" in text                                # how to replay it
+    assert "\nreproduce it:\n  smmu replay " in text          # how to replay it
+    assert e.report_file and e.commands[0] == f"smmu replay {e.report_file}"
+
+
+def test_a_failure_hypothesis_finds_has_a_replay_command(toy):
+    # no directed search: hypothesis alone finds it; its schedule replays from the JSON file
+    t = coherence_test(toy.RacyToyDevice, api="modern", scenarios=["toy-race"],
+                       max_examples=60, schedules=0)
+    with pytest.raises(CoherenceFailure) as ei:
+        t()
+    e = ei.value
+    assert e.finding.strategy == "replay" and len(e.commands) == 1
+    assert e.commands[0].startswith("smmu replay ")
+    from smmu.explore import Finding, replay
+    import json
+    doc = json.loads(open(e.report_file).read())
+    again = replay(Finding.from_dict(doc["violations"][0]["finding"]), driver_cls=toy.RacyToyDevice)
+    assert e.violation.kind in again.kinds()
+
+
+def test_a_failure_the_directed_search_finds_has_a_check_command(toy):
+    t = coherence_test(toy.RacyToyDevice, api="modern", scenarios=["toy-race"])
+    with pytest.raises(CoherenceFailure) as ei:
+        t()
+    e = ei.value
+    assert e.finding.strategy != "replay"
+    assert e.commands[1].startswith("smmu check ") and e.commands[1].endswith(
+        "--scenario toy-race --api modern --seed 0 --schedules 60")
 
 
 def test_coherence_test_all_generations_by_default(toy):

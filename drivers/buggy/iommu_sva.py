@@ -41,7 +41,7 @@ class SVAFlushInEnd(IOMMU_SVA):
     mirrors = ("Documentation/mm/mmu_notifier.rst, case B: 'If clearing the page table entry "
                "is not followed by a notify before setting the new pte/pmd value then you "
                "can break memory model like C11 or C++11 for the device'")
-    expected = {"StaleRead", "LostWrite"}
+    expected = {"StaleRead", "LostWrite", "UseAfterFree"}
     scenarios = ("rst-cow-timeline",)
     apis = ("modern",)
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import inspect
 
-import structlog
 
 from primary_mm.memory import Memory
 from smmu.base.errors import BadDriver, SmmuError, UsageError
+from smmu.base.log import get_logger
 from smmu.notifier import API_GENERATIONS, MMUIntervalNotifier, MMUNotifier, check_driver_class
 from smmu.oracle import Oracle, ProtocolChecker
 from smmu.runtime.observer import FanOut
@@ -27,7 +27,7 @@ from smmu.runtime.task import in_smmu, raised_in_smmu, traceback_frames, user_si
 from smmu.runtime.watchdog import DEFAULT_STEP_TIMEOUT
 from smmu.sim.trace_recorder import TraceRecorder
 
-log = structlog.get_logger("smmu")
+log = get_logger()
 
 RMAP_LOCKS = ("spinlock", "rwsem")
 

@@ -31,15 +31,16 @@ point ``smmu.testing`` finds it.
 """
 
 from smmu.sim import Simulator
-from smmu.testing.kit import (DEFAULT_SCENARIOS, CoherenceFailure, check_class, coherence_pairs,
-                              coherence_test, failure_report, run_schedule)
+from smmu.testing.kit import (DEFAULT_SCENARIOS, DEFAULT_SCHEDULES, CoherenceFailure, check_class,
+                              coherence_pairs, coherence_test, failure_report, find, reproduce,
+                              run_schedule, search)
 from smmu.testing.machine import coherence_machine
 from smmu.testing.profiles import register_profiles
 from smmu.testing.warmup import warm_up
 
-__all__ = ["DEFAULT_SCENARIOS", "CoherenceFailure", "check_class", "coherence_machine",
-           "coherence_pairs", "coherence_test", "failure_report", "register_profiles",
-           "run_schedule", "warm_up"]
+__all__ = ["DEFAULT_SCENARIOS", "DEFAULT_SCHEDULES", "CoherenceFailure", "check_class",
+           "coherence_machine", "coherence_pairs", "coherence_test", "failure_report", "find",
+           "register_profiles", "reproduce", "run_schedule", "search", "warm_up"]
 
 
 try:
