@@ -218,6 +218,26 @@ def test_check_racy_driver_exits_1_with_report_json_trace_and_replay(capsys, toy
     assert "reproduced" in out and "LostWrite" in out
 
 
+def test_check_and_replay_trace_take_the_same_argument(capsys, toy, tmp_path):
+    """--trace is a folder or a FILE.json for both commands; one that cannot be written is a
+    usage error (exit 2), not an internal error."""
+    rep = tmp_path / "r.json"
+    code, out, err = run(["check", "smmu_toy:RacyToyDevice", "--scenario", "toy-race",
+                          "--api", "modern", "--strategy", "random", "--schedules", "50",
+                          "--json", str(rep), "--trace", str(tmp_path / "check.json")], capsys)
+    assert code == 1 and validate(json.loads((tmp_path / "check.json").read_text())) == []
+    for arg in (tmp_path / "dir", tmp_path / "replay.json"):
+        code, out, err = run(["replay", str(rep), "--trace", str(arg)], capsys)
+        assert code == 1, out + err
+        (f,) = [arg] if arg.suffix == ".json" else list(arg.glob("*.json"))
+        assert validate(json.loads(f.read_text())) == [] and f"trace: {f}" in out
+    (tmp_path / "a-file").write_text("")
+    for cmd in (["replay", str(rep)], ["check", "smmu_toy:RacyToyDevice", "--scenario",
+                                       "toy-race", "--api", "modern", "--schedules", "20"]):
+        code, out, err = run(cmd + ["--trace", str(tmp_path / "a-file" / "t")], capsys)
+        assert code == 2 and "--trace" in err and "cannot write" in err, err
+
+
 def test_check_exhaustive_finds_the_race(capsys, toy):
     code, out, _ = run(["check", "smmu_toy:RacyToyDevice", "--scenario", "toy-race",
                         "--strategy", "exhaustive", "--schedules", "100"], capsys)

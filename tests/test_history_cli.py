@@ -43,3 +43,25 @@ def test_history_exits_1_when_a_broken_half_is_not_caught(monkeypatch, capsys):
 def test_history_unknown_pair_is_a_usage_error(capsys):
     assert cli.main(["history", "no-such-bug"]) == 2
     assert "unknown historical pair" in capsys.readouterr().err
+
+
+def test_history_table_fits_80_columns_and_cuts_no_name():
+    from rich.console import Console
+
+    from smmu.base.errors import VIOLATION_KINDS
+    from smmu.cli.history import history_table
+    from smmu.explore.history import HistoryRow
+    rows = [HistoryRow(name=n, commit=h.commit, year=h.year, ref="", expected=h.expected,
+                       broken=list(h.expected), caught=True) for n, h in
+            scenarios.HISTORICAL.items()]
+    rows.append(HistoryRow(name="x" * 30, commit="0" * 12, year=2024, ref="", expected=(),
+                           broken=sorted(VIOLATION_KINDS), caught=True))
+    con = Console(width=80, record=True, color_system=None)
+    con.print(history_table(rows, 1.0), width=80)
+    text = con.export_text()
+    assert max(map(len, text.splitlines())) <= 80
+    assert "…" not in text
+    words = set(text.replace(",", " ").split())
+    for r in rows:
+        assert r.name in words and r.commit.split()[0] in words
+        assert set(r.broken) <= words, set(r.broken) - words

@@ -3,8 +3,9 @@ DEFAULT_SCHEDULES per (scenario, api)) finds every driver of drivers/buggy and a
 driver that drops its translations only in invalidate_range_end (examples/).
 
 In CI each driver is searched on the default pairs of the scenarios it documents first,
-then on the others (a second or so each); ``make soak`` runs the kit exactly as a user's test does: every default pair in
-the kit's order, no hint of where the bug is (about two minutes for all of them)."""
+then on the others (a second or so each); ``make soak`` runs the kit exactly as a user's
+test does: every default pair in the kit's order, no hint of where the bug is (about two
+minutes for all of them)."""
 
 import os
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from drivers.buggy import BUGGY
-from smmu.testing import DEFAULT_SCENARIOS, DEFAULT_SCHEDULES, coherence_pairs, find
+from smmu.testing import DEFAULT_SCHEDULES, coherence_pairs, find
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from device_tlb_end_only import EndOnlyTLB  # noqa: E402

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from pathlib import Path
 
 from rich.table import Table
 
@@ -14,7 +13,7 @@ from smmu.base.errors import UsageError
 from smmu.base.log import get_logger
 from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, Command, ProgressBar,
                              configure_logging, console, nonneg_int, pos_int, resolve_driver,
-                             slug, write_json)
+                             slug, write_json, write_trace_file)
 from smmu.explore import SEARCHES, explore, replay, shrink
 from smmu.explore.cluster import cluster, explore_on, workers_of
 from smmu.explore.coverage import Coverage
@@ -22,7 +21,6 @@ from smmu.explore.loader import driver_label, portable_spec
 from smmu.explore.shards import SHARD_SIZE, PairCampaign
 from smmu.notifier import API_GENERATIONS
 from smmu.report import check_json, finding_text, findings_summary, report_groups, verdict
-from smmu.report.trace import write_trace
 from smmu.scenarios import SCENARIOS, default_names, known_window
 from smmu.sim import KERNELS, kernel_preset, kernels
 
@@ -228,11 +226,17 @@ def cmd_check(args) -> int:
     return EXIT_VIOLATIONS if findings else EXIT_CLEAN
 
 
+def trace_name(label: str, finding) -> str:
+    """The file name of a violation's trace in a ``--trace`` folder."""
+    return f"{slug(label)}-{finding.scenario}-{finding.api}-{finding.seed}.json"
+
+
 def print_reports(out, cls, label, findings, max_reports=3, trace_dir=None) -> None:
     """The findings' summary (one line per distinct (kind, scenario)), then a full report
     of the first ``max_reports`` groups: each group's finding with the shortest schedule,
-    shrunk and replayed with its events (and a Perfetto trace per report into
-    ``trace_dir``). The rest stay in the JSON, unshrunk."""
+    shrunk and replayed with its events (and a Perfetto trace per report where
+    ``trace_dir``, a ``--trace`` argument, says: :func:`smmu.cli.common.trace_path`). The
+    rest stay in the JSON, unshrunk."""
     if not findings:
         return
     shown = [g["finding"] for g in report_groups(findings)[:max_reports]]
@@ -244,7 +248,7 @@ def print_reports(out, cls, label, findings, max_reports=3, trace_dir=None) -> N
     out.print()
     for line in findings_summary(groups, shown):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
-    for f in shown:
+    for i, f in enumerate(shown):
         res = replay_finding(f, cls, trace=True)
         out.print()
         out.print(finding_text(f, driver=label, result=res), markup=False, highlight=False,
@@ -254,10 +258,10 @@ def print_reports(out, cls, label, findings, max_reports=3, trace_dir=None) -> N
             out.print(f"  known window: {cls.__name__} declares this scenario a window the "
                       f"driver it models really has: {why}", markup=False)
         if trace_dir:
-            path = Path(trace_dir) / f"{slug(label)}-{f.scenario}-{f.api}-{f.seed}.json"
-            write_trace(path, res, title=f"smmu {label} {f.scenario} {f.api}",
-                        metadata={"driver": label, "scenario": f.scenario, "api": f.api,
-                                  "seed": f.seed})
+            path = write_trace_file(trace_dir, trace_name(label, f), res, index=i,
+                                    title=f"smmu {label} {f.scenario} {f.api}",
+                                    metadata={"driver": label, "scenario": f.scenario,
+                                              "api": f.api, "seed": f.seed})
             out.print(f"trace: {path} (open it in https://ui.perfetto.dev)", markup=False,
                       soft_wrap=True)
 
@@ -370,8 +374,9 @@ def check_arguments(c) -> None:
                    help="schedules per scenario and api (default 200)")
     c.add_argument("--seed", type=nonneg_int, default=0)
     c.add_argument("--json", metavar="FILE", default=None, help="write the JSON report")
-    c.add_argument("--trace", metavar="DIR", default=None,
-                   help="write a Perfetto trace per full report into DIR")
+    c.add_argument("--trace", metavar="DIR|FILE.json", default=None,
+                   help="write the Perfetto trace of each full report into the folder DIR, "
+                   "or to FILE.json (FILE-2.json... for more); smmu replay takes the same")
     c.add_argument("--max-reports", type=nonneg_int, default=3, metavar="N",
                    help="full reports printed after the summary, one per distinct (kind, "
                    "scenario), shortest schedule first (default 3; every finding is in "

@@ -200,6 +200,30 @@ def slug(s):
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in s)
 
 
+def trace_path(arg: str, name: str, index: int = 0) -> Path:
+    """Where ``--trace ARG`` puts the trace of one violation, the same for ``smmu check`` and
+    ``smmu replay``: ARG is a folder (made if missing; the file in it is ``name``), or a
+    file ending in ``.json`` (the ``index``-th violation after the first goes to
+    ``FILE-<index+1>.json``)."""
+    p = Path(arg)
+    if p.suffix.lower() == ".json" and not p.is_dir():
+        return p if index == 0 else p.with_name(f"{p.stem}-{index + 1}{p.suffix}")
+    return p / name
+
+
+def write_trace_file(arg: str, name: str, result, *, index: int = 0, title: str,
+                     metadata: dict | None = None) -> Path:
+    """Write ``result``'s Perfetto trace where :func:`trace_path` says; a path that cannot
+    be written is a usage error."""
+    from smmu.report.trace import write_trace
+    path = trace_path(arg, name, index)
+    try:
+        return write_trace(path, result, title=title, metadata=metadata)
+    except OSError as e:
+        raise CLIError(f"--trace {arg!r}: cannot write {str(path)!r}: {e.strerror or e} (give "
+                       "a folder or a FILE.json)") from None
+
+
 def write_json(path, doc):
     try:
         p = Path(path)

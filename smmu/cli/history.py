@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import time
 
-from rich.table import Table
-
 from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, Command, ProgressBar,
-                             console, pos_int, write_json)
+                             console, pos_int, print_table, table, write_json)
+from smmu.base.errors import VIOLATION_KINDS
 from smmu.explore.history import BROKEN_BUDGET, FIXED_SCHEDULES, check_history
 from smmu.scenarios import HISTORICAL
 
@@ -32,16 +31,7 @@ def cmd_history(args) -> int:
             prog.advance(1)
     elapsed = time.perf_counter() - t0
     out = console()
-    t = Table(title=f"smmu history: {len(rows)} pairs in {elapsed:.1f} s")
-    t.add_column("pair", no_wrap=True)
-    for col in ("commit", "year", "broken", "fixed"):
-        t.add_column(col)
-    for r in rows:
-        kinds = ", ".join(r.broken) or "nothing"
-        broken = f"[green]{kinds}[/green]" if r.caught else f"[red]not caught ({kinds})[/red]"
-        fixed = "[green]clean[/green]" if r.clean else "[red]" + ", ".join(r.fixed) + "[/red]"
-        t.add_row(r.name, r.commit, str(r.year or ""), broken, fixed)
-    out.print(t)
+    print_table(out, history_table(rows, elapsed))
     bad = [r for r in rows if not r.ok]
     if bad:
         out.print(f"{len(bad)} pair(s) failed: " + "; ".join(
@@ -53,6 +43,24 @@ def cmd_history(args) -> int:
                                "budget": args.budget, "fixed_schedules": args.fixed_schedules,
                                "elapsed": round(elapsed, 2)})
     return EXIT_VIOLATIONS if bad else EXIT_CLEAN
+
+
+def history_table(rows, elapsed: float):
+    """The table of :func:`check_history` rows: it fits 80 columns and never cuts a pair's
+    name or a violation kind (the kinds wrap between names)."""
+    cells = []
+    for r in rows:
+        kinds = ", ".join(r.broken) or "nothing"
+        broken = f"[green]{kinds}[/green]" if r.caught else f"[red]not caught ({kinds})[/red]"
+        fixed = "[green]clean[/green]" if r.clean else "[red]" + ", ".join(r.fixed) + "[/red]"
+        cells.append((r.name, r.commit, str(r.year or ""), broken, fixed))
+    t = table(f"smmu history: {len(rows)} pairs in {elapsed:.1f} s",
+              ("pair", "commit", "year", "broken", "fixed"), cells, names=3)
+    # a kind name is never cut: the kinds columns are at least as wide as the longest kind
+    widest = max(map(len, VIOLATION_KINDS))
+    t.columns[3].min_width = widest
+    t.columns[4].min_width = len("clean")
+    return t
 
 
 def history_arguments(h) -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from smmu.cli.check import replay_finding
+from smmu.cli.check import replay_finding, trace_name
 from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, Command, console,
-                             nonneg_int, resolve_driver)
+                             nonneg_int, resolve_driver, write_trace_file)
 from smmu.explore import Finding
 from smmu.explore.loader import driver_label
 from smmu.report import driver_revision, finding_text, smmu_revision
-from smmu.report.trace import write_trace
 from smmu.scenarios import SCENARIOS
 
 
@@ -60,8 +59,12 @@ def cmd_replay(args) -> int:
         out.print(f"replayed {finding.scenario} [{finding.api}]: no violation this time "
                   "(the driver or smmu changed since the report)", markup=False)
     if args.trace:
-        write_trace(args.trace, res, title=f"smmu replay {finding.scenario}")
-        out.print(f"trace: {args.trace}", markup=False)
+        path = write_trace_file(args.trace, trace_name(spec, finding), res,
+                                title=f"smmu replay {finding.scenario}",
+                                metadata={"driver": spec, "scenario": finding.scenario,
+                                          "api": finding.api, "seed": finding.seed})
+        out.print(f"trace: {path} (open it in https://ui.perfetto.dev)", markup=False,
+                  soft_wrap=True)
     return EXIT_VIOLATIONS if res.violations else EXIT_CLEAN
 
 
@@ -88,7 +91,9 @@ def replay_arguments(r) -> None:
     r.add_argument("file", metavar="FILE", help="a report written by smmu check --json")
     r.add_argument("--index", type=nonneg_int, default=0,
                    help="which violation of the report (default 0)")
-    r.add_argument("--trace", metavar="FILE", default=None, help="write a Perfetto trace")
+    r.add_argument("--trace", metavar="DIR|FILE.json", default=None,
+                   help="write the Perfetto trace into the folder DIR or to FILE.json, as "
+                   "smmu check --trace does")
 
 
 COMMANDS = [Command("replay", "re-run one reported violation from a JSON report", cmd_replay,
