@@ -39,7 +39,8 @@ study: $(STAMP)
 		--plot docs/study --markdown docs/study-invalidate-page.md > bench-results/study.txt
 	@tail -n 40 bench-results/study.txt
 
-# the chaos driver over every scenario, generation and rmap-lock mode: no internal error
+# the chaos driver over every scenario, generation and rmap-lock mode: no internal error; the
+# kit's default budget on every broken driver with no hint of where its bug is
 SCHEDULES ?= 100000
 soak: $(STAMP)
 	$(BIN)/python -m smmu.testing.soak --schedules $(SCHEDULES)

@@ -99,7 +99,7 @@ def test_text_commands_parse_and_name_real_files():
         for cmd, _ in commands(body):
             argv = shlex.split(cmd)
             if argv[0] == "make":
-                assert all(t in TARGETS for t in argv[1:]), cmd
+                assert all(t in TARGETS for t in argv[1:] if "=" not in t), cmd
                 checked += 1
                 continue
             if kind != "text" or not argv[0].endswith("smmu"):
