@@ -13,7 +13,6 @@ import pytest
 
 import smmu.oracle
 from smmu.base.errors import VIOLATION_KINDS
-from smmu.notifier import MMUNotifier
 from smmu.explore import make_strategy_schedule, run_once
 from smmu.explore.history import first_hit, historical_driver
 from smmu.oracle.rules import RULES, cite
@@ -70,17 +69,7 @@ def test_bad_return_and_leak_reports_end_with_their_linux_text():
     assert f is not None, seen
     assert f.violation.message.endswith(cite("BadReturn")), f.violation.message
 
-    class NeverUnregisters(MMUNotifier):     # its close forgets mmu_notifier_unregister
-        def invalidate_range_start(self, range):
-            return 0
-
-        def access(self, va, *, write, value=None):
-            return None
-            yield
-
-        def close(self):
-            return None
-            yield
+    from test_leaks import NeverUnregisters      # its close forgets to unregister
 
     r = run_once("cow-after-fork", NeverUnregisters, "modern",
                  make_strategy_schedule("random", 0), 0, stop_on_violation=False)

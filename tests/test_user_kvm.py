@@ -37,19 +37,8 @@ class UserKVMNoRetry(UserKVM):
 
     name = "user_kvm_no_retry"
 
-    def fault(self, va, write):
-        page = va - va % 4096
-        vpn = va >> 12
-        yield
-        pfn = yield from self.mm.get_user_pages(page, write=write)
-        yield
-        with (yield self.lock):
-            old = self.sptes.pop(vpn, None)
-            if old is not None:
-                self.note_unmap(page)
-            self.sptes[vpn] = [pfn, bool(write), True]
-            self.note_map(page, pfn, bool(write))
-        yield from self.mm.put_page(pfn)
+    def may_install(self, seq) -> bool:
+        return not self.dead
 
 
 def test_twin_user_written_kvm_that_ignores_the_sequence_is_caught():

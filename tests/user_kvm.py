@@ -65,7 +65,7 @@ class UserKVM(MMUNotifier):
             pfn = yield from self.mm.get_user_pages(page, write=write)
             yield
             with (yield self.lock):
-                ok = not self.dead and self.count == 0 and self.seq == seq
+                ok = self.may_install(seq)
                 if ok:
                     old = self.sptes.pop(vpn, None)
                     if old is not None:
@@ -81,6 +81,11 @@ class UserKVM(MMUNotifier):
                 raise SegmentationFault(f"{self.name}: the VM is gone", va)
 
     # ------------------------------------------------------------------ helpers
+    def may_install(self, seq) -> bool:
+        """Under the lock: may the fault that read ``seq`` before its GUP install its SPTE?
+        Not while a range is in flight, nor once the sequence moved."""
+        return not self.dead and self.count == 0 and self.seq == seq
+
     def _zap(self, start, end):
         vpn0, vpn1 = start >> PAGE_SHIFT, -(-end // PAGE_SIZE)
         gone = [v for v in self.sptes if vpn0 <= v < vpn1]
