@@ -42,15 +42,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
+import textwrap
 
 from smmu import __version__
 from smmu.base.errors import InternalError, Interrupted, SmmuError, UsageError
 from smmu.cli.common import (EXIT_CLEAN, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE,
-                             EXIT_VIOLATIONS, CLIError, Command, configure_logging,
+                             EXIT_VIOLATIONS, WIDTH, CLIError, Command, configure_logging,
                              internal_error, resolve_driver)
 from smmu.report import short_path, smmu_revision
+
+#: stdout closed by its reader: 128 + SIGPIPE, what a shell shows for a tool killed by it
+EXIT_BROKEN_PIPE = 141
 
 __all__ = ["CLIError", "Command", "EXIT_CLEAN", "EXIT_INTERNAL", "EXIT_INTERRUPTED",
            "EXIT_USAGE", "EXIT_VIOLATIONS", "build_parser", "commands", "configure_logging",
@@ -96,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for c in commands():
         epilog = c.epilog() if callable(c.epilog) else c.epilog
-        cp = sub.add_parser(c.name, help=c.help, description=c.description or c.help,
-                            epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        # the epilog keeps its layout (RawDescription); the description is wrapped here
+        desc = "\n\n".join(textwrap.fill(par, WIDTH - 1) for par in
+                           (c.description or c.help or "").split("\n\n"))
+        cp = sub.add_parser(c.name, help=c.help, description=desc, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _verbosity(cp, suppress=True)
         if c.arguments is not None:
             c.arguments(cp)
@@ -133,6 +141,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("smmu: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`smmu scenarios --json | head`): stop quietly, as Unix tools
+        # do, and keep Python from complaining again when it flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except InternalError as e:
         return internal_error(e, args)
     except Exception as e:      # noqa: BLE001 - anything else escaping is smmu's bug too
