@@ -280,7 +280,7 @@ def load_catalogue(budget: int = GOAL_LOAD_SCHEDULES, seed: int = 0) -> dict:
             ex = explore("load", cls, api, schedules=budget, seed=seed, stop_at_first=False)
             hits = [f for f in ex.findings if f.kind in cls.expected]
             rows.append({"driver": name, "api": api, "applies": True, "caught": bool(hits),
-                         "schedule": min(f.index for f in hits) + 1 if hits else None,
+                         "schedule": min(f.index for f in hits) if hits else None,
                          "kinds": sorted({f.kind for f in hits}),
                          "unexpected": sorted({f.kind for f in ex.findings} -
                                               set(cls.expected)),
