@@ -107,6 +107,8 @@ class Faults:
             # mprotect changes the VMA and its PTEs under mmap_lock for write: a PROT_NONE
             # entry under an accessible VMA cannot be seen here
             raise SegmentationFault(f"{op}: {va:#x} is PROT_NONE (SIGSEGV)", address=va)
+        elif vma.file is not None and vma.file.hugetlb:
+            yield from self._hugetlb_fault(vma, va, write)
         elif vma.file is not None:
             yield from self._do_fault(vma, va, write)
         elif not (pte == 0 and self.thp_allowed(vma, va) and self._pmd_none(vpn)

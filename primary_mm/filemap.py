@@ -28,6 +28,8 @@ class File:
         self.memory = memory
         self.name = name
         self.shmem = shmem
+        #: a hugetlbfs file (:mod:`primary_mm.hugetlb`): read in and mapped by 2 MiB page
+        self.hugetlb = False
         self.contents = np.zeros(npages, dtype=np.uint64)
         if fill is not None:
             if callable(fill):

@@ -43,6 +43,7 @@ class Madvise:
                                   f"{list(ADVICE)}")
         advice = advice.lower()
         start, end = self._check_range(addr, length, "madvise")
+        self._refuse_hugetlb(start, end, "madvise")
         write_lock = advice in _VMA_FLAGS
         yield self.mmap_lock.write() if write_lock else self.mmap_lock.read()
         try:

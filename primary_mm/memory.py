@@ -33,6 +33,7 @@ from primary_mm.frames import (FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DIRTY, FR
                                FRAME_LOCKED, FRAME_ZERO, FrameTable,
                                NO_OWNER)
 from primary_mm.huge_memory import HugePages, check_thp_options
+from primary_mm.hugetlb import Hugetlb, check_hugetlb_option
 from primary_mm.khugepaged import Khugepaged
 from primary_mm.ksm import Ksm
 from primary_mm.memremap import Memremap
@@ -42,13 +43,13 @@ from primary_mm.mm import MM
 from primary_mm.mmu_gather import MmuGather
 from primary_mm.oom import OomReaper, check_oom_reaper
 from primary_mm.page_idle import PageIdle
-from primary_mm.pagetable import PageTable, PageTablePool
+from primary_mm.pagetable import VPN_LIMIT, PageTable, PageTablePool
 from primary_mm.rmap import LRU_GEN, RmapWalk
 from primary_mm.swap import SwapSpace
 from primary_mm.truncate import Truncate
 from primary_mm.vmscan import Vmscan
 from primary_mm.writeback import Writeback
-from smmu.base.constants import PAGE_SHIFT
+from smmu.base.constants import PAGE_SHIFT, PUD_SIZE
 from smmu.base.errors import InvalidArgument, UsageError
 from smmu.base.pte import (PTE_WRITE, exclusive_pfns, expand_huge, mapped_mask, mapped_pfns,
                            pte_pfns, release_scan, swap_slots)
@@ -63,7 +64,7 @@ MPROTECT_NOTIFY = ("change_protection", "change_pmd_range", "change_pud_range")
 COW_NOTIFY = ("clear_flush_notify", "set_pte_at_notify", "range")
 
 
-class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migrate,
+class Memory(RmapWalk, HugePages, Hugetlb, Khugepaged, Vmscan, Writeback, Truncate, Migrate,
              MigrateDevice, Memremap, Ksm, OomReaper, PageIdle):
     """System-wide primary-MM state. ``sim.memory``; built by :class:`smmu.Simulator`.
 
@@ -89,8 +90,11 @@ class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migra
                  thp_migration: bool = True, thp_swap: bool = True, lru_gen: str = "off",
                  oom_reaper: str = "nonblock",
                  interval_remove_race: bool = False, arch_flush_empty_range: bool = False,
-                 upgrade_flush_notify: bool = False, pagemap_scan_unlocked: bool = False):
+                 upgrade_flush_notify: bool = False, pagemap_scan_unlocked: bool = False,
+                 hugetlb_pmd_unshare: str = "unshare_wide"):
         check_thp_options(thp, thp_cow)
+        check_hugetlb_option(hugetlb_pmd_unshare)
+        self.hugetlb_pmd_unshare = hugetlb_pmd_unshare
         check_oom_reaper(oom_reaper)
         self.oom_reaper = oom_reaper
         if lru_gen not in LRU_GEN:
@@ -336,6 +340,22 @@ class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migra
                     and int(f.pincount[pfn]) > 0)
 
     # ================================================================== checking
+    def _ptes_counted_once(self, mm) -> list:
+        """The entries of ``mm``'s page table, without the PUD spans whose PMD table it
+        shares with a process listed before it (hugetlb PMD sharing: the table's entries
+        are counted once, as its pages' mapcount is)."""
+        spans = [v for users in self.pool.pmd_sharers.values() for r, v in users[1:]
+                 if r == mm.pt.root]
+        if not spans:
+            return [mm.pt.iter_present()[1]]
+        span = PUD_SIZE >> PAGE_SHIFT
+        out, v0 = [], 0
+        for v in sorted(spans) + [VPN_LIMIT]:
+            if v > v0:
+                out.append(mm.pt.iter_present(v0, v)[1])
+            v0 = v + span
+        return out
+
     def check_invariants(self) -> list[str]:
         """Cross-checks, as readable strings (empty: all good): the frame table's own
         invariants, each frame's mapcount against the page tables, swap counts against the
@@ -343,7 +363,8 @@ class Memory(RmapWalk, HugePages, Khugepaged, Vmscan, Writeback, Truncate, Migra
         problems = list(self.frames.check_invariants(strict=True))
         f = self.frames
         n = f.nframes
-        all_ptes = [expand_huge(mm.pt.iter_present()[1]) for mm in self.mms if not mm.exited]
+        all_ptes = [expand_huge(p) for mm in self.mms if not mm.exited
+                    for p in self._ptes_counted_once(mm)]
         ptes = np.concatenate(all_ptes) if all_ptes else np.zeros(0, dtype=np.uint64)
         mapc = np.bincount(mapped_pfns(ptes), minlength=n)[:n]
         if self.anon_exclusive:

@@ -64,7 +64,9 @@ class Migrate:
                 # it may have become a KSM page while we slept on the page lock
                 if frames.flags[pfn] & (FRAME_KSM | FRAME_ZERO):
                     continue
-                if frames.flags[pfn] & FRAME_COMPOUND:     # a huge page: whole or split
+                if self.is_hugetlb_page(pfn):              # unmap_and_move_huge_page
+                    done += yield from self._migrate_hugetlb(pfn)
+                elif frames.flags[pfn] & FRAME_COMPOUND:   # a huge page: whole or split
                     moved = yield from self._migrate_huge(pfn)
                     if isinstance(moved, list):
                         split = moved

@@ -22,6 +22,7 @@ from primary_mm.fault import Faults
 from primary_mm.fork import Fork
 from primary_mm.hmm import Hmm
 from primary_mm.huge_memory import HugeMemory
+from primary_mm.hugetlb import HugetlbFault
 from primary_mm.layout import BRK_START, as_int, as_value
 from primary_mm.madvise import Madvise
 from primary_mm.mmap import Mmap
@@ -36,7 +37,7 @@ from smmu.base.pte import PTE_DEVICE, PTE_MAPPED, PTE_MIGRATION, PTE_SWAP, pte_p
 from smmu.notifier import Event, NotifierSubscriptions, Range
 
 
-class MM(Faults, Hmm, HugeMemory, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusive,
+class MM(Faults, Hmm, HugeMemory, HugetlbFault, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusive,
          PagemapScan):
     """One process address space (``struct mm_struct``). Make it with ``sim.new_process()``.
 

@@ -79,6 +79,15 @@ class Mmap:
                                       "multiple of PAGE_SIZE")
         elif offset:
             raise InvalidArgument("mmap: offset is only meaningful with a file")
+        if file is not None and file.hugetlb:
+            # hugetlbfs: hugetlb_get_unmapped_area / hugetlbfs_file_mmap want huge-page
+            # alignment; MAP_PRIVATE (hugetlb COW) and MAP_POPULATE are not modelled
+            if not shared or populate:
+                raise InvalidArgument("mmap: a hugetlbfs file is mapped with shared=True "
+                                      "and without populate in this model")
+            if (offset | length | (addr or 0)) % HPAGE_PMD_SIZE:
+                raise InvalidArgument(f"mmap: a hugetlbfs mapping needs offset, length and "
+                                      f"addr multiples of {HPAGE_PMD_SIZE:#x} (2 MiB)")
         if fixed and addr is None:
             raise InvalidArgument("mmap: fixed=True needs addr=")
         if addr is not None:
@@ -256,6 +265,8 @@ class Mmap:
         Linux makes it in ``tlb_finish_mmu`` after ``end`` (the pages are freed after it in
         both)."""
         mem = self.memory
+        if mem.pool.pmd_sharers:
+            self._hugetlb_unshare_range(start, end)
         v0, v1 = start >> PAGE_SHIFT, end >> PAGE_SHIFT
         if mem.gather.may_free_early(v1 - v0):
             vpns, ptes = self.pt.iter_present(v0, v1)

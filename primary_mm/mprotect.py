@@ -27,6 +27,7 @@ class Mprotect:
         once, added lazily by faults; PROT_NONE entries stay mapped but are not present."""
         self._alive()
         start, end = self._check_range(addr, length, "mprotect")
+        self._refuse_hugetlb(start, end, "mprotect")
         prot = parse_prot(prot)
         yield self.mmap_lock.write()
         try:

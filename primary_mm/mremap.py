@@ -34,6 +34,7 @@ class Mremap:
         anonymous old VMA loses its anon_vma (``unlink_anon_vmas``)."""
         self._alive()
         start, old_end = self._check_range(old_addr, old_len, "mremap")
+        self._refuse_hugetlb(start, old_end, "mremap")
         new_len = as_int(new_len, "mremap: new length")
         if new_len <= 0:
             raise InvalidArgument(f"mremap: new length {new_len} is empty or negative")

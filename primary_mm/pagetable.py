@@ -27,7 +27,7 @@ import numpy as np
 from smmu.base import radix as K
 from smmu.base.radix import (M_ENOMEM, M_HUGE, M_NFREE, M_USED, META_SIZE, VPN_LIMIT,
                              nodes_needed)
-from smmu.base.constants import HPAGE_PMD_NR, PTRS_PER_TABLE
+from smmu.base.constants import HPAGE_PMD_NR, LEVEL_BITS, PTRS_PER_TABLE
 from smmu.base.pte import PTE_HUGE, PTE_PRESENT, PTE_YOUNG, pte_pfn
 
 __all__ = ["SCRATCH", "VPN_LIMIT", "PageTable", "PageTablePool", "nodes_needed"]
@@ -57,6 +57,10 @@ class PageTablePool:
         self.meta = np.zeros(META_SIZE, dtype=np.int64)
         self.meta[M_NFREE] = capacity - 1
         self.grows = 0
+        #: hugetlb PMD sharing (``huge_pmd_share``, mm/hugetlb.c): a PMD table (level-1
+        #: node) that more than one PUD entry points to, with those entries as ``(root,
+        #: pud_vpn)`` pairs; its length is Linux's ``page_count`` of the PMD page
+        self.pmd_sharers: dict[int, list] = {}
         # the range kernels' output buffers: one pair for every pool (kernels run one at a
         # time and their results are copied out), not 512 KiB more per simulator
         self._scratch_vpns = _SCRATCH_VPNS
@@ -182,6 +186,9 @@ class PageTablePool:
                     np.add.at(seen, kids, 1)
                     nxt.extend(kids.tolist())
                 frontier = nxt
+        for node, users in self.pmd_sharers.items():
+            if seen[node] == len(users):
+                seen[node] = 1                     # a shared PMD table: once per sharer
         shared = np.nonzero(seen > 1)[0]
         if len(shared):
             problems.append(f"nodes reachable more than once: {shared[:8].tolist()}")
@@ -195,6 +202,11 @@ class PageTablePool:
         if len(leaked):
             problems.append(f"allocated nodes reachable from no root: {leaked[:8].tolist()}")
         return problems
+
+
+def _pud_base(vpn: int) -> int:
+    """The first vpn of the PUD span (1 GiB) holding vpn."""
+    return int(vpn) >> (2 * LEVEL_BITS) << (2 * LEVEL_BITS)
 
 
 def _check_vpn(vpn: int) -> int:
@@ -323,6 +335,73 @@ class PageTable:
                                  int(pfn_step)))
         pool._check_enomem()
         return old
+
+    # -- hugetlb PMD sharing --------------------------------------------------------------
+    def _pud_slot(self, vpn: int, alloc: bool):
+        """``(level-2 node, index)`` of the PUD entry covering vpn; ``(0, idx)`` when the
+        PUD table is missing and ``alloc`` is false."""
+        vpn = _check_vpn(vpn)
+        self._alive()
+        pool = self.pool
+        i3 = (vpn >> (3 * LEVEL_BITS)) & (PTRS_PER_TABLE - 1)
+        i2 = (vpn >> (2 * LEVEL_BITS)) & (PTRS_PER_TABLE - 1)
+        n2 = int(pool.nodes[self.root, i3])
+        if n2 == 0 and alloc:
+            n2 = pool.alloc_node()
+            pool.nodes[self.root, i3] = np.uint64(n2)
+        return n2, i2
+
+    def pmd_table(self, vpn: int) -> int:
+        """The PMD table (level-1 node) the PUD entry of vpn points to, 0 if none."""
+        n2, i2 = self._pud_slot(vpn, False)
+        return int(self.pool.nodes[n2, i2]) if n2 else 0
+
+    def pmd_shared(self, vpn: int) -> bool:
+        """Does the PUD entry of vpn point to a PMD table another PUD entry shares?"""
+        n1 = self.pmd_table(vpn)
+        return bool(n1) and len(self.pool.pmd_sharers.get(n1, ())) > 1
+
+    def share_pmd(self, vpn: int, other: "PageTable", other_vpn: int) -> bool:
+        """``huge_pmd_share``: point the empty PUD entry of vpn at the PMD table that
+        ``other``'s PUD entry of ``other_vpn`` points to (``get_page`` on it;
+        ``pud_populate``). False when this entry is not empty (``pud_none`` failed) or
+        there is no table there: nothing done."""
+        node = other.pmd_table(other_vpn)
+        n2, i2 = self._pud_slot(vpn, True)
+        pool = self.pool
+        if pool.nodes[n2, i2] or not node:
+            return False
+        users = pool.pmd_sharers.setdefault(node, [])
+        if not users:
+            users.append((other.root, _pud_base(other_vpn)))
+        pool.nodes[n2, i2] = np.uint64(node)
+        users.append((self.root, _pud_base(vpn)))
+        return True
+
+    def unshare_pmd(self, vpn: int) -> bool:
+        """``huge_pmd_unshare``: if the PMD table of vpn is shared, clear this PUD entry
+        (``pud_clear``) and drop its reference (``put_page``): the whole PUD span is
+        unmapped from this table; True. False when it is not shared (``page_count == 1``:
+        nothing done)."""
+        n2, i2 = self._pud_slot(vpn, False)
+        if not n2:
+            return False
+        pool = self.pool
+        node = int(pool.nodes[n2, i2])
+        users = pool.pmd_sharers.get(node)
+        if not users or len(users) < 2:
+            return False
+        pool.nodes[n2, i2] = 0
+        users.remove((self.root, _pud_base(vpn)))
+        if len(users) < 2:
+            del pool.pmd_sharers[node]
+        return True
+
+    def shared_pmd_spans(self, vpn0: int = 0, vpn1: int = VPN_LIMIT) -> list[int]:
+        """The first vpns of the PUD spans in ``[vpn0, vpn1)`` whose PMD table this page
+        table shares with another."""
+        return sorted(v for users in self.pool.pmd_sharers.values() for r, v in users
+                      if r == self.root and vpn0 <= v < vpn1)
 
     def touch(self, vpn: int, bits: int) -> int:
         """``entry |= bits`` on the PTE or huge PMD covering vpn (the accessed and dirty bits

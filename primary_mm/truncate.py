@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from primary_mm.frames import FRAME_DIRTY
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
-from smmu.base.errors import InvalidArgument
+from smmu.base.errors import InvalidArgument, UsageError
 from smmu.notifier import Event
 
 
@@ -21,6 +21,9 @@ class Truncate:
         ``zap_page_range_single``; private COW copies too) and those pages leave the page
         cache. Later accesses beyond the end raise SegmentationFault (SIGBUS)."""
         self._check_file(file, "truncate")
+        if file.hugetlb:
+            raise UsageError(f"truncate({file.name}): truncating a hugetlbfs file "
+                             "(hugetlb_vmdelete_list) is not modelled")
         try:
             size = int(size)
         except (TypeError, ValueError):

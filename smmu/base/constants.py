@@ -19,6 +19,9 @@ HPAGE_PMD_SIZE = 1 << HPAGE_PMD_SHIFT
 HPAGE_PMD_MASK = ~(HPAGE_PMD_SIZE - 1)
 HPAGE_PMD_NR = 1 << LEVEL_BITS                            # 512
 HPAGE_PMD_ORDER = LEVEL_BITS                               # 9
+PUD_SHIFT = HPAGE_PMD_SHIFT + LEVEL_BITS                   # 30: what one PMD table maps
+PUD_SIZE = 1 << PUD_SHIFT                                  # 1 GiB
+PUD_MASK = ~(PUD_SIZE - 1)
 
 EPERM = 1
 ENOENT = 2

@@ -12,7 +12,7 @@ from smmu.notifier import MMUNotifier
 from smmu.scenarios.catalogue import (build_fork_after_pin, build_munmap, build_reclaim,
                                       build_writeback)
 from smmu.scenarios.kit import (Join, anon_process, any_driver, cpu_reads, cpu_writes, device_loop,
-                                has_notifier, notifier_only, pages, reuse_frames, reused, seq,
+                                has_notifier, notifier_only, ops, pages, reuse_frames, reused, seq,
                                 setup_anon, tolerant)
 from smmu.scenarios.registry import Scenario, attach_driver, driver_options, register
 from smmu.scenarios.thp import build_thp_migration
@@ -639,3 +639,89 @@ _historical(
                "52ac8b358b0c", 2021),
     build=_memslot_update_in_window, apis=("modern",),
     applies=lambda cls: hasattr(cls, "set_memslot"))
+
+
+def _hugetlb_shared_pmd_migration(sim, driver_cls):
+    """Two processes map one hugetlbfs file ``MAP_SHARED`` over a PUD-aligned 1 GiB span,
+    so the second shares the first's PMD table (``huge_pmd_share``); a device in each maps
+    huge page A, the first's device maps B too. A migrates (``migrate_pages``, the rmap walk
+    reaches the first process first), the second process unmaps the file, then B, mapped
+    nowhere now, migrates by frame (``soft_offline_page``: ``unmap_and_move_huge_page``
+    calls ``try_to_unmap`` only ``if (page_mapped(hpage))``); another process reuses the
+    freed frames. Before 4.19 the walk for A stops at the first sharer (mapcount 1 for any
+    number of sharers), so the second device keeps the old A; an unshare notified over A's
+    2 MiB only leaves the first device's B in place after its process stopped mapping it,
+    and nothing notifies it when B moves; 017b1660df89 notifies the whole PUD span."""
+    from smmu.base.constants import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PUD_SIZE
+    mem = sim.memory
+    f = mem.new_hugetlbfs_file("shm", PUD_SIZE // HPAGE_PMD_SIZE,
+                               fill=lambda i: 30000 + i)
+    base = 8 * PUD_SIZE
+    mm1, mm2 = sim.new_process("db0"), sim.new_process("db1")
+    v1 = sim.do(mm1.mmap(PUD_SIZE, shared=True, file=f, addr=base, fixed=True))
+    v2 = sim.do(mm2.mmap(PUD_SIZE, shared=True, file=f, addr=base + PUD_SIZE, fixed=True))
+    a1, b1 = [v1 + 3 * PAGE_SIZE, v1 + 200 * PAGE_SIZE], \
+        [v1 + HPAGE_PMD_SIZE, v1 + HPAGE_PMD_SIZE + 7 * PAGE_SIZE]
+    a2 = [v2 + 3 * PAGE_SIZE]
+    for va in a1 + b1 + a2:                                # the first maps, the second shares
+        sim.do(mm1.read(va) if va < v2 else mm2.read(va))
+    drv1 = attach_driver(sim, driver_cls, mm1)
+    drv2 = attach_driver(sim, driver_cls, mm2)
+    other = sim.new_process("other")
+    j = Join(sim)
+    box, box2 = {}, {}
+    mapped1, mapped2, moved, used2, offlined = (
+        sim.completion(n) for n in ("mapped1", "mapped2", "moved", "used2", "offlined"))
+
+    def dev1():
+        yield from device_loop(drv1, a1 + b1, rounds=1, write=False)
+        mapped1.complete_all()
+        yield offlined.wait()                     # B moved by frame, its frames reused
+        yield from device_loop(drv1, a1 + b1, rounds=2, write=False)
+
+    def dev2():
+        yield from device_loop(drv2, a2, rounds=1, write=False)
+        mapped2.complete_all()
+        yield moved.wait()                        # A moved and its old frames reused
+        yield from device_loop(drv2, a2, rounds=1, write=False)
+        yield from device_loop(drv2, a2, rounds=2, write="alt", base=27000)
+        used2.complete_all()
+
+    def cpu():
+        yield mapped1.wait()
+        yield mapped2.wait()
+        yield from sim.migrate(mm1, v1, HPAGE_PMD_SIZE)
+        yield from reuse_frames(other, box, 2600, n=4)
+        moved.complete_all()
+        yield used2.wait()
+        yield from mm2.munmap(v2, PUD_SIZE)
+        pfn = f.cache.get(HPAGE_PMD_NR)
+        if pfn is not None:
+            yield from tolerant(mem.soft_offline_page(pfn))
+        yield from reuse_frames(other, box2, 2700, n=4)
+        offlined.complete_all()
+
+    j.spawn("cpu0", cpu())
+    j.spawn("dev0", dev1())
+    j.spawn("dev1", dev2())
+    j.then("check", ops(lambda: cpu_reads(mm1, a1 + b1),
+                        lambda: cpu_reads(other, reused(box, 4) + reused(box2, 4))))
+
+
+_historical(
+    Historical("hugetlb-shared-pmd-migration", "kvm", "kvm", "modern",
+               ("UseAfterFree", "StaleRead", "StaleMapping", "CrossMmAccess"),
+               "017b1660df89 'mm: migration: fix migration of huge PMD shared pages' (4.19): "
+               "try_to_unmap_one calls huge_pmd_unshare on a shared hugetlb PMD table and "
+               "adjust_range_if_pmd_sharing_possible first widens the notifier range to the "
+               "PUD span ('mmu notifiers are called before locking page tables, but we can not "
+               "be sure of PMD sharing until page tables are locked'). Replayed broken as the "
+               "unshare with the huge page's range only (no release had it: before 4.19 the "
+               "walk stopped at the first sharer, hugetlb_pmd_unshare='none', also caught)",
+               "017b1660df89", 2018),
+    build=_hugetlb_shared_pmd_migration, apis=("modern",),
+    broken=dict(description="a shared hugetlb PMD table unshared by migration with the "
+                "notifier over the huge page only",
+                sim_options={"kernel": "4.19", "hugetlb_pmd_unshare": "unshare_narrow"}),
+    fixed=dict(description="the same with the notifier over the whole PUD span (4.19, "
+               "017b1660df89)", sim_options={"kernel": "4.19"}))

@@ -108,6 +108,10 @@ CHANGES = (
         C("thp_migration", False, "no PMD migration entries (absent in 4.13.4)",
           "tree as of 2.6.27"),
         C("lru_gen", "off", "no multi-gen LRU (absent in 5.19)", "tree as of 2.6.27"),
+        C("hugetlb_pmd_unshare", "none", "hugetlb PMD tables are shared between processes "
+          "(huge_pmd_share, x86 since 2.6.20); try_to_unmap_one clears the huge PMD in the "
+          "shared table and the mapcount drops to 0, so the rmap walk stops at the first "
+          "sharer and no other sharer's notifier is called", "39dde65c9940?"),
         C("oom_reaper", "none", "no OOM reaper: an OOM victim's memory is freed by its own "
           "exit (sim.oom_reap is a usage error before 4.6)", "tree as of 2.6.27"),
     )),
@@ -220,6 +224,10 @@ CHANGES = (
         C("oom_reaper", "nonblock", "the reaper calls "
           "mmu_notifier_invalidate_range_start_nonblock per VMA and skips a VMA whose start "
           "fails with -EAGAIN", "93065ac753e4"),
+        C("hugetlb_pmd_unshare", "unshare_wide", "try_to_unmap_one calls huge_pmd_unshare "
+          "on a shared hugetlb PMD table (the whole PUD span leaves this mm; the walk goes on "
+          "to the other sharers) after adjust_range_if_pmd_sharing_possible widened the "
+          "notifier range to the PUD span (present in 4.19.1 mm/rmap.c)", "017b1660df89"),
     )),
     ChangePoint("4.20", 2018, (
         C("munmap_downgrade", True, "munmap, a shrinking brk and a shrinking mremap detach the "

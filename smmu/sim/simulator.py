@@ -103,6 +103,7 @@ class Simulator(Scheduler, metaclass=PresetCall):
                  oom_reaper: str = "nonblock",
                  interval_remove_race: bool = False, arch_flush_empty_range: bool = False,
                  upgrade_flush_notify: bool = False, pagemap_scan_unlocked: bool = False,
+                 hugetlb_pmd_unshare: str = "unshare_wide",
                  check: bool = True,
                  trace: bool = False, record_steps: bool = False,
                  stop_on_violation: bool = False, max_steps: int = 2_000_000,
@@ -143,7 +144,8 @@ class Simulator(Scheduler, metaclass=PresetCall):
                         "interval_remove_race": interval_remove_race,
                         "arch_flush_empty_range": arch_flush_empty_range,
                         "upgrade_flush_notify": upgrade_flush_notify,
-                        "pagemap_scan_unlocked": pagemap_scan_unlocked}
+                        "pagemap_scan_unlocked": pagemap_scan_unlocked,
+                        "hugetlb_pmd_unshare": hugetlb_pmd_unshare}
         self.oracle = Oracle(self) if check else ProtocolChecker(self)
         # the recorder first: the event that breaks a rule is recorded before the violation
         self.observer = FanOut(TraceRecorder(self), self.oracle) if trace else self.oracle
