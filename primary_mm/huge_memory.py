@@ -63,6 +63,18 @@ def check_thp_options(thp, thp_cow) -> None:
                          "(up to 5.7)")
 
 
+def remove_migration_pmd(frames, vma, hvpn, word, target) -> None:
+    """``remove_migration_pmd`` (under the PT lock): the PMD migration entry ``word`` at
+    ``hvpn`` maps the huge page ``target`` again (writable if the entry was and the VMA is;
+    ``PROT_NONE`` in an inaccessible VMA), with a reference and a mapcount on each frame."""
+    write = bool(word & PTE_WRITE) and vma.writable
+    bits = (PTE_PRESENT | PTE_YOUNG | (PTE_WRITE | PTE_DIRTY if write else 0)
+            if vma.readable else PTE_PROTNONE)
+    vma.mm.pt.set_pmd(hvpn, mk_pte(target, bits) | PTE_HUGE)
+    frames.get(block(target))
+    frames.inc_mapcount(block(target))
+
+
 class HugeMemory:
     """The per-address-space THP paths (``mm/huge_memory.c``)."""
 
@@ -460,12 +472,7 @@ class HugePages:
                         return _remove_split_entries(mm, vma, hvpn, target)
                     if not (word & PTE_MIGRATION and pte_pfn(word) == head):
                         return False
-                    write = bool(word & PTE_WRITE) and vma.writable
-                    bits = (PTE_PRESENT | PTE_YOUNG | (PTE_WRITE | PTE_DIRTY if write else 0)
-                            if vma.readable else PTE_PROTNONE)
-                    mm.pt.set_pmd(hvpn, mk_pte(target, bits) | PTE_HUGE)
-                    frames.get(block(target))
-                    frames.inc_mapcount(block(target))
+                    remove_migration_pmd(frames, vma, hvpn, word, target)
                     return True
                 finally:
                     mm.page_table_lock.release()

@@ -42,6 +42,7 @@ import numpy as np
 from primary_mm.frames import FRAME_COMPOUND, FRAME_DIRTY, FRAME_FILE, FRAME_LOCKED, NO_OWNER
 from primary_mm.frames import compound_block as block
 from primary_mm.frames import compound_head
+from primary_mm.huge_memory import remove_migration_pmd
 from primary_mm.rmap import RMAP_STOP
 from smmu.base.constants import (HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT,
                                  PUD_MASK, PUD_SIZE)
@@ -323,11 +324,7 @@ class Hugetlb:
                 word = mm.pt.lookup_pmd(hvpn)
                 if not (word & PTE_MIGRATION and pte_pfn(word) == head):
                     return False
-                bits = PTE_PRESENT | PTE_YOUNG | \
-                    (PTE_WRITE | PTE_DIRTY if word & PTE_WRITE and vma.writable else 0)
-                mm.pt.set_pmd(hvpn, mk_pte(target, bits) | PTE_HUGE)
-                frames.get(block(target))
-                frames.inc_mapcount(block(target))
+                remove_migration_pmd(frames, vma, hvpn, word, target)
                 return True
             finally:
                 mm.page_table_lock.release()
