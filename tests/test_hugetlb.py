@@ -130,14 +130,17 @@ def test_presets_and_bad_input():
         sim.do(sim.memory.soft_offline_page(pte_pfn(mm.pt.lookup(buf >> PAGE_SHIFT))))
 
 
-def test_pre_4_19_kernel_caught_by_the_historical_scenario():
-    """The pair's broken half is the narrow unshare (tests/test_catalogue.py runs it); the
-    kernels before 4.19 fail the same scenario through the premature stop."""
+@pytest.mark.parametrize("options", [{"kernel": "4.18"},
+                                     {"kernel": "4.19", "hugetlb_pmd_unshare": "unshare_narrow"}],
+                         ids=["4.18-premature-stop", "4.19-narrow-unshare"])
+def test_pre_fix_forms_caught_by_the_historical_scenario(options):
+    """The pair's broken half is 4.18 (tests/test_catalogue.py runs it: the rmap walk stops
+    at the first sharer); the unshare that notifies only the huge page's range, which no
+    release had, fails the same scenario too."""
     kinds = set()
     for strategy in ("pct", "random"):
         ex = explore("hugetlb-shared-pmd-migration", drivers.BUILTIN["kvm"], "modern",
-                     strategy=strategy, schedules=10, seed=0,
-                     sim_options={"kernel": "4.18"})
+                     strategy=strategy, schedules=10, seed=0, sim_options=options)
         kinds |= {f.kind for f in ex.findings}
     assert kinds & {"UseAfterFree", "CrossMmAccess", "StaleMapping"}, kinds
 

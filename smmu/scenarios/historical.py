@@ -715,13 +715,13 @@ _historical(
                "try_to_unmap_one calls huge_pmd_unshare on a shared hugetlb PMD table and "
                "adjust_range_if_pmd_sharing_possible first widens the notifier range to the "
                "PUD span ('mmu notifiers are called before locking page tables, but we can not "
-               "be sure of PMD sharing until page tables are locked'). Replayed broken as the "
-               "unshare with the huge page's range only (no release had it: before 4.19 the "
-               "walk stopped at the first sharer, hugetlb_pmd_unshare='none', also caught)",
+               "be sure of PMD sharing until page tables are locked'). Replayed broken as 4.18 "
+               "(hugetlb_pmd_unshare='none': the walk stopped at the first sharer; the "
+               "option's 'unshare_narrow', which no release had, is caught too)",
                "017b1660df89", 2018),
     build=_hugetlb_shared_pmd_migration, apis=("modern",),
-    broken=dict(description="a shared hugetlb PMD table unshared by migration with the "
-                "notifier over the huge page only",
-                sim_options={"kernel": "4.19", "hugetlb_pmd_unshare": "unshare_narrow"}),
+    broken=dict(description="4.18: migration of a page of a shared hugetlb PMD table stops "
+                "its rmap walk at the first sharer (mapcount 1), never unsharing or notifying "
+                "the others", sim_options={"kernel": "4.18"}),
     fixed=dict(description="the same with the notifier over the whole PUD span (4.19, "
                "017b1660df89)", sim_options={"kernel": "4.19"}))
