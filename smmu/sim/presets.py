@@ -111,7 +111,7 @@ CHANGES = (
         C("hugetlb_pmd_unshare", "none", "hugetlb PMD tables are shared between processes "
           "(huge_pmd_share, x86 since 2.6.20); try_to_unmap_one clears the huge PMD in the "
           "shared table and the mapcount drops to 0, so the rmap walk stops at the first "
-          "sharer and no other sharer's notifier is called", "39dde65c9940?"),
+          "sharer and no other sharer's notifier is called", "39dde65c9940"),
         C("oom_reaper", "none", "no OOM reaper: an OOM victim's memory is freed by its own "
           "exit (sim.oom_reap is a usage error before 4.6)", "tree as of 2.6.27"),
     )),
