@@ -9,7 +9,7 @@ state (``self.pt``, ``self.vmas``, ``self.memory``, the locks) and helpers defin
 
 from __future__ import annotations
 
-from primary_mm.frames import FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DIRTY, FRAME_KSM
+from primary_mm.frames import FRAME_ANON, FRAME_ANON_EXCLUSIVE, FRAME_DIRTY, FRAME_KSM, FRAME_LOCKED
 from primary_mm.layout import as_int, as_value
 from primary_mm.memremap import VM_FAULT_SIGBUS, Vmf
 from primary_mm.rmap import AnonVma
@@ -314,7 +314,17 @@ class Faults:
         pfn = int(swap.page[slot])
         fresh = pfn == 0
         if fresh:
+            # swapin_readahead -> __read_swap_cache_async (mm/swap_state.c): the new folio is
+            # locked and put in the swap cache ("swapcache_prepare" claims the entry, then
+            # "add_to_swap_cache") before the read is submitted, so a fault racing this one
+            # finds it there and waits on its lock, and the slot cannot be freed and handed
+            # out again while the read is in flight: a read that had not claimed it could
+            # pass pte_same on a reused slot's identical swap PTE and map stale data (the
+            # race 13ddaf26be32 "mm/swap: fix race when skipping swapcache" closed for the
+            # one path that skips the cache)
             pfn = frames.alloc_one(owner=self.id, flags=FRAME_ANON, zero=False)
+            frames.set_flags(pfn, FRAME_LOCKED)
+            swap.add_to_swap_cache(slot, pfn)
             frames.contents[pfn] = swap.contents[slot]
             self.sched.wait_io("swap_io")
             swap.reads += 1
@@ -322,25 +332,20 @@ class Faults:
         else:
             frames.get(pfn)                                    # swap_cache_get_folio
             yield from mem.lock_page(pfn)                      # folio_lock_or_retry
+        ok = False
         try:
             yield self.page_table_lock
             try:
                 # pte_same, and (swap cache) folio_test_swapcache + the same entry; a fresh
                 # read loses to one that put its page in the swap cache first (swapcache_prepare
                 # -EEXIST in __read_swap_cache_async): drop ours and fault again to use theirs
-                ok = self.pt.lookup(vpn) == pte and \
-                    int(swap.page[slot]) == (0 if fresh else pfn)
+                ok = self.pt.lookup(vpn) == pte and int(swap.page[slot]) == pfn
                 if ok:
                     frames.inc_mapcount(pfn)
                     swap.count[slot] -= 1                      # swap_free(entry)
                     last = swap.count[slot] == 0
                     if last:
-                        if fresh:
-                            swap._release_slot(slot)
-                        else:
-                            swap.delete_from_swap_cache(slot)  # folio_free_swap (locked)
-                    elif fresh:
-                        swap.add_to_swap_cache(slot, pfn)
+                        swap.delete_from_swap_cache(slot)      # folio_free_swap (locked)
                     if mem.anon_exclusive:
                         # 6.6: exclusive if the swap PTE says so (pte_swp_exclusive), if the
                         # page is a fresh one nobody else can see, or "folio_ref_count(folio)
@@ -361,10 +366,13 @@ class Faults:
             finally:
                 self.page_table_lock.release()
         finally:
-            if not fresh:
-                mem.unlock_page(pfn)
+            if not ok and int(swap.page[slot]) == pfn and swap.count[slot] == 0:
+                # the entry went away while the page was read or locked (a zap freed it,
+                # leaving the locked page in the cache): nothing can find it there again
+                swap.delete_from_swap_cache(slot)
+            mem.unlock_page(pfn)
         if not ok:
-            frames.put(pfn)     # the fresh page, or the swap cache lookup's reference
+            frames.put(pfn)     # the swap-in's reference (the fresh page's, or the lookup's)
 
     def follow_page(self, va, write=False, pin=False, longterm=False):
         """``follow_page_pte`` (``FOLL_GET``, or ``FOLL_PIN`` with ``pin``): under the PT

@@ -5,6 +5,7 @@ large one is ``make soak SCHEDULES=100000``. The twin puts back the KSM bug the 
 found (the promoted page's reference dropped while a hook slept): the soak catches it."""
 
 
+import drivers
 from drivers.chaos import CHAOS
 from primary_mm.ksm import Ksm
 from smmu.testing.soak import combos, main, soak
@@ -131,3 +132,22 @@ def test_an_insert_that_raced_exit_without_mmget_is_refused_not_a_core_bug():
                      make_strategy_schedule("random", 520, {"depth": 3, "steps": 300}), 520,
                      stop_on_violation=False, rmap_locks="rwsem")
         assert r.ok, [(v.kind, v.message) for v in r.violations]
+
+
+def test_a_swap_in_claims_its_slot_before_the_read_so_a_reused_slot_cannot_pass_pte_same():
+    """Found by the 1000-schedule sweep of the reference drivers (gru, v2008, random seed 342):
+    two faults read the same swapped-out page; the first mapped it, the CPU wrote 310, a
+    pageout got the freed slot number again and wrote the page out, and the second read,
+    still holding 300 from the old slot, passed pte_same on the identical swap PTE and was
+    mapped: a StaleRead for a correct driver. Linux's __read_swap_cache_async puts the
+    locked folio in the swap cache before the read, so the racing fault waits for it."""
+    from smmu.explore.run import make_strategy_schedule, run_once
+    r = run_once("pageout-while-device-reads", drivers.BUILTIN["gru"], "v2008",
+                 make_strategy_schedule("random", 342, {}), 342, stop_on_violation=False)
+    assert r.ok, [(v.kind, v.message) for v in r.violations]
+    # the negative twin: the scenario still catches a GRU that ignores invalidate_page
+    from smmu.explore import explore
+    ex = explore("pageout-while-device-reads", drivers.BUGGY["gru_ignore_invalidate_page"],
+                 "v2008", strategy="random", schedules=50, seed=0)
+    assert {f.kind for f in ex.findings} & {"StaleRead", "UseAfterFree", "StaleMapping",
+                                            "CrossMmAccess", "LostWrite"}
