@@ -75,6 +75,27 @@ def remove_migration_pmd(frames, vma, hvpn, word, target) -> None:
     frames.inc_mapcount(block(target))
 
 
+def restore_migration_pmd_at(frames, vma, va, head, target, split=None):
+    """One mapping's step of ``remove_migration_ptes`` for a PMD migration entry (a
+    generator; takes the PT lock): if the PMD at ``va`` still holds ``head``'s migration
+    entry, it maps ``target`` again (:func:`remove_migration_pmd`). ``split(mm, vma, hvpn,
+    target)`` handles a PMD found empty (THP: a split turned the entry into PTE migration
+    entries); without it an empty PMD is not ours. True if something was restored."""
+    mm = vma.mm
+    hvpn = hvpn_of(va >> PAGE_SHIFT)
+    yield mm.page_table_lock
+    try:
+        word = mm.pt.lookup_pmd(hvpn)
+        if not word and split is not None:
+            return split(mm, vma, hvpn, target)
+        if not (word & PTE_MIGRATION and pte_pfn(word) == head):
+            return False
+        remove_migration_pmd(frames, vma, hvpn, word, target)
+        return True
+    finally:
+        mm.page_table_lock.release()
+
+
 class HugeMemory:
     """The per-address-space THP paths (``mm/huge_memory.c``)."""
 
@@ -463,19 +484,8 @@ class HugePages:
 
         def remove(target):
             def one(vma, va):
-                mm = vma.mm
-                hvpn = hvpn_of(va >> PAGE_SHIFT)
-                yield mm.page_table_lock
-                try:
-                    word = mm.pt.lookup_pmd(hvpn)
-                    if not word:
-                        return _remove_split_entries(mm, vma, hvpn, target)
-                    if not (word & PTE_MIGRATION and pte_pfn(word) == head):
-                        return False
-                    remove_migration_pmd(frames, vma, hvpn, word, target)
-                    return True
-                finally:
-                    mm.page_table_lock.release()
+                return restore_migration_pmd_at(frames, vma, va, head, target,
+                                                _remove_split_entries)
             yield from self._walk_mappings(head, mapping, index, one)
             self.migration_wq.wake_all()
 

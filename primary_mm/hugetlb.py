@@ -42,7 +42,7 @@ import numpy as np
 from primary_mm.frames import FRAME_COMPOUND, FRAME_DIRTY, FRAME_FILE, FRAME_LOCKED, NO_OWNER
 from primary_mm.frames import compound_block as block
 from primary_mm.frames import compound_head
-from primary_mm.huge_memory import remove_migration_pmd
+from primary_mm.huge_memory import restore_migration_pmd_at
 from primary_mm.rmap import RMAP_STOP
 from smmu.base.constants import (HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT,
                                  PUD_MASK, PUD_SIZE)
@@ -317,16 +317,6 @@ class Hugetlb:
         frames = self.frames
 
         def one(vma, va):
-            mm = vma.mm
-            hvpn = (va & HPAGE_PMD_MASK) >> PAGE_SHIFT
-            yield mm.page_table_lock
-            try:
-                word = mm.pt.lookup_pmd(hvpn)
-                if not (word & PTE_MIGRATION and pte_pfn(word) == head):
-                    return False
-                remove_migration_pmd(frames, vma, hvpn, word, target)
-                return True
-            finally:
-                mm.page_table_lock.release()
+            return restore_migration_pmd_at(frames, vma, va, head, target)
         yield from self._walk_mappings(head, mapping, index, one)
         self.migration_wq.wake_all()

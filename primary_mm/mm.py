@@ -37,8 +37,8 @@ from smmu.base.pte import PTE_DEVICE, PTE_MAPPED, PTE_MIGRATION, PTE_SWAP, pte_p
 from smmu.notifier import Event, NotifierSubscriptions, Range
 
 
-class MM(Faults, Hmm, HugeMemory, HugetlbFault, Mmap, Mprotect, Madvise, Mremap, Fork, Exit, DeviceExclusive,
-         PagemapScan):
+class MM(Faults, Hmm, HugeMemory, HugetlbFault, Mmap, Mprotect, Madvise, Mremap, Fork, Exit,
+         DeviceExclusive, PagemapScan):
     """One process address space (``struct mm_struct``). Make it with ``sim.new_process()``.
 
     Its operations are assembled from one class per Linux file they model: :class:`Faults`
