@@ -719,6 +719,82 @@ def test_write_through_an_spte_kept_after_change_pte_returned_is_caught():
     assert {"WriteToReadOnly", "StaleRead"} & set(r.kinds()), r.violations
 
 
+# ------------------------------------------- a write while reclaim's invalidate_page is pending
+
+def _write_while_reclaim_invalidates(zaps: bool):
+    """v2008 reclaim of a page the CPU once discarded (DONTNEED of a written page leaves the
+    model a ghost of it) and that came back through a device write fault never written
+    since: ``try_to_unmap_one`` clears the PTE, then calls ``invalidate_page``; the reference
+    KVM's waits for ``mmu_lock`` (contended) while the vCPU writes through its SPTE, which
+    still maps the page (``zaps=True``: it then zaps; 2.6.27 mmu_notifier.h: "Before this is
+    invoked any secondary MMU is still ok to read/write to the page previously pointed to by
+    the Linux pte because the page hasn't been freed yet"). Pageout writes the page from the
+    frame, the write with it, and the CPU reads it back. The twin (``zaps=False``) never
+    drops its SPTE and writes after the page went to swap and was freed."""
+    from drivers.kvm import KVM
+    from smmu.scenarios import Join
+    from smmu.sim import Simulator
+
+    class Slow(KVM):
+        name = "kvm_slow_invalidate_page" if zaps else "kvm_keeps_spte"
+
+        def __init__(self, sim, mm):
+            super().__init__(sim, mm, style="2008")
+            self.in_page = 0
+            self.done = 0
+
+        def invalidate_page(self, mm, address):
+            self.in_page += 1
+            for _ in range(4):
+                yield                    # waiting for mmu_lock; the vCPU runs meanwhile
+            if zaps:
+                yield from super().invalidate_page(mm, address)
+            self.in_page -= 1
+            self.done += 1
+
+    sim = Simulator(notifier_api="v2008")
+    mm = sim.new_process("guest")
+    buf = sim.do(mm.mmap(PAGE_SIZE, prot="rw"))
+    sim.do(mm.write(buf, 101))
+    sim.do(mm.madvise(buf, PAGE_SIZE, "dontneed"))        # over: the page reads 0 again
+    drv = sim.attach(Slow, mm)
+    sim.do(drv.page_fault(buf, True))                     # a writable SPTE, nothing written
+    assert drv.translation(buf)[1]
+    state = {"reclaimed": False}
+
+    def cpu():
+        yield from sim.reclaim(mm, buf, PAGE_SIZE, force=True)
+        state["reclaimed"] = True
+
+    def vcpu():
+        while not (drv.in_page if zaps else state["reclaimed"]):
+            yield
+        return (yield from drv.access(buf, write=True, value=555))
+
+    j = Join(sim)
+    j.spawn("kswapd", cpu())
+    j.spawn("vcpu", vcpu())
+    j.then("check", mm.read(buf))
+    return sim.run(), drv
+
+
+def test_write_while_reclaims_invalidate_page_is_pending_goes_to_swap_with_the_page():
+    """Was a false StaleRead (user-written KVM, load-small v2008 random seed 50): the write
+    went to the ghost of the DONTNEED long over instead of the address."""
+    r, drv = _write_while_reclaim_invalidates(zaps=True)
+    assert drv.done == 1
+    assert r.results["vcpu"] == 555
+    assert r.results["check"] == 555              # swapped out and in with the page
+    assert r.ok, r.violations
+
+
+def test_write_through_an_spte_kept_after_reclaims_invalidate_page_is_caught():
+    r, drv = _write_while_reclaim_invalidates(zaps=False)
+    assert drv.done == 1
+    assert r.results["check"] == 0                # the swapped copy: the write was lost
+    assert {"UseAfterFree", "LostWrite", "StaleRead"} & set(r.kinds()), r.violations
+
+
 # ---------------------------------------------------------------- 64-bit page values
 
 def test_page_values_of_2_to_the_63_and_more_are_checked_not_crashed():

@@ -47,3 +47,25 @@ def test_twin_user_written_kvm_that_ignores_the_sequence_is_caught():
     f, seen = first_hit("munmap-during-device-fault", UserKVMNoRetry, "modern", "pct", 100,
                         kinds)
     assert f is not None, seen
+
+
+def _load_small_v2008(driver, seed):
+    from smmu.explore import make_strategy_schedule, run_once
+    return run_once("load-small", driver, "v2008", make_strategy_schedule("random", seed, {}),
+                    seed)
+
+
+def test_user_written_kvm_writing_while_reclaims_invalidate_page_waits_is_clean():
+    """load-small v2008, the 51st random schedule (seed 50): reclaim cleared a PTE and
+    invalidate_page waited for the lock while the vCPU wrote through its SPTE; pageout saved
+    the page with that write and the CPU read it back. It was a false StaleRead (the
+    oracle gave the write to the ghost of a DONTNEED long over; tests/test_oracle.py has the
+    deterministic form). The twin on the same scenario: the reference KVM bumping the
+    sequence after dropping mmu_lock (a fault installs the page after invalidate_page zapped:
+    a stale translation the device keeps using) is still caught, at seed 58."""
+    from drivers.buggy.kvm import KVMSeqAfterUnlock
+
+    r = _load_small_v2008(UserKVM, 50)
+    assert r.ok, r.violations
+    bad = _load_small_v2008(KVMSeqAfterUnlock, 58)
+    assert "StaleRead" in bad.kinds(), bad.violations

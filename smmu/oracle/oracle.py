@@ -85,7 +85,9 @@ class Oracle(ProtocolChecker):
         self._frame_dev_write: dict[int, tuple] = {}     # pfn -> (drv name, step, value, va)
         self._reported: set = set()
         self._file_init: dict[int, np.ndarray] = {}      # id(file) -> contents at first sight
-        self._ghost: dict[tuple, Cell] = {}              # (mm id, vpn) -> cell before discard
+        # (mm id, vpn) -> (cell before the discard, the ranges of the discard): the old
+        # page's value, meaningful only while one of those ranges is in flight
+        self._ghost: dict[tuple, tuple] = {}
         self._discarding: dict[int, list] = {}           # mm id -> [(vpn0, vpn1, ranges)]
         self.scans = 0
         self._page_pending: set = set()                  # (id(sub), page): v2008 call due
@@ -281,22 +283,25 @@ class Oracle(ProtocolChecker):
             self._frame_dev_write[pfn] = (drv.name, step, value, page)
             if table is None:
                 return
-            if (not mapped_here and key not in table and self._in_window(drv, va)
-                    and ((mm.id, vpn) in self._ghost or self._being_discarded(drv, vpn))):
-                # lands in a page being discarded by the operation it races: gone for the
-                # primary, but the old page holds it, and a read of it still in the window
-                # is ordered before the discard as well (a large zap has many steps)
-                self._ghost[(mm.id, vpn)] = Cell(value, drv.name, task, step, pfn, True)
-                return
+            if not mapped_here and key not in table:
+                rngs = self._discard_window(drv, vpn)
+                if rngs:
+                    # lands in a page being discarded by the operation it races: gone for
+                    # the primary, but the old page holds it, and a read of it still in the
+                    # window is ordered before the discard as well (a large zap has many
+                    # steps)
+                    self._ghost[(mm.id, vpn)] = (Cell(value, drv.name, task, step, pfn, True),
+                                                 rngs)
+                    return
             table[key] = Cell(value, drv.name, task, step, pfn, True)
             return
         got = int(frames.contents[pfn])
         if table is None or cell.matches(got):
             return
-        ghost = self._ghost.get((mm.id, vpn))
-        if (ghost is not None and key not in table and ghost.value == got
-                and self._in_window(drv, va)):
-            return       # the value from before the discard still in flight: ordered before
+        if key not in table and not mapped_here:
+            ghost = self._ghost.get((mm.id, vpn))
+            if ghost is not None and ghost[0].value == got and self._discard_window(drv, vpn):
+                return   # the value from before the discard still in flight: ordered before
         now = f"frame {pte_pfn(pte)}" if pte & PTE_PRESENT else "nothing"
         self._report(
             "StaleRead", (id(drv), vpn, step),
@@ -306,23 +311,6 @@ class Oracle(ProtocolChecker):
                f"; the primary maps {now} there now: the driver used a translation it "
                "should have dropped when the range was invalidated"),
             address=page, frames=(pfn,), driver=drv.name, expected=cell.value, read=got)
-
-    def _in_window(self, drv, va: int) -> bool:
-        """Is an invalidation of ``va`` in flight for ``drv``: a range of its mm started and
-        not ended, one whose end has begun but not yet returned for this driver, or one of
-        the driver's own hooks still running? Until it
-        completes the 2008 header lets a driver that keeps page references use the old page
-        ("may still be referenced by sptes until the last refcount is dropped"): a read
-        there is ordered before the operation, a write there races it."""
-        if self.in_flight(drv):
-            return True
-        for r in self.ending(drv):
-            if r.start <= va < r.end:
-                return True
-        for r in self._open_list(drv.mm):
-            if r.start <= va < r.end:
-                return True
-        return False
 
     def _write_protecting(self, drv, page: int) -> bool:
         """May ``drv`` still write ``page`` through the writable mapping it had before the
@@ -497,16 +485,28 @@ class Oracle(ProtocolChecker):
         for v in self._range_keys(src, start >> PAGE_SHIFT, -(-end // PAGE_SIZE)):
             dst[v] = src[v].copy()
 
-    def _being_discarded(self, drv, vpn: int) -> bool:
-        """Is ``vpn`` in a range of ``drv.mm`` discarded by an operation whose window is still
-        in flight for ``drv`` (its range open, or its end not yet returned for ``drv``)?
-        Covers pages the model never saw written (no cell, so no ghost): a device that pinned
-        one before the zap may map and write it until its own hook drops it (XPMEM, found by
-        load-small); no mm can observe that write."""
-        for v0, v1, rngs in self._discarding.get(drv.mm.id, ()):
-            if v0 <= vpn < v1 and any(self._live(r, drv.mm, drv) for r in rngs):
-                return True
-        return False
+    def _discard_window(self, drv, vpn: int) -> tuple:
+        """The ranges of the discard of ``vpn`` in ``drv.mm`` that is still in flight for
+        ``drv`` (a range of it open, or its end not yet returned for ``drv``), else ``()``.
+        Until then the old page (the ghost of its cell, if the model had one) may still be
+        used by the device: the 2008 header, "may still be referenced by sptes until the last
+        refcount is dropped". Covers pages the model never saw written (no cell, so no ghost
+        from the discard): a device that pinned one before the zap may map and write it until
+        its own hook drops it (XPMEM, found by load-small); no mm can observe that write.
+
+        A ghost counts only while the discard that made it is in flight: a ghost left by an
+        earlier discard of the page says nothing about the page faulted in since (seen as a
+        false StaleRead: a device write while an unrelated v2008 ``invalidate_page`` of the
+        page ran, by reclaim, went to the ghost of a DONTNEED long over and the write was
+        missing from the model)."""
+        mm = drv.mm
+        ghost = self._ghost.get((mm.id, vpn))
+        if ghost is not None and any(self._live(r, mm, drv) for r in ghost[1]):
+            return ghost[1]
+        for v0, v1, rngs in self._discarding.get(mm.id, ()):
+            if v0 <= vpn < v1 and any(self._live(r, mm, drv) for r in rngs):
+                return rngs
+        return ()
 
     def _live(self, rng, mm, drv=None) -> bool:
         """Is ``rng`` of ``mm`` still in flight: open, or its end not yet returned for
@@ -516,9 +516,10 @@ class Oracle(ProtocolChecker):
         drvs = (drv,) if drv is not None else mm.notifier_subscriptions.subs
         return any(rng in self.ending(d) for d in drvs)
 
-    def _note_discarding(self, mm, vpn0: int, vpn1: int) -> None:
+    def _note_discarding(self, mm, vpn0: int, vpn1: int) -> tuple:
         """Remember a discard made inside open ranges (``_zap``: between start and end),
-        dropping the markers whose ranges have ended for every driver."""
+        dropping the markers whose ranges have ended for every driver (and the ghosts of
+        those discards). Returns the open ranges covering the discard."""
         start, end = vpn0 << PAGE_SHIFT, vpn1 << PAGE_SHIFT
         covering = tuple(r for r in self._open_list(mm)
                          if r.start <= start and end <= r.end)
@@ -528,9 +529,10 @@ class Oracle(ProtocolChecker):
             marks.append((vpn0, vpn1, covering))
         if marks or mm.id in self._discarding:
             self._discarding[mm.id] = marks
+        return covering
 
     def discard(self, mm, start, end):
-        self._note_discarding(mm, start >> PAGE_SHIFT, -(-end // PAGE_SIZE))
+        covering = self._note_discarding(mm, start >> PAGE_SHIFT, -(-end // PAGE_SIZE))
         cells = self.cells.get(mm.id)
         if not cells:
             return
@@ -547,8 +549,10 @@ class Oracle(ProtocolChecker):
                 c = cells[v].copy()
                 c.lazy, c.step, c.task = True, step, task
                 cells[v] = c
+            elif covering:
+                self._ghost[(mm.id, v)] = (cells.pop(v), covering)
             else:
-                self._ghost[(mm.id, v)] = cells.pop(v)
+                del cells[v]
 
     def move(self, mm, old_start, new_start, length):
         cells = self.cells.get(mm.id)
