@@ -61,3 +61,33 @@ def test_steer_follows_its_prefix_then_its_directives():
     r2 = run_once("cow-after-fork", drivers.KVM, "modern", st, 0)
     assert r2.schedule[:len(prefix)] == prefix
     assert st.pos >= 1                                           # a directive was met
+
+
+def test_hook_plans_preempt_the_cpu_inside_its_start_hook():
+    """5.17's gfn=>pfn cache (buggy.kvm_gpc_speculative_valid): a refresh after the start hook
+    invalidated the cache and before KVM's in-progress count rose publishes the pfn the
+    migration frees. Only a fault completed between two statements of the start hook shows
+    it: a hook placement finds it in a few schedules; the fixed 5.19 cache is clean under
+    every placement."""
+    from drivers.kvm_gpc import KVM_GPC
+    from smmu.explore.steer import hook_plans
+    cls = drivers.BUGGY["kvm_gpc_speculative_valid"]
+    rec, r = recorded("gpc-refresh-race", cls, "modern")
+    plans = hook_plans(rec.events, r.schedule, set())
+    assert plans and {key[4] for key, _, _ in plans} <= {"hook-1", "hook-2", "hook-3"}
+    assert hook_plans(rec.events, r.schedule, {key for key, _, _ in plans}) == []
+    ex = explore("gpc-refresh-race", cls, "modern", strategy="windows", schedules=20)
+    assert ex.findings, ex
+    f = ex.findings[0]
+    assert f.kind in cls.expected and f.params["plan"][4].startswith("hook-")
+    fixed = explore("gpc-refresh-race", KVM_GPC, "modern", strategy="windows", schedules=50)
+    assert fixed.ok and fixed.schedules_run > len(plans), fixed
+
+
+def test_without_hook_plans_the_window_placements_miss_the_gpc_race(monkeypatch):
+    """The negative twin: with only the placements around windows, the search misses it."""
+    import smmu.explore.search as search
+    monkeypatch.setattr(search, "hook_plans", lambda *a, **k: [])
+    ex = explore("gpc-refresh-race", drivers.BUGGY["kvm_gpc_speculative_valid"], "modern",
+                 strategy="windows", schedules=20)
+    assert ex.ok, ex

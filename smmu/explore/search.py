@@ -14,7 +14,7 @@ from smmu.base.log import get_logger
 from smmu.explore.findings import Finding
 from smmu.explore.por import BoundedSearch
 from smmu.explore.run import make_strategy_schedule, run_once
-from smmu.explore.steer import Steer, window_plans
+from smmu.explore.steer import Steer, hook_plans, window_plans
 from smmu.notifier import API_GENERATIONS
 from smmu.runtime.schedules import RandomSchedule
 from smmu.scenarios import get_scenario
@@ -132,20 +132,22 @@ class _Exhaustive:
 class _Windows:
     """Window-directed runs (:mod:`smmu.explore.steer`): a recording run, then every
     placement of every device fault around every window seen, windows found by the steered
-    runs included."""
+    runs included; then (``later``) the placements inside the drivers' hooks
+    (:func:`~smmu.explore.steer.hook_plans`), once every placement around a window ran."""
 
     def __init__(self, seed):
         self.seed = seed
         self.queue: list | None = None
+        self.later: list = []
         self.done_keys: set = set()
         self.longest = 0
 
     def next(self):
         if self.queue is None:
             return "windows", Steer(record=True), self.seed, {"plan": "record"}
-        if not self.queue:
+        if not self.queue and not self.later:
             return None
-        key, prefix, directives = self.queue.pop(0)
+        key, prefix, directives = (self.queue or self.later).pop(0)
         return ("windows", Steer(prefix, directives, record=True), self.seed,
                 {"plan": list(key)})
 
@@ -154,6 +156,7 @@ class _Windows:
             self.queue = []
         self.longest = max(self.longest, len(result.schedule))
         self.queue.extend(window_plans(sched.events, result.schedule, self.done_keys))
+        self.later.extend(hook_plans(sched.events, result.schedule, self.done_keys))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from smmu.runtime.schedules import Fairness, Schedule
 #: event kinds a directive can wait for, from the observer's events
 SNAPSHOT = ("gup", "walk")        #: a device's view of the primary taken (GUP, HMM, walk)
 MAP = ("map",)                    #: a secondary translation installed (note_map)
+STEP = "step"                     #: a directive's kind: the watched task was given a step
 #: hooks that invalidate on their own (no start/end around them)
 PAGE_HOOKS = ("invalidate_page", "change_pte", "arch_invalidate_secondary_tlbs", "release")
 
@@ -110,6 +111,10 @@ class Steer(Schedule, Observer):
             tid = min(tids)
         chosen = tid
         tid, fair = self.fair.pick(tids, tid)
+        if self.pos < len(self.directives) and i >= len(self.prefix):
+            _, watch, kinds, _ = self.directives[self.pos]
+            if STEP in kinds and tid == watch:
+                self.hits += 1          # a step of the watched task is an event of its own
         if fair and chosen == want and self.pos < len(self.directives):
             # the preferred task spins waiting for the others (a fault retrying while an
             # invalidation is in progress): give up the directive, let the others run
@@ -198,6 +203,66 @@ def windows_of(events: dict) -> list:
                     continue
                 inside = nxt
             out.append((c, kind, seen[kind], before, inside))
+    return out
+
+
+def _hook_spans(events: dict) -> dict:
+    """``{(c, kind, ordinal): (opened, closed)}``: for every window of a recorded run (as
+    :func:`windows_of` names them) the choices made when ``c`` began it (``range_start``, or
+    the page hook's call) and when its hooks were over (the first ``start_returned``, or the
+    page hook's exit); ``closed - opened`` is how many steps ``c`` took inside its drivers'
+    start (or page) hooks."""
+    out = {}
+    for c, ev in events.items():
+        seen: dict = {}
+        for i, (kind, at) in enumerate(ev):
+            if kind != "range_start" and not kind.startswith("hook:"):
+                continue
+            seen[kind] = seen.get(kind, 0) + 1
+            over = "start_returned" if kind == "range_start" else "exit:" + kind[5:]
+            closed = next((a for k, a in ev[i + 1:] if k == over), None)
+            if closed is not None:
+                out[(c, kind, seen[kind])] = (at, closed)
+    return out
+
+
+#: the most preemption points inside one window's start (or page) hooks that
+#: :func:`hook_plans` places a device fault at (the first, where the first hook took its
+#: first lock, is the "before" placement of :func:`window_plans` in effect)
+HOOK_POINTS = 3
+
+
+def hook_plans(events: dict, choices: list, done: set | None = None) -> list:
+    """``[(key, prefix, directives)]`` like :func:`window_plans`, for the placements *inside*
+    the drivers' hooks: a device task ``d`` completes a fault before the window (so the
+    driver holds something for the window to invalidate), the CPU task ``c`` begins the
+    window and is preempted after its ``j``-th step inside its start hooks (or its page
+    hook: between two statements of a driver's hook, at each lock it takes or sleep it does,
+    up to :data:`HOOK_POINTS`), ``d`` completes a fault there, then ``c`` runs until the window is
+    over, and ``d``'s later accesses meet what the invalidation left. A driver whose start
+    hook invalidates its own cache before it raises what its faults check (5.17's gfn=>pfn
+    cache, ``buggy.kvm_gpc_speculative_valid``) is caught only so: the fault must fit between
+    two of the hook's statements."""
+    done = done if done is not None else set()
+    devs = sorted(t for t, ev in events.items() if any(k in SNAPSHOT or k in MAP for k, _ in ev))
+    spans = _hook_spans(events)
+    out = []
+    for c, kind, nth, before, _ in windows_of(events):
+        opened, closed = spans.get((c, kind, nth), (None, None))
+        if opened is None:
+            continue
+        over = (c, ["end_over"] if kind == "range_start" else ["exit:" + kind[5:]], 1)
+        prefix = list(choices[:before]) if before is not None else []
+        for d in devs:
+            if d == c:
+                continue
+            for j in range(1, min(closed - opened, HOOK_POINTS) + 1):
+                key = (c, kind, nth, d, f"hook-{j}")
+                if key in done:
+                    continue
+                done.add(key)
+                out.append((key, prefix, [(d, sorted(MAP), 1), (c, [kind], 1),
+                                          (c, [STEP], j), (d, sorted(MAP), 1), over]))
     return out
 
 
