@@ -3,8 +3,10 @@ Python references measured in the same run.
 
 * steps: N tasks that only ``yield``, run by ``Scheduler("round_robin")`` and by the
   smallest possible round-robin generator loop (goal: the scheduler at least half as fast);
-  the random schedule is reported too, and a second reference, that bare loop plus one
-  ``RoundRobin.choose`` call per step (the least a scheduler that chooses can do).
+  the random and PCT schedules are reported too, and a second reference, that bare loop plus
+  one ``RoundRobin.choose`` call per step (what a scheduler that asks its schedule at every
+  step cannot go below: the scheduler takes its schedules' decisions in batches instead,
+  ``Schedule.batch``).
 * dispatch: one ``invalidate_range_start``/``end`` pair through ``NotifierSubscriptions``
   to one plain-method subscriber, against calling the same two methods directly.
 
@@ -152,13 +154,15 @@ def main(argv=None):
     best = interleaved({"bare": lambda: bare_round_robin(ntasks, per),
                         "choice_floor": lambda: choice_floor(ntasks, per),
                         "round_robin": lambda: sched_run("round_robin", ntasks, per),
-                        "random": lambda: sched_run("random", ntasks, per)})
+                        "random": lambda: sched_run("random", ntasks, per),
+                        "pct": lambda: sched_run("pct", ntasks, per)})
     (t_bare, n_bare), (t_rr, n_rr), (t_rand, n_rand) = (best["bare"], best["round_robin"],
                                                         best["random"])
     steps = {
         "bare_steps_per_s": n_bare / t_bare,
         "round_robin_steps_per_s": n_rr / t_rr,
         "random_steps_per_s": n_rand / t_rand,
+        "pct_steps_per_s": best["pct"][1] / best["pct"][0],
     }
     steps["choice_floor_steps_per_s"] = per * ntasks / best["choice_floor"][0]
     steps["round_robin_vs_bare"] = steps["round_robin_steps_per_s"] / steps["bare_steps_per_s"]
@@ -167,6 +171,7 @@ def main(argv=None):
     steps["round_robin_vs_choice_floor"] = (steps["round_robin_steps_per_s"]
                                             / steps["choice_floor_steps_per_s"])
     steps["random_vs_bare"] = steps["random_steps_per_s"] / steps["bare_steps_per_s"]
+    steps["pct_vs_bare"] = steps["pct_steps_per_s"] / steps["bare_steps_per_s"]
     steps["goal_half_of_bare_met"] = steps["round_robin_vs_bare"] >= 0.5
     disp = dispatch_bench(20_000)
     out = {"benchmark": "runtime", "python": platform.python_version(),
@@ -178,7 +183,8 @@ def main(argv=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     print(f"scheduler: round_robin {steps['round_robin_steps_per_s']:,.0f} steps/s, "
-          f"random {steps['random_steps_per_s']:,.0f}, bare loop "
+          f"random {steps['random_steps_per_s']:,.0f}, pct {steps['pct_steps_per_s']:,.0f}, "
+          f"bare loop "
           f"{steps['bare_steps_per_s']:,.0f} -> ratio {steps['round_robin_vs_bare']:.2f} "
           f"(goal >= 0.5: {'met' if steps['goal_half_of_bare_met'] else 'NOT met'}); a loop "
           f"doing nothing but one choose() call per step: {steps['choice_floor_vs_bare']:.2f} "

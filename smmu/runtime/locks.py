@@ -404,6 +404,9 @@ class _Wait(Request):
     def ready_at(self, task):
         return _ready(self.wq.sched, self, self.woken_at)
 
+    def asleep(self, task):
+        return task.pending is self and not self.woken     # only wake_all sets woken
+
     def holders(self):
         return []
 
@@ -436,6 +439,8 @@ class WaitQueue:
             fp.write(self)
         self.wakeups += 1
         now = self.sched.running.time
+        if self.waiters:
+            self.sched.candidates_change()
         for w in self.waiters:
             w.woken = True
             w.woken_at = now
@@ -464,6 +469,9 @@ class _CompletionWait(Request):
 
     def ready_at(self, task):
         return _ready(self.c.sched, self, self.c.completed_at)
+
+    def asleep(self, task):
+        return task.pending is self and self.c.done == 0      # until a complete()
         fp = self.c.sched.footprint
         if fp is not None:
             fp.write(self.c)
@@ -493,6 +501,7 @@ class Completion:
         return _CompletionWait(self)
 
     def complete(self):
+        self.sched.candidates_change()
         self.completed_at = max(self.completed_at, self.sched.running.time)
         fp = self.sched.footprint
         if fp is not None:
@@ -501,6 +510,7 @@ class Completion:
             self.done += 1
 
     def complete_all(self):
+        self.sched.candidates_change()
         self.completed_at = max(self.completed_at, self.sched.running.time)
         fp = self.sched.footprint
         if fp is not None:

@@ -54,6 +54,13 @@ from smmu.runtime.watchdog import DEFAULT_STEP_TIMEOUT, Spinning
 
 log = get_logger()
 
+#: steps of one batch (:meth:`Scheduler._loop`): the first after a change of candidates, and
+#: the most, doubling from one to the other while batches run to their end
+_BATCH_MIN = 8
+_BATCH_MAX = 1024
+#: ``Task.value`` of a task whose pending request is granted at its next step
+_GRANT = object()
+
 
 class _Stop(BaseException):
     """Unwinds the run loop when a violation ends the run."""
@@ -192,6 +199,11 @@ class Scheduler:
         self.lockdep: dict = {}          # (a, b) -> where b was taken while holding a
         self._next_tid = 0
         self._npending = 0
+        #: the batch of steps under way (:meth:`_loop`): (steps, their iterator, planned by
+        #: the schedule), and for a planned one [steps, their tids, iterator, how many of
+        #: their choices are recorded]
+        self._run = None
+        self._lazy = None
         self._stopped = False
         self._setup_task = Task(-1, "setup", None)
         self._cpu_tasks: dict[int, list[Task]] = {}   # cpu -> tasks spawned on it
@@ -229,7 +241,12 @@ class Scheduler:
             if core is None:
                 core = self.cores[cpu] = Core(cpu)
             for u in on_cpu:
-                u.core = core
+                if u.core is None:
+                    u.core = core
+                    u.send = self._stepper(u)
+        elif self.record_steps:
+            t.send = self._stepper(t)
+        self.candidates_change()
         self.tasks.append(t)
         self.all_tasks.append(t)
         return t
@@ -245,10 +262,13 @@ class Scheduler:
         if not hasattr(gen, "send"):
             raise UsageError("do(...) needs a generator: pass the call, e.g. "
                              "sim.do(mm.mmap(4096)), not the function")
+        self.candidates_change()           # its steps count: the batch under way stops here
         saved_tasks, saved_stop, saved_pending = self.tasks, self.stop_on_violation, self._npending
         parent = self.running
         saved_current = self.current
         t = Task(-1, "setup", gen, cpu=parent.cpu, start=parent.time)
+        if self.record_steps:
+            t.send = self._stepper(t)
         self.tasks = [t]
         self._npending = 0
         self.all_tasks.append(t)
@@ -335,80 +355,203 @@ class Scheduler:
 
     # ----------------------------------------------------------------- the loop
     def _loop(self, record: bool, budget_is_livelock: bool = True) -> None:
-        # The hot loop: one iteration per step, kept flat on purpose (bench_runtime.py
-        # measures it against a bare generator loop). self.steps is re-read every step
-        # because a task may run sim.do() (a nested loop) inside its step.
+        # The hot loop, kept flat on purpose (bench_runtime.py measures it against a bare
+        # generator loop). Each round picks a *run*: the steps to take next. Where the
+        # candidates cannot change until something happens that the scheduler sees (nothing
+        # is pending: a task that blocks, ends or spawns, or a nested sim.do(), ends the run
+        # early), one task alone runs up to a batch of steps, and a schedule with a
+        # ``batch`` method hands over a batch of its decisions at once (recorded in
+        # ``choices`` when the run ends, or when a violation asks: :meth:`_sync_choices`);
+        # else the schedule chooses one step. self.steps is re-read every step because a
+        # task may run sim.do() (a nested loop) inside its step.
         tasks = self.tasks
-        choose = self.schedule.choose
+        schedule = self.schedule
+        choose = schedule.choose
+        plan = schedule.batch if record and not self.record_steps else None
         choices = self.choices
         budget = self.task_step_budget
         max_steps = self.max_steps
         on_yield = self._on_yield
-        record_steps = self.record_steps
-        while tasks:
-            steps = self.steps
-            if steps >= max_steps:
-                if budget_is_livelock:
-                    self.violation("Livelock", f"the run passed its budget of {max_steps} "
-                                   "steps; raise max_steps if the scenario is simply long",
-                                   task=None, stop=False)
-                return
-            if self._npending:
-                # candidates: tasks with no pending request, or whose request can be granted
-                cand = [u for u in tasks if u.pending is None or u.pending.can(u)]
-                n = len(cand)
-            else:
-                cand = tasks
-                n = len(tasks)
-            if n == 1:
-                task = cand[0]
-            elif n:
-                task = cand[choose(self, cand)]
-                if record:
-                    choices.append(task.tid)
-            else:
-                self._deadlock()
-                return
-            self.current = task
-            core = task.core
+        outer = self._run                   # a nested loop (sim.do in a step) restores it
+        self._run = None
+        blen = _BATCH_MIN
+        try:
+            while tasks:
+                steps = self.steps
+                if steps >= max_steps:
+                    if budget_is_livelock:
+                        self.violation("Livelock", f"the run passed its budget of {max_steps} "
+                                       "steps; raise max_steps if the scenario is simply long",
+                                       task=None, stop=False)
+                    return
+                batched = False
+                if self._npending:
+                    # candidates: tasks with no pending request, or whose request can be
+                    # granted; the others are asleep if sure to stay blocked until
+                    # candidates_change() (then a batch may run)
+                    cand = []
+                    asleep = True
+                    for u in tasks:
+                        req = u.pending
+                        if req is None:
+                            cand.append(u)
+                        elif req.can(u):
+                            cand.append(u)
+                            asleep = False
+                        elif asleep and not req.asleep(u):
+                            asleep = False
+                    n = len(cand)
+                    if not n:
+                        self._deadlock()
+                        return
+                else:
+                    cand = tasks
+                    n = len(tasks)
+                    asleep = True
+                if asleep:
+                    room = max_steps - steps
+                    if n == 1:
+                        run = [cand[0]] * (blen if blen < room else room)
+                        batched = True
+                    else:
+                        planned = plan(self, cand, blen if blen < room else room) \
+                            if plan is not None else None
+                        if planned is not None:
+                            run, tids = planned
+                            batched = True
+                        else:
+                            task = cand[choose(self, cand)]
+                            if record:
+                                choices.append(task.tid)
+                            run = (task,)
+                elif n == 1:
+                    run = cand
+                else:
+                    task = cand[choose(self, cand)]
+                    if record:
+                        choices.append(task.tid)
+                    run = (task,)
+                if run[0].pending is not None:
+                    run[0].value = _GRANT         # its request is granted when it steps
+                it = iter(run)
+                if batched:
+                    self._run = (run, it, n > 1)
+                    if n > 1:
+                        self._lazy = [run, tids, it, 0]
+                for task in it:
+                    # (a task sharing its CPU switches it in, and with record_steps each
+                    # step is logged, in its send: spawn sets them up)
+                    self.current = task
+                    self.steps += 1
+                    try:
+                        val = task.value
+                        if val is None:
+                            out = task.send(None)
+                        else:
+                            task.value = None
+                            out = task.send(val) if val is not _GRANT else self._granted(task)
+                    except BaseException as e:  # noqa: BLE001 - sorted out in _ended
+                        task.steps += 1
+                        if self._lazy is not None:
+                            self._sync_choices()
+                        if self._ended(task, e):
+                            return
+                        break                       # the candidates changed
+                    if out is not None:
+                        try:
+                            on_yield(task, out)
+                        except _Stop:
+                            task.steps += 1
+                            self._stopped = True
+                            return
+                        if task.pending is not None:    # it blocked: the candidates changed
+                            k = task.steps + 1
+                            task.steps = k
+                            if k > budget:
+                                self._over_budget(task)
+                                return
+                            break
+                    k = task.steps + 1
+                    task.steps = k
+                    if k > budget:
+                        self._over_budget(task)
+                        return
+                if batched:
+                    # a run that went to its end asks for a longer one next time
+                    if self._end_run() == len(run):
+                        if blen < _BATCH_MAX:
+                            blen += blen
+                    else:
+                        blen = _BATCH_MIN
+        finally:
+            if self._run is not None:
+                self._end_run()
+            self._run = outer
+
+    def _granted(self, task: Task):
+        """The step of a task whose pending request can now be granted: (its CPU switched
+        in first) the request is granted and the task resumes with its value."""
+        core = task.core
+        if core is not None and core.last is not task:
+            core.switch_to(task, self)
+        val = task.pending.grant(task)      # pending still set: granted after a wait
+        task.pending = None
+        self._npending -= 1
+        return task.send(val)
+
+    def _stepper(self, task: Task):
+        """``task.send`` for a task that shares its CPU with others (it switches the CPU in
+        first) or whose steps are logged (``record_steps``); a plain task's is its
+        generator's own ``send``."""
+        send = task.gen.send
+        core = task.core
+        log = self.step_log if self.record_steps else None
+
+        def step(val):
             if core is not None and core.last is not task:
                 core.switch_to(task, self)
-            self.steps = steps + 1
-            try:
-                req = task.pending
-                if req is None:
-                    val = task.value
-                    if val is None:
-                        out = task.send(None)
-                    else:
-                        task.value = None
-                        out = task.send(val)
-                else:
-                    val = req.grant(task)       # pending still set: granted after a wait
-                    task.pending = None
-                    self._npending -= 1
-                    out = task.send(val)
-            except BaseException as e:  # noqa: BLE001 - sorted out in _ended
-                task.steps += 1
-                if self._ended(task, e):
-                    return
-                continue
-            if record_steps:
-                self.step_log.append((self.steps, task.tid, task.name, task.where()))
-            if out is not None:
-                try:
-                    on_yield(task, out)
-                except _Stop:
-                    task.steps += 1
-                    self._stopped = True
-                    return
-            n = task.steps + 1
-            task.steps = n
-            if n > budget:
-                self.violation("Livelock", f"task {task.name!r} took more than {budget} steps "
-                               "without finishing: it retries without bound (last at "
-                               f"{task.where()})", task=task.name, stop=False)
-                return
+            out = send(val)
+            if log is not None:
+                log.append((self.steps, task.tid, task.name, task.where()))
+            return out
+        return step
+
+    def _over_budget(self, task: Task) -> None:
+        self.violation("Livelock", f"task {task.name!r} took more than {self.task_step_budget} "
+                       "steps without finishing: it retries without bound (last at "
+                       f"{task.where()})", task=task.name, stop=False)
+
+    def _end_run(self) -> int:
+        """The batch of steps under way is over: the schedule is told how many of its
+        decisions were used (their choices recorded); returns how many steps it took."""
+        run, it, planned = self._run
+        used = len(run) - it.__length_hint__()
+        if planned:
+            self._sync_choices()
+            self._lazy = None
+            self.schedule.consumed(used)
+        self._run = None
+        return used
+
+    def _sync_choices(self) -> None:
+        """Record the choices of the batch of steps under way made so far (the step
+        running included): what a violation or an error reports is the whole schedule."""
+        lazy = self._lazy
+        if lazy is not None:
+            run, tids, it, done = lazy
+            k = len(run) - it.__length_hint__()
+            if k > done:
+                self.choices.extend(tids[done:k])
+                lazy[3] = k
+
+    def candidates_change(self) -> None:
+        """Which tasks can run is about to change (a task is spawned, a wait queue with
+        waiters is woken, a completion completes, a step runs a nested loop): the batch of
+        steps under way ends after the running step."""
+        r = self._run
+        if r is not None:
+            run, it = r[0], r[1]
+            del run[len(run) - it.__length_hint__():]
 
     def _ended(self, task: Task, e: BaseException) -> bool:
         """The task's generator raised ``e``; returns True if the run must stop."""
@@ -577,6 +720,8 @@ class Scheduler:
         """Record a finding; ends the run if ``stop_on_violation`` (or ``stop``) says so."""
         if task == "":
             task = self.current.name if self.current is not None else None
+        if self._lazy is not None:
+            self._sync_choices()
         v = Violation(kind=kind, message=message, address=address, task=task, step=self.steps,
                       time_ns=self.current.time if self.current else self._last_time(),
                       frames=tuple(int(f) for f in frames), schedule=list(self.choices),

@@ -15,6 +15,7 @@ the data object).
 from __future__ import annotations
 
 import random as _random
+import struct
 
 from hypothesis import strategies as st
 
@@ -92,18 +93,31 @@ class Fairness:
 
 class Schedule:
     """Chooses which runnable task runs next. ``choose`` gets the candidates (at least two,
-    in a stable order) and returns an index into them. Subclass it for new strategies."""
+    in a stable order) and returns an index into them. Subclass it for new strategies.
+
+    A schedule may also hand over several decisions at once: ``batch(sched, tasks, limit)``
+    returns the tasks ``choose`` would pick at the next choice points if the candidates stay
+    ``tasks`` all along, and their ids: two new lists of at most ``limit``, at least one
+    (or None to decline),
+    and the scheduler then calls ``consumed(k)`` with how many of them it used before the
+    candidates changed (a task blocked, ended or was spawned): afterwards the schedule must
+    be as if ``choose`` had been called ``k`` times. The run is the same either way, one
+    call per step less. ``batch = None`` (the default): one ``choose`` per choice point."""
 
     name = "schedule"
     #: a function returning the factor each charged cost is multiplied by, or None (no
     #: jitter); only :class:`Timed` jitters
     cost_factor = None
+    batch = None
 
     def reset(self, seed: int | None) -> None:
         pass
 
     def choose(self, sched, tasks: list[Task]) -> int:
         raise NotImplementedError
+
+    def consumed(self, k: int) -> None:
+        """``k`` decisions of the last :meth:`batch` were used (see the class)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
@@ -149,7 +163,7 @@ class RoundRobin(Schedule):
         self.prev = None        # that task, and where it stood among the candidates
         self.pos = -1
 
-    def choose(self, sched, tasks):
+    def _next(self, tasks):
         # fast path: the last one chosen is still where it was (tasks are in tid order, so
         # the next larger tid is the next position, or the first after the last)
         i = self.pos
@@ -161,32 +175,103 @@ class RoundRobin(Schedule):
         else:
             last = self.last
             i = next((k for k, t in enumerate(tasks) if t.tid > last), 0)
+        return i
+
+    def choose(self, sched, tasks):
+        i = self._next(tasks)
         t = tasks[i]
         self.prev = t
         self.last = t.tid
         self.pos = i
         return i
 
+    def batch(self, sched, tasks, limit):
+        n = len(tasks)
+        i = self._next(tasks)
+        order = tasks[i:] + tasks[:i]
+        reps = -(-limit // n)
+        run = order * reps
+        tids = [t.tid for t in order] * reps
+        del run[limit:]
+        self._batched = (i, n, list(tasks))
+        return run, tids
+
+    def consumed(self, k):
+        if k:
+            i, n, tasks = self._batched
+            i = (i + k - 1) % n
+            t = tasks[i]
+            self.prev = t
+            self.last = t.tid
+            self.pos = i
+        self._batched = None
+
 
 register_schedule("round_robin", RoundRobin)
 
 
 class RandomSchedule(Schedule):
-    """Uniformly random among the runnable tasks, from a seeded generator."""
+    """Uniformly random among the runnable tasks, from a seeded generator: the choice among
+    ``n`` is ``random.Random(seed).randrange(n)``. A batch of choices draws the generator's
+    32-bit outputs in one ``getrandbits`` and takes them as CPython's
+    ``_randbelow_with_getrandbits`` does (the top ``n.bit_length()`` bits of the next output,
+    again while that is ``>= n``); outputs a batch drew but did not use are kept for the
+    next choices, so the sequence is ``randrange``'s either way (tests/test_schedules.py
+    compares them)."""
 
     name = "random"
 
     def __init__(self, seed: int = 0):
         self.seed = seed
-        self.rng = _random.Random(seed)
+        self.reset(seed)
 
     def reset(self, seed):
         if seed is not None:
             self.seed = seed
         self.rng = _random.Random(self.seed)
+        self._words: list = []      # outputs drawn from rng and not used yet, in order
+        self._ends = None
 
     def choose(self, sched, tasks):
-        return self.rng.randrange(len(tasks))
+        words = self._words
+        if not words:
+            return self.rng.randrange(len(tasks))
+        n = len(tasks)
+        shift = 32 - n.bit_length()
+        for i, w in enumerate(words):
+            if w >> shift < n:
+                del words[:i + 1]
+                return w >> shift
+        words.clear()               # the rest of the draw: _randbelow_with_getrandbits's loop
+        r = self.rng.getrandbits(32 - shift)
+        while r >= n:
+            r = self.rng.getrandbits(32 - shift)
+        return r
+
+    def batch(self, sched, tasks, limit):
+        n = len(tasks)
+        k = n.bit_length()
+        shift = 32 - k
+        words = self._words
+        want = limit + limit * ((1 << k) - n) // n + 4     # outputs expected for limit draws
+        ends = []           # after each choice, how many outputs it has used
+        while True:
+            if len(words) < want:
+                m = want - len(words)
+                words += struct.unpack(f"<{m}I", self.rng.getrandbits(32 * m).to_bytes(
+                    4 * m, "little"))
+            ends = [i + 1 for i, w in enumerate(words) if w >> shift < n]
+            if len(ends) >= limit:
+                del ends[limit:]
+                self._ends = ends
+                idx = [words[i - 1] >> shift for i in ends]
+                return [tasks[i] for i in idx], [tasks[i].tid for i in idx]
+            want += limit
+
+    def consumed(self, k):
+        if k:
+            del self._words[:self._ends[k - 1]]
+        self._ends = None
 
     def __repr__(self):
         return f"<RandomSchedule seed={self.seed}>"
@@ -381,6 +466,35 @@ class PCT(Schedule):
         else:
             self._last, self._run = tid, 1
         return best
+
+    def batch(self, sched, tasks, limit):
+        # With the candidates fixed, the task of highest priority runs at every choice point
+        # until the next change point or until fairness sets it aside: that many steps of it
+        # (declined when a candidate has no priority yet or a change point comes next)
+        prio = self.prio
+        for t in tasks:
+            if t.tid not in prio:
+                return None
+        n = self.n
+        nxt = min((c for c in self.change if c > n), default=None)
+        m = limit if nxt is None else min(limit, nxt - n - 1)
+        best = self._best(tasks)
+        fair = FAIR_BOUND - self._run if tasks[best].tid == self._last else FAIR_BOUND
+        if fair < m:
+            m = fair
+        if m < 1:
+            return None
+        tid = self._batched = tasks[best].tid
+        return [tasks[best]] * m, [tid] * m
+
+    def consumed(self, k):
+        if k:
+            self.n += k
+            tid = self._batched
+            if tid == self._last:
+                self._run += k
+            else:
+                self._last, self._run = tid, k
 
     def __repr__(self):
         return (f"<PCT seed={self.seed} depth={self.depth} steps={self.steps} "

@@ -309,6 +309,13 @@ class Request:
         constraint)."""
         return 0.0
 
+    def asleep(self, task: Task) -> bool:
+        """Is ``task``, blocked on this request, sure to stay blocked, its ``can`` False and
+        without side effects, until something calls ``sched.candidates_change()`` (a
+        wake-up, a complete)? Then the scheduler may hand the other tasks a batch of steps
+        without asking ``can`` again at each. Default: not known (False)."""
+        return False
+
     def block(self, task: Task) -> None:
         """``task`` could not be granted this request at its yield and now waits for it."""
 
