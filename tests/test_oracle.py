@@ -721,16 +721,18 @@ def test_write_through_an_spte_kept_after_change_pte_returned_is_caught():
 
 # ------------------------------------------- a write while reclaim's invalidate_page is pending
 
-def _write_while_reclaim_invalidates(zaps: bool):
-    """v2008 reclaim of a page the CPU once discarded (DONTNEED of a written page leaves the
+def _write_while_rmap_invalidates(op: str, zaps: bool):
+    """v2008 reclaim (``op="reclaim"``) or migration of a page the CPU once discarded (DONTNEED of a written page leaves the
     model a ghost of it) and that came back through a device write fault never written
     since: ``try_to_unmap_one`` clears the PTE, then calls ``invalidate_page``; the reference
     KVM's waits for ``mmu_lock`` (contended) while the vCPU writes through its SPTE, which
     still maps the page (``zaps=True``: it then zaps; 2.6.27 mmu_notifier.h: "Before this is
     invoked any secondary MMU is still ok to read/write to the page previously pointed to by
     the Linux pte because the page hasn't been freed yet"). Pageout writes the page from the
-    frame, the write with it, and the CPU reads it back. The twin (``zaps=False``) never
-    drops its SPTE and writes after the page went to swap and was freed."""
+    frame, the write with it, and the CPU reads it back; migration copies the page only once
+    the unmap is over (``move_to_new_page`` after ``try_to_unmap``). The twin
+    (``zaps=False``) never drops its SPTE and writes after the page went to swap, or to its
+    new frame, and the old one was freed."""
     from drivers.kvm import KVM
     from smmu.scenarios import Join
     from smmu.sim import Simulator
@@ -760,38 +762,44 @@ def _write_while_reclaim_invalidates(zaps: bool):
     drv = sim.attach(Slow, mm)
     sim.do(drv.page_fault(buf, True))                     # a writable SPTE, nothing written
     assert drv.translation(buf)[1]
-    state = {"reclaimed": False}
+    state = {"over": False}
 
     def cpu():
-        yield from sim.reclaim(mm, buf, PAGE_SIZE, force=True)
-        state["reclaimed"] = True
+        if op == "reclaim":
+            yield from sim.reclaim(mm, buf, PAGE_SIZE, force=True)
+        else:
+            yield from sim.migrate(mm, buf, PAGE_SIZE)
+        state["over"] = True
 
     def vcpu():
-        while not (drv.in_page if zaps else state["reclaimed"]):
+        while not (drv.in_page if zaps else state["over"]):
             yield
         return (yield from drv.access(buf, write=True, value=555))
 
     j = Join(sim)
-    j.spawn("kswapd", cpu())
+    j.spawn("kswapd" if op == "reclaim" else "kcompactd", cpu())
     j.spawn("vcpu", vcpu())
     j.then("check", mm.read(buf))
     return sim.run(), drv
 
 
-def test_write_while_reclaims_invalidate_page_is_pending_goes_to_swap_with_the_page():
-    """Was a false StaleRead (user-written KVM, load-small v2008 random seed 50): the write
+@pytest.mark.parametrize("op", ["reclaim", "migrate"])
+def test_write_while_rmap_invalidate_page_is_pending_goes_with_the_page(op):
+    """Was a false StaleRead (reclaim: user-written KVM, load-small v2008 random seed 50;
+    migration: the chaos driver, load-small v2008 random seed 112 on 9fba1fe): the write
     went to the ghost of the DONTNEED long over instead of the address."""
-    r, drv = _write_while_reclaim_invalidates(zaps=True)
+    r, drv = _write_while_rmap_invalidates(op, zaps=True)
     assert drv.done == 1
     assert r.results["vcpu"] == 555
-    assert r.results["check"] == 555              # swapped out and in with the page
+    assert r.results["check"] == 555              # swapped out and in, or copied
     assert r.ok, r.violations
 
 
-def test_write_through_an_spte_kept_after_reclaims_invalidate_page_is_caught():
-    r, drv = _write_while_reclaim_invalidates(zaps=False)
+@pytest.mark.parametrize("op", ["reclaim", "migrate"])
+def test_write_through_an_spte_kept_after_rmap_invalidate_page_is_caught(op):
+    r, drv = _write_while_rmap_invalidates(op, zaps=False)
     assert drv.done == 1
-    assert r.results["check"] == 0                # the swapped copy: the write was lost
+    assert r.results["check"] == 0                # the saved or copied page: write lost
     assert {"UseAfterFree", "LostWrite", "StaleRead"} & set(r.kinds()), r.violations
 
 
