@@ -1,13 +1,16 @@
 """The hypothesis kit: coherence_test passes a correct driver and fails a racy one with the
 violation report; bad arguments are clear errors; the smmu_sim fixture; the profiles."""
 
+import json
 import re
+from pathlib import Path
 
 import drivers
 import pytest
 from hypothesis import Phase, settings
 
 from smmu.base.errors import BadDriver, UsageError
+from smmu.scenarios import SCRIPT_OPS
 from smmu.testing import (CoherenceFailure, coherence_pairs, coherence_test,
                           register_profiles)
 from test_cli import load_toy
@@ -123,15 +126,68 @@ def _run_machine(cls, api, max_examples, pages=4):
         database=None, phases=[Phase.explicit, Phase.generate, Phase.shrink]))
 
 
-def test_coherence_machine_passes_the_reference_kvm():
+def test_coherence_machine_passes_the_reference_kvm(tmp_path, monkeypatch):
+    monkeypatch.setenv("SMMU_REPORT_DIR", str(tmp_path))
     _run_machine(drivers.KVM, "modern", 25)
+    assert list(tmp_path.iterdir()) == []                   # a correct driver: no report
 
 
-def test_coherence_machine_catches_kvm_without_the_sequence_check():   # the negative twin
-    # two pages make collisions likely enough that the derandomized search does not hinge on
-    # the layout of unrelated code (with four it needed 300, then 500, then more examples)
+def test_coherence_machine_catches_kvm_without_the_sequence_check(tmp_path, monkeypatch,
+                                                                   capsys):
+    # the negative twin. Two pages make collisions likely enough that the derandomized
+    # search does not hinge on the layout of unrelated code (with four it needed 300, then
+    # 500, then more examples)
+    monkeypatch.setenv("SMMU_REPORT_DIR", str(tmp_path))
+    cls = drivers.BUGGY["kvm_no_seq"]
     with pytest.raises((CoherenceFailure, BaseExceptionGroup)) as ei:
-        _run_machine(drivers.BUGGY["kvm_no_seq"], "modern", 500, pages=2)
+        _run_machine(cls, "modern", 500, pages=2)
     found = ei.value.exceptions if isinstance(ei.value, BaseExceptionGroup) else [ei.value]
     assert all(isinstance(e, CoherenceFailure) for e in found)
-    assert {e.violation.kind for e in found} <= drivers.BUGGY["kvm_no_seq"].expected
+    assert {e.violation.kind for e in found} <= cls.expected
+    # the failure hypothesis reports ends with an smmu replay command, and it reproduces it
+    e = found[0]
+    assert str(e).rstrip().endswith(f"reproduce it:\n  smmu replay {e.report_file}")
+    assert e.commands == [f"smmu replay {e.report_file}"] and e.scenario == "coherence-machine"
+    assert [p.name for p in tmp_path.iterdir()] == [Path(e.report_file).name]
+    doc = json.loads(Path(e.report_file).read_text())
+    ops = doc["violations"][0]["finding"]["script"]["ops"]
+    assert ops and {name for name, _ in ops} <= set(SCRIPT_OPS)
+    from smmu import cli
+    capsys.readouterr()
+    assert cli.main(["replay", e.report_file]) == 1
+    out = capsys.readouterr().out
+    assert f"replayed: reproduced {e.violation.kind}" in out
+    report_steps = [ln for ln in str(e).splitlines() if f"{e.violation.kind} at" in ln and
+                    ln.lstrip()[:1].isdigit()]
+    assert report_steps and report_steps[-1] in out           # the same step, same number
+
+
+def test_a_script_is_checked_before_it_runs():
+    from smmu.scenarios import script_scenario
+    ok = script_scenario({"pages": 2, "ops": [["cpu_write", {"i": 1, "value": 3}],
+                                              ["run", {"steps": 4}], ["final_reads", {}]]})
+    assert ok.script["pages"] == 2 and len(ok.script["ops"]) == 3
+    for bad, says in [({"pages": 0, "ops": []}, "pages"),
+                      ({"pages": 2, "ops": [["swapoff", {}]]}, "unknown operation 'swapoff'"),
+                      ({"pages": 2, "ops": [["cpu_read", {"i": 2}]]}, "not in 0..1"),
+                      ({"pages": 2, "ops": [["cpu_read", {}]]}, "takes ['i']"),
+                      ({"pages": 2, "ops": ["cpu_read"]}, "not [name, {arguments}]")]:
+        with pytest.raises(UsageError, match=re.escape(says)):
+            script_scenario(bad)
+
+
+def test_replay_of_a_report_with_a_bad_script_is_a_usage_error(tmp_path, capsys):
+    from smmu import cli
+    from smmu.explore import Finding
+    from smmu.base.errors import Violation
+    from smmu.scenarios import script_scenario
+    sc = script_scenario({"pages": 1, "ops": [["cpu_read", {"i": 0}]]})
+    f = Finding(Violation("StaleRead", "x"), "coherence-machine", "modern", "replay", 0, [],
+                driver="kvm", scenario_def=sc)
+    d = f.to_dict()
+    d["script"]["ops"] = [["fly", {}]]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"driver": "kvm", "violations": [{"finding": d}]}))
+    assert cli.main(["replay", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "malformed" in err and "unknown operation 'fly'" in err and "Traceback" not in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from smmu.base.errors import UsageError
 from smmu.cli.check import replay_finding, trace_name
 from smmu.cli.common import (EXIT_CLEAN, EXIT_VIOLATIONS, CLIError, Command, console,
                              nonneg_int, resolve_driver, write_trace_file)
@@ -40,10 +41,10 @@ def cmd_replay(args) -> int:
     cls = resolve_driver(spec)
     try:
         finding = Finding.from_dict(fd)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, UsageError) as e:
         raise CLIError(f"{args.file!r} entry {args.index} is malformed: {e}") from None
     finding.driver = cls
-    if finding.scenario not in SCENARIOS:
+    if finding.scenario_def is None and finding.scenario not in SCENARIOS:
         raise CLIError(f"the report names scenario {finding.scenario!r}, unknown here")
     res = replay_finding(finding, cls, trace=True)
     out = console()

@@ -13,7 +13,7 @@ from smmu.explore.loader import FILE_MODULE_PREFIX, load_driver
 from smmu.explore.run import make_strategy_schedule, run_once
 from smmu.runtime.scheduler import Result
 from smmu.runtime.schedules import Replay
-from smmu.scenarios import Scenario
+from smmu.scenarios import Scenario, script_scenario
 
 
 def driver_spec(driver_cls) -> str:
@@ -92,9 +92,12 @@ class Finding:
                 f"seed {self.seed}): {len(self.choices)} choices{mini}>")
 
     def to_dict(self) -> dict:
-        """JSON-able: what ``smmu replay FILE`` reads back with :meth:`from_dict`."""
+        """JSON-able: what ``smmu replay FILE`` reads back with :meth:`from_dict` (with
+        ``"script"``, the operations of a script scenario, when the finding is of one)."""
         v = self.violation
-        return {
+        script = getattr(self.scenario_def, "script", None)
+        extra = {"script": script} if script is not None else {}
+        return {**extra,
             "driver": driver_spec(self.driver),
             "driver_options": dict(self.driver_options),
             "scenario": self.scenario,
@@ -128,7 +131,8 @@ class Finding:
                    driver=d.get("driver") or None, driver_options=d.get("driver_options") or {},
                    params=d.get("params") or {}, sim_options=d.get("sim_options") or {},
                    minimal=d.get("minimal"), preemptions=d.get("preemptions"),
-                   index=d.get("index"))
+                   index=d.get("index"),
+                   scenario_def=script_scenario(d["script"]) if d.get("script") else None)
 
     def _driver_cls(self):
         return load_driver(self.driver) if isinstance(self.driver, str) else self.driver

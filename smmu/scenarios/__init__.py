@@ -13,7 +13,8 @@ Modules: ``registry`` (Scenario, SCENARIOS, register, get_scenario, attach_drive
 (operations large enough to cross an mmu_gather batch), ``thp`` (transparent huge pages),
 ``aging`` (page-idle tracking),
 ``load``,
-``historical``; everything public is importable from here.
+``historical``, ``script`` (a run written down as operations: what coherence_machine did,
+for ``smmu replay``); everything public is importable from here.
 
 Families:
 
@@ -49,10 +50,12 @@ from smmu.scenarios import thp  # noqa: F401  (scenarios on transparent huge pag
 from smmu.scenarios import aging  # noqa: F401  (scenarios that age pages)
 from smmu.scenarios.load import LOAD, LOAD_OPS, LOAD_SMALL, LoadShape
 from smmu.scenarios.historical import HISTORICAL, Historical, RefusingNotifier
+from smmu.scenarios.script import SCRIPT_OPS, SCRIPT_SCENARIO, ScriptState, script_scenario
 
 __all__ = ["HISTORICAL", "Historical", "Join", "LOAD", "LOAD_OPS", "LOAD_SMALL", "LoadShape",
-           "PIN_SAFE", "RefusingNotifier", "SCENARIOS", "SLOW_TAGS", "Scenario", "anon_process",
+           "PIN_SAFE", "RefusingNotifier", "SCENARIOS", "SCRIPT_OPS", "SCRIPT_SCENARIO",
+           "SLOW_TAGS", "Scenario", "ScriptState", "anon_process",
            "attach_driver", "cpu_reads", "cpu_writes", "default_names", "device_loop",
            "driver_options", "exporter_fork", "get_scenario", "has_notifier", "known_window",
-           "kswapd", "ops", "pages", "register", "reuse_frames", "reused", "seq", "setup_anon",
-           "tolerant"]
+           "kswapd", "ops", "pages", "register", "reuse_frames", "reused", "script_scenario",
+           "seq", "setup_anon", "tolerant"]

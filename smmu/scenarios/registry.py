@@ -30,7 +30,8 @@ class Scenario:
     ``portfolio``: the default search's mix for this scenario, ``((part, share), ...)`` as
     :data:`smmu.explore.search.PORTFOLIO` (None: that one); a scenario too large for the
     bounded-exhaustive and window-directed parts (thousands of choice points, hundreds of
-    windows) says so here.
+    windows) says so here. ``script``: for a script scenario (:mod:`smmu.scenarios.script`,
+    not registered), the operations it does, ``{"pages", "ops"}``; None otherwise.
     """
 
     name: str
@@ -42,6 +43,7 @@ class Scenario:
     tags: tuple = ()
     simulator: Callable | None = None
     portfolio: tuple | None = None
+    script: dict | None = None
 
     def __repr__(self) -> str:
         tags = f" [{', '.join(self.tags)}]" if self.tags else ""

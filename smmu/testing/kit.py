@@ -117,15 +117,16 @@ def _report_path(finding: Finding, spec: str) -> Path:
     return root / f"{name}-{finding.scenario}-{finding.api}-{finding.kind}.json"
 
 
-def reproduce(finding: Finding, *, schedules: int | None = None,
-              seed: int = 0) -> CoherenceFailure:
-    """The :class:`CoherenceFailure` of ``finding``: its schedule shrunk, replayed with
-    numbered steps, the text report, the JSON report written for ``smmu replay`` and the
-    commands that reproduce it (``smmu check SPEC --scenario S --api A --seed SEED
-    --schedules B`` too when ``schedules`` is given: the directed search with ``seed`` found
-    it)."""
+def reproduce(finding: Finding, *, schedules: int | None = None, seed: int = 0,
+              shrink_schedule: bool = True) -> CoherenceFailure:
+    """The :class:`CoherenceFailure` of ``finding``: its schedule shrunk (unless
+    ``shrink_schedule`` is False: hypothesis shrank it already), replayed with numbered
+    steps, the text report, the JSON report written for ``smmu replay`` and the commands
+    that reproduce it (``smmu check SPEC --scenario S --api A --seed SEED --schedules B``
+    too when ``schedules`` is given: the directed search with ``seed`` found it)."""
     try:
-        shrink(finding)
+        if shrink_schedule:
+            shrink(finding)
     except UsageError:          # not reproducible by a shorter schedule: keep the full one
         pass
     res = replay(finding, record_steps=True, trace=True)

@@ -4,15 +4,26 @@ hypothesis also picks the operations, one rule at a time."""
 from __future__ import annotations
 
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from smmu.base.constants import PAGE_SIZE
-from smmu.explore import HypothesisSchedule
+from smmu.explore import Finding, HypothesisSchedule
 from smmu.report import violation_text
 from smmu.runtime.schedules import RoundRobin
-from smmu.scenarios import tolerant
+from smmu.scenarios import SCRIPT_SCENARIO, ScriptState, script_scenario
+from smmu.scenarios.script import do
 from smmu.sim import Simulator
-from smmu.testing.kit import CoherenceFailure, check_class
+from smmu.testing.kit import CoherenceFailure, check_class, reproduce
+
+
+def _final_example() -> bool:
+    """Is this hypothesis's last run of a failing example (the shrunk one it reports), or
+    no hypothesis run at all? Only that failure is worth a report file."""
+    try:
+        from hypothesis.control import current_build_context
+        return bool(current_build_context().is_final)
+    except (InvalidArgument, ImportError, AttributeError):
+        return True
 
 
 def coherence_machine(driver_cls, api="modern", *, pages: int = 4, driver_options=None):
@@ -22,6 +33,11 @@ def coherence_machine(driver_cls, api="modern", *, pages: int = 4, driver_option
     decides, rule by rule, how far the simulator runs (``step``), so operations overlap.
     Coherence is checked as the machine goes and at teardown (every task finished, every
     page read back by the CPU). Use it as ``TestMyDriver = coherence_machine(MyDriver).TestCase``.
+
+    Every operation is written down as it is done (:mod:`smmu.scenarios.script`): the
+    failure hypothesis reports (its shrunk example) is a :class:`CoherenceFailure` whose
+    report ends with ``smmu replay FILE``, a JSON report holding that script and the
+    schedule, which replays the run with numbered steps.
     """
     check_class(driver_cls)
     opts = dict(driver_options or {})
@@ -33,65 +49,51 @@ def coherence_machine(driver_cls, api="modern", *, pages: int = 4, driver_option
             self.sched_data = None
             self.sim = Simulator(notifier_api=api, schedule="round_robin", seed=0,
                                  stop_on_violation=False)
-            self.mm = self.sim.new_process()
-            self.buf = self.sim.do(self.mm.mmap(pages * PAGE_SIZE, prot="rw"))
-            self.drv = self.sim.attach(driver_cls, self.mm, **opts)
-            self.n = 0
-            self.children = []
+            self.sim.driver_options = dict(opts)
+            self.state = ScriptState(self.sim, driver_cls, pages)
+            self.script = []
 
-        def va(self, i):
-            return self.buf + i * PAGE_SIZE
-
-        def spawn(self, what, gen):
-            self.n += 1
-            self.sim.spawn(f"{what}{self.n}", tolerant(gen))
+        def do(self, name, **args):
+            self.script.append([name, args])
+            do(self.state, name, **args)
 
         @rule(i=page, value=st.integers(1, 10**6))
         def cpu_write(self, i, value):
-            self.spawn("cpu_write", self.mm.write(self.va(i), value))
+            self.do("cpu_write", i=i, value=value)
 
         @rule(i=page)
         def cpu_read(self, i):
-            self.spawn("cpu_read", self.mm.read(self.va(i)))
+            self.do("cpu_read", i=i)
 
         @rule(i=page, write=st.booleans(), value=st.integers(1, 10**6))
         def device_access(self, i, write, value):
-            self.spawn("dev", self.drv.access(self.va(i), write=write,
-                                              value=value if write else None))
+            self.do("device_access", i=i, write=write, value=value)
 
         @rule(i=page, n=st.integers(1, 2))
         def mprotect_ro_rw(self, i, n):
-            n = min(n, pages - i)
-
-            def g():
-                yield from self.mm.mprotect(self.va(i), n * PAGE_SIZE, "r")
-                yield from self.mm.mprotect(self.va(i), n * PAGE_SIZE, "rw")
-            self.spawn("mprotect", g())
+            self.do("mprotect_ro_rw", i=i, n=n)
 
         @rule(i=page)
         def dontneed(self, i):
-            self.spawn("dontneed", self.mm.madvise(self.va(i), PAGE_SIZE, "dontneed"))
+            self.do("dontneed", i=i)
 
         @rule(i=page)
         def reclaim(self, i):
-            self.spawn("reclaim", self.sim.reclaim(self.mm, self.va(i), PAGE_SIZE, force=True))
+            self.do("reclaim", i=i)
 
         @rule(i=page)
         def migrate(self, i):
-            self.spawn("migrate", self.sim.migrate(self.mm, self.va(i), PAGE_SIZE))
+            self.do("migrate", i=i)
 
         @rule()
         def fork(self):
-            if not self.children:
-                def g():
-                    self.children.append((yield from self.mm.fork()))
-                self.spawn("fork", g())
+            self.do("fork")
 
         @rule(data=st.data())
         def run_some(self, data):
             """Let hypothesis pick the interleaving of what is running."""
             self.sim.schedule = HypothesisSchedule(data)
-            self.sim.run_steps(data.draw(st.integers(1, 40), label="steps"))
+            self.do("run", steps=data.draw(st.integers(1, 40), label="steps"))
 
         @invariant()
         def coherent(self):
@@ -103,15 +105,20 @@ def coherence_machine(driver_cls, api="modern", *, pages: int = 4, driver_option
             # second CoherenceFailure to the first, which hypothesis counts as another bug
             self.failed = True
             v = self.sim.violations[0]
-            raise CoherenceFailure(violation_text(v, api=api, driver=driver_cls.__name__),
-                                   v, "coherence_machine", api, self.sim.choices)
+            choices = list(self.sim.choices)
+            if not _final_example():     # hypothesis is still shrinking: the short form
+                raise CoherenceFailure(violation_text(v, api=api, driver=driver_cls.__name__),
+                                       v, SCRIPT_SCENARIO, api, choices)
+            sc = script_scenario({"pages": pages, "ops": self.script}, apis=(api,))
+            raise reproduce(Finding(v, SCRIPT_SCENARIO, api, "replay", 0, choices,
+                                    driver=driver_cls, driver_options=dict(opts),
+                                    scenario_def=sc), shrink_schedule=False)
 
         def teardown(self):
             sim = self.sim
             if getattr(self, "failed", False):
                 return
-            for i in range(pages):
-                self.spawn("final_read", self.mm.read(self.va(i)))
+            self.do("final_reads")
             sim.schedule = RoundRobin()
             sim.run()
             if sim.violations:
