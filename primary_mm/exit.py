@@ -12,6 +12,7 @@ from primary_mm.pagetable import VPN_LIMIT
 from smmu.base.constants import PAGE_SHIFT, ULONG_MAX
 from smmu.base.errors import UsageError
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 #: ``exit_mmap_lock``: the mmap_lock ``exit_mmap`` takes after ``mmu_notifier_release``
 #: (which no version runs under mmap_lock). "none": 2.6.27..5.18 (5.10 only cycles the write
@@ -25,6 +26,7 @@ class Exit:
     """Tearing an address space down (``exit_mmap``)."""
 
     # ------------------------------------------------------------------ exit
+    @mm_operation
     def exit(self):
         """The process's last thread exits: ``mmput`` -> ``exit_mmap``.
 

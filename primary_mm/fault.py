@@ -20,11 +20,13 @@ from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DEVICE_PRIVATE, PTE_DIRTY, 
                            PTE_SWP_EXCLUSIVE,
                            PTE_WRITE, PTE_YOUNG, mk_pte, pte_pfn)
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 
 class Faults:
     """The fault and GUP paths of an address space (``mm/memory.c``, ``mm/gup.c``)."""
 
+    @mm_operation
     def read(self, va):
         """A CPU load from ``va``: returns the page's value (faulting it in as needed)."""
         self._alive()
@@ -42,6 +44,7 @@ class Faults:
                 return value
             yield from self.handle_mm_fault(va, False)
 
+    @mm_operation
     def write(self, va, value):
         """A CPU store of ``value`` (a 64-bit integer: the page's new value) to ``va``."""
         self._alive()
@@ -60,6 +63,7 @@ class Faults:
                 return value
             yield from self.handle_mm_fault(va, True)
 
+    @mm_operation
     def handle_mm_fault(self, va, write=False):
         """Resolve one fault at ``va`` (``handle_mm_fault``). Takes ``mmap_lock`` for read
         unless the current task already holds it. Raises ``SegmentationFault`` for an
@@ -446,11 +450,13 @@ class Faults:
         self.sched.observer.gup(self, va, pfn, bool(write), op)
         return pfn
 
+    @mm_operation
     def get_user_pages(self, va, write=False):
         """``get_user_pages``: fault in ``va`` (a write breaks COW) and return its pfn with a
         reference taken; drop it with :meth:`put_page`."""
         return (yield from self._gup(va, write, False, "get_user_pages"))
 
+    @mm_operation
     def pin_user_pages(self, va, write=False, longterm=True):
         """``pin_user_pages`` (FOLL_PIN; ``longterm``: FOLL_LONGTERM): like get_user_pages
         but the page's pincount rises too (``page_maybe_dma_pinned``); undo with

@@ -15,6 +15,7 @@ from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DIRTY, PTE_PRESENT, PTE_WRI
                            expand_huge, mapped_mask, mapped_pfns, mk_pte, pte_pfn, pte_pfns,
                            swap_slots)
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 
 class Fork:
@@ -28,6 +29,7 @@ class Fork:
         pfn = self.memory.frames.alloc_one(owner=child.id, flags=0, zero=True)
         child.pt_pages.append(pfn)
 
+    @mm_operation
     def fork(self):
         """``fork`` -> ``dup_mmap``: a child address space. Private mappings are copied
         with ``copy_page_range`` (start/end on *this* mm around COW mappings, both sides

@@ -30,6 +30,7 @@ from smmu.base.errors import InvalidArgument, OutOfMemory, SegmentationFault, Us
 from smmu.base.constants import HPAGE_PMD_ORDER
 from smmu.base.pte import (PTE_DEVICE_PRIVATE, PTE_HUGE, PTE_MIGRATION, PTE_PRESENT, PTE_WRITE,
                            pte_pfn, pte_pfns)
+from primary_mm.operation import mm_operation
 
 HMM_PFN_VALID = 1 << 63
 HMM_PFN_WRITE = 1 << 62
@@ -88,6 +89,7 @@ class HmmRange:
 class Hmm:
     """``hmm_range_fault`` (``mm/hmm.c``) of an address space."""
 
+    @mm_operation
     def hmm_range_fault(self, range, write=False, *, dev_private_owner=None):
         """``hmm_range_fault(range)``: fill ``range.hmm_pfns`` (see the module docstring);
         returns 0, ``-EBUSY`` (the notifier sequence moved: retry), ``-EFAULT`` (a page

@@ -15,6 +15,7 @@ from smmu.base.constants import HPAGE_PMD_NR, PAGE_SHIFT
 from smmu.base.pte import (PTE_PRESENT, PTE_SPECIAL, PTE_WRITE, PTE_YOUNG, expand_huge, huge_mask,
                            mk_pte, pte_pfn, pte_pfns)
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 
 class Ksm:
@@ -38,6 +39,7 @@ class Ksm:
             if twins & set(frames.contents[head:head + HPAGE_PMD_NR].tolist()):
                 yield from self.split_huge_page(head)
 
+    @mm_operation
     def ksm_merge(self, mm, addr, length):
         """Merge identical anonymous pages of the range (and with existing KSM pages):
         ``write_protect_page`` (v2008: ``ptep_clear_flush`` + ``set_pte_at_notify`` ->

@@ -14,6 +14,7 @@ from smmu.base.errors import InvalidArgument
 from smmu.base.pte import (PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_YOUNG, huge_mask, pte_pfns,
                            swap_mask, swap_slots)
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 _U = np.uint64
 
@@ -27,6 +28,7 @@ class Madvise:
     """``madvise`` (``mm/madvise.c``)."""
 
     # ------------------------------------------------------------------ madvise
+    @mm_operation
     def madvise(self, addr, length, advice):
         """``madvise``: ``"dontneed"`` (zap: start/end CLEAR; private contents are gone),
         ``"free"`` (MADV_FREE: private anonymous pages become lazily freeable until written

@@ -13,11 +13,13 @@ from primary_mm.rmap import migration_entry
 from smmu.base.pte import PTE_SWP_EXCLUSIVE
 from smmu.base.errors import UsageError
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 
 class Migrate:
     """Migrating pages to new frames (``mm/migrate.c``)."""
 
+    @mm_operation
     def migrate(self, mm, addr, length, owner=None):
         """Migrate the pages mapped in the range to new frames (``migrate_pages``, as NUMA
         balancing, compaction and memory offlining do): lock, unmap with migration entries

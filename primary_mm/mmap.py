@@ -19,6 +19,7 @@ from smmu.base.pte import (PFN_SHIFT, PTE_DIRTY, PTE_PRESENT, PTE_SPECIAL, PTE_W
                            mk_pte)
 from smmu.base.log import get_logger
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 log = get_logger()
 
@@ -53,6 +54,7 @@ class Mmap:
             vma.file.mapping.link(vma)
             lk.unlock_write()
 
+    @mm_operation
     def mmap(self, length, prot="rw", shared=False, file=None, offset=0, addr=None,
              fixed=False, populate=False, dontfork=False):
         """``mmap``: map ``length`` bytes (rounded up to pages); returns the address.
@@ -332,6 +334,7 @@ class Mmap:
         else:
             self.mmap_lock.up_write()
 
+    @mm_operation
     def munmap(self, addr, length):
         """``munmap``: unmap ``[addr, addr + length)`` (length rounded up to pages). The
         munmap system call downgrades mmap_lock before the zap (4.20+, see
@@ -346,6 +349,7 @@ class Mmap:
         finally:
             self._mmap_unlock(lock)
 
+    @mm_operation
     def brk(self, new_end=None):
         """``brk``: move the end of the heap; returns the new break (the current one for
         ``None``). Shrinking unmaps (start/end UNMAP) and discards the contents.

@@ -13,6 +13,7 @@ from smmu.base.constants import HPAGE_PMD_NR, HPAGE_PMD_SIZE, LEVEL_BITS, PAGE_S
 from smmu.base.pte import (PTE_DIRTY, PTE_HUGE, PTE_MIGRATION, PTE_PRESENT, PTE_PROTNONE,
                            PTE_SPECIAL, PTE_SWAP, PTE_WRITE, pte_pfns)
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 _U = np.uint64
 
@@ -21,6 +22,7 @@ class Mprotect:
     """Changing the protection of a range (``mm/mprotect.c``)."""
 
     # ------------------------------------------------------------------ mprotect
+    @mm_operation
     def mprotect(self, addr, length, prot):
         """``mprotect``: change the protection of a fully mapped range. PTEs follow
         (``change_protection``, start/end PROTECTION_VMA per VMA): write access is removed at

@@ -13,6 +13,7 @@ from smmu.base.constants import HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT, PAGE_S
 from smmu.base.errors import InvalidArgument, SegmentationFault
 from smmu.base.pte import PFN_SHIFT, huge_mask
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 _U = np.uint64
 _SUB = np.arange(HPAGE_PMD_NR, dtype=np.uint64) << _U(PFN_SHIFT)
@@ -22,6 +23,7 @@ class Mremap:
     """Resizing and moving a mapping (``mm/mremap.c``)."""
 
     # ------------------------------------------------------------------ mremap
+    @mm_operation
     def mremap(self, old_addr, old_len, new_len, new_addr=None, *, dontunmap=False):
         """``mremap``: resize a mapping, moving it if needed (MREMAP_MAYMOVE) or to
         ``new_addr`` (MREMAP_FIXED). The old range must lie in one VMA. Returns the address.

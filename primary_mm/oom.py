@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from smmu.base.errors import UsageError
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 OOM_REAPER = ("nonblock", "blockable_check", "skip_notifiers", "no_notifier", "none")
 #: mm/oom_kill.c: ``#define MAX_OOM_REAP_RETRIES 10``
@@ -50,6 +51,7 @@ def check_oom_reaper(mode) -> None:
 class OomReaper:
     """Reaping the memory of an OOM victim (``mm/oom_kill.c``)."""
 
+    @mm_operation
     def oom_reap(self, mm):
         """``oom_reap_task``: up to ``MAX_OOM_REAP_RETRIES`` attempts of
         :meth:`_oom_reap_task_mm`, ``HZ/10`` apart, until one reaps every VMA it may. Returns

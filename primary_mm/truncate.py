@@ -9,11 +9,13 @@ from primary_mm.frames import FRAME_DIRTY
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
 from smmu.base.errors import InvalidArgument, UsageError
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 
 class Truncate:
     """Truncating a file (``mm/truncate.c``)."""
 
+    @mm_operation
     def truncate(self, file, size):
         """``truncate_setsize`` + ``truncate_pagecache``: shrink (or grow) ``file`` to
         ``size`` bytes. Mappings of the pages beyond the new end are zapped

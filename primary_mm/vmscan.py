@@ -17,11 +17,13 @@ from smmu.base.errors import InvalidArgument
 from smmu.base.pte import (PFN_SHIFT, PTE_DIRTY, PTE_HUGE, PTE_MAPPED, PTE_SPECIAL, PTE_SWAP,
                            PTE_SWP_EXCLUSIVE, mk_pte, pte_pfns)
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 
 class Vmscan:
     """Page reclaim (``mm/vmscan.c``)."""
 
+    @mm_operation
     def reclaim(self, mm, addr, length, force=False, exclusive_only=False):
         """One pass of ``shrink_folio_list`` over the pages mapped in ``[addr, addr + length)``
         of ``mm``: :meth:`folio_check_references` (``force`` skips it, as ``reclaim_pages``
@@ -75,6 +77,7 @@ class Vmscan:
         self.sched.stats["reclaimed"] += freed
         return freed
 
+    @mm_operation
     def page_referenced(self, mm, va):
         """``page_referenced`` on the page mapped at ``va`` of ``mm``: the reverse-map walk
         reclaim's aging makes (``shrink_active_list`` / ``shrink_page_list``), under the

@@ -9,11 +9,13 @@ from __future__ import annotations
 from primary_mm.frames import FRAME_DIRTY
 from smmu.base.pte import PTE_DIRTY, PTE_WRITE
 from smmu.notifier import Event
+from primary_mm.operation import mm_operation
 
 
 class Writeback:
     """Writing dirty page-cache pages back (``page_mkclean`` then the I/O)."""
 
+    @mm_operation
     def writeback(self, file):
         """Write every dirty page-cache page of ``file`` to its backing store:
         ``clear_page_dirty_for_io`` -> ``page_mkclean`` -> ``page_mkclean_one`` for each

@@ -309,3 +309,46 @@ def test_validate_knows_the_trace_event_format():
     for needle, evs in cases.items():
         assert needle in " | ".join(trace.validate({"traceEvents": evs})), needle
     assert "displayTimeUnit" in trace.validate({"traceEvents": [], "displayTimeUnit": "s"})[0]
+
+
+def test_an_mm_operation_span_ends_where_the_operation_ends():
+    """The primary MM reports each public operation's begin and end (mm_op_begin /
+    mm_op_end on the observer port): the write's span ends at its store, not when the task's
+    next operation (a read 10 us of sleep later) begins; the fault inside it is no span of
+    its own, and the munmap's span holds its invalidation window."""
+    import drivers
+    from smmu import Simulator
+    sim = Simulator(notifier_api="modern", trace=True, seed=0)
+    mm = sim.new_process()
+    buf = sim.do(mm.mmap(2 * 4096, prot="rw"))
+    sim.attach(drivers.KVM, mm)
+
+    def cpu():
+        yield from mm.write(buf, 7)
+        yield sim.sleep(10_000)
+        yield from mm.read(buf)
+        yield from mm.munmap(buf, 2 * 4096)
+    sim.spawn("cpu0", cpu())
+    doc = trace.result_trace(sim.run(), title="t")
+    assert trace.validate(doc) == []
+    evs = [e for e in doc["traceEvents"] if e["ph"] != "M" and e["tid"] == 0]
+    spans = [(e["ph"], e["name"], e["ts"]) for e in evs if e["ph"] in "BE" and
+             e.get("cat") == "mm" and " " not in e["name"]]
+    assert [(ph, n) for ph, n, _ in spans] == [("B", "write"), ("E", "write"), ("B", "read"),
+                                              ("E", "read"), ("B", "munmap"), ("E", "munmap")]
+    ts = {(ph, n): t for ph, n, t in spans}
+    store = next(e["ts"] for e in evs if e.get("cat") == "cpu" and
+                 e["args"]["text"].startswith("write"))
+    assert ts[("E", "write")] == store                      # ends at its last event
+    assert ts[("B", "read")] - ts[("E", "write")] >= 10.0  # the sleep is outside both
+    window = [e["ts"] for e in evs if e["ph"] in "BE" and e["name"].startswith("munmap 0x")]
+    assert window and ts[("B", "munmap")] <= min(window) <= max(window) <= ts[("E", "munmap")]
+
+
+def test_every_operation_the_trace_names_reports_its_begin_and_end():
+    from primary_mm.memory import Memory
+    from primary_mm.mm import MM
+    from smmu.sim.trace_recorder import OPERATIONS
+    for op in OPERATIONS:
+        fn = getattr(MM, op, None) or getattr(Memory, op)
+        assert getattr(fn, "__wrapped__", None) is not None, f"{op} is no @mm_operation"

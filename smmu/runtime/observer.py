@@ -28,6 +28,17 @@ class Observer:
         """The run is over: make the end-of-run checks."""
 
     # ------------------------------------------------------------------ primary MM
+    def mm_op_begin(self, who, op):
+        """The running task begins MM operation ``op`` (a public one: ``"write"``,
+        ``"munmap"``, ``"migrate"``... the names of ``smmu.sim.trace_recorder.OPERATIONS``)
+        on ``who``: the address space, or the machine's memory for the operations of the
+        memory (reclaim, migration, KSM, truncate, writeback, the OOM reaper). Operations
+        nest (a write faults: ``handle_mm_fault`` inside ``write``)."""
+
+    def mm_op_end(self, who, op):
+        """The running task's MM operation ``op`` on ``who`` is over: it returned or raised
+        (a simulated fault) after its last step."""
+
     def cpu_access(self, mm, va, write, value):
         """A CPU read (``write`` False, ``value`` read) or write of ``value`` at ``va``,
         after the access."""

@@ -70,8 +70,11 @@ def operation(site: bool = False):
                   f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}")
 
 
-def _hook_site(sub, hook) -> str:
-    fn = getattr(type(sub), hook, None)
+def _def_site(obj, method) -> str:
+    """Where ``obj``'s method ``method`` is defined (a driver's hook; an MM operation: the
+    function under its ``mm_operation`` wrapper)."""
+    fn = getattr(type(obj), method, None)
+    fn = getattr(fn, "__wrapped__", fn)
     code = getattr(fn, "__code__", None)
     if code is None:
         return "?"
@@ -81,8 +84,10 @@ def _hook_site(sub, hook) -> str:
 class TraceRecorder(Observer):
     """The events of a run (see the module docstring), appended to ``sched.trace``
     (``Result.trace``) as ``(ph, name, tid, task name, time_ns, step, args)``: ``ph`` "B" /
-    "E" for spans (an MM operation, from its first event to the first event of the task's
-    next one; a notifier hook call ``driver.hook``; an MM operation's invalidation window
+    "E" for spans (an MM operation, from its begin to its end as the primary MM reports them,
+    ``mm_op_begin`` / ``mm_op_end``, the outermost of nested ones; the primary-MM work of
+    no public operation from its first event to the task's next operation; a notifier hook
+    call ``driver.hook``; an MM operation's invalidation window
     ``op start-end``; a device fault from its snapshot to its map ``fault va``), "i"
     for instants; ``args`` has ``text`` (the readable line), ``where`` (source line) and
     ``cat`` (``mm``, ``hook``, ``fault``, ``gup``, ``map``, ``dma``, ``cpu``,
@@ -94,6 +99,7 @@ class TraceRecorder(Observer):
         self._ends: dict = {}         # id(rng) -> [span name, subscriptions whose end runs]
         self._op: dict = {}           # id(rng) -> span name
         self._ops: dict = {}          # tid -> the MM operation span open on its track
+        self._depth: dict = {}        # tid -> how many MM operations it is inside
 
     def __repr__(self):
         return f"<TraceRecorder {len(self.sched.trace)} events>"
@@ -106,8 +112,11 @@ class TraceRecorder(Observer):
         self.sched.trace_event(ph, name, args)
 
     def _op_span(self):
-        # the MM operation a task is in, as a span around its events: opened at its first
+        # primary-MM work outside the public operations (which open and close their own
+        # spans: mm_op_begin / mm_op_end), as a span around its events: opened at its first
         # event, closed when an event of another operation comes on that task
+        if self._depth.get(self._tid()):
+            return
         op, where = operation(site=True)
         if op == "?":
             return
@@ -136,6 +145,29 @@ class TraceRecorder(Observer):
             self._ev("E", name, "fault", f"{name}: ends", "")
 
     # ------------------------------------------------------------------ primary MM
+    def mm_op_begin(self, who, op):
+        tid = self._tid()
+        depth = self._depth.get(tid, 0)
+        self._depth[tid] = depth + 1
+        if depth:
+            return                        # nested: the outermost operation is the span
+        cur = self._ops.pop(tid, None)
+        if cur is not None:               # work of no operation before it
+            self.sched.trace_event("E", cur, {"cat": "mm"})
+        self._ops[tid] = op
+        self.sched.trace_event("B", op, {"cat": "mm", "text": "", "where": _def_site(who, op)})
+
+    def mm_op_end(self, who, op):
+        tid = self._tid()
+        depth = self._depth.get(tid, 0) - 1
+        if depth > 0:
+            self._depth[tid] = depth
+            return
+        self._depth.pop(tid, None)
+        cur = self._ops.pop(tid, None)
+        if cur is not None:
+            self.sched.trace_event("E", cur, {"cat": "mm"})
+
     def cpu_access(self, mm, va, write, value):
         text = f"write {va:#x} = {value}" if write else f"read {va:#x} -> {value}"
         self._ev("i", "write" if write else "read", "cpu", text, _site(_PLUMBING + (_PRIMARY,)))
@@ -196,7 +228,7 @@ class TraceRecorder(Observer):
     def hook_enter(self, sub, hook, args, span):
         what = f" {span[0]:#x}-{span[1]:#x}" if span else ""
         self._ev("B", f"{sub.name}.{hook}", "hook", f"{sub.name}.{hook}{what}",
-                 _hook_site(sub, hook), args=repr(args))
+                 _def_site(sub, hook), args=repr(args))
 
     def hook_exit(self, sub, hook, args, span):
         self._ev("E", f"{sub.name}.{hook}", "hook", "", "")
@@ -211,7 +243,7 @@ class TraceRecorder(Observer):
     def range_start_returned(self, sub, rng, ret):
         if ret not in (0, None, True):
             self._ev("i", "refused", "hook", f"{sub.name}.invalidate_range_start returned "
-                     f"{ret}", _hook_site(sub, "invalidate_range_start"))
+                     f"{ret}", _def_site(sub, "invalidate_range_start"))
 
     def range_start_failed(self, mm, rng):
         name = self._op.pop(id(rng), None)
