@@ -722,17 +722,16 @@ def test_write_through_an_spte_kept_after_change_pte_returned_is_caught():
 # ------------------------------------------- a write while reclaim's invalidate_page is pending
 
 def _write_while_rmap_invalidates(op: str, zaps: bool):
-    """v2008 reclaim (``op="reclaim"``) or migration of a page the CPU once discarded (DONTNEED of a written page leaves the
-    model a ghost of it) and that came back through a device write fault never written
-    since: ``try_to_unmap_one`` clears the PTE, then calls ``invalidate_page``; the reference
-    KVM's waits for ``mmu_lock`` (contended) while the vCPU writes through its SPTE, which
-    still maps the page (``zaps=True``: it then zaps; 2.6.27 mmu_notifier.h: "Before this is
-    invoked any secondary MMU is still ok to read/write to the page previously pointed to by
-    the Linux pte because the page hasn't been freed yet"). Pageout writes the page from the
-    frame, the write with it, and the CPU reads it back; migration copies the page only once
-    the unmap is over (``move_to_new_page`` after ``try_to_unmap``). The twin
-    (``zaps=False``) never drops its SPTE and writes after the page went to swap, or to its
-    new frame, and the old one was freed."""
+    """v2008 reclaim (``op="reclaim"``) or migration of a page the CPU once discarded (DONTNEED of a
+    written page leaves the model a ghost of it) and that came back through a device write fault
+    never written since: ``try_to_unmap_one`` clears the PTE, then calls ``invalidate_page``; the
+    reference KVM's waits for ``mmu_lock`` (contended) while the vCPU writes through its SPTE, which
+    still maps the page (``zaps=True``: it then zaps; 2.6.27 mmu_notifier.h: "Before this is invoked
+    any secondary MMU is still ok to read/write to the page previously pointed to by the Linux pte
+    because the page hasn't been freed yet"). Pageout writes the page from the frame, the write with
+    it, and the CPU reads it back; migration copies the page only once the unmap is over
+    (``move_to_new_page`` after ``try_to_unmap``). The twin (``zaps=False``) never drops its SPTE
+    and writes after the page went to swap, or to its new frame, and the old one was freed."""
     from drivers.kvm import KVM
     from smmu.scenarios import Join
     from smmu.sim import Simulator
