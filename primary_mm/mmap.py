@@ -202,6 +202,47 @@ class Mmap:
         self._insert_vma(new)
         return new
 
+    @staticmethod
+    def _vma_mergeable(a, b) -> bool:
+        """Can ``b`` (right after ``a``) join ``a``? 6.8 mm/mmap.c ``vma_merge``'s tests:
+        ``is_mergeable_vma`` (same flags and file: here ``prot``, ``shared``, ``flags``),
+        ``is_mergeable_anon_vma`` (here: the same anon_vma, which a split leaves both halves)
+        and ``can_vma_merge_after`` ("vma->vm_pgoff + vm_pglen == vm_pgoff")."""
+        return (a.end == b.start and a.prot == b.prot and a.shared == b.shared
+                and a.anon == b.anon and a.file is b.file and a.flags == b.flags
+                and a.anon_vma is b.anon_vma and b.pgoff == a.pgoff + a.npages)
+
+    def _merge_vmas(self, start, end):
+        """``vma_merge`` after a change of ``[start, end)`` (mprotect): every VMA in or
+        next to it that the change made compatible with its neighbour joins it, the left one
+        growing over the right one, which goes (``vma_prepare`` / ``vma_complete``: under the
+        anon_vma and i_mmap write locks, so that no rmap walk sees it half done). 6.8
+        ``mprotect_fixup``: "vma = vma_modify_flags(vmi, *pprev, vma, start, end,
+        newflags)", which merges before it splits. Without it an mprotect that is undone
+        leaves three VMAs where Linux has one, and every later fork, exit or munmap of the
+        mm pays a notifier pair for each."""
+        vmas = self.vmas_in(max(0, start - 1), end + 1)
+        k = 0
+        while k + 1 < len(vmas):
+            a, b = vmas[k], vmas[k + 1]
+            if not self._vma_mergeable(a, b):
+                k += 1
+                continue
+            av, f = a.anon_vma, a.file
+            if av is not None:
+                yield from av.lock.lock_write()
+            if f is not None:
+                yield from f.mapping.lock.lock_write()
+            a.end = b.end
+            self.vmas.remove(b)
+            if f is not None:
+                f.mapping.unlink(b)
+                f.mapping.lock.unlock_write()
+            if av is not None:
+                av.unlink(b)
+                av.lock.unlock_write()
+            vmas.pop(k + 1)
+
     def _split_at(self, start, end) -> list[VMA]:
         """Split VMAs so that ``start`` and ``end`` are VMA boundaries; return those inside."""
         for v in self.vmas_in(start, start + 1):

@@ -40,6 +40,7 @@ class Mprotect:
                 vma.prot = prot
                 yield from self._change_protection(vma, old, prot)
                 yield
+            yield from self._merge_vmas(start, end)
         finally:
             self.mmap_lock.up_write()
 
