@@ -30,6 +30,10 @@ class KVM_GPC(KVM):
     ``valid``, ``lock``, ``refresh_lock``)."""
 
     name = "kvm_gpc"
+    #: the cache is 5.17's (982ed0de4753): the modern generation only. Under v2008 the
+    #: single-page ``invalidate_page`` of migration and reclaim would not reach it, a
+    #: kernel that never had both
+    apis = ("modern",)
 
     def __init__(self, sim, mm, **kw):
         super().__init__(sim, mm, **kw)
@@ -79,14 +83,18 @@ class KVM_GPC(KVM):
                 mmu_seq = self.mmu_invalidate_seq
                 yield                            # smp_rmb()
                 pfn = yield from self._hva_to_pfn(va)
-                yield self.gpc_lock
-                if self.mn_active_invalidate_count or mmu_seq != self.mmu_invalidate_seq:
-                    self.gpc_lock.release()      # mmu_notifier_retry_cache: retry
-                    self.retries += 1
-                    continue
-                self._gpc_publish(va, pfn)
-                self.gpc_lock.release()
-                return
+                with (yield self.gpc_lock):
+                    if self.dead:
+                        # the VM's mm went (release) while the refresh was in flight: a
+                        # vCPU of a live VM cannot see that (its own mm), a model's can
+                        raise device_gone(self, "the VM's mm was released during a refresh")
+                    retry = self.mn_active_invalidate_count or \
+                        mmu_seq != self.mmu_invalidate_seq
+                    if not retry:
+                        self._gpc_publish(va, pfn)
+                if not retry:
+                    return
+                self.retries += 1                # mmu_notifier_retry_cache: retry
 
     def _gpc_publish(self, va, pfn):
         self.gpc_pfn = pfn

@@ -11,7 +11,9 @@ import pytest
 import drivers
 from drivers.buggy import BUGGY
 from smmu.base.errors import UsageError
+from drivers.kvm_gpc import KVM_GPC
 from smmu.explore import explore, make_strategy_schedule, run_once
+from smmu.explore.loader import load_driver
 from smmu.scenarios import SCENARIOS, Scenario
 from smmu.scenarios.load import LOAD, LOAD_PORTFOLIO, SCALING, LoadShape, load_builder
 
@@ -21,7 +23,12 @@ LOAD_GOAL = 5
 
 @pytest.mark.parametrize("name,api", [("kvm_no_seq", "modern"),
                                       ("gru_no_range_active", "modern"),
-                                      ("kvm_cow_writable", "range_only")])
+                                      ("kvm_cow_writable", "range_only"),
+                                      # the collisions the load makes on purpose: memslot
+                                      # updates across a zap, the gfn=>pfn cache refreshed
+                                      # while its page migrates again and again
+                                      ("kvm_memslot_update_in_window", "modern"),
+                                      ("kvm_gpc_speculative_valid", "modern")])
 def test_load_catches_broken_drivers_within_five_schedules(name, api):
     cls = BUGGY[name]
     ex = explore("load", cls, api, schedules=LOAD_GOAL, seed=0, stop_at_first=False)
@@ -39,6 +46,27 @@ def test_reference_drivers_clean_under_load(driver, api):
     ex = explore("load", drivers.BUILTIN[driver], api, schedules=3, seed=0,
                  stop_at_first=False)
     assert ex.ok, [(f.kind, f.violation.message) for f in ex.findings]
+
+
+@pytest.mark.parametrize("spec", ["drivers.kvm_gpc:KVM_GPC",
+                                  "drivers.kvm_memslots:KVM_MEMSLOTS"])
+def test_fixed_kvm_halves_clean_under_load(spec):
+    """The negative twins of the two KVM collisions above: 5.19's cache refresh and
+    5.15's blocked memslot updates, under the same schedules."""
+    ex = explore("load", load_driver(spec), "modern", schedules=3, seed=0,
+                 stop_at_first=False)
+    assert ex.ok, [(f.kind, f.violation.message) for f in ex.findings]
+
+
+def test_gpc_refresh_across_release_publishes_nothing():
+    """A refresh of KVM's gfn=>pfn cache in flight while the VM's mm is released (the
+    load's job exits while its vCPUs read through the cache) must not publish the pfn it
+    resolved before: the model's vCPU outlives the mm, so the refresh checks ``dead`` under
+    ``gpc->lock`` as the SPTE fault does under ``mmu_lock`` (was a StaleMapping and a
+    Deadlock on the gpc lock at this seed)."""
+    r = run_once("load-small", KVM_GPC, "modern", make_strategy_schedule("random", 7), 7,
+                 stop_on_violation=False)
+    assert r.ok, [(v.kind, v.message) for v in r.violations]
 
 
 def test_declared_load_windows_are_what_the_load_reports():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drivers._common import page_of, vpn_of, walk_pte
+from drivers._common import device_gone, page_of, vpn_of, walk_pte
 from drivers.buggy._kinds import STALE
 from drivers.kvm import KVM
 from drivers.kvm_gpc import KVM_GPC
@@ -344,6 +344,8 @@ class KVMGpcSpeculativeValid(KVM_GPC):
                 break
             self.retries += 1
         with (yield self.gpc_lock):
+            if self.dead:                        # as KVM_GPC.gpc_refresh
+                raise device_gone(self, "the VM's mm was released during a refresh")
             # "At this point, gpc->valid may already have been cleared"
             self.gpc_pfn = pfn
             if self.gpc_valid:

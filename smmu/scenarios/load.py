@@ -16,16 +16,37 @@ mmu_gather batch and the page-table work real loads have, at a cost that barely 
 the size, and the number of steps of a schedule does not grow with it at all.
 
 Each CPU runs a seeded mix of hot operations (write, read, mprotect r/rw, MADV_DONTNEED,
-kswapd's two-pass reclaim, migration of small pages, fork with the child writing and
-exiting) and one bulk operation; the second CPU's is the MADV_DONTNEED that frees a full
-mmu_gather batch inside its window, once the devices have mapped the hot set. One CPU takes
-the huge page through its life once the devices map it: khugepaged's collapse, a migration
-of the whole huge page (a PMD migration entry) while the others touch it, a partial munmap
-that splits it. Each device runs a seeded stream of reads and writes of hot pages, moving
-some into its own memory when the driver has device memory (``migrate_to_device``). A
-second process (``job``) with its own device is exited by
-a CPU while its device is active, and fresh pages are then allocated so that freed frames
-are reused. The closing task reads the hot set back.
+kswapd's two-pass reclaim, migration of small pages; on the first CPU also fork with the
+child writing and exiting) and one bulk operation; the second CPU's is the MADV_DONTNEED
+that frees a full mmu_gather batch inside its window, once the devices have mapped the hot
+set. One CPU takes the huge page through its life once the devices map it: khugepaged's
+collapse, a migration of the whole huge page (a PMD migration entry) while the others touch
+it, a partial munmap that splits it. Each device runs a cycle of accesses: a read of its
+**ring** (a page it comes back to: a command ring, a doorbell, KVM's APIC-access page; the
+first two devices' are the two pages of the first gather batch), a read of the **focus**
+page all devices share, a write of any hot page; a driver with device memory moves some
+into it (``migrate_to_device``), one with KVM's gfn=>pfn cache reads its ring through the
+cache (``gpc_read``). A second process (``job``) runs a VM whose two vCPUs read a page that
+a CPU migrates several times in a row (``churn``: faults in flight across every part of a
+window, on an mm with one driver, whose windows are short); the job is then exited under
+its still active device and fresh pages are allocated so that freed frames are reused.
+
+Collisions made on purpose (each the interleaving a catalogue driver's own scenario
+needs, so that ``load`` catches every catalogue driver within a few schedules:
+``benchmarks/bench_checker.py --load``): the ring pages inside the bulk MADV_DONTNEED's
+first batch (a driver that holds no page until ``end``: ``xpmem_no_pin``); the
+Documentation/mm/mmu_notifier.rst case B timeline on the focus page: a fork, then a COW
+break by one CPU while another writes the new page and the devices read it
+(``sva_flush_in_end``); the job's churn (``kvm_seq_after_unlock``, ``kvm_seq_in_start``,
+``kvm_gpc_speculative_valid``); for KVM with memslots, the VMM adding the slot of a hot
+page while a CPU zaps that page (``kvm_memslot_update_in_window``). The model merges the
+VMAs an mprotect split once it is undone (``vma_merge``), so the hot mix does not leave
+the background in pieces. The closing task reads the hot set back.
+
+Not applicable: a driver with no notifier (``PINNED``): the load unmaps, zaps and forks
+pages the devices map, which a table filled by long-term pins never follows, by design
+(its contract is that the process keeps mapping the pinned frames); ``pinned_early_put``
+is caught where that contract holds (``exit-while-device-active``, ``fork-after-pin``).
 
 The default search samples these scenarios at random (:data:`LOAD_PORTFOLIO`).
 """
@@ -36,11 +57,11 @@ import random
 from dataclasses import dataclass
 
 from primary_mm.mmu_gather import MAX_GATHER_PAGES
-from smmu.base.constants import HPAGE_PMD_SIZE, PAGE_SIZE
+from smmu.base.constants import HPAGE_PMD_SIZE, PAGE_SIZE, TASK_SIZE
 from smmu.base.errors import SmmuError
 from smmu.scenarios.kit import (Join, cpu_reads, exporter_fork, has_device_memory, kswapd,
                                 pages, register_builder, reuse_frames, reused, tolerant)
-from smmu.scenarios.registry import attach_driver
+from smmu.scenarios.registry import attach_driver, driver_options
 
 
 @dataclass(frozen=True)
@@ -69,6 +90,10 @@ LOAD_OPS = HOT_OPS
 THP_HOT = (0, 5, 511)
 #: pages past the first mmu_gather batch in the range of the bulk MADV_DONTNEED
 GATHER_TAIL = 64
+#: migrations in a row of the page the job's device reads (Load.churn), and the vCPUs
+#: of the job's device that read it meanwhile
+JOB_CHURN = 6
+JOB_VCPUS = 2
 
 
 def _hot_small(n: int, hot: int) -> list:
@@ -114,7 +139,20 @@ class _Load:
         self.hot = self.small + self.thp
         for i, va in enumerate(self.hot):
             sim.do(mm.write(va, 100 + i))
-        self.drvs = [attach_driver(sim, driver_cls, mm) for _ in range(shape.devices)]
+        # each device's ring (see device()): the two pages of the first gather batch first
+        # (the bulk MADV_DONTNEED frees them inside its window), then the spread ones
+        self.rings = first + [va for va in spread if va not in first]
+        # the page every device and the CPUs' COW and migration motifs share: a spread one
+        # (fork copies it, unlike the gather region's), not a ring when there are others
+        others = [va for va in spread if va not in first]
+        self.focus = others[-1] if others else first[0]
+        # KVM with memslots (a VMM's KVM_SET_USER_MEMORY_REGION): the guest's memory is
+        # every mapping but the hot spread pages other than the focus, which the VMM adds
+        # one by one while the CPUs invalidate them (vmm())
+        self.pending = [va for va in spread if va != self.focus] \
+            if callable(getattr(driver_cls, "set_memslot", None)) else []
+        self.slot_go = {va: sim.completion("memslot_go") for va in self.pending}
+        self.drvs = [self._attach(driver_cls, mm) for _ in range(shape.devices)]
         self.job = self.job_drv = None
         if shape.job:
             self.job = sim.new_process("job")
@@ -122,12 +160,27 @@ class _Load:
             self.job_vas = pages(jbuf, 2)
             for i, va in enumerate(self.job_vas):
                 sim.do(self.job.write(va, 900 + i))
-            self.job_drv = attach_driver(sim, driver_cls, self.job)
+            self.job_drv = self._attach(driver_cls, self.job)
+        # the fork whose COW breaks the other CPUs' writes meet (cow_motif, cow_writes)
+        self.forked = sim.completion("load_forked")
+        self.job_warm = sim.completion("job_warm")
+        self.job_churned = self.job_gone = not shape.job
         self.box: dict = {}
         # the devices' first pass over the hot set: the huge page's own operations (a split,
         # a collapse) wait for it, so that there are translations of it to drop
         self.warm = sim.completion("devices_warm")
         self.warming = len(self.drvs)
+
+    def _attach(self, driver_cls, mm):
+        if not callable(getattr(driver_cls, "set_memslot", None)):
+            return attach_driver(self.sim, driver_cls, mm)
+        # memslots over the whole user address space but the pending pages
+        slots, lo = [], 0
+        for va in (self.pending if mm is self.mm else []):
+            slots.append((lo, va))
+            lo = va + PAGE_SIZE
+        slots.append((lo, TASK_SIZE))
+        return self.sim.attach(driver_cls, mm, memslots=slots, **driver_options(self.sim))
 
     # ------------------------------------------------------------------ CPU side
     def hot_op(self, op: str, cpu: int, k: int, rng: random.Random, children: list):
@@ -171,6 +224,38 @@ class _Load:
         yield from tolerant(self.sim.migrate(mm, self.haddr, HPAGE_PMD_SIZE))
         yield from tolerant(mm.munmap(self.thp[1], PAGE_SIZE))
 
+    def churn(self, mm, va, ready, times):
+        """Migrate ``va`` of ``mm`` ``times`` in a row once ``ready`` (its device mapped
+        it) while the device's vCPUs use it: the fault a vCPU takes after one migration
+        dropped its translation (or the retry of one that met the window) is in flight, its
+        GUP done and its sequence snapshot taken, when the next one clears the PTE, so the
+        faults meet every part of the next window: the lock taken between the zap and the
+        sequence bump (``kvm_seq_after_unlock``), a snapshot after a bump made too early
+        (``kvm_seq_in_start``), a whole window between snapshot and map (``kvm_no_seq``),
+        a gfn=>pfn cache refreshed between its invalidation and the in-progress count
+        (``kvm_gpc_speculative_valid``)."""
+        yield ready.wait()
+        for _ in range(times):
+            yield from tolerant(self.sim.migrate(mm, va, PAGE_SIZE))
+
+    def cow_motif(self, children: list, value: int):
+        """Documentation/mm/mmu_notifier.rst's case B under load: fork (the focus page
+        becomes COW-shared), then break COW on it while another CPU (cow_writes) writes the
+        new page as soon as its PTE is visible and the devices read it."""
+        try:
+            if not children:
+                child = yield from tolerant(exporter_fork(self.mm, self.drvs))
+                if not isinstance(child, SmmuError):
+                    children.append(child)
+        finally:
+            self.forked.complete_all()
+        yield from tolerant(self.mm.write(self.focus, value))
+
+    def cow_writes(self, value: int):
+        yield self.forked.wait()
+        for i in range(2):
+            yield from tolerant(self.mm.write(self.focus, value + i))
+
     def bulk_op(self, op: str, rng: random.Random, children: list):
         """One operation over a large part of the background (cost per operation)."""
         mm, n = self.mm, self.shape.npages
@@ -192,7 +277,10 @@ class _Load:
 
     def cpu(self, c: int, rng: random.Random):
         shape = self.shape
-        plan = [rng.choice(HOT_OPS) for _ in range(shape.ops_per_cpu)]
+        # fork copies the whole background's page tables (a cost per page): one CPU has
+        # it in its hot mix, the others fork in their bulk operation and the COW motif
+        mix = HOT_OPS if c == 0 else HOT_OPS[:-1]
+        plan = [rng.choice(mix) for _ in range(shape.ops_per_cpu)]
         # one bulk operation each; the second CPU's is the MADV_DONTNEED that crosses an
         # mmu_gather batch (freed pages inside the window), which every load has: first,
         # once the devices have mapped the hot set, while they are busy
@@ -201,9 +289,22 @@ class _Load:
         else:
             plan.insert(rng.randrange(len(plan) + 1), ("bulk", rng.choice(BULK_OPS)))
         if c == 0 and self.job is not None:
-            plan.insert(rng.randrange(len(plan) + 1), ("exit-job", None))
+            # first the page the job's vCPUs read is churned (one driver on that mm: its
+            # windows are short), then the job exits under its still active device
+            plan.insert(0, ("churn-job", None))
+            plan.insert(1, ("exit-job", None))
         if c == 2 % max(1, shape.cpus) and self.thp:
             plan.insert(rng.randrange(len(plan) + 1), ("thp-cycle", None))
+        # the motifs: each page waiting for its memslot is zapped by one CPU while the VMM
+        # adds the slot; the last CPU forks and breaks COW on the focus page (cow_motif),
+        # the one before it writes the new page meanwhile (cow_writes)
+        for i, va in enumerate(self.pending):
+            if i % shape.cpus == c:
+                plan.insert(rng.randrange(len(plan) + 1), ("memslot", va))
+        if c == shape.cpus - 1:
+            plan.insert(rng.randrange(len(plan) + 1), ("cow", None))
+        elif c == shape.cpus - 2:
+            plan.insert(rng.randrange(len(plan) + 1), ("cow-writes", None))
         children: list = []
         for k, op in enumerate(plan):
             if isinstance(op, tuple):
@@ -212,8 +313,25 @@ class _Load:
                     yield from self.bulk_op(what, rng, children)
                 elif kind == "thp-cycle":
                     yield from self.thp_cycle()
+                elif kind == "memslot":
+                    # the VMM adds the page's memslot (vmm()) while this CPU zaps it
+                    self.slot_go[what].complete_all()
+                    yield from tolerant(self.mm.madvise(what, PAGE_SIZE, "dontneed"))
+                elif kind == "churn-job":
+                    try:
+                        yield from self.churn(self.job, self.job_vas[1], self.job_warm,
+                                              JOB_CHURN)
+                    finally:
+                        self.job_churned = True
+                elif kind == "cow":
+                    yield from self.cow_motif(children, 100_000 * (c + 1) + 90 + k)
+                elif kind == "cow-writes":
+                    yield from self.cow_writes(100_000 * (c + 1) + 90 + k)
                 else:                 # the job's mm goes while its device is active; its
-                    yield from tolerant(self.job.exit())      # frames are reused at once
+                    try:                                      # frames are reused at once
+                        yield from tolerant(self.job.exit())
+                    finally:
+                        self.job_gone = True
                     yield from reuse_frames(self.mm, self.box, 700_000)
             else:
                 yield from self.hot_op(op, c, k, rng, children)
@@ -228,26 +346,64 @@ class _Load:
         base = 1_000_000 * (d + 1)
         # each device has a page it comes back to between its other accesses (a command
         # ring, a doorbell, KVM's APIC-access page): the first it maps
-        ring = self.small[d % len(self.small)]
+        ring = self.rings[d % len(self.rings)]
+        # a kernel reader of a guest page through KVM's gfn=>pfn cache (steal time, the
+        # pvclock: kvm_gpc_check / kvm_gpc_refresh) reads the ring through it
+        gpc = getattr(drv, "gpc_read", None)
         for va in [ring] + [v for v in self.hot if v != ring]:   # the first pass: map
             yield from tolerant(drv.access(va, write=False))        # the whole hot set
         self.warming -= 1
         if not self.warming:
             self.warm.complete_all()
         for k in range(self.shape.accesses_per_device):
-            va = ring if k % 2 else rng.choice(self.hot)
+            # a cycle of four: a read of the focus page, of the ring, a write of any hot
+            # page, a read of the ring
+            w = k % 4 == 2
+            va = ring if k % 2 else (rng.choice(self.hot) if w else self.focus)
             if migrates and va in self.small and rng.random() < 0.125:
                 yield from tolerant(drv.migrate_to_device(va, 1))
                 continue
-            w = k % 2 == 0
+            if gpc is not None and k % 2:
+                yield from tolerant(gpc(va))
+                continue
             yield from tolerant(drv.access(va, write=w, value=(base + k) if w else None))
+
+    def vmm(self):
+        """The VMM adds a memslot over each pending page (``KVM_SET_USER_MEMORY_REGION``)
+        while the CPUs invalidate them."""
+        for va in self.pending:
+            yield self.slot_go[va].wait()
+            for d in self.drvs:
+                yield from tolerant(d.set_memslot(va, va + PAGE_SIZE))
 
     def job_device(self):
         base = 9_000_000
-        for k in range(2 * self.shape.accesses_per_device // 3 + 2):
+        drv = self.job_drv
+        gpc = getattr(drv, "gpc_read", None)
+        n = 2 * self.shape.accesses_per_device // 3 + 2
+        # busy until its mm is gone (bounded): it is churned, then exited under it
+        for k in range(4 * n):
+            if k >= n and self.job_gone:
+                break
             va = self.job_vas[k % 2]
             w = k % 2 == 0
-            yield from tolerant(self.job_drv.access(va, write=w, value=(base + k) if w else None))
+            if gpc is not None and not w and k > 1:
+                yield from tolerant(gpc(va))
+            else:
+                yield from tolerant(drv.access(va, write=w, value=(base + k) if w else None))
+            if k == 1:
+                self.job_warm.complete_all()
+
+    def job_vcpu(self):
+        """A second vCPU of the job's device: reads the churned page while it is churned
+        (its faults are in flight when the migrations come, as the first one's)."""
+        drv, va = self.job_drv, self.job_vas[1]
+        gpc = getattr(drv, "gpc_read", None)
+        yield self.job_warm.wait()
+        for _ in range(8 * JOB_CHURN):
+            if self.job_churned:
+                break
+            yield from tolerant(gpc(va) if gpc is not None else drv.access(va, write=False))
 
     def check(self):
         yield from cpu_reads(self.mm, self.hot)
@@ -266,6 +422,10 @@ def load_builder(shape: LoadShape, seed_salt: int):
             j.spawn(f"dev{d}", load.device(drv, d, random.Random(rng.random())))
         if load.job_drv is not None:
             j.spawn("jobdev", load.job_device())
+            for v in range(1, JOB_VCPUS):
+                j.spawn(f"jobdev{v}", load.job_vcpu())
+        if load.pending:
+            j.spawn("vmm", load.vmm())
         j.then("check", load.check())
     build.__doc__ = (f"{shape.cpus} CPUs and {shape.devices} devices colliding on "
                      f"{shape.hot} hot pages" + (" and a huge page" if shape.thp else "") +
@@ -277,7 +437,7 @@ def load_builder(shape: LoadShape, seed_salt: int):
 
 
 LOAD_SMALL = LoadShape(cpus=3, devices=2, npages=256, ops_per_cpu=8, accesses_per_device=24)
-LOAD = LoadShape(cpus=4, devices=3, npages=4096, ops_per_cpu=6, accesses_per_device=32)
+LOAD = LoadShape(cpus=4, devices=3, npages=4096, ops_per_cpu=5, accesses_per_device=32)
 #: background sizes of the scaling curve (``load-<N>``, same shape as ``load``)
 SCALING = (256, 1024, 4096, 16384, 65536)
 
