@@ -227,7 +227,7 @@ def _per_schedule(names, cls, api, seeds) -> list[dict]:
     return out
 
 
-def load_scaling(seeds=range(5)) -> dict:
+def load_scaling(seeds=range(9)) -> dict:
     """Cost per schedule of the load against background pages (``load-<N>``, 256 .. 65,536)
     and against tasks (CPUs x devices at 4,096 pages), and the landed load (before the
     hot-set rewrite, ``benchmarks/load_landed.py``) against today's at 4,096 pages, all with
@@ -336,7 +336,7 @@ def load_catalogue(budget: int = GOAL_LOAD_SCHEDULES, seed: int = 0,
 
 
 def load_bench(quick: bool = False) -> dict:
-    return {"scaling": load_scaling(seeds=range(2) if quick else range(5)),
+    return {"scaling": load_scaling(seeds=range(2) if quick else range(9)),
             "catalogue": load_catalogue()}
 
 

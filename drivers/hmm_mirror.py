@@ -112,7 +112,13 @@ class HMM_MIRROR(MMUNotifier):
         "migrate_vma_pages and migrate_vma_finalize) under dmirror->mutex with no notifier "
         "sequence check (6.8 lib/test_hmm.c): a MADV_DONTNEED of the page meanwhile (its "
         "CLEAR range open, the migration entry zapped) leaves the device mapping a page the "
-        "CPU no longer maps; the load migrates hot pages while it zaps them")
+        "CPU no longer maps; the load migrates hot pages while it zaps them. And the way "
+        "back: when a peer's fault moves one of its device pages to system memory "
+        "(dmirror_devmem_fault), dmirror_interval_invalidate ignores the MIGRATE range its "
+        "own mdevice owns and dmirror_devmem_fault_alloc_and_copy erases the device entry "
+        "without dmirror->mutex, so a fault of its own that resolved the device page just "
+        "before passes mmu_interval_read_retry and maps it after the erase: the device then "
+        "reads the device page the migration frees (the load's devices share a focus page)")
     known_windows = {"load": _LOAD_WINDOW, "load-small": _LOAD_WINDOW}
 
     def __init__(self, sim, mm, *, start: int = 0, length: int | None = None):

@@ -28,7 +28,12 @@ LOAD_GOAL = 5
                                       # updates across a zap, the gfn=>pfn cache refreshed
                                       # while its page migrates again and again
                                       ("kvm_memslot_update_in_window", "modern"),
-                                      ("kvm_gpc_speculative_valid", "modern")])
+                                      ("kvm_gpc_speculative_valid", "modern"),
+                                      # a snapshot inside the window of a churned page,
+                                      # the .rst COW timeline, the gather batch's rings
+                                      ("kvm_seq_in_start", "modern"),
+                                      ("sva_flush_in_end", "modern"),
+                                      ("xpmem_no_pin", "range_only")])
 def test_load_catches_broken_drivers_within_five_schedules(name, api):
     cls = BUGGY[name]
     ex = explore("load", cls, api, schedules=LOAD_GOAL, seed=0, stop_at_first=False)
@@ -71,8 +76,9 @@ def test_gpc_refresh_across_release_publishes_nothing():
 
 def test_declared_load_windows_are_what_the_load_reports():
     """What a reference driver's declared load window costs is what the load finds, and
-    nothing else: dmirror's unchecked map of migrated pages is MapInWindow."""
-    for cls, kinds in ((drivers.HMM_MIRROR, {"MapInWindow", "StaleMapping"}),
+    nothing else: dmirror's unchecked map of migrated pages is MapInWindow, its map of a
+    device page a peer's fault is moving back (the owner skip) a UseAfterFree."""
+    for cls, kinds in ((drivers.HMM_MIRROR, {"MapInWindow", "StaleMapping", "UseAfterFree"}),
                        (drivers.XPMEM, {"StaleRead"})):
         assert "load" in cls.known_windows and "load-small" in cls.known_windows
         for api in cls.apis:

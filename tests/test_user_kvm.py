@@ -62,10 +62,14 @@ def test_user_written_kvm_writing_while_reclaims_invalidate_page_waits_is_clean(
     oracle gave the write to the ghost of a DONTNEED long over; tests/test_oracle.py has the
     deterministic form). The twin on the same scenario: the reference KVM bumping the
     sequence after dropping mmu_lock (a fault installs the page after invalidate_page zapped:
-    a stale translation the device keeps using) is still caught, at seed 58."""
+    a stale translation the device keeps using) is still caught within the first 40
+    schedules (at the 59th when this was written; the load now churns a page under the
+    job's vCPUs on purpose, which catches it within a few)."""
     from drivers.buggy.kvm import KVMSeqAfterUnlock
 
     r = _load_small_v2008(UserKVM, 50)
     assert r.ok, r.violations
-    bad = _load_small_v2008(KVMSeqAfterUnlock, 58)
-    assert "StaleRead" in bad.kinds(), bad.violations
+    expected = set(KVMSeqAfterUnlock.expected)
+    caught = next((s for s in range(40)
+                   if set(_load_small_v2008(KVMSeqAfterUnlock, s).kinds()) & expected), None)
+    assert caught is not None, "KVMSeqAfterUnlock clean on 40 load-small v2008 schedules"

@@ -26,10 +26,14 @@ it, a partial munmap that splits it. Each device runs a cycle of accesses: a rea
 first two devices' are the two pages of the first gather batch), a read of the **focus**
 page all devices share, a write of any hot page; a driver with device memory moves some
 into it (``migrate_to_device``), one with KVM's gfn=>pfn cache reads its ring through the
-cache (``gpc_read``). A second process (``job``) runs a VM whose two vCPUs read a page that
-a CPU migrates several times in a row (``churn``: faults in flight across every part of a
-window, on an mm with one driver, whose windows are short); the job is then exited under
-its still active device and fresh pages are allocated so that freed frames are reused.
+cache (``gpc_read``). A second process (``job``) runs a VM whose vCPUs read a page that a
+CPU migrates several times in a row (``churn``: faults in flight across every part of a
+window). The job's process has other devices registered before the VM's (``JOB_PEER``): the
+notifier chain calls the newest subscription first, so the VM's start hook returns and the
+others' run before the PTE is cleared: a vCPU's fault gets the time to take its snapshot
+and its GUP inside the window, before the clear. The job is then exited
+under its still active device and fresh pages are allocated so that freed frames are
+reused.
 
 Collisions made on purpose (each the interleaving a catalogue driver's own scenario
 needs, so that ``load`` catches every catalogue driver within a few schedules:
@@ -90,10 +94,11 @@ LOAD_OPS = HOT_OPS
 THP_HOT = (0, 5, 511)
 #: pages past the first mmu_gather batch in the range of the bulk MADV_DONTNEED
 GATHER_TAIL = 64
-#: migrations in a row of the page the job's device reads (Load.churn), and the vCPUs
-#: of the job's device that read it meanwhile
+#: migrations in a row of the page the job's device reads (Load.churn), the vCPUs of the
+#: job's device that read it meanwhile, and the other devices of the job's process
 JOB_CHURN = 6
-JOB_VCPUS = 2
+JOB_VCPUS = 3
+JOB_PEER = 3
 
 
 def _hot_small(n: int, hot: int) -> list:
@@ -160,6 +165,10 @@ class _Load:
             self.job_vas = pages(jbuf, 2)
             for i, va in enumerate(self.job_vas):
                 sim.do(self.job.write(va, 900 + i))
+            # a second device of the job's process first (JOB_PEER), then the one whose
+            # vCPUs read: the chain calls the newest first (hlist_add_head_rcu), so its
+            # start has the peer's to wait for before the PTE is cleared
+            self.job_peer = [self._attach(driver_cls, self.job) for _ in range(JOB_PEER)]
             self.job_drv = self._attach(driver_cls, self.job)
         # the fork whose COW breaks the other CPUs' writes meet (cow_motif, cow_writes)
         self.forked = sim.completion("load_forked")
@@ -437,7 +446,7 @@ def load_builder(shape: LoadShape, seed_salt: int):
 
 
 LOAD_SMALL = LoadShape(cpus=3, devices=2, npages=256, ops_per_cpu=8, accesses_per_device=24)
-LOAD = LoadShape(cpus=4, devices=3, npages=4096, ops_per_cpu=5, accesses_per_device=32)
+LOAD = LoadShape(cpus=4, devices=3, npages=4096, ops_per_cpu=4, accesses_per_device=32)
 #: background sizes of the scaling curve (``load-<N>``, same shape as ``load``)
 SCALING = (256, 1024, 4096, 16384, 65536)
 
