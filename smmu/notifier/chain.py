@@ -30,6 +30,7 @@ from smmu.base.constants import EAGAIN, PAGE_SIZE, ULONG_MAX
 from smmu.base.errors import BadDriver, CoreBug, SmmuError, UsageError
 from smmu.notifier.api import (API_GENERATIONS, API_HOOKS, HOOKS, Event, Range,
                                check_driver_class, failed, overrides)
+from smmu.runtime.observer import handlers
 from smmu.runtime.task import raised_in_smmu
 
 #: ``notifier_rcu``: how list walks are protected. "srcu": the global SRCU domain (3.7+,
@@ -57,6 +58,14 @@ def check_chain_options(notifier_rcu: str, release_order: str) -> None:
 
 
 _GENERATOR = types.GeneratorType
+
+#: what ``yield from`` of a walk that is over runs: the preemption point after a start
+_PREEMPT = (None,)
+#: ... and nothing, after an end
+_OVER = ()
+#: the observer events of a range's walk (:meth:`NotifierSubscriptions._events`)
+_RANGE_EVENTS = ("range_start", "hook_enter", "hook_exit", "range_start_returned",
+                 "range_end", "range_end_over")
 
 
 class _Section:
@@ -114,6 +123,11 @@ class NotifierSubscriptions:
     deferred: list = field(default_factory=list)
     has_itree: bool = False   # set by the first interval insert and never cleared, as in Linux
     _wq: object = None
+    #: a range's walk from a task's step runs as plain calls while its hooks are plain
+    #: methods (False: always the general walk, a generator; tests/test_fast_walks.py
+    #: checks that both give the same runs). Runs that record their steps (reports) take
+    #: the general walk, so that each step is logged where it always was.
+    fast_walks = True
 
     def __post_init__(self):
         if self.api not in API_GENERATIONS:
@@ -127,6 +141,9 @@ class NotifierSubscriptions:
         srcu = self.notifier_rcu == "srcu"
         self.srcu = self.sched.rcu_domain(f"mmu_notifier {self.notifier_rcu}", sleepable=srcu)
         self._itree_counted: Counter = Counter()   # ranges whose start counted the itree
+        self._ev_obs = None                        # the observer _ev was worked out for
+        self._srcu = srcu                          # walks may open lazy sections
+        self._ev = None
 
     def __repr__(self):
         return (f"<NotifierSubscriptions {self.api} {len(self.subs)} subs, {len(self.itree)} "
@@ -347,11 +364,7 @@ class NotifierSubscriptions:
         try:
             ret = getattr(sub, hook)(*args)
         except BaseException as e:
-            try:
-                if isinstance(e, Exception):
-                    self._raised(sub, hook, e)
-            finally:
-                self._over(sub, hook, args, reason, span, interval, task)
+            self._hook_raised(sub, hook, args, reason, span, interval, task, e)
             raise
         if type(ret) is not _GENERATOR:
             if obs is None:
@@ -362,6 +375,15 @@ class NotifierSubscriptions:
                 if reason:
                     sched.atomic_end(reason, task)
         return ret, task
+
+    def _hook_raised(self, sub, hook, args, reason, span, interval, task, e):
+        """The plain hook call :meth:`_begin` made raised ``e`` (the caller re-raises it):
+        a driver's exception is a finding (:meth:`_raised`), and the call is over."""
+        try:
+            if isinstance(e, Exception):
+                self._raised(sub, hook, e)
+        finally:
+            self._over(sub, hook, args, reason, span, interval, task)
 
     def _rest(self, sub, hook, args, reason, span, interval, task, gen):
         """The rest of :meth:`_call` for a hook that is a generator: run it, then end the
@@ -498,17 +520,34 @@ class NotifierSubscriptions:
                                       (self.mm, start, end),
                                       "arch_invalidate_secondary_tlbs under the PT lock")
 
+    def _events(self, obs) -> tuple:
+        """The handlers ``obs`` has for :data:`_RANGE_EVENTS` (None: it ignores that one)."""
+        self._ev = handlers(obs, _RANGE_EVENTS)
+        self._ev_obs = obs
+        return self._ev
+
     def mmu_notifier_invalidate_range_start(self, rng):
-        """``mmu_notifier_invalidate_range_start``: blockable. Returns 0."""
+        """``mmu_notifier_invalidate_range_start``: blockable; the caller ``yield from``s
+        it (the walk, then one preemption point; the value is 0 or None: success).
+
+        Called from a task's step (the MM's call sites) with no interval tree, the walk
+        runs at once, as plain calls, for as long as the hooks are plain methods, the
+        observer is told only the events it listens to (:meth:`_events`) and the read-side
+        section is a lazy one when it may be (``RCUDomain.lazy``); a hook that is a
+        generator hands the rest of the walk to :meth:`_hlist_start`, the general walk.
+        Outside a step (``sim.do(...)`` of it) it is the general walk's generator
+        (:attr:`fast_walks`). What runs, and in what order, is the same either way."""
         if not rng.blockable:
             raise UsageError("use mmu_notifier_invalidate_range_start_nonblock for a "
                              "non-blockable range")
         # Linux's wrapper has might_sleep(); here a hook that really sleeps (or declares
         # may_sleep) is reported instead, so that rmap_locks="spinlock" with drivers that
         # never sleep (the configuration the range-only proposal assumed) is not flagged.
-        # (Not a generator itself: it checks and hands over the one that does the work,
-        # one generator frame less on every invalidation.)
-        return self._range_start(rng)
+        sched = self.sched
+        task = sched.current
+        if task is None or self.has_itree or not self.fast_walks or sched.record_steps:
+            return self._range_start(rng)
+        return self._walk_now(rng, task, False)
 
     def mmu_notifier_invalidate_range_start_nonblock(self, rng):
         """Modern: may fail with ``-EAGAIN``; then the caller must skip the range and must not
@@ -532,13 +571,29 @@ class NotifierSubscriptions:
             if ret:
                 obs.range_start_failed(self.mm, rng)
                 return ret
+        tok = self.srcu.read_lock()            # mn_hlist_invalidate_range_start
+        return (yield from self._hlist_start(
+            rng, reason, tok, iter(self._lists["invalidate_range_start"]), None))
+
+    def _hlist_start(self, rng, reason, tok, walk, first):
+        """``mn_hlist_invalidate_range_start`` from the subscription ``walk`` (an iterator
+        over the list as the walk began) gives next, inside the read-side section ``tok``,
+        which it ends; ``first``: ``(sub, task, generator)`` of a start hook already under
+        way. Then one preemption point; returns 0, or ``-EAGAIN`` for a refused
+        non-blockable start (no preemption point: the caller skips the range)."""
+        obs = self.sched.observer
         ret = 0
-        srcu = self.srcu
-        tok = srcu.read_lock()                 # mn_hlist_invalidate_range_start
         try:
             span = (rng.start, rng.end)
             modern_nonblock = self.api == "modern" and not rng.blockable
-            for sub in self._lists["invalidate_range_start"]:   # (rebuilt, never mutated)
+            if first is not None:
+                sub, task, r = first
+                r = yield from self._rest(sub, "invalidate_range_start", (rng,), reason, span,
+                                          False, task, r)
+                obs.range_start_returned(sub, rng, r)
+                if modern_nonblock and failed(r):
+                    ret = -EAGAIN
+            for sub in walk:
                 if not sub._hashed:            # unlinked before the walk reached it
                     continue
                 r, task = self._begin(sub, "invalidate_range_start", (rng,), reason, span,
@@ -561,7 +616,7 @@ class NotifierSubscriptions:
                         yield from self._call(sub, "invalidate_range_end", (rng,), reason)
                 return ret
         finally:
-            srcu.read_unlock(tok)
+            self.srcu.read_unlock(tok)
         # start never runs under the PT lock (it may sleep), so its caller takes the PT lock
         # only after it returns, and another CPU may act in between: a GUP's follow_page can
         # take the PT lock first and still see the old PTE (wp_page_copy, mm/memory.c 6.6:
@@ -572,7 +627,105 @@ class NotifierSubscriptions:
     def mmu_notifier_invalidate_range_end(self, rng):
         """``mmu_notifier_invalidate_range_end``: after the PTEs are cleared and flushed: the
         interval tree's ``mn_itree_inv_end`` (if this range's start counted it), then, in a
-        read-side section of its own, every linked subscription's end."""
+        read-side section of its own, every linked subscription's end. The caller
+        ``yield from``s it; from a task's step, a blockable range with no interval tree
+        ends at once while its hooks are plain methods (as the start does)."""
+        sched = self.sched
+        task = sched.current
+        if task is None or self.has_itree or not rng.blockable or not self.fast_walks \
+                or sched.record_steps:
+            return self._range_end(rng)
+        return self._walk_now(rng, task, True)
+
+    def _walk_now(self, rng, task, end):
+        """The fast walk of a blockable range's start (``end`` False) or end from ``task``'s
+        step, with no interval tree: the general walk's checks, accounting and events in
+        the same order, as plain calls (:meth:`_begin` inline), an observer event only if
+        the observer overrides it, a lazy read-side section when it may be. Returns what
+        the caller yields from: the preemption point after a start, nothing after an end,
+        or, from the first hook that is a generator on, the general walk
+        (:meth:`_hlist_start` / :meth:`_hlist_end`)."""
+        sched = self.sched
+        obs = sched.observer
+        ev = self._ev if obs is self._ev_obs else self._events(obs)
+        if end:
+            hook = "invalidate_range_end"
+            # every subscription on the current list is linked (_unlink rebuilds the lists,
+            # never changed in place): this is the general walk's ``ending``
+            subs = self._lists[hook]
+            if ev[4] is not None:
+                ev[4](self.mm, rng, subs)
+            after, span = ev[5], None
+        else:
+            hook = "invalidate_range_start"
+            if ev[0] is not None:
+                ev[0](self.mm, rng)
+            sched.stats["range_start"] += 1
+            subs = self._lists[hook]           # mn_hlist_invalidate_range_start
+            after, span = ev[3], (rng.start, rng.end)
+        srcu = self.srcu
+        if self._srcu and srcu.lazy is None and not srcu.readers and not srcu.wq.waiters:
+            srcu.lazy = task                   # (RCUDomain.lazy_ok, inline)
+            tok = 0
+        else:
+            tok = srcu.read_lock()
+        done = 0
+        try:
+            on_enter, on_exit = ev[1], ev[2]
+            args = (rng,)
+            hook_calls, stats = sched.hook_calls, sched.stats
+            for sub in subs:
+                if sub._hashed:                # not unlinked before the walk reached it
+                    if sub._freed:
+                        raise CoreBug(f"{hook} of {sub!r} called after it was freed: the "
+                                      "chain must skip it")
+                    hook_calls[hook] += 1
+                    jitter = sched.schedule.cost_factor    # sched.charge("notifier_call")
+                    task.clock += sched.cost_ns["notifier_call"] if jitter is None else \
+                        sched.cost_ns["notifier_call"] * jitter()
+                    stats["notifier_call"] += 1
+                    if sub.may_sleep:
+                        sched.might_sleep(f"{sub.name}.{hook} (may_sleep=True)")
+                    sub._in_flight += 1
+                    if on_enter is not None:
+                        on_enter(sub, hook, args, span)
+                    try:
+                        r = getattr(sub, hook)(rng)
+                    except BaseException as e:
+                        self._hook_raised(sub, hook, args, None, span, False, task, e)
+                        raise
+                    if type(r) is _GENERATOR:     # the rest of the walk as a generator
+                        first = (sub, task, r)
+                        tok = tok or srcu.lazy_to_token(task)
+                        rest = self._hlist_end(rng, None, tok, subs, done, first) if end \
+                            else self._hlist_start(rng, None, tok, iter(subs[done + 1:]), first)
+                        tok = None
+                        return rest
+                    sub._in_flight -= 1
+                    if on_exit is not None:
+                        on_exit(sub, hook, args, span)
+                    if after is not None:
+                        if end:
+                            after(sub, rng)
+                        else:
+                            after(sub, rng, r)
+                elif end and after is not None:
+                    after(sub, rng)            # (an end skipped is over too)
+                done += 1
+        finally:
+            if tok is not None:
+                if end:
+                    for sub in subs[done:]:    # a hook raised: the rest are not called either
+                        obs.range_end_over(sub, rng)
+                if tok:
+                    srcu.read_unlock(tok)
+                elif srcu.lazy is task:
+                    srcu.lazy = None
+                else:
+                    srcu.lazy_unlock(task)
+        return _OVER if end else _PREEMPT
+
+    def _range_end(self, rng):
         obs = self.sched.observer
         reason = None if rng.blockable else "non-blockable invalidate_range_end"
         ending = [s for s in self._lists["invalidate_range_end"] if s._hashed]
@@ -589,11 +742,21 @@ class NotifierSubscriptions:
             # mm_take_all_locks, which every start..end caller's locks exclude
             raise CoreBug(f"the interval tree appeared between the start and the end of "
                           f"{rng!r}: a range caller runs without the locks register takes")
-        done = 0
-        srcu = self.srcu
-        tok = srcu.read_lock()
+        tok = self.srcu.read_lock()
+        yield from self._hlist_end(rng, reason, tok, ending, 0, None)
+
+    def _hlist_end(self, rng, reason, tok, ending, done, first):
+        """The ends of ``ending[done:]`` inside the read-side section ``tok``, which it ends;
+        ``first``: ``(sub, task, generator)`` of ``ending[done]``'s end hook under way."""
+        obs = self.sched.observer
         try:
-            for sub in ending:
+            if first is not None:
+                sub, task, r = first
+                yield from self._rest(sub, "invalidate_range_end", (rng,), reason, None,
+                                      False, task, r)
+                obs.range_end_over(sub, rng)
+                done += 1
+            for sub in ending[done:]:
                 if sub._hashed:                # reached while still linked
                     r, task = self._begin(sub, "invalidate_range_end", (rng,), reason, None,
                                           False)
@@ -605,7 +768,7 @@ class NotifierSubscriptions:
         finally:
             for sub in ending[done:]:          # a hook raised: the rest are not called either
                 obs.range_end_over(sub, rng)
-            srcu.read_unlock(tok)
+            self.srcu.read_unlock(tok)
 
     # ------------------------------------------------------------------ interval notifiers
     def _itree_overlapping(self, rng):

@@ -189,6 +189,18 @@ class FanOut(Observer):
         return f"<FanOut {', '.join(type(o).__name__ for o in self.observers)}>"
 
 
+def handlers(observer, names) -> tuple:
+    """For each event of ``names``, the bound method ``observer`` runs for it, or None if it
+    runs the no-op (neither its class nor the instance overrides the event): a hot path
+    calls only the events somebody listens to. Work it out again when ``sched.observer``
+    is another object (``Scheduler.watch`` makes a new :class:`FanOut`)."""
+    out = []
+    for name in names:
+        fn = getattr(observer, name)
+        out.append(None if getattr(fn, "__func__", None) is _BASE[name] else fn)
+    return tuple(out)
+
+
 _BASE = {name: getattr(Observer, name) for name in EVENTS}
 _EVENT_SET = frozenset(EVENTS)
 _PLANS: dict = {}        # tuple of observer classes -> {event: indices of the overriding ones}

@@ -1,7 +1,9 @@
 """Read-copy-update for tasks: an SRCU domain (``struct srcu_struct``, kernel/rcu/srcutree.c)
 or, with ``sleepable=False``, classic RCU (``rcu_read_lock``: a non-preemptible read side).
 
-A reader brackets its walk with ``tok = d.read_lock()`` / ``d.read_unlock(tok)``;
+A reader brackets its walk with ``tok = d.read_lock()`` / ``d.read_unlock(tok)``, or, for
+a walk that cannot yield, with ``d.lazy = task`` ... ``d.lazy_unlock(task)`` (a *lazy*
+section: see :attr:`RCUDomain.lazy`);
 ``yield d.synchronize()`` (``synchronize_srcu`` / ``synchronize_rcu``) sleeps until every
 read-side section that began before it has ended (sections begun later are not waited for);
 ``d.call(fn)`` (``call_srcu``) runs ``fn()`` once such a grace period has elapsed, in the
@@ -32,16 +34,58 @@ class RCUDomain:
         self.grace_periods = 0
         self._reason = (f"srcu_read_lock({name})" if self.sleepable
                         else f"rcu_read_lock ({name}: classic RCU, no sleeping)")
+        #: the task of a read-side section begun without registering it (a lazy section),
+        #: or None. A walk that runs within one step (no yield) may open one instead of
+        #: calling read_lock, when :meth:`lazy_ok` holds: SRCU, no section held, nobody
+        #: waiting for a grace period. Nobody can tell it from a registered one: every
+        #: method of the domain registers it first (with the token read_lock would have
+        #: given it, nothing having happened to the domain since), and when it ends
+        #: unregistered there was nothing for read_unlock to do (no callback or waiter
+        #: can appear without going through the domain). End it with lazy_unlock.
+        self.lazy = None
+        self._lazy_tok = None
 
     def __repr__(self):
         kind = "SRCU" if self.sleepable else "RCU"
-        return (f"<{kind} {self.name!r} {len(self.readers)} readers, "
+        readers = len(self.readers) + (self.lazy is not None)
+        return (f"<{kind} {self.name!r} {readers} readers, "
                 f"{len(self._callbacks)} callbacks pending>")
 
     # ------------------------------------------------------------------ read side
+    def lazy_ok(self) -> bool:
+        """May a walk open a lazy section now (:attr:`lazy`)? (A walk on a hot path tests
+        the same things inline.)"""
+        return (self.sleepable and self.lazy is None and not self.readers
+                and not self.wq.waiters)
+
+    def _register_lazy(self) -> None:
+        # the lazy section becomes a registered one, with the token it would have had
+        task = self.lazy
+        self.lazy = None
+        tok = self._lazy_tok = self._next
+        self._next += 1
+        self.readers[tok] = task
+
+    def lazy_unlock(self, task) -> None:
+        """End the lazy section ``task`` opened (``read_unlock`` if it was registered
+        meanwhile)."""
+        if self.lazy is task:
+            self.lazy = None
+        else:
+            self.read_unlock(self._lazy_tok)
+
+    def lazy_to_token(self, task) -> int:
+        """The lazy section of ``task`` is to outlive its step (the walk met a hook that is
+        a generator): register it; returns its token for :meth:`read_unlock`."""
+        if self.lazy is task:
+            self._register_lazy()
+        return self._lazy_tok
+
     def read_lock(self) -> int:
         """``srcu_read_lock`` / ``rcu_read_lock``: begin a read-side section; returns its
         token for :meth:`read_unlock`."""
+        if self.lazy is not None:
+            self._register_lazy()
         tok = self._next
         self._next += 1
         task = self.sched.running
@@ -52,6 +96,8 @@ class RCUDomain:
 
     def read_unlock(self, tok: int) -> None:
         """End the section ``tok``; run the callbacks whose grace period it completes."""
+        if self.lazy is not None:
+            self._register_lazy()
         task = self.readers.pop(tok, None)
         if task is None:
             raise UsageError(f"{self.name}: read_unlock({tok}) of a section that is not held")
@@ -64,6 +110,8 @@ class RCUDomain:
 
     def held(self) -> bool:
         """Is the running task inside a read-side section of this domain?"""
+        if self.lazy is not None:
+            self._register_lazy()
         task = self.sched.running
         return any(t is task for t in self.readers.values())
 
@@ -76,6 +124,8 @@ class RCUDomain:
         """What to yield for ``synchronize_srcu`` / ``synchronize_rcu``: sleep until every
         section begun before now has ended. (Called inside a section of the same domain it
         waits for itself: a Deadlock, as in the kernel.)"""
+        if self.lazy is not None:
+            self._register_lazy()
         self.sched.might_sleep(f"synchronize_srcu({self.name})")
         snap = self._next
         self.grace_periods += 1
@@ -84,6 +134,8 @@ class RCUDomain:
     def call(self, fn) -> None:
         """``call_srcu``: run ``fn()`` once the sections begun before now have ended (at
         once if there are none), atomic, in the task that ends the grace period."""
+        if self.lazy is not None:
+            self._register_lazy()
         self._callbacks.append((self._next, fn))
         self._run_callbacks()
 
@@ -101,5 +153,7 @@ class RCUDomain:
 
     def barrier(self):
         """What to yield for ``srcu_barrier``: sleep until every queued callback has run."""
+        if self.lazy is not None:
+            self._register_lazy()
         self.sched.might_sleep(f"srcu_barrier({self.name})")
         return self.wq.wait_until(lambda: not self._callbacks)

@@ -35,7 +35,6 @@ seed); every other schedule ignores time, which only annotates their runs.
 
 from __future__ import annotations
 
-from collections import Counter
 
 
 from smmu.base.errors import (InternalError, Interrupted, SmmuError, TaskCrashed, UsageError,
@@ -60,6 +59,17 @@ _BATCH_MIN = 8
 _BATCH_MAX = 1024
 #: ``Task.value`` of a task whose pending request is granted at its next step
 _GRANT = object()
+
+
+class Counts(dict):
+    """Counters by name, 0 for a name not counted yet (``stats``, ``hook_calls``): a
+    ``collections.Counter`` without its methods, whose own ``__delitem__`` makes every
+    ``counts[k] += 1`` on it take Python's slow path (about 2x a plain dict's on 3.11)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key):
+        return 0
 
 
 class _Stop(BaseException):
@@ -192,8 +202,8 @@ class Scheduler:
         self.steps = 0
         self.violations: list[Violation] = []
         self._seen: set = set()
-        self.stats: Counter = Counter()
-        self.hook_calls: Counter = Counter()
+        self.stats: Counts = Counts()
+        self.hook_calls: Counts = Counts()
         self.trace: list = []
         self.step_log: list = []
         self.lockdep: dict = {}          # (a, b) -> where b was taken while holding a
