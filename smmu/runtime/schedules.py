@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import random as _random
 import struct
+from operator import itemgetter
+
+import numpy as np
 
 from hypothesis import strategies as st
 
@@ -260,12 +263,21 @@ class RandomSchedule(Schedule):
                 m = want - len(words)
                 words += struct.unpack(f"<{m}I", self.rng.getrandbits(32 * m).to_bytes(
                     4 * m, "little"))
-            ends = [i + 1 for i, w in enumerate(words) if w >> shift < n]
-            if len(ends) >= limit:
-                del ends[limit:]
-                self._ends = ends
-                idx = [words[i - 1] >> shift for i in ends]
-                return [tasks[i] for i in idx], [tasks[i].tid for i in idx]
+            if limit < 64:
+                ends = [i + 1 for i, w in enumerate(words) if w >> shift < n]
+                if len(ends) >= limit:
+                    del ends[limit:]
+                    self._ends = ends
+                    idx = [words[i - 1] >> shift for i in ends]
+                    return [tasks[i] for i in idx], [tasks[i].tid for i in idx]
+            else:                           # the same, vectorized
+                r = np.array(words, dtype=np.uint32) >> shift
+                acc = np.flatnonzero(r < n)[:limit]
+                if len(acc) >= limit:
+                    self._ends = (acc + 1).tolist()
+                    idx = r[acc]
+                    pick = itemgetter(*idx.tolist())
+                    return list(pick(tasks)), list(pick([t.tid for t in tasks]))
             want += limit
 
     def consumed(self, k):
