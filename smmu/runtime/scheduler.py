@@ -418,25 +418,20 @@ class Scheduler:
                     cand = tasks
                     n = len(tasks)
                     asleep = True
+                run = None
                 if asleep:
                     room = max_steps - steps
                     if n == 1:
                         run = [cand[0]] * (blen if blen < room else room)
                         batched = True
-                    else:
-                        planned = plan(self, cand, blen if blen < room else room) \
-                            if plan is not None else None
+                    elif plan is not None:
+                        planned = plan(self, cand, blen if blen < room else room)
                         if planned is not None:
                             run, tids = planned
                             batched = True
-                        else:
-                            task = cand[choose(self, cand)]
-                            if record:
-                                choices.append(task.tid)
-                            run = (task,)
                 elif n == 1:
                     run = cand
-                else:
+                if run is None:                   # the schedule chooses this step
                     task = cand[choose(self, cand)]
                     if record:
                         choices.append(task.tid)
