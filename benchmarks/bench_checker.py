@@ -8,14 +8,16 @@ Goals: >= 2,000 schedules/s on one core for the standard race (issue 13; issue 5
 feasible, and says so (``completeness``). The machine may be shared: the throughput row gives
 process CPU time next to wall time, and the load average when it was measured.
 
-    python benchmarks/bench_checker.py [--json FILE] [--quick] [--load]
+    python benchmarks/bench_checker.py [--json FILE] [--quick] [--load | --throughput]
     smmu bench checker [--json FILE]
 
 Output JSON::
 
     {"throughput": {"scenario", "driver", "api", "strategy", "schedules", "wall_s",
                     "schedules_per_s", "cpu_s", "schedules_per_cpu_s", "load_average",
-                    "cpus", "steps_per_schedule", "goal_schedules_per_s"},
+                    "cpus", "steps_per_schedule", "goal_schedules_per_s", "per_cpu_s_of_goal",
+                    "phases": {"schedules", "us_per_schedule", "construct": {"us", "share"},
+                               "setup", "run_loop", "end_checks", "other"}},
      "detection": [{"driver", "strategy", "found", "schedules", "scenario", "api", "kind",
                     "expected", "wall_s"}],
      "completeness": [{"scenario", "driver", "api", "bound", "complete", "schedules",
@@ -34,13 +36,15 @@ Output JSON::
                             "not_applicable": {driver: why}, "missed_pairs",
                             "missed_drivers", "all_within_goal", "unexpected"}}}
 
-``--load`` runs only the load part (about a minute): the cost per schedule of the load
-scenario against background pages (256 .. 65,536) and tasks, the landed load's (before the
-hot-set rewrite: ``benchmarks/load_landed.py``) in the same run, and every catalogue driver
-under ``load`` with the default search, 5 schedules per generation (issue 13, item 7), with
-the first schedule that caught each and, over the first 20 schedules, how many catch it on
-their own (how much "within 5" rests on the seed). A driver with no MMU notifier is not
-applicable (``LOAD_NOT_APPLICABLE`` says why).
+``--throughput`` runs only the throughput row, with ``phases``: where one schedule's CPU
+time goes (the Simulator's construction, the scenario's setup, the run loop, the end-of-run
+checks, the rest). ``--load`` runs only the load part (about a minute): the cost per
+schedule of the load scenario against background pages (256 .. 65,536) and tasks, the landed
+load's (before the hot-set rewrite: ``benchmarks/load_landed.py``) in the same run, and
+every catalogue driver under ``load`` with the default search, 5 schedules per generation
+(issue 13, item 7), with the first schedule that caught each and, over the first 20
+schedules, how many catch it on their own (how much "within 5" rests on the seed). A driver
+with no MMU notifier is not applicable (``LOAD_NOT_APPLICABLE`` says why).
 """
 
 from __future__ import annotations
@@ -81,13 +85,72 @@ def throughput(schedules: int = 2000, strategy: str = "random", seed: int = 0) -
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     from smmu.explore import make_strategy_schedule, run_once
     r = run_once(name, cls, api, make_strategy_schedule("random", seed), seed)
+    per_cpu_s = ex.schedules_run / cpu if cpu > 0 else None
     return {"scenario": name, "driver": drv, "api": api, "strategy": strategy,
             "schedules": ex.schedules_run, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
             "schedules_per_s": round(ex.schedules_run / wall, 1) if wall > 0 else None,
-            "schedules_per_cpu_s": round(ex.schedules_run / cpu, 1) if cpu > 0 else None,
+            "schedules_per_cpu_s": round(per_cpu_s, 1) if per_cpu_s else None,
             "load_average": round(load, 2), "cpus": os.cpu_count(),
             "steps_per_schedule": r.steps, "findings": [f.kind for f in ex.findings],
-            "goal_schedules_per_s": GOAL_SCHEDULES_PER_S}
+            "goal_schedules_per_s": GOAL_SCHEDULES_PER_S,
+            "per_cpu_s_of_goal": round(per_cpu_s / GOAL_SCHEDULES_PER_S, 3) if per_cpu_s else None,
+            "phases": phases(min(schedules, 1000), strategy=strategy, seed=seed)}
+
+
+#: the parts of one explored schedule :func:`phases` times
+PHASES = ("construct", "setup", "run_loop", "end_checks", "other")
+
+
+def phases(schedules: int = 1000, strategy: str = "random", seed: int = 0) -> dict:
+    """Where one schedule of the standard race goes, in process CPU microseconds per schedule
+    and as shares of the whole, over ``schedules`` explored schedules: ``construct`` (the
+    ``Simulator``), ``setup`` (the scenario's build: processes, pages, the driver, its
+    tasks), ``run_loop`` (the scheduler running the tasks), ``end_checks`` (quiescence: the
+    oracle's end-of-run checks, closing the devices, the leak check) and ``other`` (the
+    exploration's own bookkeeping, the run's result). Timed by wrapping those four calls
+    for the duration of the measurement (each wrapper costs well under a microsecond)."""
+    import drivers
+    from smmu.explore import explore
+    from smmu.scenarios import get_scenario
+    from smmu.sim import Simulator
+    name, drv, api = STANDARD
+    sc = get_scenario(name)
+    acc = dict.fromkeys(PHASES, 0.0)
+    clock = time.process_time
+
+    def timed(fn, key):
+        def wrapper(*args, **kwargs):
+            t = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                acc[key] += clock() - t
+        return wrapper
+
+    saved = (sc.build, Simulator.__dict__.get("__init__"), Simulator.__dict__.get("run"),
+             Simulator.__dict__.get("quiesce"))
+    sc.build = timed(sc.build, "setup")
+    Simulator.__init__ = timed(Simulator.__init__, "construct")
+    Simulator.run = timed(Simulator.run, "run_loop")
+    Simulator.quiesce = timed(Simulator.quiesce, "end_checks")
+    try:
+        t0 = clock()
+        ex = explore(name, drivers.BUILTIN[drv], api, strategy=strategy, schedules=schedules,
+                     seed=seed, stop_at_first=False)
+        total = clock() - t0
+    finally:
+        sc.build = saved[0]
+        for attr, fn in zip(("__init__", "run", "quiesce"), saved[1:]):
+            if fn is None:
+                delattr(Simulator, attr)
+            else:
+                setattr(Simulator, attr, fn)
+    acc["run_loop"] -= acc["end_checks"]           # run() includes quiesce()
+    acc["other"] = total - sum(acc[k] for k in PHASES[:-1])
+    n = ex.schedules_run
+    return {"schedules": n, "us_per_schedule": round(total / n * 1e6, 1),
+            **{k: {"us": round(v / n * 1e6, 1), "share": round(v / total, 3)}
+               for k, v in acc.items()}}
 
 
 def first_hit(scenario, cls, api, strategy, budget, seed, expected):
@@ -405,15 +468,24 @@ def run(quick: bool = False) -> dict:
                         "goal_portfolio_detection": 200}}
 
 
-def render(doc: dict, console) -> None:
-    """Print ``doc`` as tables on a rich console."""
-    from rich.table import Table
-    t = doc["throughput"]
+def render_throughput(t: dict, console) -> None:
     console.print(f"throughput: {t['schedules_per_s']} schedules/s ({t['schedules_per_cpu_s']} "
                   f"per CPU second; load average {t['load_average']} on {t['cpus']} CPUs) on "
                   f"{t['scenario']} ({t['driver']}, {t['api']}, {t['strategy']}; "
                   f"{t['steps_per_schedule']} steps each; goal >= {t['goal_schedules_per_s']})",
                   markup=False)
+    ph = t.get("phases")
+    if ph:
+        console.print(f"one schedule, {ph['us_per_schedule']} us of CPU: " + ", ".join(
+            f"{k} {ph[k]['us']} us ({ph[k]['share'] * 100:.0f}%)" for k in PHASES),
+            markup=False)
+
+
+def render(doc: dict, console) -> None:
+    """Print ``doc`` as tables on a rich console."""
+    from rich.table import Table
+    t = doc["throughput"]
+    render_throughput(t, console)
     tab = Table(title="schedules to first detection")
     tab.add_column("buggy driver")
     for s in STRATEGIES:
@@ -451,8 +523,16 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small budgets")
     ap.add_argument("--load", action="store_true",
                     help="only the load scenario: scaling curve and catalogue within 5")
+    ap.add_argument("--throughput", action="store_true",
+                    help="only the throughput row and where a schedule's time goes")
     a = ap.parse_args(argv)
     from rich.console import Console
+    if a.throughput:
+        doc = {"throughput": throughput(schedules=200 if a.quick else 2000)}
+        render_throughput(doc["throughput"], Console())
+        if a.json:
+            Path(a.json).write_text(json.dumps(doc, indent=2) + "\n")
+        return 0
     if a.load:
         doc = {"load": load_bench(quick=a.quick)}
     else:

@@ -325,6 +325,23 @@ def _pfn_array(pfns) -> np.ndarray:
     return np.ascontiguousarray(np.atleast_1d(pfns), dtype=np.int64)
 
 
+#: nframes -> (owner, free_stack) as a new table starts: copied, never written
+_FRESH: dict = {}
+
+
+def _fresh(nframes: int):
+    t = _FRESH.get(nframes)
+    if t is None:
+        owner = np.full(nframes, NO_OWNER, dtype=np.int32)
+        free_stack = np.zeros(nframes, dtype=np.int64)
+        free_stack[: nframes - 1] = np.arange(nframes - 1, 0, -1, dtype=np.int64)
+        owner.flags.writeable = free_stack.flags.writeable = False
+        if len(_FRESH) < 16:
+            _FRESH[nframes] = (owner, free_stack)
+        t = (owner, free_stack)
+    return t
+
+
 class FrameTable:
     """All physical frames of the simulated machine.
 
@@ -342,22 +359,26 @@ class FrameTable:
         if max_frames is not None and max_frames < nframes:
             nframes = max(int(max_frames), 2)
         self.max_frames = max_frames
-        self.refcount = np.zeros(nframes, dtype=np.int32)
-        self.mapcount = np.zeros(nframes, dtype=np.int32)
-        self.pincount = np.zeros(nframes, dtype=np.int32)
-        self.flags = np.zeros(nframes, dtype=np.uint32)
-        self.generation = np.zeros(nframes, dtype=np.uint32)
-        self.owner = np.full(nframes, NO_OWNER, dtype=np.int32)
+        # a simulator is built per explored schedule: the per-frame arrays of one dtype are
+        # the rows of one block (each row a contiguous array of its own, as the kernels
+        # take it; _grow replaces them one by one), the non-zero ones copied from a template
+        i32 = np.zeros((3, nframes), dtype=np.int32)
+        self.refcount, self.mapcount, self.pincount = i32[0], i32[1], i32[2]
+        u32 = np.zeros((2, nframes), dtype=np.uint32)
+        self.flags, self.generation = u32[0], u32[1]
+        owner, free_stack = _fresh(nframes)
+        self.owner = owner.copy()
         self.contents = np.zeros(nframes, dtype=np.uint64)
-        self.free_stack = np.zeros(nframes, dtype=np.int64)
         # lowest pfn on top: pfns are handed out in increasing order at first
-        self.free_stack[: nframes - 1] = np.arange(nframes - 1, 0, -1, dtype=np.int64)
-        self.meta = np.zeros(FMETA_SIZE, dtype=np.int64)
+        self.free_stack = free_stack.copy()
+        # meta, then the one-element scratch arrays: a single-pfn call must not build
+        # arrays (fault path)
+        small = np.zeros(FMETA_SIZE + 2, dtype=np.int64)
+        self.meta = small[:FMETA_SIZE]
         self.meta[F_NFREE] = nframes - 1
+        self._one = small[FMETA_SIZE:FMETA_SIZE + 1]
+        self._one_out = small[FMETA_SIZE + 1:]
         self._fail_budget: int | None = None
-        # one-element scratch arrays: a single-pfn call must not build arrays (fault path)
-        self._one = np.zeros(1, dtype=np.int64)
-        self._one_out = np.zeros(1, dtype=np.int64)
         self.allocations = 0  # frames handed out since creation
         self.frees = 0  # frames freed since creation
         self.failures_injected = 0

@@ -161,14 +161,14 @@ class Memory(RmapWalk, HugePages, Hugetlb, Khugepaged, Vmscan, Writeback, Trunca
         self.fork_enomem_bug = fork_enomem_bug
         self.cow_reuse = cow_reuse
         self.frames = FrameTable(nframes)
-        self.pool = PageTablePool(64)
+        self.pool = PageTablePool(16)
         self.swap = SwapSpace(self.frames)
         self.mms: list[MM] = []
         self.files: list[File] = []
         self._ids = itertools.count(1)
         # page->mapping / page->index, beside the frame table
-        self._pg_mapping = np.zeros(self.frames.nframes, dtype=np.int64)
-        self._pg_index = np.zeros(self.frames.nframes, dtype=np.int64)
+        # (empty until a page of a file or of shmem gets its mapping: _grow_page_arrays)
+        self._pg_mapping = self._pg_index = np.zeros(0, dtype=np.int64)
         self._mapping_objs: dict[int, object] = {}
         self.migration_wq = sched.waitqueue("migration_wq")
         self.page_wq = sched.waitqueue("page_lock_wq")
@@ -243,6 +243,7 @@ class Memory(RmapWalk, HugePages, Hugetlb, Khugepaged, Vmscan, Writeback, Trunca
 
     # ================================================================== page->mapping
     def _grow_page_arrays(self):
+        """Keep ``page->mapping`` / ``page->index`` as long as the frame table."""
         n = self.frames.nframes
         if self._pg_mapping.shape[0] < n:
             for name in ("_pg_mapping", "_pg_index"):

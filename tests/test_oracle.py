@@ -15,6 +15,7 @@ from smmu.base.errors import SegmentationFault
 from smmu.explore import Scenario, explore
 from smmu.oracle import (STALE_ABSENT, STALE_FREED, STALE_OTHER_PFN, STALE_WRITABLE,
                          SecondaryMap, scan_secondary, scan_secondary_ref)
+from smmu.oracle.scan import verify_cells, verify_cells_ref
 
 # =========================================================================== scan kernel
 
@@ -79,6 +80,49 @@ def test_scan_kernel_matches_reference(pte_entries, sec, gens, drop):
     # the reference agrees with the declared entries: every live one is checked
     live = {i for i in range(m.n) if m.pfns[i] >= 0}
     assert {i for i, _ in ref} <= live
+
+
+def _run_verify(pt, vpns, expect, lazy, contents):
+    n = len(vpns)
+    ptes = np.empty(n, dtype=np.uint64)
+    idx = np.empty(n, dtype=np.int64)
+    cnt = verify_cells(pt.pool.nodes, pt.root, np.array(vpns, dtype=np.int64),
+                       np.array(expect, dtype=np.uint64), np.array(lazy, dtype=np.bool_),
+                       contents, ptes, idx)
+    return idx[:cnt].tolist()
+
+
+def test_verify_cells_finds_what_differs():
+    pt = PageTable()
+    contents = np.zeros(NPFN, dtype=np.uint64)
+    contents[5], contents[6] = 7, 2**64 - 1
+    pt.set(10, (5 << 12) | PTE_PRESENT)
+    pt.set(11, (6 << 12) | PTE_PRESENT | PTE_WRITE)
+    pt.set(12, 6 << 12)                                 # not present: reads as 0
+    # same, differs, 64-bit value, absent 0 vs 0, absent vs 3, lazy 0, lazy but 7 != 8
+    vpns = [10, 10, 11, 12, 12, 13, 10]
+    expect = [7, 8, 2**64 - 1, 0, 3, 9, 8]
+    lazy = [False, False, False, False, False, True, True]
+    assert _run_verify(pt, vpns, expect, lazy, contents) == [1, 4, 6]
+
+
+@given(pte_entries=entries,
+       cells=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3), st.booleans()),
+                      max_size=30),
+       values=st.lists(st.integers(0, 3), min_size=NPFN, max_size=NPFN))
+def test_verify_cells_matches_reference(pte_entries, cells, values):
+    pt = PageTable()
+    for vpn, pfn, present, writable in pte_entries:
+        pt.set(vpn << 9 if vpn % 7 == 0 else vpn,
+               (pfn << 12) | (PTE_PRESENT if present else 0) | (PTE_WRITE if writable else 0))
+    contents = np.array(values, dtype=np.uint64)
+    vpns = [v << 9 if v % 7 == 0 else v for v, _, _ in cells]
+    expect = [e for _, e, _ in cells]
+    lazy = [z for _, _, z in cells]
+    nodes, root = pt.pool.nodes, pt.root
+    ref = verify_cells_ref(lambda v: radix_ref.pt_lookup(nodes, root, v), vpns, expect, lazy,
+                           contents)
+    assert _run_verify(pt, vpns, expect, lazy, contents) == ref
 
 
 # =========================================================================== toy drivers

@@ -41,14 +41,15 @@ from __future__ import annotations
 import numpy as np
 
 from smmu.base.constants import PAGE_SHIFT, PAGE_SIZE
-from smmu.base.pte import PTE_DEVICE, PTE_MIGRATION, PTE_PRESENT, PTE_WRITE, pte_pfn, pte_pfns
+from smmu.base.pte import PTE_DEVICE, PTE_MIGRATION, PTE_PRESENT, PTE_WRITE, pte_pfn
 from smmu.base.log import get_logger
 from smmu.notifier import overrides
 from smmu.oracle.cells import Cell
 from smmu.oracle.leaks import LeakTracker
 from smmu.oracle.protocol import ProtocolChecker
 from smmu.oracle.rules import cite
-from smmu.oracle.scan import STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary
+from smmu.oracle.scan import (STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary,
+                              verify_cells)
 from smmu.runtime.task import call_site
 
 log = get_logger()
@@ -658,7 +659,8 @@ class Oracle(ProtocolChecker):
 
     def _verify_mm(self, mm):
         """Compare every model cell visible in ``mm`` with the primary's memory, in a batch:
-        one page-table walk for all present pages, ``mm.peek`` only for the others."""
+        one kernel call walks the page table and compares the present pages
+        (:func:`~smmu.oracle.scan.verify_cells`), ``mm.peek`` only for the others."""
         vas, cells = [], []
         for vpn, cell in (self.cells.get(mm.id) or {}).items():
             vas.append(vpn << PAGE_SHIFT)
@@ -681,20 +683,24 @@ class Oracle(ProtocolChecker):
                 cells.append(objc[p])
         if not vas:
             return
-        va_arr = np.asarray(vas, dtype=np.int64)
-        ptes = mm.pt.walk(va_arr >> PAGE_SHIFT)
-        present = (ptes & np.uint64(PTE_PRESENT)) != 0
-        pfns = pte_pfns(ptes)
-        contents = self._frames().contents
+        n = len(vas)
+        # one kernel call: walk, read and compare every cell (verify_cells)
+        vpns = np.fromiter((va >> PAGE_SHIFT for va in vas), dtype=np.int64, count=n)
         # page values are 64-bit unsigned (mm.write masks to 2**64 - 1): uint64 throughout
-        got = np.zeros(len(vas), dtype=np.uint64)
-        got[present] = contents[pfns[present]]
-        expect = np.fromiter((c.value for c in cells), dtype=np.uint64, count=len(cells))
-        lazy = np.fromiter((c.lazy for c in cells), dtype=bool, count=len(cells))
-        for i in np.nonzero((got != expect) & ~(lazy & (got == 0)))[0].tolist():
+        expect = np.fromiter((c.value for c in cells), dtype=np.uint64, count=n)
+        lazy = np.fromiter((c.lazy for c in cells), dtype=np.bool_, count=n)
+        ptes = np.empty(n, dtype=np.uint64)
+        idx = np.empty(n, dtype=np.int64)
+        contents = self._frames().contents
+        cnt = verify_cells(mm.pt.pool.nodes, mm.pt.root, vpns, expect, lazy, contents, ptes,
+                           idx)
+        for i in idx[:cnt].tolist():
             va = vas[i]
-            if present[i]:
-                value = int(got[i])
+            pte = int(ptes[i])
+            present = bool(pte & PTE_PRESENT)
+            pfn = pte_pfn(pte)
+            if present:
+                value = int(contents[pfn])
             else:
                 if mm.vma_at(va) is None:
                     continue
@@ -709,7 +715,7 @@ class Oracle(ProtocolChecker):
             why = (" (the device wrote a frame the primary no longer maps: drop or "
                    "write-protect the translation when notified, and mark the page dirty)"
                    if c.device else "")
-            dw = self._frame_dev_write.get(int(pfns[i])) if present[i] else None
+            dw = self._frame_dev_write.get(pfn) if present else None
             if dw is not None and dw[2] == value and dw[1] >= c.step:
                 who = "it"
                 why = (f" when {dw[0]} overwrote it at step {dw[1]} with {dw[2]} "
@@ -719,7 +725,7 @@ class Oracle(ProtocolChecker):
                 "LostWrite", (mm.id, va, c.step),
                 f"at the end of the run {va:#x} of {mm.name} holds {value} but "
                 f"the last write there was {c.describe()}: {who} was lost" + why,
-                stop=False, address=va, frames=(int(pfns[i]),) if present[i] else (),
+                stop=False, address=va, frames=(pfn,) if present else (),
                 writer=c.writer, write_step=c.step, value=c.value, found=value)
 
     @staticmethod

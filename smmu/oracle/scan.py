@@ -1,6 +1,8 @@
 """The structural scan: declared secondary mappings compared with the primary page table
-in one numba kernel call per driver (:func:`scan_secondary`), its pure-Python reference, and
-:class:`SecondaryMap`, the arrays of one driver's declared translations that it takes.
+in one numba kernel call per driver (:func:`scan_secondary`), the end-of-run comparison of
+model cells with the primary's memory (:func:`verify_cells`), their pure-Python references,
+and :class:`SecondaryMap`, the arrays of one driver's declared translations that the scan
+takes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ STALE_REASONS = {
 #: device-private / device-exclusive entries of the page it maps
 _UMAP = np.uint64(PTE_PRESENT | PTE_DEVICE)
 _UW = np.uint64(PTE_WRITE)
+_UP = np.uint64(PTE_PRESENT)
+_U0 = np.uint64(0)
 _UPFN = np.uint64(PFN_MASK)
 _USHIFT = np.uint64(PFN_SHIFT)
 
@@ -85,6 +89,47 @@ def scan_secondary_ref(lookup, vpns, pfns, gens, writable, n, generation):
         else:
             continue
         out.append((i, why))
+    return out
+
+
+@numba.njit(cache=True)
+def verify_cells(nodes, root, vpns, expect, lazy, contents, ptes, out_idx):
+    """The end-of-run comparison of model cells with the primary's memory: for each
+    ``vpns[i]`` (``n = vpns.shape[0]``), what a CPU read through the radix table
+    ``(nodes, root)`` finds (``contents`` of the present PTE's frame, 0 for an entry that is
+    not present) against the cell's ``expect[i]``; a ``lazy[i]`` cell (MADV_FREE) may also
+    read 0. Writes every entry to ``ptes`` (uint64, at least n) and the indices that differ
+    to ``out_idx``; returns how many differ."""
+    n = vpns.shape[0]
+    pt_walk(nodes, root, vpns, ptes[:n])
+    nc = contents.shape[0]
+    cnt = 0
+    for i in range(n):
+        pte = ptes[i]
+        got = _U0
+        if (pte & _UP) != 0:
+            pfn = np.int64((pte & _UPFN) >> _USHIFT)
+            if pfn < nc:
+                got = contents[pfn]
+        if got != expect[i] and not (lazy[i] and got == _U0):
+            out_idx[cnt] = i
+            cnt += 1
+    return cnt
+
+
+def verify_cells_ref(lookup, vpns, expect, lazy, contents):
+    """Pure-Python reference of :func:`verify_cells`: ``lookup(vpn) -> pte``; returns the
+    list of the indices that differ."""
+    out = []
+    for i in range(len(vpns)):
+        pte = int(lookup(int(vpns[i])))
+        got = 0
+        if pte & PTE_PRESENT:
+            pfn = (pte & PFN_MASK) >> PFN_SHIFT
+            if pfn < len(contents):
+                got = int(contents[pfn])
+        if got != int(expect[i]) and not (lazy[i] and got == 0):
+            out.append(i)
     return out
 
 

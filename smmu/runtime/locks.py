@@ -208,8 +208,13 @@ class _RWSide(Request):
         if self.write:
             return s.writer is None and not s.readers
         # writers waiting get priority so readers cannot starve them (as rwsem does)
-        return s.writer is None and not any(isinstance(t.pending, _RWSide) and t.pending.write
-                                            and t.pending.sem is s for t in s.sched.tasks)
+        if s.writer is not None:
+            return False
+        for t in s.sched.tasks:
+            p = t.pending
+            if isinstance(p, _RWSide) and p.write and p.sem is s:
+                return False
+        return True
 
     def grant(self, task):
         s = self.sem

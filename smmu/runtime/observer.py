@@ -163,26 +163,21 @@ class FanOut(Observer):
     def __init__(self, *observers):
         self.observers = obs = tuple(observers)
         # which observers override each event depends on their classes only (plus methods
-        # set on an instance): worked out once per combination of classes
-        key = tuple(type(o) for o in obs)
-        plan = _PLANS.get(key)
-        if plan is None:
-            plan = _PLANS[key] = [
-                (name, [i for i, cls in enumerate(key) if getattr(cls, name, base) is not base])
-                for name, base in _BASE.items()]
+        # set on an instance): worked out once per combination of classes and instance
+        # overrides, as the (event, indices) pairs that have a target
         own = []
         for i, o in enumerate(obs):
             names = _EVENT_SET.intersection(getattr(o, "__dict__", ()))
             if names:
-                own.append((i, names))
+                own.append((i, frozenset(names)))
+        key = (tuple([type(o) for o in obs]), tuple(own))
+        plan = _PLANS.get(key)
+        if plan is None:
+            plan = _PLANS[key] = _plan(key[0], own)
         for name, idx in plan:
-            if own:
-                extra = [i for i, names in own if name in names and i not in idx]
-                if extra:
-                    idx = sorted(idx + extra)
             if len(idx) == 1:
                 setattr(self, name, getattr(obs[idx[0]], name))
-            elif idx:        # (no target: the class's no-op stays)
+            else:
                 setattr(self, name, _fan(tuple([getattr(obs[i], name) for i in idx])))
 
     def __repr__(self):
@@ -203,7 +198,23 @@ def handlers(observer, names) -> tuple:
 
 _BASE = {name: getattr(Observer, name) for name in EVENTS}
 _EVENT_SET = frozenset(EVENTS)
-_PLANS: dict = {}        # tuple of observer classes -> {event: indices of the overriding ones}
+#: (observer classes, instance overrides) -> [(event, indices of the observers that take it)]
+_PLANS: dict = {}
+
+
+def _plan(classes, own) -> list:
+    """For a fan-out of observers of ``classes`` whose instances override the events in
+    ``own`` (``[(index, names)]``): each event that some observer takes, with the indices
+    of those observers in order (events nobody takes keep the class's no-op)."""
+    plan = []
+    for name, base in _BASE.items():
+        idx = [i for i, cls in enumerate(classes) if getattr(cls, name, base) is not base]
+        extra = [i for i, names in own if name in names and i not in idx]
+        if extra:
+            idx = sorted(idx + extra)
+        if idx:
+            plan.append((name, tuple(idx)))
+    return plan
 
 
 def _fan(targets):

@@ -214,8 +214,21 @@ class Task:
 
     def where(self) -> str:
         """``file:line in function`` of the innermost frame this task is suspended in."""
-        stack = self.stack()
-        return stack[-1] if stack else "<not started>"
+        g = self.gen
+        if g is not None and getattr(g, "gi_running", False):
+            stack = self.stack()
+            return stack[-1] if stack else "<not started>"
+        # suspended: only the innermost frame of the generator chain is formatted (lockdep
+        # asks this of every new lock-order edge, most of which are never reported)
+        last = None
+        while g is not None:
+            f = getattr(g, "gi_frame", None)
+            if f is not None:
+                last = f
+            g = getattr(g, "gi_yieldfrom", None)
+        if last is None:
+            return "<not started>"
+        return format_frames(((last.f_code, last.f_lineno),))[0]
 
     def stack(self) -> list[str]:
         return format_frames(self.raw_stack())
