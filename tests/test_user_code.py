@@ -222,17 +222,22 @@ def test_user_task_bugs_stay_task_crashed():
 
 def test_ctrl_c_says_where_each_task_was():
     sim, mm, buf, dev = _sim(Quiet, timeout=None)
+    deadline = time.monotonic() + 30     # the test fails, never hangs, if no SIGINT comes
 
     def cpu():
-        while True:
+        while time.monotonic() < deadline:
             yield from mm.read(buf)
             time.sleep(0.001)
 
     def other():
-        while True:
+        while time.monotonic() < deadline:
             yield
     sim.spawn("cpu0", cpu())
     sim.spawn("idle", other())
+    # A process started in the background by a shell without job control (``cmd &`` in a
+    # script, as some CI runners do) inherits SIGINT ignored, and Python then keeps it
+    # ignored: the test gives SIGINT Python's own handler, as an interactive ``smmu`` has it.
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -240,6 +245,7 @@ def test_ctrl_c_says_where_each_task_was():
             sim.run()
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, old)
     places = {name: (state, where) for name, state, where in e.value.tasks}
     assert set(places) == {"cpu0", "idle"}
     assert all(HERE in where for _, where in places.values())
