@@ -104,6 +104,19 @@ def test_json_keeps_every_finding(broken, printed):
     assert doc["smmu_revision"] and all(v["driver_revision"] for v in doc["violations"])
 
 
+def test_step_lines_fit_80_columns_with_their_source_line(printed):
+    """A step's source line moves left from column 60 so that the line fits 80 columns (in
+    make demo, ``smmu/scenarios/kit.py:72`` at column 60 made the terminal wrap it onto a
+    line of its own); only an event whose own text is too long for that goes past 80, with
+    its source two spaces after it."""
+    steps = [ln for ln in printed.splitlines() if STEP.match(ln)]
+    sited = [ln for ln in steps if re.search(r"\.py:\d+$", ln)]
+    assert sited
+    for ln in sited:
+        gap = re.search(r"( +)\S+\.py:\d+$", ln).group(1)
+        assert len(ln) <= 80 or gap == "  ", ln
+
+
 def test_a_correct_driver_prints_no_report():
     cls = load_driver("kvm")
     findings, _, _ = run_check(cls, plan(cls, "cow-after-fork", "v2008"), schedules=40)

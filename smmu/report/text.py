@@ -215,7 +215,9 @@ def events_text(events, upto_step: int | None = None, limit: int = MAX_STEPS_SHO
     for step, tname, text, where in shown:
         head = f"  {step:5d}  {tname:<{width}}  {_short_paths(text)}"
         if where:
-            pad = max(2, 60 - len(head))
+            # the source line at column 60, or further left so that the line fits 80
+            # columns (a report is read in a terminal and printed by rich, which wraps)
+            pad = max(2, min(60, 80 - len(where)) - len(head))
             head = f"{head}{' ' * pad}{where}"
         lines.append(head)
     return lines
