@@ -75,6 +75,20 @@ def remove_migration_pmd(frames, vma, hvpn, word, target) -> None:
     frames.inc_mapcount(block(target))
 
 
+def set_pmd_migration_entry(frames, mm, hvpn, head, word):
+    """Replace the huge PMD ``word`` at ``hvpn`` (mapping ``head``'s 2 MiB, the PT lock held)
+    by ``head``'s migration entry, keeping its write bit, flush the TLB for the 2 MiB and drop
+    the PMD's mapcount of every frame of the block (a generator: the flush may yield). THP:
+    ``set_pmd_migration_entry`` (mm/huge_memory.c, 6.8) then ``folio_remove_rmap_pmd``;
+    hugetlb: ``try_to_migrate_one``'s ``set_huge_pte_at`` of the migration entry then
+    ``page_remove_rmap`` (mm/rmap.c). The page reference is the caller's to drop after the
+    range's end."""
+    mm.pt.set_pmd(hvpn, mk_pte(head, PTE_MIGRATION | (word & PTE_WRITE)) | PTE_HUGE)
+    haddr = hvpn << PAGE_SHIFT
+    yield from mm._flush_tlb_range(haddr, haddr + HPAGE_PMD_SIZE)
+    frames.dec_mapcount(block(head))
+
+
 def restore_migration_pmd_at(frames, vma, va, head, target, split=None):
     """One mapping's step of ``remove_migration_ptes`` for a PMD migration entry (a
     generator; takes the PT lock): if the PMD at ``va`` still holds ``head``'s migration
@@ -471,10 +485,7 @@ class HugePages:
                 ok = bool(word) and pte_pfn(word) == head and \
                     not word & (PTE_SPECIAL | PTE_MIGRATION)
                 if ok:
-                    mm.pt.set_pmd(hvpn, mk_pte(head, PTE_MIGRATION | (word & PTE_WRITE))
-                                  | PTE_HUGE)
-                    yield from mm._flush_tlb_range(haddr, haddr + HPAGE_PMD_SIZE)
-                    frames.dec_mapcount(old)               # folio_remove_rmap_pmd
+                    yield from set_pmd_migration_entry(frames, mm, hvpn, head, word)
             finally:
                 mm.page_table_lock.release()
             yield from subs.mmu_notifier_invalidate_range_end(rng)

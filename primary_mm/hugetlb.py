@@ -42,7 +42,7 @@ import numpy as np
 from primary_mm.frames import FRAME_COMPOUND, FRAME_DIRTY, FRAME_FILE, FRAME_LOCKED, NO_OWNER
 from primary_mm.frames import compound_block as block
 from primary_mm.frames import compound_head
-from primary_mm.huge_memory import restore_migration_pmd_at
+from primary_mm.huge_memory import restore_migration_pmd_at, set_pmd_migration_entry
 from primary_mm.rmap import RMAP_STOP
 from smmu.base.constants import (HPAGE_PMD_MASK, HPAGE_PMD_NR, HPAGE_PMD_SIZE, PAGE_SHIFT,
                                  PUD_MASK, PUD_SIZE)
@@ -298,10 +298,7 @@ class Hugetlb:
                         self.sched.stats["hugetlb_pmd_unshared"] += 1
                         yield from mm._flush_tlb_range(start, end)
                     else:
-                        mm.pt.set_pmd(hvpn, mk_pte(head, PTE_MIGRATION | (word & PTE_WRITE))
-                                      | PTE_HUGE)
-                        yield from mm._flush_tlb_range(haddr, haddr + HPAGE_PMD_SIZE)
-                        frames.dec_mapcount(old)               # page_remove_rmap
+                        yield from set_pmd_migration_entry(frames, mm, hvpn, head, word)
                         cleared = True
             finally:
                 mm.page_table_lock.release()
