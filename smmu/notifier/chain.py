@@ -63,6 +63,8 @@ _GENERATOR = types.GeneratorType
 _PREEMPT = (None,)
 #: ... and nothing, after an end
 _OVER = ()
+#: no plan yet (:meth:`NotifierSubscriptions._make_plan`): no observer is this one's first
+_NO_PLAN = (object(),)
 #: the observer events of a range's walk (:meth:`NotifierSubscriptions._events`)
 _RANGE_EVENTS = ("range_start", "hook_enter", "hook_exit", "range_start_returned",
                  "range_end", "range_end_over")
@@ -127,7 +129,16 @@ class NotifierSubscriptions:
     #: methods (False: always the general walk, a generator; tests/test_fast_walks.py
     #: checks that both give the same runs). Runs that record their steps (reports) take
     #: the general walk, so that each step is logged where it always was.
-    fast_walks = True
+    _fast_walks = True
+
+    @property
+    def fast_walks(self) -> bool:
+        return self._fast_walks
+
+    @fast_walks.setter
+    def fast_walks(self, on: bool) -> None:
+        self._fast_walks = on
+        self._plan = _NO_PLAN
 
     def __post_init__(self):
         if self.api not in API_GENERATIONS:
@@ -144,6 +155,7 @@ class NotifierSubscriptions:
         self._ev_obs = None                        # the observer _ev was worked out for
         self._srcu = srcu                          # walks may open lazy sections
         self._ev = None
+        self._plan = _NO_PLAN                          # the range walks' plan (_make_plan)
 
     def __repr__(self):
         return (f"<NotifierSubscriptions {self.api} {len(self.subs)} subs, {len(self.itree)} "
@@ -154,6 +166,7 @@ class NotifierSubscriptions:
         # new lists, never changed in place: a walk iterating the old one is a snapshot
         for h in HOOKS:
             self._lists[h] = [s for s in self.subs if h in self._hooks and overrides(s, h)]
+        self._plan = _NO_PLAN
 
     def _link(self, sub):
         # hlist_add_head_rcu, under subscriptions->lock
@@ -219,6 +232,7 @@ class NotifierSubscriptions:
                                  "as Linux requires")
             if sub is None:
                 self.has_itree = True
+                self._plan = _NO_PLAN
             else:
                 sub._registered = True
                 sub._freed = False
@@ -526,6 +540,36 @@ class NotifierSubscriptions:
         self._ev_obs = obs
         return self._ev
 
+    def _make_plan(self) -> tuple:
+        """The plan of the range walks for the list and the observer as they are now:
+        ``(observer, start_one, end_one, cost, start_subs, end_subs, now)``: ``*_one`` the
+        one subscription's bound hook when the list has one (None otherwise), ``*_subs``
+        the list to walk (None: that walk is not planned: :meth:`_walk_now` or the general
+        walk), ``cost`` the clock charge of one hook call, ``now``: a walk from a task's
+        step may run at once (no interval tree, :attr:`fast_walks`, steps not recorded).
+        A planned walk is :meth:`_walk_now` with every check that cannot change between two
+        changes of the list made here once: the observer takes no event of the walk (so
+        none is told), the lists hold only linked, unfreed subscriptions (``_unlink`` makes
+        new lists, and a subscription is freed only after it is unlinked), none declares
+        ``may_sleep`` (no ``might_sleep`` to make). ``_rebuild`` (a link or unlink), the
+        interval tree's registration and :attr:`fast_walks` drop the plan; a walk makes it
+        again when there is none or ``sched.observer`` is another object."""
+        sched = self.sched
+        obs = sched.observer
+        ev = self._ev if obs is self._ev_obs else self._events(obs)
+        walks = {}
+        now = not self.has_itree and self.fast_walks and not sched.record_steps
+        if now and self._srcu and ev == (None,) * len(_RANGE_EVENTS):
+            for hook in ("invalidate_range_start", "invalidate_range_end"):
+                subs = self._lists[hook]
+                if all(s._hashed and not s._freed and not s.may_sleep for s in subs):
+                    walks[hook] = subs
+        start, end = walks.get("invalidate_range_start"), walks.get("invalidate_range_end")
+        self._plan = (obs, start[0].invalidate_range_start if start and len(start) == 1 else
+                      None, end[0].invalidate_range_end if end and len(end) == 1 else None,
+                      sched.cost_ns["notifier_call"], start, end, now)
+        return self._plan
+
     def mmu_notifier_invalidate_range_start(self, rng):
         """``mmu_notifier_invalidate_range_start``: blockable; the caller ``yield from``s
         it (the walk, then one preemption point; the value is 0 or None: success).
@@ -535,19 +579,117 @@ class NotifierSubscriptions:
         observer is told only the events it listens to (:meth:`_events`) and the read-side
         section is a lazy one when it may be (``RCUDomain.lazy``); a hook that is a
         generator hands the rest of the walk to :meth:`_hlist_start`, the general walk.
-        Outside a step (``sim.do(...)`` of it) it is the general walk's generator
-        (:attr:`fast_walks`). What runs, and in what order, is the same either way."""
-        if not rng.blockable:
-            raise UsageError("use mmu_notifier_invalidate_range_start_nonblock for a "
-                             "non-blockable range")
+        When the observer takes none of the walk's events it follows the plan
+        (:meth:`_make_plan`; one subscription: inline here). Outside a step
+        (``sim.do(...)`` of it) it is the general walk's generator (:attr:`fast_walks`).
+        What runs, and in what order, is the same either way."""
         # Linux's wrapper has might_sleep(); here a hook that really sleeps (or declares
         # may_sleep) is reported instead, so that rmap_locks="spinlock" with drivers that
         # never sleep (the configuration the range-only proposal assumed) is not flagged.
         sched = self.sched
         task = sched.current
-        if task is None or self.has_itree or not self.fast_walks or sched.record_steps:
-            return self._range_start(rng)
-        return self._walk_now(rng, task, False)
+        plan = self._plan
+        if plan[0] is not sched.observer:
+            plan = self._make_plan()
+        fn = plan[1]
+        if fn is None or task is None or not rng.blockable \
+                or sched.schedule.cost_factor is not None:
+            if not rng.blockable:
+                raise UsageError("use mmu_notifier_invalidate_range_start_nonblock for a "
+                                 "non-blockable range")
+            if task is None or not plan[6]:
+                return self._range_start(rng)
+            if plan[4] is None or sched.schedule.cost_factor is not None:
+                return self._walk_now(rng, task, False)
+            return self._walk_planned(rng, task, plan, plan[4], False)
+        # _walk_now for one subscription, less what the plan settled
+        stats = sched.stats
+        stats["range_start"] += 1
+        srcu = self.srcu
+        if srcu.lazy is None and not srcu.waiting:
+            srcu.lazy = task                   # (RCUDomain.lazy_ok, inline)
+            tok = 0
+        else:
+            tok = srcu.read_lock()
+        sched.hook_calls["invalidate_range_start"] += 1
+        task.clock += plan[3]                  # sched.charge("notifier_call")
+        stats["notifier_call"] += 1
+        # (no sub._in_flight += 1 around a plain hook: only _retire reads it, after a grace
+        # period, which cannot end inside this walk's section; a generator hook is counted
+        # in flight before its first step runs, as _begin counts it)
+        try:
+            r = fn(rng)
+        except BaseException as e:
+            self._planned_raised(fn.__self__, "invalidate_range_start", rng, task, tok, e)
+            raise
+        if type(r) is _GENERATOR:              # the rest of the walk as a generator
+            sub = fn.__self__
+            sub._in_flight += 1
+            return self._hlist_start(rng, None, tok or srcu.lazy_to_token(task), iter(()),
+                                     (sub, task, r))
+        if tok:
+            srcu.read_unlock(tok)
+        elif srcu.lazy is task:
+            srcu.lazy = None
+        else:
+            srcu.lazy_unlock(task)
+        return _PREEMPT
+
+    def _planned_raised(self, sub, hook, rng, task, tok, e):
+        """The hook of a planned walk raised ``e`` (re-raised by the caller): the call is
+        over (:meth:`_hook_raised`), then the read-side section."""
+        sub._in_flight += 1                    # (what _over takes back)
+        try:
+            self._hook_raised(sub, hook, (rng,), None,
+                              (rng.start, rng.end) if hook == "invalidate_range_start" else
+                              None, False, task, e)
+        finally:
+            self.srcu.lazy_end(task, tok)
+
+    def _walk_planned(self, rng, task, plan, subs, end):
+        """The planned walk (:meth:`_make_plan`) of ``subs``: :meth:`_walk_now` less the
+        observer's events, which it does not take, and the checks the plan settled."""
+        sched = self.sched
+        if end:
+            hook = "invalidate_range_end"
+            span = None
+        else:
+            hook = "invalidate_range_start"
+            sched.stats["range_start"] += 1
+            span = (rng.start, rng.end)
+        srcu = self.srcu
+        tok = srcu.lazy_begin(task)
+        cost = plan[3]
+        hook_calls, stats = sched.hook_calls, sched.stats
+        first = True
+        try:
+            for i, sub in enumerate(subs):
+                # every subscription was linked when the walk began; one a hook before it
+                # unlinked (the lists are new then) is skipped
+                if not first and self._plan is not plan and not sub._hashed:
+                    continue
+                first = False
+                hook_calls[hook] += 1
+                task.clock += cost             # sched.charge("notifier_call")
+                stats["notifier_call"] += 1
+                sub._in_flight += 1
+                try:
+                    r = getattr(sub, hook)(rng)
+                except BaseException as e:
+                    self._hook_raised(sub, hook, (rng,), None, span, False, task, e)
+                    raise
+                if type(r) is _GENERATOR:      # the rest of the walk as a generator
+                    tok = tok or srcu.lazy_to_token(task)
+                    rest = self._hlist_end(rng, None, tok, subs, i, (sub, task, r)) if end \
+                        else self._hlist_start(rng, None, tok, iter(subs[i + 1:]),
+                                               (sub, task, r))
+                    tok = None
+                    return rest
+                sub._in_flight -= 1
+        finally:
+            if tok is not None:
+                srcu.lazy_end(task, tok)
+        return _OVER if end else _PREEMPT
 
     def mmu_notifier_invalidate_range_start_nonblock(self, rng):
         """Modern: may fail with ``-EAGAIN``; then the caller must skip the range and must not
@@ -629,13 +771,48 @@ class NotifierSubscriptions:
         interval tree's ``mn_itree_inv_end`` (if this range's start counted it), then, in a
         read-side section of its own, every linked subscription's end. The caller
         ``yield from``s it; from a task's step, a blockable range with no interval tree
-        ends at once while its hooks are plain methods (as the start does)."""
+        ends at once while its hooks are plain methods (as the start does, by the plan
+        when there is one)."""
         sched = self.sched
         task = sched.current
-        if task is None or self.has_itree or not rng.blockable or not self.fast_walks \
-                or sched.record_steps:
-            return self._range_end(rng)
-        return self._walk_now(rng, task, True)
+        plan = self._plan
+        if plan[0] is not sched.observer:
+            plan = self._make_plan()
+        fn = plan[2]
+        if fn is None or task is None or not rng.blockable \
+                or sched.schedule.cost_factor is not None:
+            if task is None or not plan[6] or not rng.blockable:
+                return self._range_end(rng)
+            if plan[5] is None or sched.schedule.cost_factor is not None:
+                return self._walk_now(rng, task, True)
+            return self._walk_planned(rng, task, plan, plan[5], True)
+        # _walk_now for one subscription, less what the plan settled
+        srcu = self.srcu
+        if srcu.lazy is None and not srcu.waiting:
+            srcu.lazy = task                   # (RCUDomain.lazy_ok, inline)
+            tok = 0
+        else:
+            tok = srcu.read_lock()
+        sched.hook_calls["invalidate_range_end"] += 1
+        task.clock += plan[3]                  # sched.charge("notifier_call")
+        sched.stats["notifier_call"] += 1
+        try:                                   # (no _in_flight: as the start)
+            r = fn(rng)
+        except BaseException as e:
+            self._planned_raised(fn.__self__, "invalidate_range_end", rng, task, tok, e)
+            raise
+        if r is not None and type(r) is _GENERATOR:    # the rest as a generator
+            sub = fn.__self__
+            sub._in_flight += 1
+            return self._hlist_end(rng, None, tok or srcu.lazy_to_token(task), [sub], 0,
+                                   (sub, task, r))
+        if tok:
+            srcu.read_unlock(tok)
+        elif srcu.lazy is task:
+            srcu.lazy = None
+        else:
+            srcu.lazy_unlock(task)
+        return _OVER
 
     def _walk_now(self, rng, task, end):
         """The fast walk of a blockable range's start (``end`` False) or end from ``task``'s
@@ -664,7 +841,7 @@ class NotifierSubscriptions:
             subs = self._lists[hook]           # mn_hlist_invalidate_range_start
             after, span = ev[3], (rng.start, rng.end)
         srcu = self.srcu
-        if self._srcu and srcu.lazy is None and not srcu.readers and not srcu.wq.waiters:
+        if self._srcu and srcu.lazy is None and not srcu.waiting:
             srcu.lazy = task                   # (RCUDomain.lazy_ok, inline)
             tok = 0
         else:

@@ -31,17 +31,21 @@ class RCUDomain:
         self._next = 1
         self._callbacks: list = []                # (token snapshot, fn), in call order
         self.wq = sched.waitqueue(f"{name} grace period")
+        #: the tasks waiting for a grace period or a barrier (``wq.waiters``, the same list)
+        self.waiting = self.wq.waiters
         self.grace_periods = 0
         self._reason = (f"srcu_read_lock({name})" if self.sleepable
                         else f"rcu_read_lock ({name}: classic RCU, no sleeping)")
         #: the task of a read-side section begun without registering it (a lazy section),
         #: or None. A walk that runs within one step (no yield) may open one instead of
-        #: calling read_lock, when :meth:`lazy_ok` holds: SRCU, no section held, nobody
-        #: waiting for a grace period. Nobody can tell it from a registered one: every
-        #: method of the domain registers it first (with the token read_lock would have
-        #: given it, nothing having happened to the domain since), and when it ends
-        #: unregistered there was nothing for read_unlock to do (no callback or waiter
-        #: can appear without going through the domain). End it with lazy_unlock.
+        #: calling read_lock, when :meth:`lazy_ok` holds: SRCU, no lazy section open,
+        #: nobody waiting for a grace period or a barrier. Nobody can tell it from a
+        #: registered one: every method of the domain registers it first (with the token
+        #: read_lock would have given it, nothing having happened to the domain since), and
+        #: when it ends unregistered there was nothing for read_unlock to do: no waiter to
+        #: wake, and no callback whose grace period it ends (a callback queued before it
+        #: began does not wait for it, and one queued since went through the domain). Other
+        #: sections may be held meanwhile (their tokens are older). End it with lazy_unlock.
         self.lazy = None
         self._lazy_tok = None
 
@@ -55,8 +59,7 @@ class RCUDomain:
     def lazy_ok(self) -> bool:
         """May a walk open a lazy section now (:attr:`lazy`)? (A walk on a hot path tests
         the same things inline.)"""
-        return (self.sleepable and self.lazy is None and not self.readers
-                and not self.wq.waiters)
+        return self.sleepable and self.lazy is None and not self.waiting
 
     def _register_lazy(self) -> None:
         # the lazy section becomes a registered one, with the token it would have had
@@ -65,6 +68,21 @@ class RCUDomain:
         tok = self._lazy_tok = self._next
         self._next += 1
         self.readers[tok] = task
+
+    def lazy_begin(self, task) -> int:
+        """Begin a read-side section of ``task``'s step: a lazy one (returns 0) when
+        :meth:`lazy_ok`, else ``read_lock()``'s token. End it with :meth:`lazy_end`."""
+        if self.sleepable and self.lazy is None and not self.waiting:
+            self.lazy = task
+            return 0
+        return self.read_lock()
+
+    def lazy_end(self, task, tok: int) -> None:
+        """End the section :meth:`lazy_begin` gave ``tok``."""
+        if tok:
+            self.read_unlock(tok)
+        else:
+            self.lazy_unlock(task)
 
     def lazy_unlock(self, task) -> None:
         """End the lazy section ``task`` opened (``read_unlock`` if it was registered
