@@ -11,8 +11,12 @@ Python references measured in the same run.
   to one plain-method subscriber, driven as the MM's operations drive it (``yield from``
   both, in a task's step under ``Scheduler.run``: the walk, the preemption point after the
   start, the end), against calling the same two methods directly (goal: within 10x), with
-  no observer; and the same pair under a ``Simulator``, its oracle told every event (what
-  the oracle adds, for information).
+  no observer; for information, where the rest goes: the *floor* (the same run with a
+  stand-in chain that only calls the hook and returns what to yield from: the MM's
+  generator, the scheduler's step at the preemption point, one frame per walk), the pair
+  under an observer that takes the walk's events and does nothing with them (the walk
+  that tells the observer, and the calls), and under a ``Simulator``, its oracle told
+  every event (what the oracle adds).
 
 Usage: python benchmarks/bench_runtime.py [--json FILE] [--steps N]
 """
@@ -31,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from smmu.notifier import MMUNotifier, NotifierSubscriptions, Range  # noqa: E402
 from smmu.runtime.costs import cost_table  # noqa: E402
+from smmu.runtime.observer import Observer  # noqa: E402
 from smmu.runtime.scheduler import Scheduler  # noqa: E402
 
 
@@ -119,6 +124,48 @@ class _MM:
     pass
 
 
+_PREEMPT = (None,)
+
+
+class _Floor:
+    """A chain that only calls its one subscription's hook and returns what the MM yields
+    from (the preemption point after a start, nothing after an end): no accounting, no
+    checks, no read-side section."""
+
+    def __init__(self, drv):
+        self.start, self.end = drv.invalidate_range_start, drv.invalidate_range_end
+
+    def mmu_notifier_invalidate_range_start(self, r):
+        self.start(r)
+        return _PREEMPT
+
+    def mmu_notifier_invalidate_range_end(self, r):
+        self.end(r)
+        return ()
+
+
+class _Listening(Observer):
+    """Takes every event of a range's walk, and does nothing with them."""
+
+    def range_start(self, mm, rng):
+        pass
+
+    def hook_enter(self, sub, hook, args, span):
+        pass
+
+    def hook_exit(self, sub, hook, args, span):
+        pass
+
+    def range_start_returned(self, sub, rng, ret):
+        pass
+
+    def range_end(self, mm, rng, subs):
+        pass
+
+    def range_end_over(self, sub, rng):
+        pass
+
+
 def _pairs(subs, r, n):
     """An MM operation's use of the core, ``n`` times (``MM._zap``'s, less the PTE work)."""
     for _ in range(n):
@@ -126,18 +173,38 @@ def _pairs(subs, r, n):
         yield from subs.mmu_notifier_invalidate_range_end(r)
 
 
-def dispatch_bench(n):
+def _core(observer=None):
+    """``(scheduler, chain, driver, range)``: one plain subscription on an mm's chain."""
     s = Scheduler(task_step_budget=10**9)
+    if observer is not None:
+        s.observer = observer
     mm = _MM()
     subs = NotifierSubscriptions(s, mm, "modern")
     mm.notifier_subscriptions = subs
     drv = Plain(s, mm)
     s.do(subs.register(drv))
-    r = Range(mm, 0, 0x1000)
+    return s, subs, drv, Range(mm, 0, 0x1000)
+
+
+def dispatch_bench(n):
+    s, subs, drv, r = _core()
 
     def through_core():
         s.spawn("cpu0", _pairs(subs, r, n))
         s.run()
+
+    fs, _, fdrv, fr = _core()
+    floor = _Floor(fdrv)
+
+    def floor_run():
+        fs.spawn("cpu0", _pairs(floor, fr, n))
+        fs.run()
+
+    ls, lsubs, _, lr = _core(_Listening())
+
+    def listened():
+        ls.spawn("cpu0", _pairs(lsubs, lr, n))
+        ls.run()
 
     def direct():
         for _ in range(n):
@@ -155,12 +222,17 @@ def dispatch_bench(n):
         sim.spawn("cpu0", _pairs(smm.notifier_subscriptions, sr, n))
         sim.run()
 
-    best = interleaved({"core": through_core, "direct": direct, "oracle": with_oracle}, 5)
+    best = interleaved({"core": through_core, "direct": direct, "floor": floor_run,
+                        "listened": listened, "oracle": with_oracle}, 5)
     t_core, t_direct, t_oracle = best["core"][0], best["direct"][0], best["oracle"][0]
+    t_floor, t_listened = best["floor"][0], best["listened"][0]
     return {"pairs": n, "core_ns_per_pair": t_core / n * 1e9,
             "direct_ns_per_pair": t_direct / n * 1e9,
             "overhead_ratio": t_core / t_direct, "goal_ratio": 10.0,
             "goal_met": t_core / t_direct <= 10.0,
+            "floor_ns_per_pair": t_floor / n * 1e9, "floor_ratio": t_floor / t_direct,
+            "listened_ns_per_pair": t_listened / n * 1e9,
+            "listened_ratio": t_listened / t_direct,
             "with_oracle_ns_per_pair": t_oracle / n * 1e9,
             "with_oracle_ratio": t_oracle / t_direct}
 
@@ -212,8 +284,11 @@ def main(argv=None):
           f"of bare, the scheduler {steps['round_robin_vs_choice_floor']:.2f} of it")
     print(f"dispatch: {disp['core_ns_per_pair']:.0f} ns per start/end pair through the core, "
           f"{disp['direct_ns_per_pair']:.0f} ns direct ({disp['overhead_ratio']:.1f}x; goal "
-          f"<= 10x: {'met' if disp['goal_met'] else 'NOT met'}); with a Simulator's oracle "
-          f"watching {disp['with_oracle_ns_per_pair']:.0f} ns "
+          f"<= 10x: {'met' if disp['goal_met'] else 'NOT met'}); the floor (hook calls and "
+          f"the MM's yields only) {disp['floor_ns_per_pair']:.0f} ns "
+          f"({disp['floor_ratio']:.1f}x); with an observer taking the walk's events "
+          f"{disp['listened_ns_per_pair']:.0f} ns ({disp['listened_ratio']:.1f}x); with a "
+          f"Simulator's oracle watching {disp['with_oracle_ns_per_pair']:.0f} ns "
           f"({disp['with_oracle_ratio']:.1f}x)")
     print(f"wrote {path}")
     return out

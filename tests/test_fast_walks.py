@@ -116,10 +116,22 @@ def _hook_uses_the_domain(fast: bool, what: str, sim_cls=FakeSim):
         drv.action = None                 # (its own start hook runs in the nested walk)
         log.append(("nested", sim.do(_pair(subs, Range(mm, 0, 0x1000)))))
 
+    other = FakeMM(sim)                   # a walk of another mm within the hook, same step
+    osubs = other.notifier_subscriptions
+    osubs.fast_walks = fast
+
+    def same_step():
+        r = Range(other, 0, 0x1000)
+        log.append(("same step", list(osubs.mmu_notifier_invalidate_range_start(r)),
+                    list(osubs.mmu_notifier_invalidate_range_end(r)), srcu.lazy,
+                    len(srcu.readers)))
+
     actions = {"call": lambda: srcu.call(lambda: log.append("callback")),
-               "held": lambda: log.append(("held", srcu.held())), "nested": nested}
+               "held": lambda: log.append(("held", srcu.held())), "nested": nested,
+               "same_step": same_step}
     drv = Plain(sim, mm, log, actions[what])
     sim.do(subs.register(drv))
+    sim.do(osubs.register(Plain(sim, other, log)))
 
     def task():
         r = Range(mm, 0, 0x2000)
@@ -140,7 +152,7 @@ def _pair(subs, r):
 
 
 @pytest.mark.parametrize("sim", sorted(SIMS))
-@pytest.mark.parametrize("what", ["call", "held", "nested"])
+@pytest.mark.parametrize("what", ["call", "held", "nested", "same_step"])
 def test_a_hook_that_uses_the_srcu_domain_sees_the_walks_section(what, sim):
     # call_srcu from inside the walk waits for the walk's section to end; held() is True;
     # a nested walk is a section of its own: as with a registered section

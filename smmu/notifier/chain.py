@@ -61,8 +61,9 @@ _GENERATOR = types.GeneratorType
 
 #: what ``yield from`` of a walk that is over runs: the preemption point after a start
 _PREEMPT = (None,)
-#: ... and nothing, after an end
-_OVER = ()
+#: ... and nothing, after an end: an iterator that is over (``yield from`` of it costs less
+#: than of an empty tuple, which makes a new iterator each time)
+_OVER = iter(())
 #: no plan yet (:meth:`NotifierSubscriptions._make_plan`): no observer is this one's first
 _NO_PLAN = (object(),)
 #: the observer events of a range's walk (:meth:`NotifierSubscriptions._events`)
@@ -627,12 +628,10 @@ class NotifierSubscriptions:
             sub._in_flight += 1
             return self._hlist_start(rng, None, tok or srcu.lazy_to_token(task), iter(()),
                                      (sub, task, r))
-        if tok:
-            srcu.read_unlock(tok)
-        elif srcu.lazy is task:
-            srcu.lazy = None
+        if srcu.lazy is task:                  # (RCUDomain.lazy_end, inline: a section
+            srcu.lazy = None                   # registered meanwhile is not task's lazy one)
         else:
-            srcu.lazy_unlock(task)
+            srcu.lazy_end(task, tok)
         return _PREEMPT
 
     def _planned_raised(self, sub, hook, rng, task, tok, e):
@@ -806,12 +805,10 @@ class NotifierSubscriptions:
             sub._in_flight += 1
             return self._hlist_end(rng, None, tok or srcu.lazy_to_token(task), [sub], 0,
                                    (sub, task, r))
-        if tok:
-            srcu.read_unlock(tok)
-        elif srcu.lazy is task:
+        if srcu.lazy is task:                  # (as the start)
             srcu.lazy = None
         else:
-            srcu.lazy_unlock(task)
+            srcu.lazy_end(task, tok)
         return _OVER
 
     def _walk_now(self, rng, task, end):
