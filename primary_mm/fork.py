@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from primary_mm.frames import FRAME_ANON, FRAME_ANON_EXCLUSIVE, NO_OWNER
+from primary_mm.copy_pte import fork_dma_scan, fork_share
+from primary_mm.copy_pte_ref import fork_dma_scan_ref, fork_share_ref
+from primary_mm.frames import FRAME_ANON
 from primary_mm.vma import VMA
 from smmu.base.constants import PAGE_SHIFT
 from smmu.base.errors import OutOfMemory
 from smmu.base.pte import (PTE_DEVICE_EXCLUSIVE, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, PTE_YOUNG,
-                           expand_huge, mapped_mask, mapped_pfns, mk_pte, pte_pfn, pte_pfns,
+                           mapped_mask, mk_pte, pte_pfn, pte_pfns,
                            swap_slots)
 from smmu.notifier import Event
 from primary_mm.operation import mm_operation
@@ -80,19 +82,23 @@ class Fork:
         rng = self._range(vma.start, vma.end, Event.PROTECTION_PAGE)
         if cow:
             yield from subs.mmu_notifier_invalidate_range_start(rng)
+        v0, v1 = vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT
+        scan = None
         if mem.fork_copies_pinned:
-            yield from self._split_pinned_huge(vma.start, vma.end)
+            # one read of the range: huge PMDs to split, pinned pages, device-exclusive ones
+            scan = self._dma_scan(v0, v1)
+            if scan[0]:
+                yield from self._split_pinned_huge(vma.start, vma.end)
+                scan = None                     # the split changed the entries: read again
         try:
             self._pte_alloc(child)
-            v0, v1 = vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT
             pinned_new = None
             if mem.fork_copies_pinned:
                 # page_needs_cow_for_dma (5.9+): pages that may be DMA-pinned are copied for
                 # the child; preallocate before taking the locks (copy_present_page)
-                _pv, pp = self.pt.iter_present(v0, v1)
-                pfns = mapped_pfns(pp)
-                npin = int(((frames.pincount[pfns] > 0)
-                            & ((frames.flags[pfns] & FRAME_ANON) != 0)).sum())
+                if scan is None:
+                    scan = self._dma_scan(v0, v1)
+                npin = scan[1]
                 if npin:
                     pinned_new = frames.alloc(npin, owner=child.id, flags=mem.new_anon_flags,
                                               zero=False)
@@ -102,16 +108,19 @@ class Fork:
                 yield from subs.mmu_notifier_invalidate_range_end(rng)
             # fork_enomem_bug: "return -ENOMEM" straight out of the loop, end never called
             raise
-        excl = yield from self._lock_exclusive_pages(v0, v1)
+        if scan is None or scan[2]:
+            excl = yield from self._lock_exclusive_pages(v0, v1)
+        else:
+            excl = ()                           # the scan found no device-exclusive entry
         yield child.page_table_lock                 # dst_ptl = pte_alloc_map_lock
         yield self.page_table_lock                  # spin_lock_nested(src_ptl)
         try:
             self._restore_exclusive_ptes(vma, excl)
             vpns, ptes = self.pt.copy_range(child.pt, v0, v1, cow)
             self.sched.observer.fork_copy(self, child, vma.start, vma.end)
-            pfns_all = pte_pfns(ptes)
-            mapped = mapped_mask(ptes)
             if pinned_new is not None:
+                pfns_all = pte_pfns(ptes)
+                mapped = mapped_mask(ptes)
                 pin = mapped.copy()
                 pin[mapped] = ((frames.pincount[pfns_all[mapped]] > 0)
                                & ((frames.flags[pfns_all[mapped]] & FRAME_ANON) != 0))
@@ -136,19 +145,21 @@ class Fork:
                 if len(idx) < len(pinned_new):     # unpinned meanwhile: not needed
                     frames.put(pinned_new[len(idx):])
                 mapped[idx] = False
-            # copy_huge_pmd: a huge PMD maps (and now shares) each of its 512 frames
-            shared = mapped_pfns(expand_huge(ptes[mapped]))
-            frames.get(shared)
-            frames.inc_mapcount(shared)
-            anon = shared[(frames.flags[shared] & FRAME_ANON) != 0]
-            frames.owner[anon] = NO_OWNER        # COW-shared between parent and child
-            if mem.anon_exclusive:
-                # page_try_dup_anon_rmap: "It's okay to share the anon page between both
-                # processes, mapping the page R/O into both processes":
+                nswap = fork_share_ref(frames, ptes, mem.anon_exclusive, mapped)
+            else:
+                # copy_huge_pmd: a huge PMD maps (and now shares) each of its 512 frames;
+                # anonymous pages are COW-shared between parent and child (no owner) and,
+                # with anon_exclusive, page_try_dup_anon_rmap: "It's okay to share the anon
+                # page between both processes, mapping the page R/O into both processes":
                 # ClearPageAnonExclusive (copy_range cleared the exclusive bit of swap and
                 # migration entries, as copy_nonpresent_pte does)
-                frames.clear_flags(anon, FRAME_ANON_EXCLUSIVE)
-            mem.swap.dup(swap_slots(ptes))
+                nswap = fork_share(frames.meta, frames.refcount, frames.mapcount,
+                                   frames.pincount, frames.flags, frames.owner, ptes,
+                                   mem.anon_exclusive)
+                if nswap < 0:
+                    frames._raise_errors("get" if nswap == -1 else "inc_mapcount")
+            if nswap:
+                mem.swap.dup(swap_slots(ptes))
             self.sched.charge("pte_update", len(ptes))
             if cow and self.api == "modern" and len(ptes):
                 yield from self._flush_tlb_range(vma.start, vma.end)
@@ -159,6 +170,17 @@ class Fork:
                 mem.unlock_page(pfn)
         if cow:
             yield from subs.mmu_notifier_invalidate_range_end(rng)
+
+    def _dma_scan(self, v0, v1):
+        """``(huge_pinned, npin, nexcl)`` of the entries of ``[v0, v1)``
+        (:func:`primary_mm.copy_pte.fork_dma_scan`; its numpy reference raises for an entry
+        beyond the frame table)."""
+        frames = self.memory.frames
+        _vpns, ptes = self.pt.iter_present(v0, v1)
+        scan = fork_dma_scan(ptes, frames.pincount, frames.flags)
+        if scan[1] < 0:
+            return fork_dma_scan_ref(ptes, frames.pincount, frames.flags)
+        return scan
 
     def _lock_exclusive_pages(self, v0, v1):
         """The device-exclusive entries of ``[v0, v1)`` and their pages, locked
