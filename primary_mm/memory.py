@@ -167,7 +167,7 @@ class Memory(RmapWalk, HugePages, Hugetlb, Khugepaged, Vmscan, Writeback, Trunca
         self.files: list[File] = []
         self._ids = itertools.count(1)
         # page->mapping / page->index, beside the frame table
-        # (empty until a page of a file or of shmem gets its mapping: _grow_page_arrays)
+        # (empty until a page gets its mapping; they grow as needed: _grow_page_arrays)
         self._pg_mapping = self._pg_index = np.zeros(0, dtype=np.int64)
         self._mapping_objs: dict[int, object] = {}
         self.migration_wq = sched.waitqueue("migration_wq")
@@ -242,26 +242,40 @@ class Memory(RmapWalk, HugePages, Hugetlb, Khugepaged, Vmscan, Writeback, Trunca
         return pfn
 
     # ================================================================== page->mapping
-    def _grow_page_arrays(self):
-        """Keep ``page->mapping`` / ``page->index`` as long as the frame table."""
-        n = self.frames.nframes
-        if self._pg_mapping.shape[0] < n:
-            for name in ("_pg_mapping", "_pg_index"):
-                a = getattr(self, name)
-                b = np.zeros(n, dtype=a.dtype)
-                b[: a.shape[0]] = a
-                setattr(self, name, b)
+    def _grow_page_arrays(self) -> bool:
+        """Make ``page->mapping`` / ``page->index`` longer (twice as long, at least 64
+        entries, at most as long as the frame table); False if they are that long already.
+        They start empty and grow as pfns that have a mapping come (a cow-after-fork
+        schedule uses about ten frames of 4,096: two 32 KiB arrays per simulator are not
+        needed)."""
+        n, cap = self._pg_mapping.shape[0], self.frames.nframes
+        if n >= cap:
+            return False
+        new = min(max(64, 2 * n), cap)
+        for name in ("_pg_mapping", "_pg_index"):
+            a = getattr(self, name)
+            b = np.zeros(new, dtype=a.dtype)
+            b[:n] = a
+            setattr(self, name, b)
+        return True
 
     def set_page_mapping(self, pfns, mapping, index) -> None:
         """``page->mapping = mapping; page->index = index`` (arrays or scalars)."""
-        self._grow_page_arrays()
         self._mapping_objs[mapping.id] = mapping
-        self._pg_mapping[pfns] = mapping.id
+        while True:
+            try:
+                # numpy checks every index before it stores one: a miss stores nothing
+                self._pg_mapping[pfns] = mapping.id
+                break
+            except IndexError:
+                if not self._grow_page_arrays():
+                    raise
         self._pg_index[pfns] = index
 
     def page_mapping(self, pfn: int):
         """``(mapping, index)`` of a page (None if unknown)."""
-        self._grow_page_arrays()
+        if pfn >= self._pg_mapping.shape[0] and pfn < self.frames.nframes:
+            return None, 0                  # beyond what was ever set: no mapping
         return self._mapping_objs.get(int(self._pg_mapping[pfn])), int(self._pg_index[pfn])
 
     # ================================================================== page cache, locks
