@@ -331,8 +331,23 @@ def failed(ret) -> bool:
     return ret is False or (isinstance(ret, int) and not isinstance(ret, bool) and ret < 0)
 
 
+#: ``(class, api)`` pairs :func:`check_driver_class` passed (every attach and register asks
+#: again; a driver class is not changed once it is defined)
+_CHECKED: set = set()
+
+
 def check_driver_class(cls, api: str) -> None:
     """Raise :class:`BadDriver` saying what to fix if ``cls`` cannot be attached under ``api``."""
+    try:
+        if (cls, api) in _CHECKED:
+            return
+    except TypeError:                  # unhashable: not a class
+        pass
+    _check_driver_class(cls, api)
+    _CHECKED.add((cls, api))
+
+
+def _check_driver_class(cls, api: str) -> None:
     if not isinstance(cls, type) or not issubclass(cls, MMUNotifier):
         raise BadDriver(f"{cls!r} is not a driver: a driver is a class derived from "
                         "smmu.MMUNotifier")

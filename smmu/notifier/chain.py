@@ -23,7 +23,6 @@ called after it was unlinked would be a bug of this module: :meth:`_call` raises
 from __future__ import annotations
 
 import types
-from collections import Counter
 from dataclasses import dataclass, field
 
 from smmu.base.constants import EAGAIN, PAGE_SIZE, ULONG_MAX
@@ -31,6 +30,7 @@ from smmu.base.errors import BadDriver, CoreBug, SmmuError, UsageError
 from smmu.notifier.api import (API_GENERATIONS, API_HOOKS, HOOKS, Event, Range,
                                check_driver_class, failed, overrides)
 from smmu.runtime.observer import handlers
+from smmu.runtime.scheduler import Counts
 from smmu.runtime.task import raised_in_smmu
 
 #: ``notifier_rcu``: how list walks are protected. "srcu": the global SRCU domain (3.7+,
@@ -64,6 +64,10 @@ _PREEMPT = (None,)
 #: ... and nothing, after an end: an iterator that is over (``yield from`` of it costs less
 #: than of an empty tuple, which makes a new iterator each time)
 _OVER = iter(())
+#: the lists of a chain with no subscription
+_NO_LISTS = {h: () for h in HOOKS}
+#: the RCU domain of each ``notifier_rcu``
+_DOMAIN = {k: f"mmu_notifier {k}" for k in NOTIFIER_RCU}
 #: no plan yet (:meth:`NotifierSubscriptions._make_plan`): no observer is this one's first
 _NO_PLAN = (object(),)
 #: the observer events of a range's walk (:meth:`NotifierSubscriptions._events`)
@@ -148,11 +152,11 @@ class NotifierSubscriptions:
         check_chain_options(self.notifier_rcu, self.release_order)
         self._wq = self.sched.waitqueue("mmu_notifier_wq")
         self._hooks = API_HOOKS[self.api]
-        self._lists = {h: [] for h in HOOKS}
+        self._lists = dict(_NO_LISTS)            # (_rebuild makes new lists, never changes one)
         # the one global domain of mm/mmu_notifier.c (DEFINE_STATIC_SRCU(srcu))
         srcu = self.notifier_rcu == "srcu"
-        self.srcu = self.sched.rcu_domain(f"mmu_notifier {self.notifier_rcu}", sleepable=srcu)
-        self._itree_counted: Counter = Counter()   # ranges whose start counted the itree
+        self.srcu = self.sched.rcu_domain(_DOMAIN[self.notifier_rcu], sleepable=srcu)
+        self._itree_counted: Counts = Counts()     # ranges whose start counted the itree
         self._ev_obs = None                        # the observer _ev was worked out for
         self._srcu = srcu                          # walks may open lazy sections
         self._ev = None
