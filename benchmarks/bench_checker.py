@@ -298,7 +298,9 @@ def load_scaling(seeds=range(9)) -> dict:
     import drivers
     from smmu import scenarios  # noqa: F401
     from smmu.scenarios import SCENARIOS
-    from smmu.scenarios.load import LOAD, SCALING, LoadShape, frames_for, load_builder
+    from dataclasses import replace
+
+    from smmu.scenarios.load import LOAD, SCALING, frames_for, load_builder
     from smmu.scenarios.kit import register_builder
     if str(Path(__file__).parent) not in sys.path:
         sys.path.insert(0, str(Path(__file__).parent))
@@ -314,7 +316,7 @@ def load_scaling(seeds=range(9)) -> dict:
         name = f"load-tasks-{c}x{d}"
         names.append(name)
         if name not in SCENARIOS:
-            shape = LoadShape(c, d, LOAD.npages, LOAD.ops_per_cpu, LOAD.accesses_per_device)
+            shape = replace(LOAD, cpus=c, devices=d)
             register_builder(name, load_builder(shape, 2), tags=("load", "benchmark"),
                              sim_options=frames_for(LOAD.npages))
     tasks = [{"cpus": c, "devices": d, **row}

@@ -6,6 +6,8 @@ shapes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 import drivers
@@ -15,7 +17,8 @@ from drivers.kvm_gpc import KVM_GPC
 from smmu.explore import explore, make_strategy_schedule, run_once
 from smmu.explore.loader import load_driver
 from smmu.scenarios import SCENARIOS, Scenario
-from smmu.scenarios.load import LOAD, LOAD_PORTFOLIO, SCALING, LoadShape, load_builder
+from smmu.scenarios.load import (LOAD, LOAD_PORTFOLIO, LOAD_SMALL, SCALING, LoadShape,
+                                 load_builder)
 
 #: the issue's goal for the load scenario: every catalogue driver within this many schedules
 LOAD_GOAL = 5
@@ -125,3 +128,24 @@ def test_load_builder_is_deterministic_in_the_seed():
             for s in (3, 3, 4)]
     assert runs[0].schedule == runs[1].schedule
     assert runs[0].schedule != runs[2].schedule
+
+
+def test_lean_load_keeps_its_motifs_in_fewer_steps():
+    """``load`` is the lean shape (one fork a run, the COW motif's; devices that stop once
+    the CPUs are done): every motif still runs (the gather batch freed inside the window,
+    the huge page's collapse and whole migration, the job's churn), in fewer steps than the
+    same seed over the first shape."""
+    assert LOAD.lean and not LOAD_SMALL.lean
+    full = Scenario(name="load-full", build=load_builder(replace(LOAD, lean=False, job_peers=3,
+                                                                 accesses_per_device=32), 2),
+                    sim_options=SCENARIOS["load"].sim_options)
+    for seed in (1, 2):
+        r = run_once("load", drivers.KVM, "modern", make_strategy_schedule("random", seed),
+                     seed)
+        assert r.ok, [(v.kind, v.message) for v in r.violations]
+        s = r.stats
+        assert s["fork"] == 1 and s["gather_flush"] >= 1 and s["thp_collapse_alloc"] == 1
+        assert s["thp_migration_success"] == 1 and s["migrated"] >= 512 + 6
+        old = run_once(full, drivers.KVM, "modern", make_strategy_schedule("random", seed),
+                       seed)
+        assert old.ok and old.stats["fork"] >= 1 and r.steps < old.steps, (r.steps, old.steps)

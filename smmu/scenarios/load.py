@@ -28,7 +28,7 @@ page all devices share, a write of any hot page; a driver with device memory mov
 into it (``migrate_to_device``), one with KVM's gfn=>pfn cache reads its ring through the
 cache (``gpc_read``). A second process (``job``) runs a VM whose vCPUs read a page that a
 CPU migrates several times in a row (``churn``: faults in flight across every part of a
-window). The job's process has other devices registered before the VM's (``JOB_PEER``): the
+window). The job's process has other devices registered before the VM's (``job_peers``): the
 notifier chain calls the newest subscription first, so the VM's start hook returns and the
 others' run before the PTE is cleared: a vCPU's fault gets the time to take its snapshot
 and its GUP inside the window, before the clear. The job is then exited
@@ -38,7 +38,8 @@ reused.
 Collisions made on purpose (each the interleaving a catalogue driver's own scenario
 needs, so that ``load`` catches every catalogue driver within a few schedules:
 ``benchmarks/bench_checker.py --load``): the ring pages inside the bulk MADV_DONTNEED's
-first batch (a driver that holds no page until ``end``: ``xpmem_no_pin``); the
+first batch, read by their devices while it is in flight in ``load`` (a driver that holds
+no page until ``end``: ``xpmem_no_pin``); the
 Documentation/mm/mmu_notifier.rst case B timeline on the focus page: a fork, then a COW
 break by one CPU while another writes the new page and the devices read it
 (``sva_flush_in_end``); the job's churn (``kvm_seq_after_unlock``, ``kvm_seq_in_start``,
@@ -52,13 +53,15 @@ pages the devices map, which a table filled by long-term pins never follows, by 
 (its contract is that the process keeps mapping the pinned frames); ``pinned_early_put``
 is caught where that contract holds (``exit-while-device-active``, ``fork-after-pin``).
 
-The default search samples these scenarios at random (:data:`LOAD_PORTFOLIO`).
+``load`` and ``load-<N>`` are the lean shape of :class:`LoadShape` (the same motifs in
+fewer steps: one fork, shorter device passes; ``load-small`` keeps the first shape). The
+default search samples these scenarios at random (:data:`LOAD_PORTFOLIO`).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from primary_mm.mmu_gather import MAX_GATHER_PAGES
 from smmu.base.constants import HPAGE_PMD_SIZE, PAGE_SIZE, TASK_SIZE
@@ -73,7 +76,24 @@ class LoadShape:
     """``cpus`` CPU tasks of ``ops_per_cpu`` hot operations (and one bulk one) each,
     ``devices`` device tasks of ``accesses_per_device`` accesses each, over ``npages``
     background pages with ``hot`` hot small pages; ``thp``: three hot pages of a huge page
-    too; ``job``: a second process whose device is active when a CPU exits it."""
+    too; ``job``: a second process whose device is active when a CPU exits it, with
+    ``job_peers`` other devices registered before the VM's.
+
+    ``lean`` (``load`` and ``load-<N>``; ``load-small`` keeps the first shape): the same
+    motifs in fewer steps, and the collisions that catch a driver made more likely:
+
+    - each device's first pass maps only its ring, the focus page and the huge page's
+      (what the operations that wait for the pass need); the cycle's writes map the rest;
+    - one fork a run, the COW motif's (it copies the background's page tables all the
+      same): the first CPU's mix and the bulk operations do not fork;
+    - a device stops once every CPU is done and it made half of its accesses: what comes
+      after collides with no invalidation;
+    - a device with device memory moves the page it is about to touch into it with
+      probability 1/4 (not 1/8), as it makes fewer accesses;
+    - the devices whose ring is in the first mmu_gather batch read it while the bulk
+      MADV_DONTNEED is in flight (a driver that holds no page until ``end`` meets the
+      batch freed inside the window: ``xpmem_no_pin``).
+    """
 
     cpus: int
     devices: int
@@ -83,6 +103,8 @@ class LoadShape:
     hot: int = 6
     thp: bool = True
     job: bool = True
+    job_peers: int = 3
+    lean: bool = False
 
 
 #: hot operations of the CPUs, and the bulk ones over the background
@@ -96,9 +118,9 @@ THP_HOT = (0, 5, 511)
 GATHER_TAIL = 64
 #: migrations in a row of the page the job's device reads (Load.churn), the vCPUs of the
 #: job's device that read it meanwhile, and the other devices of the job's process
+#: (LoadShape.job_peers)
 JOB_CHURN = 6
 JOB_VCPUS = 3
-JOB_PEER = 3
 
 
 def _hot_small(n: int, hot: int) -> list:
@@ -165,10 +187,11 @@ class _Load:
             self.job_vas = pages(jbuf, 2)
             for i, va in enumerate(self.job_vas):
                 sim.do(self.job.write(va, 900 + i))
-            # a second device of the job's process first (JOB_PEER), then the one whose
+            # other devices of the job's process first (job_peers), then the one whose
             # vCPUs read: the chain calls the newest first (hlist_add_head_rcu), so its
             # start has the peer's to wait for before the PTE is cleared
-            self.job_peer = [self._attach(driver_cls, self.job) for _ in range(JOB_PEER)]
+            self.job_peer = [self._attach(driver_cls, self.job)
+                             for _ in range(shape.job_peers)]
             self.job_drv = self._attach(driver_cls, self.job)
         # the fork whose COW breaks the other CPUs' writes meet (cow_motif, cow_writes)
         self.forked = sim.completion("load_forked")
@@ -179,6 +202,8 @@ class _Load:
         # a collapse) wait for it, so that there are translations of it to drop
         self.warm = sim.completion("devices_warm")
         self.warming = len(self.drvs)
+        self.cpus_left = shape.cpus
+        self.bulk_busy = False
 
     def _attach(self, driver_cls, mm):
         if not callable(getattr(driver_cls, "set_memslot", None)):
@@ -278,7 +303,11 @@ class _Load:
             # past the first mmu_gather batch: a full batch is freed inside the window
             yield self.warm.wait()
             length = min(self.gpages, self.batch + GATHER_TAIL) * PAGE_SIZE
-            yield from tolerant(mm.madvise(self.gbuf, length, "dontneed"))
+            self.bulk_busy = True
+            try:
+                yield from tolerant(mm.madvise(self.gbuf, length, "dontneed"))
+            finally:
+                self.bulk_busy = False
         elif op == "fork" and not children:
             child = yield from tolerant(exporter_fork(mm, self.drvs))
             if not isinstance(child, SmmuError):
@@ -288,7 +317,8 @@ class _Load:
         shape = self.shape
         # fork copies the whole background's page tables (a cost per page): one CPU has
         # it in its hot mix, the others fork in their bulk operation and the COW motif
-        mix = HOT_OPS if c == 0 else HOT_OPS[:-1]
+        # (a lean shape: only the COW motif forks)
+        mix = HOT_OPS if c == 0 and not shape.lean else HOT_OPS[:-1]
         plan = [rng.choice(mix) for _ in range(shape.ops_per_cpu)]
         # one bulk operation each; the second CPU's is the MADV_DONTNEED that crosses an
         # mmu_gather batch (freed pages inside the window), which every load has: first,
@@ -296,7 +326,8 @@ class _Load:
         if c == 1:
             plan.insert(0, ("bulk", "dontneed"))
         else:
-            plan.insert(rng.randrange(len(plan) + 1), ("bulk", rng.choice(BULK_OPS)))
+            plan.insert(rng.randrange(len(plan) + 1),
+                        ("bulk", rng.choice(BULK_OPS[:-1] if shape.lean else BULK_OPS)))
         if c == 0 and self.job is not None:
             # first the page the job's vCPUs read is churned (one driver on that mm: its
             # windows are short), then the job exits under its still active device
@@ -346,6 +377,7 @@ class _Load:
                 yield from self.hot_op(op, c, k, rng, children)
         for child in children:
             yield from tolerant(child.exit())
+        self.cpus_left -= 1
 
     # ------------------------------------------------------------------ device side
     def device(self, drv, d: int, rng: random.Random):
@@ -359,17 +391,27 @@ class _Load:
         # a kernel reader of a guest page through KVM's gfn=>pfn cache (steal time, the
         # pvclock: kvm_gpc_check / kvm_gpc_refresh) reads the ring through it
         gpc = getattr(drv, "gpc_read", None)
-        for va in [ring] + [v for v in self.hot if v != ring]:   # the first pass: map
-            yield from tolerant(drv.access(va, write=False))        # the whole hot set
+        # the first pass: map the whole hot set, or what the operations waiting for the
+        # pass need (the ring for the bulk MADV_DONTNEED, the huge page for its cycle) and
+        # the focus page
+        lean = self.shape.lean
+        first = [self.focus] + self.thp if lean else self.hot
+        for va in [ring] + [v for v in first if v != ring]:
+            yield from tolerant(drv.access(va, write=False))
         self.warming -= 1
         if not self.warming:
             self.warm.complete_all()
-        for k in range(self.shape.accesses_per_device):
+        n = self.shape.accesses_per_device
+        for k in range(n):
+            if lean and not self.cpus_left and k >= n // 2:
+                break
             # a cycle of four: a read of the focus page, of the ring, a write of any hot
             # page, a read of the ring
             w = k % 4 == 2
             va = ring if k % 2 else (rng.choice(self.hot) if w else self.focus)
-            if migrates and va in self.small and rng.random() < 0.125:
+            if lean and self.bulk_busy and ring in self.rings[:2]:
+                va, w = ring, False
+            if migrates and va in self.small and rng.random() < (0.25 if lean else 0.125):
                 yield from tolerant(drv.migrate_to_device(va, 1))
                 continue
             if gpc is not None and k % 2:
@@ -436,17 +478,20 @@ def load_builder(shape: LoadShape, seed_salt: int):
         if load.pending:
             j.spawn("vmm", load.vmm())
         j.then("check", load.check())
+    hot, bulk = (HOT_OPS[:-1], BULK_OPS[:-1]) if shape.lean else (HOT_OPS, BULK_OPS)
     build.__doc__ = (f"{shape.cpus} CPUs and {shape.devices} devices colliding on "
                      f"{shape.hot} hot pages" + (" and a huge page" if shape.thp else "") +
                      f" over {shape.npages} background pages: seeded mixes of "
-                     f"{', '.join(HOT_OPS)}, bulk {', '.join(BULK_OPS)} of the background"
+                     f"{', '.join(hot)}, bulk {', '.join(bulk)} of the background, a fork "
+                     "whose COW break the devices meet"
                      + (", and a second process exited while its device is active"
                         if shape.job else "") + "; coherence under load.")
     return build
 
 
 LOAD_SMALL = LoadShape(cpus=3, devices=2, npages=256, ops_per_cpu=8, accesses_per_device=24)
-LOAD = LoadShape(cpus=4, devices=3, npages=4096, ops_per_cpu=4, accesses_per_device=32)
+LOAD = LoadShape(cpus=4, devices=3, npages=4096, ops_per_cpu=4, accesses_per_device=24,
+                 job_peers=2, lean=True)
 #: background sizes of the scaling curve (``load-<N>``, same shape as ``load``)
 SCALING = (256, 1024, 4096, 16384, 65536)
 
@@ -472,5 +517,5 @@ register_builder("load", load_builder(LOAD, 2), tags=("load",), sim_options=fram
 for _n in SCALING:
     if _n != LOAD.npages:
         register_builder(f"load-{_n}", load_builder(
-            LoadShape(LOAD.cpus, LOAD.devices, _n, LOAD.ops_per_cpu, LOAD.accesses_per_device),
+            replace(LOAD, npages=_n),
             2), tags=("load",), sim_options=frames_for(_n), portfolio=LOAD_PORTFOLIO)
