@@ -295,3 +295,54 @@ def test_design_example_builds_a_pct_simulator_without_importing_explore_first()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "pct"
+
+
+def test_explore_collects_each_schedules_garbage_between_schedules_and_restores_the_gc():
+    """The long-lived heap is frozen out of the collector while explore runs and each run's
+    simulator (a web of cycles) is collected between runs, not at a step inside the next;
+    the collector's thresholds and freeze state are what they were afterwards."""
+    import gc
+
+    import drivers
+    from smmu.explore import search
+
+    before = (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled())
+    during = []
+    freed = []
+
+    def on_gc(phase, info):
+        if phase == "stop" and info["generation"] <= 1 and info["collected"]:
+            freed.append(info["collected"])
+
+    gc.callbacks.append(on_gc)
+    try:
+        ex = explore("cow-after-fork", drivers.BUILTIN["kvm"], "modern", strategy="random",
+                     schedules=6, stop_at_first=False,
+                     progress=lambda done, total: during.append(
+                         (gc.get_threshold()[0], gc.get_freeze_count() > 0)))
+    finally:
+        gc.callbacks.remove(on_gc)
+    assert ex.schedules_run == 6
+    assert set(during) == {(max(before[0][0], search.GC_THRESHOLD_DURING), True)}
+    # a collection after each of the first five runs found that run's garbage
+    assert sum(1 for n in freed if n > 50) >= 5
+    assert (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()) == before
+
+
+def test_explore_leaves_a_disabled_collector_alone():
+    import gc
+
+    import drivers
+
+    gc.disable()
+    try:
+        before = gc.get_threshold()
+        seen = []
+        explore("cow-after-fork", drivers.BUILTIN["kvm"], "modern", strategy="random",
+                schedules=2, stop_at_first=False,
+                progress=lambda d, t: seen.append((gc.isenabled(), gc.get_threshold(),
+                                                   gc.get_freeze_count())))
+        assert seen == [(False, before, 0)] * 2
+        assert gc.get_threshold() == before and not gc.isenabled()
+    finally:
+        gc.enable()

@@ -53,6 +53,11 @@ class Coverage(Observer):
         self._run_hooks, self._run_faults, self._open, self._snap = {}, {}, {}, {}
         sim.watch(self)
 
+    def detach(self) -> None:
+        """The run is over: let go of its simulator (the explore loop collects each run's
+        garbage before the next; a reference kept here would make it wait a run)."""
+        self._sched = None
+
     def _tid(self):
         cur = self._sched.current if self._sched is not None else None
         return cur.tid if cur is not None else -1

@@ -4,7 +4,10 @@ strategy and PCT's calibration."""
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -20,6 +23,56 @@ from smmu.runtime.schedules import RandomSchedule
 from smmu.scenarios import get_scenario
 
 log = get_logger()
+
+#: while :func:`explore` runs, the cyclic garbage collector's automatic first-generation
+#: threshold (CPython's default is 700): a safety net for a long schedule, the collection
+#: itself is made between schedules (:func:`_collect_between`)
+GC_THRESHOLD_DURING = 20_000
+_gc_lock = threading.Lock()
+_gc_users = 0            # explore calls under way (threads, nested calls)
+_gc_saved = None         # (thresholds, froze) to restore when the last one ends
+
+
+@contextmanager
+def _schedules_gc():
+    """The garbage collector as an exploration wants it: the heap that lives across
+    schedules (modules, numba's dispatchers, caches: ~130k objects) is frozen out of the
+    collector (``gc.freeze``) and the young garbage each schedule leaves (a simulator is a
+    web of cycles) is collected between schedules, not inside them at whatever step the
+    allocation count crossed 700; the collector's state is restored when the last explore
+    under way ends. Changes nothing a run computes (no run observes the collector); left
+    alone when the collector is disabled or frozen by someone else."""
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            if gc.isenabled():
+                froze = gc.get_freeze_count() == 0
+                if froze:
+                    gc.freeze()
+                _gc_saved = (gc.get_threshold(), froze)
+                t0, t1, t2 = _gc_saved[0]
+                gc.set_threshold(max(t0, GC_THRESHOLD_DURING), t1, t2)
+            else:
+                _gc_saved = None
+        _gc_users += 1
+    try:
+        yield _collect_between if _gc_saved is not None else None
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_saved is not None:
+                thresholds, froze = _gc_saved
+                gc.set_threshold(*thresholds)
+                if froze:
+                    gc.unfreeze()
+                _gc_saved = None
+
+
+def _collect_between() -> None:
+    """After one schedule: collect the youngest generation (the schedule's garbage), and the
+    middle one as often as CPython's default policy would (every ``threshold1`` youngest
+    collections)."""
+    gc.collect(1 if gc.get_count()[1] >= gc.get_threshold()[1] else 0)
 
 
 @dataclass
@@ -324,33 +377,38 @@ def explore(scenario, driver_cls, api, strategy="portfolio", schedules=100, seed
                 progress(ex.schedules_run, schedules)
             if record(result, run_strategy, run_seed, run_params) or out_of_time():
                 return True
+            if between is not None:
+                ex.coverage.detach()
+                item = sched = result = None     # this run's simulator is garbage now
+                between()
         return False
 
-    stop = False
-    if sampling:
-        if sampler is None:
-            raise UsageError(f"strategy {strategy!r} has no sampled part to shard")
-        sampler.i, sampler.steps = shard.start, max(1, int(shard.steps))
-        stop = run_part(sampler, shard.stop - shard.start)
-        ex.resume = {"index": offset + ex.schedules_run, "steps": sampler.steps,
-                     "stopped": stop, "runs": runs}
-    for k, (part, share) in enumerate(parts):
-        if stop or sampling:
-            break
-        left = schedules - ex.schedules_run
-        weight = sum(w for _, w in parts[k:])
-        quota = left if k == len(parts) - 1 else max(1, round(left * share / weight))
-        if isinstance(part, _Sampler) and isinstance(parts[0][0], _Windows):
-            part.steps = max(part.steps, parts[0][0].longest)   # PCT's k from the recording
-        if shard is not None and part is sampler:     # the head ends where sampling begins
-            break
-        stop = run_part(part, quota)
-        if isinstance(part, _Exhaustive):
-            ex.bound, ex.por = part.search.bound, part.search.por
-            ex.complete = part.search.complete
-            ex.pruned = part.search.pruned
-    if shard is not None and not sampling:
-        ex.resume = {"index": ex.schedules_run, "stopped": stop, "runs": [],
-                     "steps": sampler.steps if sampler is not None else None}
+    with _schedules_gc() as between:
+        stop = False
+        if sampling:
+            if sampler is None:
+                raise UsageError(f"strategy {strategy!r} has no sampled part to shard")
+            sampler.i, sampler.steps = shard.start, max(1, int(shard.steps))
+            stop = run_part(sampler, shard.stop - shard.start)
+            ex.resume = {"index": offset + ex.schedules_run, "steps": sampler.steps,
+                         "stopped": stop, "runs": runs}
+        for k, (part, share) in enumerate(parts):
+            if stop or sampling:
+                break
+            left = schedules - ex.schedules_run
+            weight = sum(w for _, w in parts[k:])
+            quota = left if k == len(parts) - 1 else max(1, round(left * share / weight))
+            if isinstance(part, _Sampler) and isinstance(parts[0][0], _Windows):
+                part.steps = max(part.steps, parts[0][0].longest)   # PCT's k from the recording
+            if shard is not None and part is sampler:     # the head ends where sampling begins
+                break
+            stop = run_part(part, quota)
+            if isinstance(part, _Exhaustive):
+                ex.bound, ex.por = part.search.bound, part.search.por
+                ex.complete = part.search.complete
+                ex.pruned = part.search.pruned
+        if shard is not None and not sampling:
+            ex.resume = {"index": ex.schedules_run, "stopped": stop, "runs": [],
+                         "steps": sampler.steps if sampler is not None else None}
     ex.elapsed = time.perf_counter() - t0
     return ex
