@@ -167,18 +167,21 @@ class FanOut(Observer):
         # overrides, as the (event, indices) pairs that have a target
         own = []
         for i, o in enumerate(obs):
-            names = _EVENT_SET.intersection(getattr(o, "__dict__", ()))
-            if names:
-                own.append((i, frozenset(names)))
+            d = getattr(o, "__dict__", None)
+            if d:
+                names = _EVENT_SET.intersection(d.keys())
+                if names:
+                    own.append((i, frozenset(names)))
         key = (tuple([type(o) for o in obs]), tuple(own))
         plan = _PLANS.get(key)
         if plan is None:
             plan = _PLANS[key] = _plan(key[0], own)
-        for name, idx in plan:
-            if len(idx) == 1:
-                setattr(self, name, getattr(obs[idx[0]], name))
-            else:
-                setattr(self, name, _fan(tuple([getattr(obs[i], name) for i in idx])))
+        single, several = plan
+        d = self.__dict__
+        for name, i in single:
+            d[name] = getattr(obs[i], name)
+        for name, idx in several:
+            d[name] = _fan(tuple([getattr(obs[i], name) for i in idx]))
 
     def __repr__(self):
         return f"<FanOut {', '.join(type(o).__name__ for o in self.observers)}>"
@@ -202,19 +205,23 @@ _EVENT_SET = frozenset(EVENTS)
 _PLANS: dict = {}
 
 
-def _plan(classes, own) -> list:
+def _plan(classes, own) -> tuple:
     """For a fan-out of observers of ``classes`` whose instances override the events in
     ``own`` (``[(index, names)]``): each event that some observer takes, with the indices
-    of those observers in order (events nobody takes keep the class's no-op)."""
-    plan = []
+    of those observers in order (events nobody takes keep the class's no-op), as the
+    events one observer takes (``(name, index)``) and those several take (``(name,
+    indices)``)."""
+    single, several = [], []
     for name, base in _BASE.items():
         idx = [i for i, cls in enumerate(classes) if getattr(cls, name, base) is not base]
         extra = [i for i, names in own if name in names and i not in idx]
         if extra:
             idx = sorted(idx + extra)
-        if idx:
-            plan.append((name, tuple(idx)))
-    return plan
+        if len(idx) == 1:
+            single.append((name, idx[0]))
+        elif idx:
+            several.append((name, tuple(idx)))
+    return tuple(single), tuple(several)
 
 
 def _fan(targets):

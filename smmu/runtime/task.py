@@ -49,13 +49,13 @@ def caller_frame(skip=_OWN):
     default smmu's own packages): the driver's or scenario's code that made the call being
     reported; None when every frame is smmu's."""
     f = sys._getframe(1)
-    if skip is _OWN:                 # the usual question: answered per code object once
-        own = _OWN_CODE
-        while f is not None:
-            code = f.f_code
-            mine = own.get(code)
+    if skip is _OWN:                 # the usual question: answered per file once (keyed by
+        own = _OWN_FILE              # the name, whose hash a str caches: a code object's
+        while f is not None:         # hash is recomputed over its bytecode at every lookup)
+            name = f.f_code.co_filename
+            mine = own.get(name)
             if mine is None:
-                mine = own[code] = code.co_filename.startswith(_OWN)
+                mine = own[name] = name.startswith(_OWN)
             if not mine:
                 return f
             f = f.f_back
@@ -67,8 +67,8 @@ def caller_frame(skip=_OWN):
     return None
 
 
-#: code object -> is it smmu's own (:data:`_OWN`): what :func:`caller_frame` skips
-_OWN_CODE: dict = {}
+#: file name -> is it smmu's own (:data:`_OWN`): what :func:`caller_frame` skips
+_OWN_FILE: dict = {}
 
 
 def frame_site(f) -> str:

@@ -85,9 +85,12 @@ def _stuck(e: _Entry, frame) -> bool:
     return True
 
 
-_runs: dict = {}                # thread ident -> entries of its runs in progress, innermost last
-_wake = threading.Condition()
+#: thread ident -> entries of its runs in progress, innermost last (a thread's list stays,
+#: empty, between its runs: entering a run is then an append under the lock)
+_runs: dict = {}
+_wake = threading.Condition(threading.Lock())
 _watcher: threading.Thread | None = None
+_idle = False                   # the watcher waits for a run to begin (enter wakes it)
 
 
 def _raise_in(ident: int) -> None:
@@ -99,16 +102,22 @@ def _raise_in(ident: int) -> None:
 
 
 def _watch() -> None:
+    global _idle
     while True:
         with _wake:
-            while not _runs:
+            while True:
+                ticks = [_tick(s[-1].timeout) for s in _runs.values() if s]
+                if ticks:
+                    break
+                _idle = True
                 _wake.wait()
-            tick = min(_tick(s[-1].timeout) for s in _runs.values())
+            _idle = False
+            tick = min(ticks)
         time.sleep(tick)
         with _wake:     # leave() cannot run between the check and the shot
             frames = sys._current_frames()
             for ident, stack in _runs.items():
-                if _stuck(stack[-1], frames.get(ident)):
+                if stack and _stuck(stack[-1], frames.get(ident)):
                     _raise_in(ident)
             del frames
 
@@ -124,13 +133,13 @@ def enter(sched):
     with _wake:
         stack = _runs.get(e.ident)
         if stack is None:
-            _runs[e.ident] = [e]
+            stack = _runs[e.ident] = []
             if _watcher is None:
                 _watcher = threading.Thread(target=_watch, name="smmu-watchdog", daemon=True)
                 _watcher.start()
+        stack.append(e)                 # (after the first: a run inside a step of another)
+        if _idle:
             _wake.notify()
-        else:
-            stack.append(e)             # a run inside a step of another (sim.do)
     return e
 
 
@@ -145,5 +154,3 @@ def leave(e) -> None:
                 stack.pop()
             elif e in stack:
                 stack.remove(e)
-            if not stack:
-                del _runs[e.ident]
