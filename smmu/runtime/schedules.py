@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import random as _random
 import struct
+import sys
+from array import array
 from operator import itemgetter
 
 import numpy as np
@@ -231,9 +233,19 @@ class RandomSchedule(Schedule):
     def reset(self, seed):
         if seed is not None:
             self.seed = seed
-        self.rng = _random.Random(self.seed)
+        # seeded at the first draw (a schedule made for a run is reset again by the
+        # scheduler with the same seed: seeding Mersenne Twister costs several us)
+        self._rng = None
         self._words: list = []      # outputs drawn from rng and not used yet, in order
         self._ends = None
+
+    @property
+    def rng(self) -> _random.Random:
+        """The generator the choices are drawn from (``random.Random(seed)``)."""
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = _random.Random(self.seed)
+        return rng
 
     def choose(self, sched, tasks):
         words = self._words
@@ -246,9 +258,10 @@ class RandomSchedule(Schedule):
                 del words[:i + 1]
                 return w >> shift
         words.clear()               # the rest of the draw: _randbelow_with_getrandbits's loop
-        r = self.rng.getrandbits(32 - shift)
+        rng = self.rng
+        r = rng.getrandbits(32 - shift)
         while r >= n:
-            r = self.rng.getrandbits(32 - shift)
+            r = rng.getrandbits(32 - shift)
         return r
 
     def batch(self, sched, tasks, limit):
@@ -260,9 +273,7 @@ class RandomSchedule(Schedule):
         ends = []           # after each choice, how many outputs it has used
         while True:
             if len(words) < want:
-                m = want - len(words)
-                words += struct.unpack(f"<{m}I", self.rng.getrandbits(32 * m).to_bytes(
-                    4 * m, "little"))
+                words += _words32(self.rng, want - len(words))
             if limit < 64:
                 ends = [i + 1 for i, w in enumerate(words) if w >> shift < n]
                 if len(ends) >= limit:
@@ -290,6 +301,20 @@ class RandomSchedule(Schedule):
 
 
 register_schedule("random", RandomSchedule)
+
+
+def _words32(rng: _random.Random, m: int):
+    """The next ``m`` 32-bit outputs of ``rng``, in order (what ``m`` calls of
+    ``rng.getrandbits(32)`` return: ``getrandbits(32 * m)`` holds them low word first)."""
+    raw = rng.getrandbits(32 * m).to_bytes(4 * m, "little")
+    if _LITTLE:
+        out = array("I")
+        out.frombytes(raw)
+        return out
+    return struct.unpack(f"<{m}I", raw)
+
+
+_LITTLE = sys.byteorder == "little" and array("I").itemsize == 4
 
 
 class Timed(Schedule):
