@@ -78,6 +78,26 @@ def _workload(s: Scheduler, seed: int):
             s.do(spinner("nested", 3))
             yield
 
+    sem = s.rwsem("sem")
+
+    def reader(k):
+        for _ in range(k):
+            with (yield sem.read()):
+                yield
+            yield
+
+    def writer(k, downgrade):
+        for _ in range(k):
+            yield sem.write()
+            yield
+            if downgrade:
+                sem.downgrade_write()
+                yield
+                sem.up_read()
+            else:
+                sem.up_write()
+            yield
+
     def spawner():
         yield from spinner("pre-spawn", rng.randrange(1, 6))
         s.spawn("late", spinner("late", rng.randrange(2, 12)))
@@ -92,14 +112,18 @@ def _workload(s: Scheduler, seed: int):
     s.spawn("e", spin_locker(rng.randrange(1, 5)))
     s.spawn("n", nester(rng.randrange(1, 4)))
     s.spawn("s", spawner())
+    s.spawn("r1", reader(rng.randrange(1, 6)))
+    s.spawn("r2", reader(rng.randrange(1, 6)))
+    s.spawn("wr", writer(rng.randrange(1, 4), False))
+    s.spawn("wd", writer(rng.randrange(1, 4), True))
     return state
 
 
-def _run(make, seed, batched, record_steps=False):
+def _run(make, seed, batched, record_steps=False, fair_locks=False):
     sched = make(seed)
     if not batched:
         sched.batch = None            # one choose() per choice point
-    s = Scheduler(sched, seed=seed, record_steps=record_steps)
+    s = Scheduler(sched, seed=seed, record_steps=record_steps, fair_locks=fair_locks)
     state = _workload(s, seed)
     r = s.run()
     return (r.schedule, r.steps, r.times, r.results, r.kinds(), state["log"], dict(r.stats),
@@ -121,6 +145,9 @@ def test_batched_runs_are_the_runs_of_one_choice_per_step(name):
         assert _run(make, seed, True) == _run(make, seed, False), seed
     for seed in range(3):
         assert _run(make, seed, True, True) == _run(make, seed, False, True), seed
+    for seed in range(10):          # ticket spinlocks, rwsem hand-over to the waiters
+        assert _run(make, seed, True, fair_locks=True) == \
+            _run(make, seed, False, fair_locks=True), seed
 
 
 def test_batches_are_used_and_end_when_a_waiter_is_woken():

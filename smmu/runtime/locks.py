@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import deque
 
 from smmu.base.errors import UsageError
-from smmu.runtime.task import Request, Task
+from smmu.runtime.task import _STEP_NS, Request, Task
 
 
 def _resume(sched, task, req, at: float) -> None:
@@ -53,13 +53,16 @@ class _Lock(Request):
     """Common part of spinlock and mutex: one owner at a time, released by a plain call."""
 
     kind = "lock"
+    #: the atomic section holding it opens (a spinlock's), None for a sleeping lock
+    _atomic = None
 
     def __init__(self, sched, name: str):
         self.sched = sched
         self.name = name
         self.owner: Task | None = None
         self.acquisitions = 0
-        self.contended = 0
+        self.contended = 0         # acquisitions that had to wait
+        self.blocked = 0           # tasks blocked on it now (a release wakes the scheduler)
         self.released_at = 0.0     # the releaser's clock at the last release
         self.fair = sched.fair_locks and self.kind == "spinlock"
         self.waiters: deque = deque()   # fair: blocked tasks, FIFO
@@ -74,25 +77,49 @@ class _Lock(Request):
             self.sched.violation("Deadlock", f"{task.name!r} takes {self.name!r} again while "
                                  f"holding it (at {task.where()}): kernel locks are not "
                                  "recursive (AA deadlock)", task=task.name, stop=False)
-            return False
-        self.contended += 1
         return False
 
+    def asleep(self, task):
+        # held by another task (or handed to one): only its release, which tells the
+        # scheduler (candidates_change), lets the waiter in; an AA deadlock is checked (and
+        # reported) at every look, as before
+        return task.pending is self and self.owner is not task and self.handed is not task
+
     def grant(self, task):
-        _resume(self.sched, task, self, self.released_at)
+        # the common case flat (one call per acquisition; bench_checker --throughput): what
+        # _resume, Scheduler.charge("lock") and, for a spinlock, atomic_begin do
+        sched = self.sched
+        at = self.released_at
+        if task.pending is self:
+            _resume(sched, task, self, at)
+            self.blocked -= 1
+        elif at > 0.0 and at - (task.clock + task.steps * _STEP_NS) > 0.0:
+            task.advance_to(at, self.sleeps)
         if self.handed is task:
             self.handed = None
         self.owner = task
         self.acquisitions += 1
-        self.sched.note_acquire(task, self)
-        self.sched.charge("lock")
+        sched.note_acquire(task, self)
+        t = sched.current or sched._setup_task
+        ns = sched.cost_ns["lock"]
+        jitter = sched.schedule.cost_factor
+        if jitter is not None:
+            ns *= jitter()
+        t.clock += ns
+        sched.stats["lock"] += 1
+        reason = self._atomic
+        if reason is not None:
+            task.atomic.append((reason, task.raw_stack() if sched.capture_stacks else None))
         return self
 
     def block(self, task):
+        self.contended += 1
+        self.blocked += 1
         if self.fair:
             self.waiters.append(task)
 
     def cancel(self, task):
+        self.blocked -= 1
         if task in self.waiters:
             self.waiters.remove(task)
 
@@ -115,11 +142,26 @@ class _Lock(Request):
         if task is None or self.handed is task:
             raise UsageError(f"release of {self.name!r} which is not held")
         self.owner = None
-        self.released_at = self.sched.running.time
-        self.sched.note_release(task, self)
+        sched = self.sched
+        t = sched.current or sched._setup_task
+        self.released_at = t.clock + t.steps * _STEP_NS        # sched.running.time
+        held = task.held
+        if held and held[-1] is self and sched.footprint is None:
+            held.pop()                          # note_release's common case
+        else:
+            sched.note_release(task, self)
         if self.waiters:                       # fair: the next ticket holder has it now
             nxt = self.waiters.popleft()
             self.owner = self.handed = nxt
+        if self.blocked:                       # a waiter may go now: the batch under way
+            sched.candidates_change()          # ends with this step
+        reason = self._atomic
+        if reason is not None:                 # spin_unlock: the atomic section ends
+            atomic = task.atomic
+            if atomic and atomic[-1][0] == reason:
+                atomic.pop()
+            else:
+                sched.atomic_end(reason, task)
 
     unlock = release
 
@@ -156,18 +198,6 @@ class Spinlock(_Lock):
     def __init__(self, sched, name: str):
         super().__init__(sched, name)
         self._atomic = f"holding spinlock {name!r}"     # the atomic section's reason
-
-    def grant(self, task):
-        super().grant(task)
-        self.sched.atomic_begin(self._atomic, task)
-        return self
-
-    def release(self):
-        task = self.owner
-        super().release()
-        self.sched.atomic_end(self._atomic, task)
-
-    unlock = release
 
 
 class Mutex(_Lock):
@@ -210,16 +240,25 @@ class _RWSide(Request):
         # writers waiting get priority so readers cannot starve them (as rwsem does)
         if s.writer is not None:
             return False
-        for t in s.sched.tasks:
-            p = t.pending
-            if isinstance(p, _RWSide) and p.write and p.sem is s:
-                return False
+        if s.writers_blocked:        # (none blocked anywhere: none among sched.tasks)
+            for t in s.sched.tasks:
+                p = t.pending
+                if isinstance(p, _RWSide) and p.write and p.sem is s:
+                    return False
         return True
 
     def grant(self, task):
         s = self.sem
-        _resume(s.sched, task, self, s.released_at)
-        if task in s.handed:
+        if task.pending is self:
+            _resume(s.sched, task, self, s.released_at)
+            s.blocked -= 1
+            if self.write:
+                s.writers_blocked -= 1
+        else:
+            at = s.released_at
+            if at > 0.0 and at - (task.clock + task.steps * _STEP_NS) > 0.0:
+                task.advance_to(at, True)
+        if s.handed and task in s.handed:
             s.handed.discard(task)        # the hand-over already made it an owner
         elif self.write:
             s.writer = task
@@ -231,11 +270,25 @@ class _RWSide(Request):
 
     def block(self, task):
         s = self.sem
+        s.blocked += 1
+        if self.write:
+            s.writers_blocked += 1
         if s.fair:
             s.waiters.append((task, self.write))
 
+    def asleep(self, task):
+        # blocked behind a holder (or, reading, a waiting writer): the semaphore's release
+        # or downgrade, or the end of a task, comes first and tells the scheduler; a
+        # recursive take is checked (and reported) at every look, as before
+        s = self.sem
+        return (task.pending is self and task not in s.handed and s.writer is not task
+                and not (self.write and task in s.readers))
+
     def cancel(self, task):
         s = self.sem
+        s.blocked -= 1
+        if self.write:
+            s.writers_blocked -= 1
         for w in list(s.waiters):
             if w[0] is task:
                 s.waiters.remove(w)
@@ -261,17 +314,24 @@ class _RWSide(Request):
                     raise UsageError(f"up_read on {s.name!r} which is not read-held")
                 task = s.readers[0]
             s.readers.remove(task)
-        s.released_at = max(s.released_at, s.sched.running.time)
-        fp = s.sched.footprint
+        sched = s.sched
+        t = sched.current or sched._setup_task
+        now = t.clock + t.steps * _STEP_NS                 # sched.running.time
+        if now > s.released_at:
+            s.released_at = now
+        fp = sched.footprint
         if fp is not None:
             fp.write(s)
         # lockdep bookkeeping: the held entry is the side object that was granted
-        for h in list(task.held):
+        held = task.held
+        for i, h in enumerate(held):
             if isinstance(h, _RWSide) and h.sem is s and h.write == self.write:
-                task.held.remove(h)
+                del held[i]
                 break
         if s.waiters and s.writer is None and not s.readers:
             s.hand_over()
+        if s.blocked:                          # a waiter may go now (candidates_change)
+            sched.candidates_change()
 
     def __enter__(self):
         return self
@@ -295,6 +355,8 @@ class RWSem:
         self.readers: list[Task] = []
         self.released_at = 0.0
         self.fair = sched.fair_locks
+        self.blocked = 0                # tasks blocked on it now (a release wakes them)
+        self.writers_blocked = 0        # of which on write() (readers give them way)
         self.waiters: deque = deque()   # fair: (task, write) blocked, FIFO
         self.handed: set = set()        # fair: waiters made owners by a release, not yet run
         self._r = _RWSide(self, False)
@@ -351,6 +413,8 @@ class RWSem:
                              "hold for write")
         self.writer = None
         self.readers.append(task)
+        if self.blocked:                # readers that wait may enter now
+            self.sched.candidates_change()
         for i, h in enumerate(task.held):
             if isinstance(h, _RWSide) and h.sem is self and h.write:
                 task.held[i] = self._r

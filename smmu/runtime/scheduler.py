@@ -772,26 +772,32 @@ class Scheduler:
     def note_acquire(self, task: Task, lock) -> None:
         """Lock-order tracking (lockdep): record held -> lock edges by lock class name and
         report an inversion the first time both orders have been seen."""
-        name = lock.name
         fp = self.footprint
         if fp is not None:
             fp.write(getattr(lock, "sem", lock))
-        for h in task.held:
-            hn = h.name
-            if hn == name:
-                continue
-            if (hn, name) not in self.lockdep:
-                self.lockdep[(hn, name)] = (task.name, task.where())
-                other = self.lockdep.get((name, hn))
-                if other is not None:
-                    self.violation(
-                        "LockOrder",
-                        f"{task.name!r} takes {name!r} while holding {hn!r} at {task.where()}, "
-                        f"but {other[0]!r} took {hn!r} while holding {name!r} at {other[1]}: "
-                        "under another schedule these deadlock",
-                        task=task.name, locks=[hn, name])
-        task.held.append(lock)
+        held = task.held
+        if held:
+            name = lock.name
+            lockdep = self.lockdep
+            for h in held:
+                hn = h.name
+                if hn != name and (hn, name) not in lockdep:
+                    self._lock_order(task, hn, name)
+        held.append(lock)
         self.stats["lock_acquire"] += 1
+
+    def _lock_order(self, task: Task, hn: str, name: str) -> None:
+        """A lock-order edge ``hn -> name`` not seen before in this run: remember where, and
+        report an inversion if the other order was seen."""
+        self.lockdep[(hn, name)] = (task.name, task.where())
+        other = self.lockdep.get((name, hn))
+        if other is not None:
+            self.violation(
+                "LockOrder",
+                f"{task.name!r} takes {name!r} while holding {hn!r} at {task.where()}, "
+                f"but {other[0]!r} took {hn!r} while holding {name!r} at {other[1]}: "
+                "under another schedule these deadlock",
+                task=task.name, locks=[hn, name])
 
     def note_release(self, task: Task, lock) -> None:
         fp = self.footprint
