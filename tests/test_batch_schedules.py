@@ -24,8 +24,8 @@ def test_random_batches_draw_what_randrange_draws(seed, n, plan):
     for batch, limit, used in plan:
         if batch:
             run, tids = s.batch(None, tasks, limit)
-            assert len(run) == limit and tids == [t.tid for t in run]
-            used = min(used, limit)
+            assert 1 <= len(run) <= limit and tids == [t.tid for t in run]
+            used = min(used, len(run))
             s.consumed(used)
             got = [t.tid for t in run[:used]]
         else:

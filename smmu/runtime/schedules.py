@@ -238,6 +238,7 @@ class RandomSchedule(Schedule):
         self._rng = None
         self._words: list = []      # outputs drawn from rng and not used yet, in order
         self._ends = None
+        self._hint = _HINT_MIN      # the size of the next batch: twice what the last used
 
     @property
     def rng(self) -> _random.Random:
@@ -265,6 +266,10 @@ class RandomSchedule(Schedule):
         return r
 
     def batch(self, sched, tasks, limit):
+        # a batch is usually cut short after a few steps (a task blocks, wakes another):
+        # hand over about twice what the last one used (the run is the same either way)
+        if limit > self._hint:
+            limit = self._hint
         n = len(tasks)
         k = n.bit_length()
         shift = 32 - k
@@ -295,12 +300,15 @@ class RandomSchedule(Schedule):
         if k:
             del self._words[:self._ends[k - 1]]
         self._ends = None
+        self._hint = 2 * k if k > _HINT_MIN // 2 else _HINT_MIN
 
     def __repr__(self):
         return f"<RandomSchedule seed={self.seed}>"
 
 
 register_schedule("random", RandomSchedule)
+#: the smallest batch :meth:`RandomSchedule.batch` hands over
+_HINT_MIN = 4
 
 
 def _words32(rng: _random.Random, m: int):
