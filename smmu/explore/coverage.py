@@ -69,8 +69,11 @@ class Coverage(Observer):
         """A notifier hook event of the running task (of hook ``row``): every open fault of
         another task has had the other side between its steps, and the hook ran inside a
         fault (between its snapshot and its map)."""
+        snaps = self._snap
+        if not snaps:                # (no fault open: nothing to mark)
+            return
         tid = self._tid()
-        for t, snap in self._snap.items():
+        for t, snap in snaps.items():
             if t != tid:
                 snap[1] = True
                 if row is not None:
@@ -79,8 +82,11 @@ class Coverage(Observer):
     def _device_side(self):
         """A device fault step of the running task: every hook or window of another task
         open now has had the other side inside it."""
+        opened = self._open
+        if not opened:               # (no hook or window open: nothing to mark)
+            return
         tid = self._tid()
-        for (t, row, _), _v in self._open.items():
+        for (t, row, _), _v in opened.items():
             if t != tid:
                 self._run_hooks[row] = True
 
@@ -89,7 +95,7 @@ class Coverage(Observer):
                                                        "invalidate_range_end") else hook
         if row not in HOOK_ROWS:
             return
-        self._ran(row)
+        self._run_hooks.setdefault(row, False)        # _ran(row)
         self._hook_side(row)
         if row != "invalidate_range_start/end":
             self._open[(self._tid(), row, id(args))] = row

@@ -167,13 +167,16 @@ class Oracle(ProtocolChecker):
 
     # ------------------------------------------------------------------ CPU side
     def cpu_access(self, mm, va, write, value):
+        if write:                       # (the cell before a write does not matter)
+            loc = self._locate(mm, va, True)
+            if loc is not None:
+                task, step = self._where()
+                loc[0][loc[1]] = Cell(int(value), "cpu", task, step)
+            return
         table, key, cell = self._expected(mm, va, write)
         if table is None:
             return
         task, step = self._where()
-        if write:
-            table[key] = Cell(int(value), "cpu", task, step)
-            return
         value = int(value)
         if cell.matches(value):
             if cell.lazy:     # MADV_FREE settled: the page was kept or dropped
