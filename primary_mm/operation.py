@@ -13,21 +13,28 @@ no wrapper around it (a generator level every step of the operation would pass t
 from __future__ import annotations
 
 import functools
+import weakref
 
 from smmu.runtime.observer import handlers
 
 _EVENTS = ("mm_op_begin", "mm_op_end")
-#: (the observer last asked about, does it listen to either event): one entry, kept by
-#: identity (the reference keeps the object alive, so its id cannot be reused meanwhile)
+#: (a weak reference to the observer last asked about, does it listen to either event): one
+#: entry; weak, so that it does not keep the last run's simulator alive (the explore loop
+#: collects each run's garbage before the next), and a dead one never matches
 _last = [None, True]
 
 
 def _listens(observer) -> bool:
-    if observer is _last[0]:
+    ref = _last[0]
+    if ref is not None and ref() is observer:
         return _last[1]
     begin, end = handlers(observer, _EVENTS)
     listens = begin is not None or end is not None
-    _last[0], _last[1] = observer, listens
+    try:
+        _last[0] = weakref.ref(observer)
+    except TypeError:               # an observer without weak references: not cached
+        _last[0] = None
+    _last[1] = listens
     return listens
 
 

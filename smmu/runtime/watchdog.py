@@ -91,6 +91,7 @@ _runs: dict = {}
 _wake = threading.Condition(threading.Lock())
 _watcher: threading.Thread | None = None
 _idle = False                   # the watcher waits for a run to begin (enter wakes it)
+_wake_tick = 1.0                # the tick of the run whose enter woke it
 
 
 def _raise_in(ident: int) -> None:
@@ -105,13 +106,14 @@ def _watch() -> None:
     global _idle
     while True:
         with _wake:
-            while True:
-                ticks = [_tick(s[-1].timeout) for s in _runs.values() if s]
-                if ticks:
-                    break
+            ticks = [_tick(s[-1].timeout) for s in _runs.values() if s]
+            if not ticks:
                 _idle = True
                 _wake.wait()
-            _idle = False
+                _idle = False
+                # a short run (a sim.do) may be over by now: watch one tick anyway before
+                # waiting again, or every such run would wake this thread (a GIL hand-over)
+                ticks = [_tick(s[-1].timeout) for s in _runs.values() if s] or [_wake_tick]
             tick = min(ticks)
         time.sleep(tick)
         with _wake:     # leave() cannot run between the check and the shot
@@ -125,7 +127,7 @@ def _watch() -> None:
 def enter(sched):
     """Start watching ``sched``'s run on this thread (``sched.step_timeout`` seconds per
     step; None or 0: not watched). Returns the token :func:`leave` takes."""
-    global _watcher
+    global _watcher, _wake_tick
     timeout = sched.step_timeout
     if not timeout:
         return None
@@ -139,6 +141,7 @@ def enter(sched):
                 _watcher.start()
         stack.append(e)                 # (after the first: a run inside a step of another)
         if _idle:
+            _wake_tick = _tick(e.timeout)
             _wake.notify()
     return e
 
