@@ -173,13 +173,14 @@ def _pairs(subs, r, n):
         yield from subs.mmu_notifier_invalidate_range_end(r)
 
 
-def _core(observer=None):
-    """``(scheduler, chain, driver, range)``: one plain subscription on an mm's chain."""
+def _core(observer=None, cls=NotifierSubscriptions):
+    """``(scheduler, chain, driver, range)``: one plain subscription on an mm's chain
+    (``cls``: the chain's class)."""
     s = Scheduler(task_step_budget=10**9)
     if observer is not None:
         s.observer = observer
     mm = _MM()
-    subs = NotifierSubscriptions(s, mm, "modern")
+    subs = cls(s, mm, "modern")
     mm.notifier_subscriptions = subs
     drv = Plain(s, mm)
     s.do(subs.register(drv))

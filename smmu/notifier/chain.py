@@ -789,7 +789,10 @@ class NotifierSubscriptions:
             if plan[5] is None or sched.schedule.cost_factor is not None:
                 return self._walk_now(rng, task, True)
             return self._walk_planned(rng, task, plan, plan[5], True)
-        # _walk_now for one subscription, less what the plan settled
+        # _walk_now for one subscription, less what the plan settled: the start's inline
+        # walk again, on purpose (one helper for both would cost a Python frame a walk, a
+        # fifth of a pair: benchmarks/dispatch_breakdown.py); tests/test_fast_walks.py keeps
+        # both equal to the general walk
         srcu = self.srcu
         if srcu.lazy is None and not srcu.waiting:
             srcu.lazy = task                   # (RCUDomain.lazy_ok, inline)
