@@ -140,6 +140,18 @@ def _error(meta, pfn, code):
     meta[F_NERR] += 1
 
 
+@numba.njit(cache=True, inline="always")
+def _alloc1(pfn, refcount, mapcount, pincount, flags, owner, contents, owner_id, flag_bits,
+            zero):
+    refcount[pfn] = 1
+    mapcount[pfn] = 0
+    pincount[pfn] = 0
+    flags[pfn] = flag_bits
+    owner[pfn] = owner_id
+    if zero:
+        contents[pfn] = 0
+
+
 @numba.njit(cache=True)
 def frames_alloc(
     free_stack,
@@ -164,38 +176,90 @@ def frames_alloc(
         return 0
     for k in range(n):
         pfn = free_stack[nfree - 1 - k]
-        refcount[pfn] = 1
-        mapcount[pfn] = 0
-        pincount[pfn] = 0
-        flags[pfn] = flag_bits
-        owner[pfn] = owner_id
-        if zero:
-            contents[pfn] = 0
+        _alloc1(pfn, refcount, mapcount, pincount, flags, owner, contents, owner_id, flag_bits,
+                zero)
         out[k] = pfn
     meta[F_NFREE] = nfree - n
     return n
 
 
 @numba.njit(cache=True)
+def frames_alloc_one(free_stack, meta, refcount, mapcount, pincount, flags, owner, contents,
+                     owner_id, flag_bits, zero):
+    """:func:`frames_alloc` of one frame, returned (0 if none is free)."""
+    nfree = meta[F_NFREE]
+    if nfree < 1:
+        return 0
+    pfn = free_stack[nfree - 1]
+    _alloc1(pfn, refcount, mapcount, pincount, flags, owner, contents, owner_id, flag_bits,
+            zero)
+    meta[F_NFREE] = nfree - 1
+    return pfn
+
+
+@numba.njit(cache=True, inline="always")
+def _get1(meta, refcount, pincount, pfn, pin):
+    """One frame of :func:`frames_get`: 1 if it was skipped as an error."""
+    if pfn <= 0 or pfn >= refcount.shape[0]:
+        _error(meta, pfn, ERR_BAD_PFN)
+        return 1
+    if refcount[pfn] <= 0:
+        _error(meta, pfn, ERR_FREE_FRAME)
+        return 1
+    refcount[pfn] += 1
+    if pin:
+        pincount[pfn] += 1
+    return 0
+
+
+@numba.njit(cache=True)
 def frames_get(meta, refcount, pincount, pfns, pin):
     """refcount += 1 for each pfn (a pfn listed twice gets two); with pin, pincount += 1 too.
     Returns the number of entries skipped as errors (bad pfn, frame free)."""
-    nframes = refcount.shape[0]
     errors = 0
     for k in range(pfns.shape[0]):
-        pfn = pfns[k]
-        if pfn <= 0 or pfn >= nframes:
-            _error(meta, pfn, ERR_BAD_PFN)
-            errors += 1
-            continue
-        if refcount[pfn] <= 0:
-            _error(meta, pfn, ERR_FREE_FRAME)
-            errors += 1
-            continue
-        refcount[pfn] += 1
-        if pin:
-            pincount[pfn] += 1
+        errors += _get1(meta, refcount, pincount, pfns[k], pin)
     return errors
+
+
+@numba.njit(cache=True)
+def frames_get_one(meta, refcount, pincount, pfn, pin):
+    """:func:`frames_get` of one pfn (an int)."""
+    return _get1(meta, refcount, pincount, pfn, pin)
+
+
+@numba.njit(cache=True, inline="always")
+def _put1(free_stack, meta, refcount, mapcount, pincount, flags, generation, owner, pfn, unpin):
+    """One frame of :func:`frames_put`: True if it was freed."""
+    if pfn <= 0 or pfn >= refcount.shape[0]:
+        _error(meta, pfn, ERR_BAD_PFN)
+        return False
+    if refcount[pfn] <= 0:
+        _error(meta, pfn, ERR_FREE_FRAME)
+        return False
+    if unpin:
+        if pincount[pfn] <= 0:
+            _error(meta, pfn, ERR_PINCOUNT_UNDERFLOW)
+            return False
+        pincount[pfn] -= 1
+    elif refcount[pfn] <= pincount[pfn]:
+        _error(meta, pfn, ERR_PUT_PINNED)
+        return False
+    rc = refcount[pfn] - 1
+    refcount[pfn] = rc
+    if rc != 0:
+        return False
+    if mapcount[pfn] != 0 or pincount[pfn] != 0:
+        _error(meta, pfn, ERR_BAD_PAGE_STATE)
+        mapcount[pfn] = 0
+        pincount[pfn] = 0
+    generation[pfn] += _U32_1
+    owner[pfn] = -1
+    flags[pfn] = _U32_0
+    nfree = meta[F_NFREE]
+    free_stack[nfree] = pfn
+    meta[F_NFREE] = nfree + 1
+    return True
 
 
 @numba.njit(cache=True)
@@ -207,65 +271,57 @@ def frames_put(
     free stack, and written to out_freed. Returns the number freed. Without unpin, a put
     that would leave refcount < pincount is skipped as ERR_PUT_PINNED: those references
     belong to pins (GUP_PIN_COUNTING_BIAS) and only unpin_user_page drops them."""
-    nframes = refcount.shape[0]
     freed = 0
     for k in range(pfns.shape[0]):
         pfn = pfns[k]
-        if pfn <= 0 or pfn >= nframes:
-            _error(meta, pfn, ERR_BAD_PFN)
-            continue
-        if refcount[pfn] <= 0:
-            _error(meta, pfn, ERR_FREE_FRAME)
-            continue
-        if unpin:
-            if pincount[pfn] <= 0:
-                _error(meta, pfn, ERR_PINCOUNT_UNDERFLOW)
-                continue
-            pincount[pfn] -= 1
-        elif refcount[pfn] <= pincount[pfn]:
-            _error(meta, pfn, ERR_PUT_PINNED)
-            continue
-        rc = refcount[pfn] - 1
-        refcount[pfn] = rc
-        if rc == 0:
-            if mapcount[pfn] != 0 or pincount[pfn] != 0:
-                _error(meta, pfn, ERR_BAD_PAGE_STATE)
-                mapcount[pfn] = 0
-                pincount[pfn] = 0
-            generation[pfn] += _U32_1
-            owner[pfn] = -1
-            flags[pfn] = _U32_0
-            nfree = meta[F_NFREE]
-            free_stack[nfree] = pfn
-            meta[F_NFREE] = nfree + 1
+        if _put1(free_stack, meta, refcount, mapcount, pincount, flags, generation, owner, pfn,
+                 unpin):
             out_freed[freed] = pfn
             freed += 1
     return freed
 
 
 @numba.njit(cache=True)
+def frames_put_one(free_stack, meta, refcount, mapcount, pincount, flags, generation, owner, pfn,
+                   unpin):
+    """:func:`frames_put` of one pfn (an int): the pfn if it was freed, else 0."""
+    if _put1(free_stack, meta, refcount, mapcount, pincount, flags, generation, owner, pfn,
+             unpin):
+        return pfn
+    return 0
+
+
+@numba.njit(cache=True, inline="always")
+def _mapcount1(meta, refcount, mapcount, pfn, delta):
+    """One frame of :func:`frames_mapcount_add`: 1 if it was skipped as an error."""
+    if pfn <= 0 or pfn >= refcount.shape[0]:
+        _error(meta, pfn, ERR_BAD_PFN)
+        return 1
+    if refcount[pfn] <= 0:
+        _error(meta, pfn, ERR_FREE_FRAME)
+        return 1
+    m = mapcount[pfn] + delta
+    if m < 0:
+        _error(meta, pfn, ERR_MAPCOUNT_UNDERFLOW)
+        return 1
+    mapcount[pfn] = m
+    return 0
+
+
+@numba.njit(cache=True)
 def frames_mapcount_add(meta, refcount, mapcount, pfns, delta):
     """mapcount += delta for each pfn; skipped as errors: bad pfn, free frame, result < 0.
     Returns the number of errors."""
-    nframes = refcount.shape[0]
     errors = 0
     for k in range(pfns.shape[0]):
-        pfn = pfns[k]
-        if pfn <= 0 or pfn >= nframes:
-            _error(meta, pfn, ERR_BAD_PFN)
-            errors += 1
-            continue
-        if refcount[pfn] <= 0:
-            _error(meta, pfn, ERR_FREE_FRAME)
-            errors += 1
-            continue
-        m = mapcount[pfn] + delta
-        if m < 0:
-            _error(meta, pfn, ERR_MAPCOUNT_UNDERFLOW)
-            errors += 1
-            continue
-        mapcount[pfn] = m
+        errors += _mapcount1(meta, refcount, mapcount, pfns[k], delta)
     return errors
+
+
+@numba.njit(cache=True)
+def frames_mapcount_add_one(meta, refcount, mapcount, pfn, delta):
+    """:func:`frames_mapcount_add` of one pfn (an int)."""
+    return _mapcount1(meta, refcount, mapcount, pfn, delta)
 
 
 @numba.njit(cache=True)
@@ -531,6 +587,14 @@ class FrameTable:
         return out
 
     def alloc_one(self, owner: int = NO_OWNER, flags: int = 0, zero: bool = True) -> int:
+        if self._fail_budget is None:
+            # one frame through its own kernel (no pfn array); none free: alloc grows
+            pfn = frames_alloc_one(self.free_stack, self.meta, self.refcount, self.mapcount,
+                                   self.pincount, self.flags, self.owner, self.contents,
+                                   int(owner), int(flags), bool(zero))
+            if pfn:
+                self.allocations += 1
+                return int(pfn)
         return int(self.alloc(1, owner, flags, zero, self._one_out)[0])
 
     def alloc_huge(self, owner: int = NO_OWNER, flags: int = 0, zero: bool = True,
@@ -561,15 +625,30 @@ class FrameTable:
 
     def get(self, pfns) -> None:
         """Take one reference on each pfn (get_page)."""
-        if frames_get(self.meta, self.refcount, self.pincount, self._pfns(pfns), False):
+        if type(pfns) is int:
+            if frames_get_one(self.meta, self.refcount, self.pincount, pfns, False):
+                self._raise_errors("get")
+        elif frames_get(self.meta, self.refcount, self.pincount, self._pfns(pfns), False):
             self._raise_errors("get")
 
     def pin(self, pfns) -> None:
         """Pin each pfn: pincount += 1 and one reference (pin_user_pages)."""
-        if frames_get(self.meta, self.refcount, self.pincount, self._pfns(pfns), True):
+        if type(pfns) is int:
+            if frames_get_one(self.meta, self.refcount, self.pincount, pfns, True):
+                self._raise_errors("pin")
+        elif frames_get(self.meta, self.refcount, self.pincount, self._pfns(pfns), True):
             self._raise_errors("pin")
 
     def _put(self, pfns, unpin: bool) -> np.ndarray:
+        if type(pfns) is int:                   # one pfn: its own kernel, no pfn array
+            freed = frames_put_one(self.free_stack, self.meta, self.refcount, self.mapcount,
+                                   self.pincount, self.flags, self.generation, self.owner,
+                                   pfns, unpin)
+            if freed:
+                self.frees += 1
+            if self.meta[F_NERR]:
+                self._raise_errors("unpin" if unpin else "put")
+            return np.array([freed], dtype=np.int64) if freed else np.empty(0, dtype=np.int64)
         pfns = self._pfns(pfns)
         out = self._one_out if pfns is self._one else np.empty(pfns.shape[0], dtype=np.int64)
         freed = frames_put(
@@ -599,11 +678,17 @@ class FrameTable:
         return self._put(pfns, True)
 
     def inc_mapcount(self, pfns) -> None:
-        if frames_mapcount_add(self.meta, self.refcount, self.mapcount, self._pfns(pfns), 1):
+        if type(pfns) is int:
+            if frames_mapcount_add_one(self.meta, self.refcount, self.mapcount, pfns, 1):
+                self._raise_errors("inc_mapcount")
+        elif frames_mapcount_add(self.meta, self.refcount, self.mapcount, self._pfns(pfns), 1):
             self._raise_errors("inc_mapcount")
 
     def dec_mapcount(self, pfns) -> None:
-        if frames_mapcount_add(self.meta, self.refcount, self.mapcount, self._pfns(pfns), -1):
+        if type(pfns) is int:
+            if frames_mapcount_add_one(self.meta, self.refcount, self.mapcount, pfns, -1):
+                self._raise_errors("dec_mapcount")
+        elif frames_mapcount_add(self.meta, self.refcount, self.mapcount, self._pfns(pfns), -1):
             self._raise_errors("dec_mapcount")
 
     def set_flags(self, pfns, bits: int) -> None:

@@ -408,3 +408,47 @@ def test_alloc_huge_gives_an_aligned_compound_block_and_grows_for_one():
     f.fail_after(511)
     with pytest.raises(OutOfMemory):
         f.alloc_huge()
+
+
+# -- one pfn (an int) through the single-frame kernels = the same pfn as an array -------------
+
+one_ops = st.lists(st.tuples(st.sampled_from(["alloc", "get", "pin", "put", "unpin", "map",
+                                              "unmap", "fail"]),
+                             st.integers(-1, 9)), min_size=3, max_size=40)
+
+
+@settings(max_examples=80, deadline=None)
+@given(program=one_ops)
+def test_one_pfn_paths_match_array_paths(program):
+    """FrameTable's methods given a Python int (frames_alloc_one / _get_one / _put_one /
+    _mapcount_add_one) and given a one-entry array (the batch kernels) leave the same
+    tables, return the same pfns and raise the same errors."""
+    one, arr = FrameTable(nframes=4), FrameTable(nframes=4)
+    for ft in (one, arr):
+        ft.contents[:] = np.arange(1, 5, dtype=np.uint64)    # a frame's old data
+    calls = {"get": "get", "pin": "pin", "put": "put", "unpin": "unpin", "map": "inc_mapcount",
+             "unmap": "dec_mapcount"}
+    for name, arg in program:
+        results = []
+        for ft, scalar in ((one, True), (arr, False)):
+            try:
+                if name == "fail":
+                    ft.fail_after(max(arg, 0))
+                    res = None
+                elif name == "alloc":
+                    res = (ft.alloc_one(owner=arg, flags=FRAME_ANON, zero=arg % 2 == 0)
+                           if scalar else
+                           int(ft.alloc(1, owner=arg, flags=FRAME_ANON, zero=arg % 2 == 0)[0]))
+                else:
+                    pfn = arg if scalar else np.array([arg], dtype=np.int64)
+                    res = getattr(ft, calls[name])(pfn)
+                    if res is not None:
+                        res = (res.dtype, res.tolist())
+            except (FrameStateError, OutOfMemory) as e:
+                res = (type(e), str(e))
+            results.append(res)
+        assert results[0] == results[1], (name, arg)
+        for attr in ("refcount", "mapcount", "pincount", "flags", "generation", "owner",
+                     "contents", "free_stack", "meta"):
+            assert np.array_equal(getattr(one, attr), getattr(arr, attr)), (name, arg, attr)
+        assert (one.allocations, one.frees) == (arr.allocations, arr.frees)
