@@ -167,8 +167,9 @@ class Memory(RmapWalk, HugePages, Hugetlb, Khugepaged, Vmscan, Writeback, Trunca
         self.files: list[File] = []
         self._ids = itertools.count(1)
         # page->mapping / page->index, beside the frame table
-        # (empty until a page gets its mapping; they grow as needed: _grow_page_arrays)
-        self._pg_mapping = self._pg_index = np.zeros(0, dtype=np.int64)
+        # (64 entries; they grow as pfns beyond come: _grow_page_arrays)
+        n = min(64, self.frames.nframes)
+        self._pg_mapping, self._pg_index = np.zeros((2, n), dtype=np.int64)
         self._mapping_objs: dict[int, object] = {}
         self.migration_wq = sched.waitqueue("migration_wq")
         self.page_wq = sched.waitqueue("page_lock_wq")
