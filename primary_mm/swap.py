@@ -14,6 +14,10 @@ import numpy as np
 from primary_mm.frames import FRAME_LOCKED, FRAME_SWAPCACHE
 
 
+#: a fresh swap space's free-slot stack, by size (copied: a list copy costs less than range)
+_FREE: dict[int, list] = {}
+
+
 class SwapSpace:
     """Swap slots. Slot 0 is never used (a swap PTE with slot 0 would read as "none")."""
 
@@ -24,7 +28,10 @@ class SwapSpace:
         self.count = np.zeros(n, dtype=np.int32)
         self.page = np.zeros(n, dtype=np.int64)
         self.used = np.zeros(n, dtype=bool)
-        self._free = list(range(n - 1, 0, -1))
+        free = _FREE.get(n)
+        if free is None:
+            free = _FREE[n] = list(range(n - 1, 0, -1))
+        self._free = free.copy()               # slot stack, lowest on top
         self.slot_of: dict[int, int] = {}          # swap-cache pfn -> slot
         self.writes = 0
         self.reads = 0

@@ -28,9 +28,25 @@ def vma_start(v) -> int:
     return v.start
 
 
+#: protection strings already normalised -> their canonical form (every mmap and mprotect
+#: of a scenario passes one of a handful)
+_CANON: dict[str, str] = {}
+
+
 def parse_prot(prot) -> str:
     """Normalise a protection string: any subset of ``"rwx"`` in any order, or ``"none"``
     / ``""`` for PROT_NONE. Returns the canonical form (``"rw"``, ``"r"``, ``"none"``...)."""
+    if type(prot) is str:
+        canon = _CANON.get(prot)
+        if canon is None:
+            canon = _parse_prot(prot)
+            if len(_CANON) < 256:
+                _CANON[prot] = canon
+        return canon
+    return _parse_prot(prot)
+
+
+def _parse_prot(prot) -> str:
     if not isinstance(prot, str):
         raise InvalidArgument(f"prot must be a string such as 'rw', 'r', 'rwx' or 'none', "
                               f"got {prot!r}")
