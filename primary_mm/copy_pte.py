@@ -41,6 +41,13 @@ _NOT_ANON_EXCLUSIVE = np.uint32(~FRAME_ANON_EXCLUSIVE & 0xFFFFFFFF)
 _U32_0 = np.uint32(0)
 
 
+@numba.njit(cache=True, inline="always")
+def _mapped(pte):
+    """Does the entry hold a page reference and a mapcount (``smmu.base.pte.mapped_mask``):
+    present, PROT_NONE or device-private, not special, not a swap or migration entry."""
+    return (pte & _MAPPED) != _U(0) and (pte & _UNMAPPED) == _U(0)
+
+
 @numba.njit(cache=True)
 def fork_dma_scan(ptes, pincount, flags):
     """Over the entries ``ptes`` (uint64, as ``iter_present`` reports them: a huge PMD is
@@ -57,7 +64,7 @@ def fork_dma_scan(ptes, pincount, flags):
         if (pte & _EXCL) != _U(0):
             nexcl += 1
         pfn = np.int64((pte & _PFN_MASK) >> _PFN_SHIFT)
-        if (pte & _MAPPED) != _U(0) and (pte & _UNMAPPED) == _U(0):
+        if _mapped(pte):
             if pfn >= n:
                 return False, -1, 0
             if pincount[pfn] > 0 and (flags[pfn] & _ANON) != _U32_0:
@@ -86,7 +93,7 @@ def fork_share(meta, refcount, mapcount, pincount, flags, owner, ptes, clear_exc
         pte = ptes[k]
         if (pte & _SWAP) != _U(0):
             nswap += 1
-        if (pte & _MAPPED) != _U(0) and (pte & _UNMAPPED) == _U(0):
+        if _mapped(pte):
             if (pte & _HUGE) != _U(0):
                 nhuge += 1
             else:
@@ -96,7 +103,7 @@ def fork_share(meta, refcount, mapcount, pincount, flags, owner, ptes, clear_exc
     j = nsmall
     for k in range(ptes.shape[0]):
         pte = ptes[k]
-        if (pte & _MAPPED) != _U(0) and (pte & _UNMAPPED) == _U(0):
+        if _mapped(pte):
             pfn = np.int64((pte & _PFN_MASK) >> _PFN_SHIFT)
             if (pte & _HUGE) != _U(0):
                 for s in range(HPAGE_PMD_NR):

@@ -141,8 +141,23 @@ def _error(meta, pfn, code):
 
 
 @numba.njit(cache=True, inline="always")
+def _live(meta, refcount, pfn):
+    """Is ``pfn`` an allocated frame? If not, the error (ERR_BAD_PFN for pfn 0 or beyond the
+    table, ERR_FREE_FRAME for a free one) is recorded in meta."""
+    if pfn <= 0 or pfn >= refcount.shape[0]:
+        _error(meta, pfn, ERR_BAD_PFN)
+        return False
+    if refcount[pfn] <= 0:
+        _error(meta, pfn, ERR_FREE_FRAME)
+        return False
+    return True
+
+
+@numba.njit(cache=True, inline="always")
 def _alloc1(pfn, refcount, mapcount, pincount, flags, owner, contents, owner_id, flag_bits,
             zero):
+    """One frame of an allocation: refcount 1, no mappings or pins, its flags and owner,
+    contents zeroed if ``zero``."""
     refcount[pfn] = 1
     mapcount[pfn] = 0
     pincount[pfn] = 0
@@ -200,11 +215,7 @@ def frames_alloc_one(free_stack, meta, refcount, mapcount, pincount, flags, owne
 @numba.njit(cache=True, inline="always")
 def _get1(meta, refcount, pincount, pfn, pin):
     """One frame of :func:`frames_get`: 1 if it was skipped as an error."""
-    if pfn <= 0 or pfn >= refcount.shape[0]:
-        _error(meta, pfn, ERR_BAD_PFN)
-        return 1
-    if refcount[pfn] <= 0:
-        _error(meta, pfn, ERR_FREE_FRAME)
+    if not _live(meta, refcount, pfn):
         return 1
     refcount[pfn] += 1
     if pin:
@@ -231,11 +242,7 @@ def frames_get_one(meta, refcount, pincount, pfn, pin):
 @numba.njit(cache=True, inline="always")
 def _put1(free_stack, meta, refcount, mapcount, pincount, flags, generation, owner, pfn, unpin):
     """One frame of :func:`frames_put`: True if it was freed."""
-    if pfn <= 0 or pfn >= refcount.shape[0]:
-        _error(meta, pfn, ERR_BAD_PFN)
-        return False
-    if refcount[pfn] <= 0:
-        _error(meta, pfn, ERR_FREE_FRAME)
+    if not _live(meta, refcount, pfn):
         return False
     if unpin:
         if pincount[pfn] <= 0:
@@ -294,11 +301,7 @@ def frames_put_one(free_stack, meta, refcount, mapcount, pincount, flags, genera
 @numba.njit(cache=True, inline="always")
 def _mapcount1(meta, refcount, mapcount, pfn, delta):
     """One frame of :func:`frames_mapcount_add`: 1 if it was skipped as an error."""
-    if pfn <= 0 or pfn >= refcount.shape[0]:
-        _error(meta, pfn, ERR_BAD_PFN)
-        return 1
-    if refcount[pfn] <= 0:
-        _error(meta, pfn, ERR_FREE_FRAME)
+    if not _live(meta, refcount, pfn):
         return 1
     m = mapcount[pfn] + delta
     if m < 0:
@@ -357,14 +360,8 @@ def frames_alloc_huge(
         j += 1
     meta[F_NFREE] = j
     for k in range(nr):
-        pfn = head + k
-        refcount[pfn] = 1
-        mapcount[pfn] = 0
-        pincount[pfn] = 0
-        flags[pfn] = flag_bits
-        owner[pfn] = owner_id
-        if zero:
-            contents[pfn] = 0
+        _alloc1(head + k, refcount, mapcount, pincount, flags, owner, contents, owner_id,
+                flag_bits, zero)
     return head
 
 
