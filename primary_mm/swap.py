@@ -126,7 +126,11 @@ class SwapSpace:
         """``free_swap_cache`` (from ``free_pages_and_swap_cache`` as a zap drops the pages):
         a swap-cache page no longer mapped, not locked, whose slot no swap entry uses any
         more (left so by :meth:`free` while it was locked), leaves the cache, freeing the
-        slot (``folio_free_swap``). ``pfns``: the zapped pages, mapcounts already dropped."""
+        slot (``folio_free_swap``). ``pfns``: the zapped pages, mapcounts already dropped.
+        Nothing to do while the swap cache is empty (every zap of a load that never
+        swapped: the mask and the sort over the batch's pages are skipped)."""
+        if not self.slot_of:
+            return
         pfns = np.asarray(pfns, dtype=np.int64)
         f = self.frames
         pfns = np.unique(pfns[(f.flags[pfns] & (FRAME_SWAPCACHE | FRAME_LOCKED))
