@@ -556,9 +556,10 @@ class NotifierSubscriptions:
         changes of the list made here once: the observer takes no event of the walk (so
         none is told), the lists hold only linked, unfreed subscriptions (``_unlink`` makes
         new lists, and a subscription is freed only after it is unlinked), none declares
-        ``may_sleep`` (no ``might_sleep`` to make). ``_rebuild`` (a link or unlink), the
-        interval tree's registration and :attr:`fast_walks` drop the plan; a walk makes it
-        again when there is none or ``sched.observer`` is another object."""
+        ``may_sleep`` (no ``might_sleep`` to make: a class attribute, as drivers have it);
+        the cost table is the scheduler's, fixed when it is made. ``_rebuild`` (a link or
+        unlink), the interval tree's registration and :attr:`fast_walks` drop the plan; a
+        walk makes it again when there is none or ``sched.observer`` is another object."""
         sched = self.sched
         obs = sched.observer
         ev = self._ev if obs is self._ev_obs else self._events(obs)
