@@ -92,7 +92,9 @@ class LoadShape:
       probability 1/4 (not 1/8), as it makes fewer accesses;
     - the devices whose ring is in the first mmu_gather batch read it while the bulk
       MADV_DONTNEED is in flight (a driver that holds no page until ``end`` meets the
-      batch freed inside the window: ``xpmem_no_pin``).
+      batch freed inside the window: ``xpmem_no_pin``);
+    - the VMM adds the memslots in the order the CPUs come to their pages, so that each
+      is added while its page's zap is in flight (``kvm_memslot_update_in_window``).
     """
 
     cpus: int
@@ -179,6 +181,9 @@ class _Load:
         self.pending = [va for va in spread if va != self.focus] \
             if callable(getattr(driver_cls, "set_memslot", None)) else []
         self.slot_go = {va: sim.completion("memslot_go") for va in self.pending}
+        # (lean) the pages whose zap has begun, in that order: the VMM serves them so
+        self.asked: list = []
+        self.slot_wq = sim.waitqueue("memslot_asked")
         self.drvs = [self._attach(driver_cls, mm) for _ in range(shape.devices)]
         self.job = self.job_drv = None
         if shape.job:
@@ -356,6 +361,8 @@ class _Load:
                 elif kind == "memslot":
                     # the VMM adds the page's memslot (vmm()) while this CPU zaps it
                     self.slot_go[what].complete_all()
+                    self.asked.append(what)
+                    self.slot_wq.wake_all()
                     yield from tolerant(self.mm.madvise(what, PAGE_SIZE, "dontneed"))
                 elif kind == "churn-job":
                     try:
@@ -421,9 +428,16 @@ class _Load:
 
     def vmm(self):
         """The VMM adds a memslot over each pending page (``KVM_SET_USER_MEMORY_REGION``)
-        while the CPUs invalidate them."""
-        for va in self.pending:
-            yield self.slot_go[va].wait()
+        while the CPUs invalidate them: in the order of the pages, or (lean) in the order
+        the CPUs come to them, so that each slot is added while its page's zap is in
+        flight, not after a zap that came before the VMM's turn."""
+        for i in range(len(self.pending)):
+            if self.shape.lean:
+                yield self.slot_wq.wait_until(lambda: len(self.asked) > i)
+                va = self.asked[i]
+            else:
+                va = self.pending[i]
+                yield self.slot_go[va].wait()
             for d in self.drvs:
                 yield from tolerant(d.set_memslot(va, va + PAGE_SIZE))
 
