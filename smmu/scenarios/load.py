@@ -433,7 +433,7 @@ class _Load:
         flight, not after a zap that came before the VMM's turn."""
         for i in range(len(self.pending)):
             if self.shape.lean:
-                yield self.slot_wq.wait_until(lambda: len(self.asked) > i)
+                yield self.slot_wq.wait_until(lambda i=i: len(self.asked) > i)
                 va = self.asked[i]
             else:
                 va = self.pending[i]
