@@ -33,6 +33,9 @@ from smmu.base.errors import UsageError
 from smmu.runtime.task import _STEP_NS, Request, Task
 
 
+_NOBODY = frozenset()
+
+
 def _resume(sched, task, req, at: float) -> None:
     """``task`` is granted ``req``, released at ``at``: it resumes no earlier than that; when
     it had to wait (``task.pending is req``) it also pays the hand-over, spinning
@@ -65,7 +68,8 @@ class _Lock(Request):
         self.blocked = 0           # tasks blocked on it now (a release wakes the scheduler)
         self.released_at = 0.0     # the releaser's clock at the last release
         self.fair = sched.fair_locks and self.kind == "spinlock"
-        self.waiters: deque = deque()   # fair: blocked tasks, FIFO
+        # fair: blocked tasks, FIFO (an unfair lock never queues: an empty tuple)
+        self.waiters = deque() if self.fair else ()
         self.handed: Task | None = None  # fair: the waiter the lock was handed to
 
     def can(self, task):
@@ -357,8 +361,10 @@ class RWSem:
         self.fair = sched.fair_locks
         self.blocked = 0                # tasks blocked on it now (a release wakes them)
         self.writers_blocked = 0        # of which on write() (readers give them way)
-        self.waiters: deque = deque()   # fair: (task, write) blocked, FIFO
-        self.handed: set = set()        # fair: waiters made owners by a release, not yet run
+        # fair: (task, write) blocked, FIFO, and the waiters made owners by a release that
+        # have not run yet (unfair: nothing is queued or handed, empty constants)
+        self.waiters = deque() if self.fair else ()
+        self.handed = set() if self.fair else _NOBODY
         self._r = _RWSide(self, False)
         self._w = _RWSide(self, True)
 

@@ -59,6 +59,8 @@ _BATCH_MIN = 8
 _BATCH_MAX = 1024
 #: ``Task.value`` of a task whose pending request is granted at its next step
 _GRANT = object()
+#: the cost table's default ns per kind (each scheduler copies it, then applies ``costs=``)
+_COST_NS = {k: v[0] for k, v in COSTS.items()}
 
 
 class Counts(dict):
@@ -166,7 +168,7 @@ class Scheduler:
                  record_steps: bool = False, costs: dict | None = None,
                  fair_locks: bool = False):
         self.seed = seed
-        self.cost_ns: dict[str, float] = {k: v[0] for k, v in COSTS.items()}
+        self.cost_ns: dict[str, float] = dict(_COST_NS)
         for k, v in (costs or {}).items():
             if k not in self.cost_ns:
                 raise UsageError(f"unknown cost {k!r}: the kinds are {sorted(COSTS)}")
