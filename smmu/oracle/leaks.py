@@ -67,6 +67,9 @@ class LeakTracker:
         held = self._refs.get((int(pfn), RELEASES.get(how)))
         if not held:
             return
+        if len(held) == 1:          # the owner's or not, the one reference goes (below)
+            held.pop()
+            return
         drv = _driver_of(caller_frame())
         for i in range(len(held) - 1, -1, -1):
             if held[i][0] is drv:
