@@ -277,15 +277,18 @@ class RandomSchedule(Schedule):
         want = limit + limit * ((1 << k) - n) // n + 4     # outputs expected for limit draws
         ends = []           # after each choice, how many outputs it has used
         while True:
-            if len(words) < want:
-                words += _words32(self.rng, want - len(words))
+            if len(words) < want:       # (drawn ahead in chunks: the same outputs in turn)
+                words += _words32(self.rng, max(want - len(words), _DRAW))
             if limit < 64:
-                ends = [i + 1 for i, w in enumerate(words) if w >> shift < n]
+                # the first ``want`` outputs hold ``limit`` accepted ones unless rejections
+                # ran long (then the loop looks further)
+                ends = [i + 1 for i, w in enumerate(words if len(words) <= want else
+                                                    words[:want]) if w >> shift < n]
                 if len(ends) >= limit:
                     del ends[limit:]
                     self._ends = ends
-                    idx = [words[i - 1] >> shift for i in ends]
-                    return [tasks[i] for i in idx], [tasks[i].tid for i in idx]
+                    run = [tasks[words[i - 1] >> shift] for i in ends]
+                    return run, [t.tid for t in run]
             else:                           # the same, vectorized
                 r = np.array(words, dtype=np.uint32) >> shift
                 acc = np.flatnonzero(r < n)[:limit]
@@ -307,8 +310,10 @@ class RandomSchedule(Schedule):
 
 
 register_schedule("random", RandomSchedule)
-#: the smallest batch :meth:`RandomSchedule.batch` hands over
+#: the smallest batch :meth:`RandomSchedule.batch` hands over, and the fewest outputs it
+#: draws from the generator at a time
 _HINT_MIN = 4
+_DRAW = 64
 
 
 def _words32(rng: _random.Random, m: int):
