@@ -333,6 +333,26 @@ def test_lost_device_write_is_reported_at_quiescence():
     assert lost and "end of the run" in lost[0].message
 
 
+def test_end_of_run_check_reports_alike_in_python_and_in_its_kernel(monkeypatch):
+    """_verify_mm compares a few cells in Python (verify_cells_ref) and more in the kernel:
+    the same LostWrite either way (and a clean mm stays clean)."""
+    from smmu.oracle import oracle as oracle_mod
+
+    def lost(small):
+        monkeypatch.setattr(oracle_mod, "VERIFY_SMALL", small)
+        sim, mm, buf, dev = setup(Pinner)
+        sim.do(mm.write(buf, 1))
+        sim.do(dev.access(buf, write=True, value=5))
+        sim.do(mm.fork())
+        sim.do(mm.write(buf, 2))
+        sim.do(dev.access(buf, write=True, value=9))
+        r = sim.run()
+        return [(v.kind, v.message, v.address, v.frames) for v in r.violations]
+
+    in_kernel, in_python = lost(0), lost(64)
+    assert in_kernel == in_python and "LostWrite" in [k for k, *_ in in_kernel]
+
+
 # ---------------------------------------------------------------- write-protect
 
 def _mprotect_then_device_write(drv_cls, api="v2008"):

@@ -49,12 +49,16 @@ from smmu.oracle.leaks import LeakTracker
 from smmu.oracle.protocol import ProtocolChecker
 from smmu.oracle.rules import cite
 from smmu.oracle.scan import (STALE_FREED, STALE_REASONS, SecondaryMap, scan_secondary,
-                              verify_cells)
+                              verify_cells, verify_cells_ref)
 from smmu.runtime.task import call_site
 
 log = get_logger()
 
 # --------------------------------------------------------------------------- the data model
+
+#: up to how many cells :meth:`Oracle._verify_mm` compares in Python rather than in its kernel
+VERIFY_SMALL = 8
+
 
 def _alive(mm) -> bool:
     """Is ``mm`` a live address space (not exited, its page table not destroyed)?"""
@@ -687,17 +691,26 @@ class Oracle(ProtocolChecker):
         if not vas:
             return
         n = len(vas)
-        # one kernel call: walk, read and compare every cell (verify_cells)
-        vpns = np.fromiter((va >> PAGE_SHIFT for va in vas), dtype=np.int64, count=n)
-        # page values are 64-bit unsigned (mm.write masks to 2**64 - 1): uint64 throughout
-        expect = np.fromiter((c.value for c in cells), dtype=np.uint64, count=n)
-        lazy = np.fromiter((c.lazy for c in cells), dtype=np.bool_, count=n)
-        ptes = np.empty(n, dtype=np.uint64)
-        idx = np.empty(n, dtype=np.int64)
         contents = self._frames().contents
-        cnt = verify_cells(mm.pt.pool.nodes, mm.pt.root, vpns, expect, lazy, contents, ptes,
-                           idx)
-        for i in idx[:cnt].tolist():
+        if n <= VERIFY_SMALL:
+            # a few cells: the kernel's pure-Python reference (the same comparison; tests
+            # keep the two equal) costs less than making the kernel's arrays
+            lookup = mm.pt.lookup
+            diff = verify_cells_ref(lookup, [va >> PAGE_SHIFT for va in vas],
+                                    [c.value for c in cells], [c.lazy for c in cells], contents)
+            ptes = {i: lookup(vas[i] >> PAGE_SHIFT) for i in diff}
+        else:
+            # one kernel call: walk, read and compare every cell (verify_cells)
+            vpns = np.fromiter((va >> PAGE_SHIFT for va in vas), dtype=np.int64, count=n)
+            # page values are 64-bit unsigned (mm.write masks to 2**64 - 1): uint64 throughout
+            expect = np.fromiter((c.value for c in cells), dtype=np.uint64, count=n)
+            lazy = np.fromiter((c.lazy for c in cells), dtype=np.bool_, count=n)
+            ptes = np.empty(n, dtype=np.uint64)
+            idx = np.empty(n, dtype=np.int64)
+            cnt = verify_cells(mm.pt.pool.nodes, mm.pt.root, vpns, expect, lazy, contents,
+                               ptes, idx)
+            diff = idx[:cnt].tolist()
+        for i in diff:
             va = vas[i]
             pte = int(ptes[i])
             present = bool(pte & PTE_PRESENT)
