@@ -147,6 +147,25 @@ def test_bad_driver_classes_are_explained():
         check_driver_class(ModernOnly, "v2009")
 
 
+def test_checked_driver_classes_are_remembered_per_api_and_not_kept_alive():
+    import gc
+    import weakref
+
+    class ModernOnly(MMUNotifier):
+        apis = ("modern",)
+
+    check_driver_class(ModernOnly, "modern")
+    check_driver_class(ModernOnly, "modern")           # remembered: passes again
+    with pytest.raises(BadDriver, match="notifier_api='modern'"):
+        check_driver_class(ModernOnly, "v2008")         # another api is checked anew
+    with pytest.raises(BadDriver, match="derived from smmu.MMUNotifier"):
+        check_driver_class(3, "modern")                # not weakly referenceable
+    ref = weakref.ref(ModernOnly)
+    del ModernOnly
+    gc.collect()
+    assert ref() is None, "a checked driver class must not be kept alive by the check"
+
+
 class Refuser(MMUNotifier):
     """Refuses non-blockable ranges and (correctly) has no end."""
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import weakref
 from dataclasses import dataclass
 
 from smmu.base.constants import PAGE_SIZE, ULONG_MAX
@@ -331,20 +332,22 @@ def failed(ret) -> bool:
     return ret is False or (isinstance(ret, int) and not isinstance(ret, bool) and ret < 0)
 
 
-#: ``(class, api)`` pairs :func:`check_driver_class` passed (every attach and register asks
-#: again; a driver class is not changed once it is defined)
-_CHECKED: set = set()
+#: driver class -> the APIs :func:`check_driver_class` passed it for (every attach and
+#: register asks again; a driver class is not changed once it is defined). Weak: a class
+#: made per test or per hypothesis example is not kept alive by having been checked
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def check_driver_class(cls, api: str) -> None:
     """Raise :class:`BadDriver` saying what to fix if ``cls`` cannot be attached under ``api``."""
     try:
-        if (cls, api) in _CHECKED:
-            return
-    except TypeError:                  # unhashable: not a class
-        pass
+        passed = _CHECKED.get(cls, ())
+    except TypeError:                  # not weakly referenceable: not a class
+        passed = ()
+    if api in passed:
+        return
     _check_driver_class(cls, api)
-    _CHECKED.add((cls, api))
+    _CHECKED[cls] = frozenset(passed) | {api}
 
 
 def _check_driver_class(cls, api: str) -> None:
