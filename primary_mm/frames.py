@@ -627,19 +627,19 @@ class FrameTable:
 
     def get(self, pfns) -> None:
         """Take one reference on each pfn (get_page)."""
-        if type(pfns) is int:
-            if frames_get_one(self.meta, self.refcount, self.pincount, pfns, False):
-                self._raise_errors("get")
-        elif frames_get(self.meta, self.refcount, self.pincount, self._pfns(pfns), False):
-            self._raise_errors("get")
+        self._get(pfns, False, "get")
 
     def pin(self, pfns) -> None:
         """Pin each pfn: pincount += 1 and one reference (pin_user_pages)."""
-        if type(pfns) is int:
-            if frames_get_one(self.meta, self.refcount, self.pincount, pfns, True):
-                self._raise_errors("pin")
-        elif frames_get(self.meta, self.refcount, self.pincount, self._pfns(pfns), True):
-            self._raise_errors("pin")
+        self._get(pfns, True, "pin")
+
+    def _get(self, pfns, pin: bool, what: str) -> None:
+        if type(pfns) is int:                   # one pfn: its own kernel, no pfn array
+            errors = frames_get_one(self.meta, self.refcount, self.pincount, pfns, pin)
+        else:
+            errors = frames_get(self.meta, self.refcount, self.pincount, self._pfns(pfns), pin)
+        if errors:
+            self._raise_errors(what)
 
     def _put(self, pfns, unpin: bool) -> np.ndarray:
         if type(pfns) is int:                   # one pfn: its own kernel, no pfn array
@@ -680,18 +680,20 @@ class FrameTable:
         return self._put(pfns, True)
 
     def inc_mapcount(self, pfns) -> None:
-        if type(pfns) is int:
-            if frames_mapcount_add_one(self.meta, self.refcount, self.mapcount, pfns, 1):
-                self._raise_errors("inc_mapcount")
-        elif frames_mapcount_add(self.meta, self.refcount, self.mapcount, self._pfns(pfns), 1):
-            self._raise_errors("inc_mapcount")
+        self._mapcount(pfns, 1, "inc_mapcount")
 
     def dec_mapcount(self, pfns) -> None:
-        if type(pfns) is int:
-            if frames_mapcount_add_one(self.meta, self.refcount, self.mapcount, pfns, -1):
-                self._raise_errors("dec_mapcount")
-        elif frames_mapcount_add(self.meta, self.refcount, self.mapcount, self._pfns(pfns), -1):
-            self._raise_errors("dec_mapcount")
+        self._mapcount(pfns, -1, "dec_mapcount")
+
+    def _mapcount(self, pfns, delta: int, what: str) -> None:
+        if type(pfns) is int:                   # one pfn: its own kernel, no pfn array
+            errors = frames_mapcount_add_one(self.meta, self.refcount, self.mapcount, pfns,
+                                             delta)
+        else:
+            errors = frames_mapcount_add(self.meta, self.refcount, self.mapcount,
+                                         self._pfns(pfns), delta)
+        if errors:
+            self._raise_errors(what)
 
     def set_flags(self, pfns, bits: int) -> None:
         if isinstance(pfns, (int, np.integer)):

@@ -246,9 +246,9 @@ class Memory(RmapWalk, HugePages, Hugetlb, Khugepaged, Vmscan, Writeback, Trunca
     def _grow_page_arrays(self) -> bool:
         """Make ``page->mapping`` / ``page->index`` longer (twice as long, at least 64
         entries, at most as long as the frame table); False if they are that long already.
-        They start empty and grow as pfns that have a mapping come (a cow-after-fork
-        schedule uses about ten frames of 4,096: two 32 KiB arrays per simulator are not
-        needed)."""
+        They start at 64 entries and grow as pfns that have a mapping come (a
+        cow-after-fork schedule uses about ten frames of 4,096: two 32 KiB arrays per
+        simulator are not needed)."""
         n, cap = self._pg_mapping.shape[0], self.frames.nframes
         if n >= cap:
             return False

@@ -678,7 +678,9 @@ class Scheduler:
 
     # ----------------------------------------------------------------- atomic context
     def atomic_begin(self, reason: str, task: Task | None = None) -> None:
-        """Enter an atomic section (``non_block_start``, a spinlock, the PT lock)."""
+        """Enter an atomic section (``non_block_start``, a spinlock, the PT lock). A
+        spinlock's grant and release do this and :meth:`atomic_end`'s common case inline
+        (``_Lock.grant`` / ``_Lock.release``, smmu/runtime/locks.py): change them together."""
         task = task or self.current or self._setup_task
         task.atomic.append((reason, task.raw_stack() if self.capture_stacks else None))
 
@@ -802,6 +804,8 @@ class Scheduler:
                 task=task.name, locks=[hn, name])
 
     def note_release(self, task: Task, lock) -> None:
+        """Lockdep's side of a release: ``lock`` leaves ``task.held`` (``_Lock.release``
+        pops the innermost one inline when no footprint is recorded)."""
         fp = self.footprint
         if fp is not None:
             fp.write(lock)
@@ -845,7 +849,9 @@ class Scheduler:
     # ----------------------------------------------------------------- time, stats, trace
     def charge(self, kind: str, n: int = 1) -> None:
         """Advance the running task's simulated clock by ``n`` units of ``COSTS[kind]``
-        (this scheduler's ``costs``; the ``timed`` schedule may jitter it)."""
+        (this scheduler's ``costs``; the ``timed`` schedule may jitter it). Two hot paths
+        do this inline, and must change with it: ``_Lock.grant`` (smmu/runtime/locks.py,
+        the ``lock`` charge) and the notifier chain's planned walks (``notifier_call``)."""
         t = self.current or self._setup_task
         ns = self.cost_ns[kind] * n
         jitter = self.schedule.cost_factor

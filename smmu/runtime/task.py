@@ -174,7 +174,8 @@ class Task:
 
     @property
     def time(self) -> float:
-        """Simulated time of this task: its charged costs plus the per-step cost."""
+        """Simulated time of this task: its charged costs plus the per-step cost (the lock
+        paths of smmu/runtime/locks.py compute it inline, as ``clock + steps * _STEP_NS``)."""
         return self.clock + self.steps * _STEP_NS
 
     def advance_to(self, t: float, off_cpu: bool) -> float:
